@@ -1,0 +1,367 @@
+"""The study controller: drives each study from creation to its best candidate.
+
+A driver task per running study keeps up to `slots` trials in flight: it asks the
+prompt-generator for candidates, has the scheduler order their task DAG onto the trainers'
+capacity, and publishes one `autoglm.trial.train` job per candidate in plan order. Trial events
+from the trainers (progress, trained, failed) arrive on a durable JetStream consumer; a trained
+trial is scored by the evaluator and its objective fed back to the prompt-generator. State lives
+in the StudyStore after every step, so a restarted gateway resumes running studies, and every
+handler is idempotent (an event for a finished trial is acknowledged and ignored).
+
+Tracing: CreateStudy opens the study's root span; its context is stored with the study and is
+the parent of every dispatch, so all five services' spans for a study share one trace id.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+
+import grpc
+from opentelemetry import trace
+
+from openautoglm.common import events, telemetry
+from openautoglm.common.spec import maximize
+from openautoglm.gateway.store import StudyStore, now_ts
+from openautoglm.v1 import (
+    common_pb2,
+    evaluator_pb2,
+    events_pb2,
+    prompt_generator_pb2,
+    scheduler_pb2,
+    trainer_pb2,
+)
+
+log = logging.getLogger(__name__)
+S = common_pb2
+IN_FLIGHT = (S.TRIAL_STATUS_QUEUED, S.TRIAL_STATUS_TRAINING, S.TRIAL_STATUS_EVALUATING)
+TERMINAL_TRIAL = (S.TRIAL_STATUS_SUCCEEDED, S.TRIAL_STATUS_FAILED, S.TRIAL_STATUS_CANCELLED)
+TERMINAL_STUDY = (S.STUDY_STATE_COMPLETED, S.STUDY_STATE_FAILED, S.STUDY_STATE_CANCELLED)
+STATE_SUBJECT = {
+    S.STUDY_STATE_RUNNING: "running",
+    S.STUDY_STATE_COMPLETED: "completed",
+    S.STUDY_STATE_FAILED: "failed",
+    S.STUDY_STATE_CANCELLED: "cancelled",
+}
+RPC_DEADLINE = 30.0
+EVALUATE_DEADLINE = 120.0
+
+
+class Peers:
+    """Client stubs of the services the gateway calls (one channel each, traced)."""
+
+    def __init__(self, prompt_generator, scheduler, evaluator):
+        self.prompt_generator = prompt_generator
+        self.scheduler = scheduler
+        self.evaluator = evaluator
+
+
+class StudyController:
+    def __init__(self, store: StudyStore, js, peers: Peers):
+        self.store = store
+        self.js = js
+        self.peers = peers
+        self.tracer = telemetry.tracer("openautoglm.gateway")
+        self._drivers: dict[str, asyncio.Task] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._watchers: dict[str, set[asyncio.Queue]] = {}
+        self._root_spans: dict[str, trace.Span] = {}
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    async def create(self, spec: common_pb2.StudySpec, request_id: str) -> common_pb2.Study:
+        if request_id:
+            existing = self.store.study_by_request(request_id)
+            if existing:
+                return self.store.study(existing)
+        study_id = "st-" + uuid.uuid4().hex[:12]
+        root = self.tracer.start_span("study", attributes={"openautoglm.study_id": study_id, "openautoglm.strategy": spec.strategy})
+        study = common_pb2.Study(
+            id=study_id, spec=spec, state=S.STUDY_STATE_RUNNING, trace_id=telemetry.trace_id_hex(root),
+            created_at=now_ts(), updated_at=now_ts(),
+        )
+        self.store.insert_study(study, request_id, telemetry.traceparent_of(root))
+        self._root_spans[study_id] = root
+        ctx = trace.set_span_in_context(root)
+        for state in ("created", "running"):
+            await events.publish(self.js, events.study_subject(state), events_pb2.StudyEvent(
+                meta=events.new_meta("gateway", study_id, event_id=f"{study_id}-{state}"), state=study.state), ctx=ctx)
+        log.info("study %s created (%s, %d trials)", study_id, spec.strategy, spec.budget.max_trials, extra={"study_id": study_id})
+        self._start_driver(study_id)
+        return study
+
+    def resume_running(self) -> None:
+        """After a restart: drive every study the store says is still running."""
+        for study_id in self.store.studies_in_state(S.STUDY_STATE_RUNNING):
+            log.info("resuming study %s", study_id, extra={"study_id": study_id})
+            self._start_driver(study_id)
+
+    async def cancel(self, study_id: str) -> common_pb2.Study | None:
+        study = self.store.study(study_id)
+        if study is None or study.state in TERMINAL_STUDY:
+            return study
+        for trial in study.trials:
+            if trial.status in IN_FLIGHT:
+                trial.status = S.TRIAL_STATUS_CANCELLED
+                trial.finished_at.CopyFrom(now_ts())
+                self.store.save_trial(trial)
+        await self._finish(study_id, S.STUDY_STATE_CANCELLED, "cancelled by request")
+        return self.store.study(study_id)
+
+    async def stop(self) -> None:
+        for task in self._drivers.values():
+            task.cancel()
+        for task in self._drivers.values():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _start_driver(self, study_id: str) -> None:
+        self._wakeups[study_id] = asyncio.Event()
+        self._drivers[study_id] = asyncio.create_task(self._drive(study_id), name=f"drive-{study_id}")
+
+    def _wake(self, study_id: str) -> None:
+        event = self._wakeups.get(study_id)
+        if event is not None:
+            event.set()
+
+    def _study_context(self, study_id: str):
+        root = self._root_spans.get(study_id)
+        if root is not None:
+            return trace.set_span_in_context(root)
+        traceparent, _ = self.store.trace_info(study_id)
+        return telemetry.extract_context({"traceparent": traceparent})
+
+    # --- the driver ---------------------------------------------------------------------------
+    async def _drive(self, study_id: str) -> None:
+        ctx = self._study_context(study_id)
+        _, started = self.store.trace_info(study_id)
+        exhausted = False
+        try:
+            while True:
+                study = self.store.study(study_id)
+                if study.state in TERMINAL_STUDY:
+                    return
+                budget = study.spec.budget
+                trials = list(study.trials)
+                in_flight = [t for t in trials if t.status in IN_FLIGHT]
+                out_of_time = budget.max_wall_seconds > 0 and time.time() - started > budget.max_wall_seconds
+                can_propose = not exhausted and not out_of_time and len(trials) < budget.max_trials
+                if not in_flight and not can_propose:
+                    succeeded = [t for t in trials if t.status == S.TRIAL_STATUS_SUCCEEDED]
+                    if succeeded:
+                        await self._finish(study_id, S.STUDY_STATE_COMPLETED)
+                    else:
+                        await self._finish(study_id, S.STUDY_STATE_FAILED, "no trial succeeded")
+                    return
+                if can_propose:
+                    try:
+                        exhausted = await self._dispatch(study, len(in_flight), ctx)
+                    except grpc.aio.AioRpcError as err:
+                        if err.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                            await self._finish(study_id, S.STUDY_STATE_FAILED, f"{err.code().name}: {err.details()}")
+                            return
+                        log.warning("dispatch for %s deferred: %s %s", study_id, err.code().name, err.details(), extra={"study_id": study_id})
+                wakeup = self._wakeups[study_id]
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), timeout=1.0)
+                wakeup.clear()
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:  # a bug: fail the study loudly rather than hang it
+            log.exception("driver for %s crashed", study_id, extra={"study_id": study_id})
+            await self._finish(study_id, S.STUDY_STATE_FAILED, f"internal error: {err}")
+
+    async def _slots(self, study: common_pb2.Study) -> int:
+        if study.spec.budget.parallelism > 0:
+            return study.spec.budget.parallelism
+        reply = await self.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=RPC_DEADLINE)
+        return sum(w.slots for w in reply.workers)
+
+    async def _dispatch(self, study: common_pb2.Study, in_flight: int, ctx) -> bool:
+        """Propose, plan and enqueue trials for the free slots; returns True when the space is exhausted."""
+        slots = await self._slots(study)
+        free = min(slots - in_flight, study.spec.budget.max_trials - len(study.trials))
+        if free <= 0:
+            return False
+        with self.tracer.start_as_current_span("dispatch", context=ctx) as span:
+            reply = await self.peers.prompt_generator.Propose(
+                prompt_generator_pb2.ProposeRequest(study_id=study.id, spec=study.spec, count=free), timeout=RPC_DEADLINE
+            )
+            span.set_attribute("openautoglm.proposed", len(reply.candidates))
+            if not reply.candidates:
+                return reply.exhausted
+            number = len(study.trials)
+            new_trials = []
+            for candidate in reply.candidates:
+                trial = common_pb2.Trial(
+                    id=f"{study.id}-t{number:03d}", study_id=study.id, number=number, candidate=candidate,
+                    status=S.TRIAL_STATUS_QUEUED, created_at=now_ts(),
+                )
+                self.store.insert_trial(trial)
+                new_trials.append(trial)
+                number += 1
+            order = await self._plan(study, new_trials)
+            for trial in sorted(new_trials, key=lambda t: order.get(t.id, 0)):
+                job = trainer_pb2.TrainJob(
+                    study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
+                    model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed,
+                )
+                await events.publish(self.js, events.SUBJECT_TRAIN, events_pb2.TrainJobEvent(
+                    meta=events.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}"), job=job))
+                self._notify(study.id, "trial.queued")
+            return reply.exhausted
+
+    async def _plan(self, study: common_pb2.Study, trials: list[common_pb2.Trial]) -> dict[str, int]:
+        """Dispatch position per trial from the scheduler's plan of prepare -> train -> evaluate."""
+        prepare = f"{study.id}/prepare"
+        tasks = [scheduler_pb2.Task(id=prepare, kind="prepare", compute_seconds=0.5, study_id=study.id)]
+        deps = []
+        for trial in trials:
+            epochs = trial.candidate.hyperparameters["epochs"].integer if "epochs" in trial.candidate.hyperparameters else 3
+            train_id, eval_id = f"{trial.id}/train", f"{trial.id}/evaluate"
+            tasks += [
+                scheduler_pb2.Task(id=train_id, kind="train", compute_seconds=2.0 * max(epochs, 1), study_id=study.id, trial_id=trial.id),
+                scheduler_pb2.Task(id=eval_id, kind="evaluate", compute_seconds=0.3, study_id=study.id, trial_id=trial.id),
+            ]
+            deps += [scheduler_pb2.Dependency(from_task=prepare, to_task=train_id),
+                     scheduler_pb2.Dependency(from_task=train_id, to_task=eval_id)]
+        reply = await self.peers.scheduler.Plan(
+            scheduler_pb2.PlanRequest(graph=scheduler_pb2.TaskGraph(tasks=tasks, dependencies=deps)), timeout=RPC_DEADLINE
+        )
+        return {a.task_id.removesuffix("/train"): a.order for a in reply.assignments if a.task_id.endswith("/train")}
+
+    async def _finish(self, study_id: str, state: int, error: str = "") -> None:
+        study = self.store.study(study_id)
+        if study.state in TERMINAL_STUDY:
+            return
+        study.state = state
+        study.error = error
+        best = self._best(study)
+        study.best_trial_id = best.id if best else ""
+        self.store.save_study(study)
+        ctx = self._study_context(study_id)
+        await events.publish(self.js, events.study_subject(STATE_SUBJECT[state]), events_pb2.StudyEvent(
+            meta=events.new_meta("gateway", study_id, event_id=f"{study_id}-{STATE_SUBJECT[state]}"),
+            state=state, best_trial_id=study.best_trial_id, error=error), ctx=ctx)
+        root = self._root_spans.pop(study_id, None)
+        if root is not None:
+            root.set_attribute("openautoglm.state", common_pb2.StudyState.Name(state))
+            root.set_attribute("openautoglm.best_trial_id", study.best_trial_id)
+            root.end()
+        log.info("study %s %s%s", study_id, STATE_SUBJECT[state], f": {error}" if error else "", extra={"study_id": study_id})
+        self._notify(study_id, f"study.{STATE_SUBJECT[state]}")
+
+    @staticmethod
+    def _best(study: common_pb2.Study) -> common_pb2.Trial | None:
+        done = [t for t in study.trials if t.status == S.TRIAL_STATUS_SUCCEEDED]
+        if not done:
+            return None
+        key = (lambda t: t.objective_value) if maximize(study.spec.objective) else (lambda t: -t.objective_value)
+        return max(done, key=key)
+
+    # --- trial events -------------------------------------------------------------------------
+    async def on_trial_event(self, msg, ctx) -> None:
+        """Handler of the gateway's durable consumer (progress, trained, failed)."""
+        if msg.subject == events.SUBJECT_PROGRESS:
+            await self._on_progress(events_pb2.TrialProgressEvent.FromString(msg.data))
+            return
+        with self.tracer.start_as_current_span(f"gateway.{msg.subject.rsplit('.', 1)[-1]}", context=ctx):
+            if msg.subject == events.SUBJECT_TRAINED:
+                await self._on_trained(events_pb2.TrialTrainedEvent.FromString(msg.data))
+            elif msg.subject == events.SUBJECT_FAILED:
+                await self._on_failed(events_pb2.TrialFailedEvent.FromString(msg.data))
+
+    def _live_trial(self, trial_id: str) -> tuple[common_pb2.Study, common_pb2.Trial] | None:
+        trial = self.store.trial(trial_id)
+        if trial is None or trial.status in TERMINAL_TRIAL:
+            return None
+        study = self.store.study(trial.study_id, with_trials=False)
+        if study is None or study.state in TERMINAL_STUDY:
+            return None
+        return study, trial
+
+    async def _on_progress(self, event: events_pb2.TrialProgressEvent) -> None:
+        found = self._live_trial(event.meta.trial_id)
+        if found is None:
+            return
+        study, trial = found
+        if trial.status == S.TRIAL_STATUS_EVALUATING:
+            return
+        trial.status = S.TRIAL_STATUS_TRAINING
+        trial.trainer_id = event.progress.trainer_id
+        if event.progress.step:
+            trial.train_loss = event.progress.loss
+        self.store.save_trial(trial)
+        self._notify(study.id, "trial.progress")
+
+    async def _on_trained(self, event: events_pb2.TrialTrainedEvent) -> None:
+        found = self._live_trial(event.meta.trial_id)
+        if found is None:
+            return
+        study, trial = found
+        trained = event.trained
+        trial.status = S.TRIAL_STATUS_EVALUATING
+        trial.trainer_id, trial.train_loss = trained.trainer_id, trained.train_loss
+        self.store.save_trial(trial)
+        self._notify(study.id, "trial.evaluating")
+        try:
+            reply = await self.peers.evaluator.Evaluate(evaluator_pb2.EvaluateRequest(
+                study_id=study.id, trial_id=trial.id, task=trained.task, predictions=trained.predictions,
+                references=trained.references, objective=study.spec.objective, candidate_id=trial.candidate.id,
+            ), timeout=EVALUATE_DEADLINE)
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise  # evaluator unavailable: the event is redelivered and tried again
+            await self._fail_trial(study, trial, f"evaluation refused: {err.details()}")
+            return
+        trial.metrics.update(reply.metrics)
+        trial.objective_value = reply.objective_value
+        trial.status = S.TRIAL_STATUS_SUCCEEDED
+        trial.finished_at.CopyFrom(now_ts())
+        self.store.save_trial(trial)
+        await self._feedback(study.id, trial, reply.objective_value, failed=False)
+        log.info("trial %s scored %.4f", trial.id, reply.objective_value, extra={"study_id": study.id, "trial_id": trial.id})
+        self._notify(study.id, "trial.succeeded")
+        self._wake(study.id)
+
+    async def _on_failed(self, event: events_pb2.TrialFailedEvent) -> None:
+        found = self._live_trial(event.meta.trial_id)
+        if found is None:
+            return
+        study, trial = found
+        trial.trainer_id = event.trainer_id
+        await self._fail_trial(study, trial, event.reason)
+
+    async def _fail_trial(self, study, trial, reason: str) -> None:
+        trial.status = S.TRIAL_STATUS_FAILED
+        trial.error = reason
+        trial.finished_at.CopyFrom(now_ts())
+        self.store.save_trial(trial)
+        await self._feedback(study.id, trial, 0.0, failed=True)
+        log.warning("trial %s failed: %s", trial.id, reason, extra={"study_id": study.id, "trial_id": trial.id})
+        self._notify(study.id, "trial.failed")
+        self._wake(study.id)
+
+    async def _feedback(self, study_id: str, trial, value: float, failed: bool) -> None:
+        try:
+            await self.peers.prompt_generator.Feedback(prompt_generator_pb2.FeedbackRequest(
+                study_id=study_id, candidate_id=trial.candidate.id, objective_value=value, failed=failed,
+            ), timeout=RPC_DEADLINE)
+        except grpc.aio.AioRpcError as err:
+            # The evaluated event carries the reward too; a lost call only delays learning.
+            log.warning("feedback for %s not delivered: %s", trial.id, err.code().name)
+
+    # --- watchers -----------------------------------------------------------------------------
+    def subscribe(self, study_id: str) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._watchers.setdefault(study_id, set()).add(queue)
+        return queue
+
+    def unsubscribe(self, study_id: str, queue: asyncio.Queue) -> None:
+        self._watchers.get(study_id, set()).discard(queue)
+
+    def _notify(self, study_id: str, change: str) -> None:
+        for queue in self._watchers.get(study_id, ()):
+            queue.put_nowait(change)
+

@@ -1,0 +1,137 @@
+"""The gateway's public API (`Studies`) over the StudyController, and its wiring.
+
+Specs are validated by the same pydantic model the CLI uses; a bad one is refused with
+INVALID_ARGUMENT naming the field, and nothing is stored.
+"""
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from openautoglm.common import events
+from openautoglm.common.config import ServiceSettings
+from openautoglm.common.server import insecure_channel
+from openautoglm.common.spec import SpecError, spec_from_proto, spec_to_proto
+from openautoglm.gateway.controller import TERMINAL_STUDY, Peers, StudyController
+from openautoglm.gateway.store import StudyStore
+from openautoglm.v1 import (
+    evaluator_pb2_grpc,
+    prompt_generator_pb2_grpc,
+    scheduler_pb2_grpc,
+    studies_pb2,
+    studies_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+MAX_PAGE = 500
+
+
+class StudiesServicer(studies_pb2_grpc.StudiesServicer):
+    def __init__(self, app: "GatewayApp"):
+        self.app = app
+
+    @property
+    def controller(self) -> StudyController:
+        return self.app.controller
+
+    async def CreateStudy(self, request, context):
+        if not request.HasField("spec"):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec: required")
+        try:
+            model = spec_from_proto(request.spec)
+        except SpecError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        study = await self.controller.create(spec_to_proto(model), request.request_id)
+        return studies_pb2.CreateStudyResponse(study=study)
+
+    async def _get(self, study_id: str, context):
+        if not study_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "study_id: required")
+        study = self.app.store.study(study_id)
+        if study is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"study_id: no study {study_id!r}")
+        return study
+
+    async def GetStudy(self, request, context):
+        return studies_pb2.GetStudyResponse(study=await self._get(request.study_id, context))
+
+    async def ListStudies(self, request, context):
+        if request.page_size < 0:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size: must be >= 0")
+        size = min(request.page_size or 50, MAX_PAGE)
+        before = None
+        if request.page_token:
+            try:
+                before = float(request.page_token)
+            except ValueError:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from ListStudies")
+        rows = self.app.store.list_studies(size + 1, before)
+        page = rows[:size]
+        token = repr(page[-1][0]) if len(rows) > size else ""
+        return studies_pb2.ListStudiesResponse(studies=[s for _, s in page], next_page_token=token)
+
+    async def WatchStudy(self, request, context):
+        study = await self._get(request.study_id, context)
+        queue = self.controller.subscribe(study.id)
+        try:
+            yield studies_pb2.WatchStudyResponse(study=study, change="snapshot")
+            while study.state not in TERMINAL_STUDY:
+                change = await queue.get()
+                while not queue.empty() and not change.startswith("study."):
+                    change = queue.get_nowait()  # coalesce a burst into its latest state
+                study = self.app.store.study(study.id)
+                yield studies_pb2.WatchStudyResponse(study=study, change=change)
+        finally:
+            self.controller.unsubscribe(study.id, queue)
+
+    async def CancelStudy(self, request, context):
+        await self._get(request.study_id, context)
+        study = await self.controller.cancel(request.study_id)
+        return studies_pb2.CancelStudyResponse(study=study)
+
+
+class GatewayApp:
+    service_names = (studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name,)
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.store = StudyStore(settings.service_dir() / "studies.sqlite")
+        self.controller: StudyController | None = None
+        self.nc = None
+        self.consumer = None
+        self.channels = []
+
+    def register(self, server):
+        studies_pb2_grpc.add_StudiesServicer_to_server(StudiesServicer(self), server)
+
+    async def start(self):
+        self.nc = await events.connect(self.settings.nats_url, "gateway")
+        js = self.nc.jetstream()
+        await events.ensure_streams(js)
+        self.channels = [insecure_channel(a) for a in (
+            self.settings.prompt_generator_addr, self.settings.scheduler_addr, self.settings.evaluator_addr)]
+        peers = Peers(
+            prompt_generator_pb2_grpc.PromptGeneratorStub(self.channels[0]),
+            scheduler_pb2_grpc.SchedulerStub(self.channels[1]),
+            evaluator_pb2_grpc.EvaluatorStub(self.channels[2]),
+        )
+        self.controller = StudyController(self.store, js, peers)
+        self.consumer = events.DurableConsumer(
+            js, events.EVENTS_STREAM.name, "gateway-trials",
+            [events.SUBJECT_PROGRESS, events.SUBJECT_TRAINED, events.SUBJECT_FAILED],
+            self.controller.on_trial_event, ack_wait=150.0, max_deliver=20, retry_delay=2.0, concurrency=2,
+        )
+        await self.consumer.start()
+        self.controller.resume_running()
+
+    async def stop(self):
+        if self.consumer:
+            await self.consumer.stop()
+        if self.controller:
+            await self.controller.stop()
+        for channel in self.channels:
+            await channel.close()
+        if self.nc:
+            await self.nc.drain()
+        self.store.close()

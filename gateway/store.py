@@ -1,0 +1,120 @@
+"""Study state, persisted in SQLite (the default; one file under the data dir).
+
+Rows keep the indexed fields as columns and the full `Study` / `Trial` protos as blobs, so the
+stored state is exactly what the API returns. Every write commits at once: a gateway restart
+resumes running studies from here.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from openautoglm.v1 import common_pb2
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+  id TEXT PRIMARY KEY,
+  created REAL NOT NULL,
+  state INTEGER NOT NULL,
+  request_id TEXT UNIQUE,
+  traceparent TEXT NOT NULL DEFAULT '',
+  started REAL NOT NULL,
+  blob BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS trials (
+  id TEXT PRIMARY KEY,
+  study_id TEXT NOT NULL REFERENCES studies(id),
+  number INTEGER NOT NULL,
+  status INTEGER NOT NULL,
+  blob BLOB NOT NULL,
+  UNIQUE (study_id, number)
+);
+CREATE INDEX IF NOT EXISTS trials_by_study ON trials(study_id, number);
+"""
+
+
+def now_ts() -> Timestamp:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+class StudyStore:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # studies -------------------------------------------------------------------------------
+    def insert_study(self, study: common_pb2.Study, request_id: str, traceparent: str) -> None:
+        study = _without_trials(study)
+        self.db.execute(
+            "INSERT INTO studies (id, created, state, request_id, traceparent, started, blob) VALUES (?,?,?,?,?,?,?)",
+            (study.id, time.time(), study.state, request_id or None, traceparent, time.time(), study.SerializeToString()),
+        )
+
+    def save_study(self, study: common_pb2.Study) -> None:
+        study = _without_trials(study)
+        study.updated_at.CopyFrom(now_ts())
+        self.db.execute("UPDATE studies SET state=?, blob=? WHERE id=?", (study.state, study.SerializeToString(), study.id))
+
+    def study(self, study_id: str, with_trials: bool = True) -> common_pb2.Study | None:
+        row = self.db.execute("SELECT blob FROM studies WHERE id=?", (study_id,)).fetchone()
+        if row is None:
+            return None
+        study = common_pb2.Study.FromString(row[0])
+        if with_trials:
+            study.trials.extend(self.trials(study_id))
+        return study
+
+    def study_by_request(self, request_id: str) -> str | None:
+        row = self.db.execute("SELECT id FROM studies WHERE request_id=?", (request_id,)).fetchone()
+        return row[0] if row else None
+
+    def trace_info(self, study_id: str) -> tuple[str, float]:
+        """(traceparent of the study's root span, wall-clock start)."""
+        return self.db.execute("SELECT traceparent, started FROM studies WHERE id=?", (study_id,)).fetchone()
+
+    def list_studies(self, limit: int, before: float | None) -> list[tuple[float, common_pb2.Study]]:
+        rows = self.db.execute(
+            "SELECT created, blob FROM studies WHERE created < ? ORDER BY created DESC LIMIT ?",
+            (before if before is not None else float("inf"), limit),
+        ).fetchall()
+        return [(created, common_pb2.Study.FromString(blob)) for created, blob in rows]
+
+    def studies_in_state(self, *states: int) -> list[str]:
+        marks = ",".join("?" * len(states))
+        return [r[0] for r in self.db.execute(f"SELECT id FROM studies WHERE state IN ({marks}) ORDER BY created", states)]
+
+    # trials --------------------------------------------------------------------------------
+    def insert_trial(self, trial: common_pb2.Trial) -> None:
+        self.db.execute(
+            "INSERT INTO trials (id, study_id, number, status, blob) VALUES (?,?,?,?,?)",
+            (trial.id, trial.study_id, trial.number, trial.status, trial.SerializeToString()),
+        )
+
+    def save_trial(self, trial: common_pb2.Trial) -> None:
+        self.db.execute("UPDATE trials SET status=?, blob=? WHERE id=?", (trial.status, trial.SerializeToString(), trial.id))
+
+    def trial(self, trial_id: str) -> common_pb2.Trial | None:
+        row = self.db.execute("SELECT blob FROM trials WHERE id=?", (trial_id,)).fetchone()
+        return common_pb2.Trial.FromString(row[0]) if row else None
+
+    def trials(self, study_id: str) -> list[common_pb2.Trial]:
+        rows = self.db.execute("SELECT blob FROM trials WHERE study_id=? ORDER BY number", (study_id,))
+        return [common_pb2.Trial.FromString(r[0]) for r in rows]
+
+
+def _without_trials(study: common_pb2.Study) -> common_pb2.Study:
+    copy = common_pb2.Study()
+    copy.CopyFrom(study)
+    del copy.trials[:]
+    return copy

@@ -1,0 +1,354 @@
+"""`openautoglm`: run a service, the embedded stack, the demo, or work with studies.
+
+    openautoglm serve SERVICE --port PORT     one service (gateway, prompt-generator, gnn-scheduler, trainer, evaluator)
+    openautoglm up                            NATS + all five services on loopback, until Ctrl-C
+    openautoglm demo [--json]                 a small study end to end (starts a stack if none is up)
+    openautoglm study submit|get|list|watch|cancel
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from openautoglm.common.config import SERVICES, ConfigError, ServiceSettings, default_data_dir
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+study_app = typer.Typer(no_args_is_help=True, help="Create and follow studies through the gateway.")
+app.add_typer(study_app, name="study")
+DEMO_SPEC = Path(__file__).parent / "common" / "examples" / "demo.yaml"
+GATEWAY_ENV = "OPENAUTOGLM_GATEWAY"
+
+
+def _err(message: str, code: int = 2) -> None:
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+# --- serve -----------------------------------------------------------------------------------
+
+
+def build_app(settings: ServiceSettings):
+    """The ServiceApp for a service name (imports are lazy: only the trainer loads torch)."""
+    if settings.service == "gateway":
+        from openautoglm.gateway.service import GatewayApp as App
+    elif settings.service == "prompt-generator":
+        from openautoglm.prompt_generator.service import PromptGeneratorApp as App
+    elif settings.service == "gnn-scheduler":
+        from openautoglm.gnn_scheduler.service import SchedulerApp as App
+    elif settings.service == "trainer":
+        from openautoglm.trainer.service import TrainerApp as App
+    else:
+        from openautoglm.evaluator.service import EvaluatorApp as App
+    return App(settings)
+
+
+@app.command()
+def serve(
+    service: str = typer.Argument(..., help=f"one of: {', '.join(SERVICES)}"),
+    port: int = typer.Option(0, envvar="OPENAUTOGLM_PORT", help="gRPC port (0 = any free port)"),
+    host: str = typer.Option("127.0.0.1", envvar="OPENAUTOGLM_HOST", help="address to bind"),
+    nats_url: str = typer.Option("", envvar="OPENAUTOGLM_NATS_URL"),
+    data_dir: Path = typer.Option(None, envvar="OPENAUTOGLM_DATA_DIR", help="state, artifacts, logs"),
+    prompt_generator: str = typer.Option("", envvar="OPENAUTOGLM_PROMPT_GENERATOR_ADDR", help="host:port"),
+    scheduler: str = typer.Option("", envvar="OPENAUTOGLM_SCHEDULER_ADDR", help="host:port"),
+    evaluator: str = typer.Option("", envvar="OPENAUTOGLM_EVALUATOR_ADDR", help="host:port"),
+    trainer_slots: int = typer.Option(1, envvar="OPENAUTOGLM_TRAINER_SLOTS", help="trainer: concurrent jobs"),
+    trainer_id: str = typer.Option("", envvar="OPENAUTOGLM_TRAINER_ID"),
+    grace: float = typer.Option(10.0, envvar="OPENAUTOGLM_GRACE_SECONDS", help="seconds in-flight RPCs get on stop"),
+) -> None:
+    """Run one service until SIGTERM/SIGINT."""
+    from openautoglm.common import telemetry
+    from openautoglm.common.server import serve as run
+
+    try:
+        settings = ServiceSettings(
+            service=service, host=host, port=port, nats_url=nats_url,
+            data_dir=data_dir or default_data_dir(), prompt_generator_addr=prompt_generator,
+            scheduler_addr=scheduler, evaluator_addr=evaluator, grace_seconds=grace,
+            trainer_slots=trainer_slots, trainer_id=trainer_id,
+        ).check_required()
+    except ConfigError as err:
+        _err(str(err))
+    telemetry.setup_logging(service)
+    telemetry.setup_telemetry(service)
+    try:
+        asyncio.run(run(settings, build_app(settings)))
+    finally:
+        telemetry.shutdown_telemetry()
+
+
+# --- up / demo -------------------------------------------------------------------------------
+
+
+@app.command()
+def up(
+    data_dir: Path = typer.Option(None, envvar="OPENAUTOGLM_DATA_DIR", help="NATS store, state, logs"),
+    trainer_slots: int = typer.Option(1, help="concurrent jobs of the trainer"),
+) -> None:
+    """Start NATS and the five services on loopback; Ctrl-C (or SIGTERM) stops them all."""
+    from openautoglm.common.stack import EmbeddedStack
+
+    stack = EmbeddedStack(data_dir or default_data_dir(), trainer_slots=trainer_slots)
+    console = Console()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stack.start()
+        table = Table(title="Open-AutoGLM is up", show_header=True)
+        table.add_column("service")
+        table.add_column("endpoint")
+        for name, endpoint in stack.endpoints().items():
+            table.add_row(name, endpoint)
+        console.print(table)
+        console.print(f"logs: {stack.log_dir}   export {GATEWAY_ENV}={stack.address('gateway')}   Ctrl-C stops")
+        await stop.wait()
+
+    try:
+        asyncio.run(main())
+    except RuntimeError as err:
+        _err(str(err), 1)
+    finally:
+        codes = stack.stop()
+        if codes:
+            console.print("stopped: " + ", ".join(f"{k}={v}" for k, v in codes.items()))
+
+
+@app.command()
+def demo(
+    json_output: bool = typer.Option(False, "--json", help="print one JSON object as the last line"),
+    gateway: Optional[str] = typer.Option(None, envvar=GATEWAY_ENV, help="gateway host:port (default: a running `up`, else a new stack)"),
+    spec: Path = typer.Option(DEMO_SPEC, help="study spec to run"),
+) -> None:
+    """Run a small study end to end on CPU and print the trials, the best candidate and the trace id."""
+    from openautoglm.common.spec import SpecError, load_spec_file, spec_to_proto
+    from openautoglm.common.stack import EmbeddedStack, running_stack_gateway
+
+    try:
+        spec_proto = spec_to_proto(load_spec_file(spec))
+    except SpecError as err:
+        _err(str(err))
+    console = Console(stderr=json_output)
+    started = time.monotonic()
+    address = gateway or running_stack_gateway(default_data_dir())
+    stack = None
+    if address is None:
+        stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="openautoglm-demo-")))
+        console.print("starting the embedded stack (NATS + 5 services)...")
+        try:
+            asyncio.run(stack.start())
+        except (RuntimeError, TimeoutError) as err:
+            stack.stop()
+            _err(str(err), 1)
+        address = stack.address("gateway")
+        console.print(f"stack up in {time.monotonic() - started:.1f}s; logs in {stack.log_dir}")
+    try:
+        study = asyncio.run(_create_and_watch(address, spec_proto, console))
+    finally:
+        if stack is not None:
+            stack.stop()
+    _print_study(study, console)
+    console.print(f"wall time: {time.monotonic() - started:.1f}s")
+    if json_output:
+        print(json.dumps(study_summary(study)))
+
+
+# --- study commands --------------------------------------------------------------------------
+
+
+def _gateway_address(gateway: Optional[str]) -> str:
+    from openautoglm.common.stack import running_stack_gateway
+
+    address = gateway or running_stack_gateway(default_data_dir())
+    if not address:
+        _err(f"no gateway: pass --gateway HOST:PORT, set {GATEWAY_ENV}, or run `openautoglm up`")
+    return address
+
+
+GatewayOpt = typer.Option(None, "--gateway", envvar=GATEWAY_ENV, help="gateway host:port")
+
+
+@study_app.command("submit")
+def study_submit(
+    spec_file: Path = typer.Argument(..., help="YAML or JSON study spec"),
+    gateway: Optional[str] = GatewayOpt,
+    watch: bool = typer.Option(False, "--watch", help="follow the study until it ends"),
+) -> None:
+    """Validate a spec file and create the study."""
+    from openautoglm.common.spec import SpecError, load_spec_file, spec_to_proto
+
+    try:
+        spec_proto = spec_to_proto(load_spec_file(spec_file))
+    except SpecError as err:
+        _err(str(err))
+    address = _gateway_address(gateway)
+    console = Console()
+    if watch:
+        _print_study(asyncio.run(_create_and_watch(address, spec_proto, console)), console)
+        return
+    study = asyncio.run(_call(address, "CreateStudy", spec=spec_proto)).study
+    console.print(f"created study [bold]{study.id}[/] (trace id {study.trace_id})")
+
+
+@study_app.command("get")
+def study_get(study_id: str, gateway: Optional[str] = GatewayOpt) -> None:
+    """Print a study with its trials as JSON."""
+    from google.protobuf import json_format
+
+    study = asyncio.run(_call(_gateway_address(gateway), "GetStudy", study_id=study_id)).study
+    print(json_format.MessageToJson(study, preserving_proto_field_name=True))
+
+
+@study_app.command("list")
+def study_list(gateway: Optional[str] = GatewayOpt, limit: int = typer.Option(20)) -> None:
+    """List recent studies."""
+    from openautoglm.v1 import common_pb2
+
+    reply = asyncio.run(_call(_gateway_address(gateway), "ListStudies", page_size=limit))
+    table = Table("id", "name", "state", "strategy", "created")
+    for s in reply.studies:
+        table.add_row(s.id, s.spec.name, common_pb2.StudyState.Name(s.state).removeprefix("STUDY_STATE_").lower(),
+                      s.spec.strategy, s.created_at.ToDatetime().isoformat(timespec="seconds"))
+    Console().print(table)
+
+
+@study_app.command("watch")
+def study_watch(study_id: str, gateway: Optional[str] = GatewayOpt) -> None:
+    """Follow a study's progress until it ends, then print its trials."""
+    console = Console()
+    _print_study(asyncio.run(_watch(_gateway_address(gateway), study_id, console)), console)
+
+
+@study_app.command("cancel")
+def study_cancel(study_id: str, gateway: Optional[str] = GatewayOpt) -> None:
+    """Cancel a running study."""
+    study = asyncio.run(_call(_gateway_address(gateway), "CancelStudy", study_id=study_id)).study
+    Console().print(f"study {study.id}: {study.state}")
+
+
+# --- gRPC client helpers ---------------------------------------------------------------------
+
+
+async def _call(address: str, method: str, **fields):
+    import grpc
+
+    from openautoglm.common.server import insecure_channel
+    from openautoglm.v1 import studies_pb2, studies_pb2_grpc
+
+    request = getattr(studies_pb2, f"{method}Request")(**fields)
+    async with insecure_channel(address) as channel:
+        try:
+            return await getattr(studies_pb2_grpc.StudiesStub(channel), method)(request, timeout=30)
+        except grpc.aio.AioRpcError as err:
+            _err(f"{method}: {err.code().name}: {err.details()}", 1)
+
+
+async def _create_and_watch(address: str, spec_proto, console: Console):
+    study = (await _call(address, "CreateStudy", spec=spec_proto)).study
+    console.print(f"study [bold]{study.id}[/]  trace id [bold]{study.trace_id}[/]")
+    return await _watch(address, study.id, console)
+
+
+async def _watch(address: str, study_id: str, console: Console):
+    import grpc
+
+    from openautoglm.common.server import insecure_channel
+    from openautoglm.v1 import common_pb2, studies_pb2, studies_pb2_grpc
+
+    reported: set[str] = set()
+    study = None
+    async with insecure_channel(address) as channel:
+        stub = studies_pb2_grpc.StudiesStub(channel)
+        try:
+            async for update in stub.WatchStudy(studies_pb2.WatchStudyRequest(study_id=study_id)):
+                study = update.study
+                total = study.spec.budget.max_trials
+                for t in study.trials:
+                    if t.status in (common_pb2.TRIAL_STATUS_SUCCEEDED, common_pb2.TRIAL_STATUS_FAILED) and t.id not in reported:
+                        reported.add(t.id)
+                        outcome = (f"objective {t.objective_value:.4f}" if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED
+                                   else f"[red]failed[/]: {t.error}")
+                        console.print(f"  [{len(reported)}/{total}] trial {t.number} ({t.candidate.template_id}) {outcome}")
+        except grpc.aio.AioRpcError as err:
+            _err(f"WatchStudy: {err.code().name}: {err.details()}", 1)
+    return study
+
+
+def _hp_plain(candidate) -> dict:
+    from openautoglm.common.spec import param_from_proto
+
+    return {k: param_from_proto(v) for k, v in sorted(candidate.hyperparameters.items())}
+
+
+def study_summary(study) -> dict:
+    """The demo's --json object: study id, trace id, best trial and every trial."""
+    from openautoglm.v1 import common_pb2
+
+    def trial_dict(t):
+        return {
+            "id": t.id,
+            "number": t.number,
+            "status": common_pb2.TrialStatus.Name(t.status).removeprefix("TRIAL_STATUS_").lower(),
+            "candidate": {"id": t.candidate.id, "template_id": t.candidate.template_id,
+                          "variables": dict(t.candidate.variables), "prompt": t.candidate.prompt,
+                          "hyperparameters": _hp_plain(t.candidate)},
+            "metrics": dict(t.metrics),
+            "objective": t.objective_value if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED else None,
+            "error": t.error,
+        }
+
+    best = next((t for t in study.trials if t.id == study.best_trial_id), None)
+    return {
+        "study_id": study.id,
+        "state": common_pb2.StudyState.Name(study.state).removeprefix("STUDY_STATE_").lower(),
+        "trace_id": study.trace_id,
+        "best": trial_dict(best) if best else None,
+        "trials": [trial_dict(t) for t in study.trials],
+    }
+
+
+def _print_study(study, console: Console) -> None:
+    from openautoglm.v1 import common_pb2
+
+    if study is None:
+        return
+    metric_names = sorted({m for t in study.trials for m in t.metrics})
+    table = Table(title=f"study {study.id} ({study.spec.strategy})")
+    for col in ("#", "template", "variables", "hyper-parameters", "status", *metric_names, "objective"):
+        table.add_column(col)
+    for t in study.trials:
+        status = common_pb2.TrialStatus.Name(t.status).removeprefix("TRIAL_STATUS_").lower()
+        mark = " *" if t.id == study.best_trial_id else ""
+        hps = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in _hp_plain(t.candidate).items())
+        table.add_row(str(t.number) + mark, t.candidate.template_id, "; ".join(t.candidate.variables.values()), hps, status,
+                      *(f"{t.metrics[m]:.4f}" if m in t.metrics else "" for m in metric_names),
+                      f"{t.objective_value:.4f}" if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED else "")
+    console.print(table)
+    state = common_pb2.StudyState.Name(study.state).removeprefix("STUDY_STATE_").lower()
+    best = next((t for t in study.trials if t.id == study.best_trial_id), None)
+    console.print(f"state: {state}{' (' + study.error + ')' if study.error else ''}")
+    if best:
+        console.print(f"best: trial {best.number}  objective {best.objective_value:.4f}  prompt: {best.candidate.prompt!r}  "
+                      f"hyper-parameters: {_hp_plain(best.candidate)}")
+    console.print(f"trace id: {study.trace_id}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,72 @@
+"""Service configuration from flags and OPENAUTOGLM_* environment variables.
+
+Flags win over environment variables (typer reads both, see cli.py); what a service needs and
+was given neither way makes it exit at start-up with a message naming the flag and the variable.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+SERVICES = ("gateway", "prompt-generator", "gnn-scheduler", "trainer", "evaluator")
+
+# Which peer addresses and infrastructure each service cannot start without.
+REQUIRED = {
+    "gateway": ("nats_url", "prompt_generator_addr", "scheduler_addr", "evaluator_addr"),
+    "prompt-generator": (),
+    "gnn-scheduler": ("nats_url",),
+    "trainer": ("nats_url",),
+    "evaluator": ("nats_url",),
+}
+
+FLAG_AND_ENV = {
+    "nats_url": ("--nats-url", "OPENAUTOGLM_NATS_URL"),
+    "prompt_generator_addr": ("--prompt-generator", "OPENAUTOGLM_PROMPT_GENERATOR_ADDR"),
+    "scheduler_addr": ("--scheduler", "OPENAUTOGLM_SCHEDULER_ADDR"),
+    "evaluator_addr": ("--evaluator", "OPENAUTOGLM_EVALUATOR_ADDR"),
+}
+
+
+class ConfigError(Exception):
+    """A required setting is missing or malformed; the message names the flag and variable."""
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("OPENAUTOGLM_DATA_DIR") or Path.home() / ".openautoglm")
+
+
+class ServiceSettings(BaseModel):
+    service: str
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    nats_url: str = ""
+    data_dir: Path = Field(default_factory=default_data_dir)
+    prompt_generator_addr: str = ""
+    scheduler_addr: str = ""
+    evaluator_addr: str = ""
+    # Seconds a stopping server gives in-flight RPCs before cancelling them.
+    grace_seconds: float = 10.0
+    # Trainer only: concurrent jobs (slots) this replica takes.
+    trainer_slots: int = Field(1, ge=1)
+    trainer_id: str = ""
+
+    def check_required(self) -> "ServiceSettings":
+        """Raise ConfigError naming every missing required setting of this service."""
+        if self.service not in SERVICES:
+            raise ConfigError(f"unknown service {self.service!r}; expected one of {', '.join(SERVICES)}")
+        missing = [
+            f"{FLAG_AND_ENV[name][0]} (or {FLAG_AND_ENV[name][1]})"
+            for name in REQUIRED[self.service]
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ConfigError(f"{self.service}: missing required setting(s): {'; '.join(missing)}")
+        return self
+
+    def service_dir(self) -> Path:
+        """This service's own folder under the data dir (created)."""
+        path = self.data_dir / self.service
+        path.mkdir(parents=True, exist_ok=True)
+        return path

@@ -1,0 +1,204 @@
+"""NATS JetStream plumbing shared by the services: streams, publishing, durable consumers.
+
+Subjects and the event messages on them are listed in protos/openautoglm/v1/events.proto.
+Everything that must survive a crash goes through JetStream: train jobs sit in a work-queue
+stream until a trainer acknowledges them, and trial/study events in a limits stream. Each event
+carries its id in `Nats-Msg-Id` (server-side de-duplication) and the W3C trace context in its
+headers, so a consumer's spans join the study's trace. Consumers ack explicitly, after their
+handler returns; a handler that raises gets the message redelivered.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+import nats
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BadRequestError
+from opentelemetry import context as otel_context
+
+from openautoglm.common import telemetry
+from openautoglm.v1 import events_pb2
+
+log = logging.getLogger(__name__)
+
+SUBJECT_TRAIN = "autoglm.trial.train"
+SUBJECT_PROGRESS = "autoglm.trial.progress"
+SUBJECT_TRAINED = "autoglm.trial.trained"
+SUBJECT_FAILED = "autoglm.trial.failed"
+SUBJECT_EVALUATED = "autoglm.trial.evaluated"
+SUBJECT_HEARTBEAT = "autoglm.trainer.heartbeat"  # core NATS: a missed beat needs no replay
+
+
+def study_subject(state: str) -> str:
+    """autoglm.study.created | running | completed | failed | cancelled"""
+    return f"autoglm.study.{state}"
+
+
+JOBS_STREAM = StreamConfig(
+    name="AUTOGLM_JOBS",
+    subjects=[SUBJECT_TRAIN],
+    retention=RetentionPolicy.WORK_QUEUE,
+    storage=StorageType.FILE,
+    duplicate_window=600.0,
+)
+EVENTS_STREAM = StreamConfig(
+    name="AUTOGLM_EVENTS",
+    subjects=[
+        "autoglm.study.*",
+        SUBJECT_PROGRESS,
+        SUBJECT_TRAINED,
+        SUBJECT_FAILED,
+        SUBJECT_EVALUATED,
+    ],
+    retention=RetentionPolicy.LIMITS,
+    storage=StorageType.FILE,
+    max_age=7 * 24 * 3600.0,
+    duplicate_window=600.0,
+)
+
+
+async def connect(url: str, name: str) -> NATS:
+    """Connect with reconnects on, so a NATS restart does not take the service down."""
+    return await nats.connect(
+        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
+    )
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    """Create (or update to this code's config) the two streams; safe to call from every service."""
+    for config in (JOBS_STREAM, EVENTS_STREAM):
+        try:
+            await js.add_stream(config=config)
+        except BadRequestError:
+            await js.update_stream(config=config)
+
+
+def new_meta(source: str, study_id: str = "", trial_id: str = "", event_id: str = "") -> events_pb2.EventMeta:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return events_pb2.EventMeta(
+        event_id=event_id or uuid.uuid4().hex,
+        study_id=study_id,
+        trial_id=trial_id,
+        time=stamp,
+        source=source,
+    )
+
+
+async def publish(js: JetStreamContext, subject: str, event: Message, ctx=None) -> None:
+    """Publish an event (its `meta.event_id` as Nats-Msg-Id) with the trace context in headers."""
+    headers = telemetry.inject_headers({"Nats-Msg-Id": event.meta.event_id}, ctx=ctx)
+    await js.publish(subject, event.SerializeToString(), headers=headers, timeout=10)
+
+
+Handler = Callable[[Msg, otel_context.Context], Awaitable[None]]
+
+
+@dataclass
+class DurableConsumer:
+    """A durable pull consumer with explicit acks, run as a background task.
+
+    The handler gets each message and the trace context it carried. Returning acks the
+    message; raising naks it (redelivered after `retry_delay`). While a handler runs, the
+    consumer tells the server it is still in progress, so long work (training) is not
+    redelivered to another replica. `stop()` hands an unfinished message back at once.
+    """
+
+    js: JetStreamContext
+    stream: str
+    durable: str
+    subjects: list[str]
+    handler: Handler
+    ack_wait: float = 30.0
+    max_deliver: int = 5
+    retry_delay: float = 1.0
+    concurrency: int = 1
+    deliver_new_only: bool = False
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+    _stopping: bool = False
+
+    async def start(self) -> None:
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            deliver_policy=DeliverPolicy.NEW if self.deliver_new_only else DeliverPolicy.ALL,
+            max_ack_pending=max(64, self.concurrency * 4),
+        )
+        if len(self.subjects) == 1:
+            config.filter_subject = self.subjects[0]
+        else:
+            config.filter_subjects = list(self.subjects)
+        await self.js.add_consumer(self.stream, config=config)
+        sub = await self.js.pull_subscribe_bind(
+            durable=self.durable, stream=self.stream, name=self.durable
+        )
+        self._tasks = [asyncio.create_task(self._loop(sub)) for _ in range(self.concurrency)]
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self, sub) -> None:
+        while not self._stopping:
+            try:
+                msgs = await sub.fetch(1, timeout=1.0)
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # connection hiccup: back off, keep consuming
+                log.warning("fetch from %s/%s failed: %s", self.stream, self.durable, err)
+                await asyncio.sleep(1.0)
+                continue
+            for msg in msgs:
+                await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
+        ctx = telemetry.extract_context(msg.headers)
+        keepalive = asyncio.create_task(self._keep_in_progress(msg))
+        try:
+            await self.handler(msg, ctx)
+        except asyncio.CancelledError:
+            # Stopping: hand the message back to the queue for another replica (or our restart).
+            with contextlib.suppress(Exception):
+                await asyncio.shield(msg.nak())
+            raise
+        except Exception:
+            log.exception("handler for %s failed; message will be redelivered", msg.subject)
+            with contextlib.suppress(Exception):
+                await msg.nak(delay=self.retry_delay)
+        else:
+            with contextlib.suppress(Exception):
+                await msg.ack()
+        finally:
+            keepalive.cancel()
+
+    async def _keep_in_progress(self, msg: Msg) -> None:
+        while True:
+            await asyncio.sleep(self.ack_wait / 3)
+            with contextlib.suppress(Exception):
+                await msg.in_progress()

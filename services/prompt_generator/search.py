@@ -1,0 +1,205 @@
+"""The search, with no gRPC in sight: rendering prompts and proposing candidates with optuna.
+
+A study's prompt dimension is the list of its rendered prompts (each template with every
+combination of the variables it uses, so a variable a template ignores cannot make duplicates);
+hyper-parameters are optuna distributions. Strategies are optuna samplers driven by ask/tell:
+grid (every combination once), random, and TPE. Trials live in optuna storage (SQLite under the
+data dir by default), so a restarted prompt-generator picks a study up where it was.
+"""
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import threading
+from dataclasses import dataclass
+
+import optuna
+
+from openautoglm.common.spec import (
+    StudySpecModel,
+    candidate_id,
+    render,
+    template_fields,
+    INPUT_SLOT,
+)
+
+log = logging.getLogger(__name__)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+PROMPT_PARAM = "prompt"
+# Consecutive duplicate proposals after which a non-grid study is taken as exhausted.
+MAX_DUPLICATE_DRAWS = 64
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    template_id: str
+    variables: tuple[tuple[str, str], ...]
+    prompt: str
+
+    @property
+    def key(self) -> str:
+        return json.dumps([self.template_id, list(self.variables)])
+
+
+@dataclass(frozen=True)
+class ProposedCandidate:
+    id: str
+    template_id: str
+    variables: dict[str, str]
+    prompt: str
+    hyperparameters: dict
+
+
+class RenderCache:
+    """Rendered prompts keyed by a hash of (template, variable values, model version)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, str] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.lookups = 0
+
+    def render(self, template: str, values: dict[str, str], model_version: str) -> str:
+        key = hashlib.sha256(
+            json.dumps([template, sorted(values.items()), model_version]).encode()
+        ).hexdigest()
+        with self._lock:
+            self.lookups += 1
+            if key in self._cache:
+                self.hits += 1
+                return self._cache[key]
+        text = render(template, values)
+        with self._lock:
+            self._cache[key] = text
+        return text
+
+
+def render_all(
+    templates: list[tuple[str, str]],
+    variables: dict[str, list[str]],
+    model_version: str,
+    cache: RenderCache,
+) -> list[RenderedPrompt]:
+    """Every template x every combination of the values of the variables it uses."""
+    out = []
+    for template_id, text in templates:
+        used = sorted(template_fields(text) - {INPUT_SLOT})
+        for combo in itertools.product(*(variables[name] for name in used)):
+            values = dict(zip(used, combo))
+            out.append(RenderedPrompt(template_id, tuple(values.items()), cache.render(text, values, model_version)))
+    return out
+
+
+def _distribution_size(space) -> int | None:
+    """Number of distinct hyper-parameter settings, or None if any is continuous."""
+    size = 1
+    for hp in space.hyperparameters.values():
+        if hp.type == "choice":
+            size *= len(hp.values)
+        elif hp.type == "int":
+            size *= (int(hp.high) - int(hp.low)) // (hp.step or 1) + 1
+        else:
+            return None
+    return size
+
+
+class StudySearch:
+    """One study's search state: its rendered prompts, its optuna study and what was proposed."""
+
+    def __init__(self, study_id: str, spec: StudySpecModel, storage: str | None, cache: RenderCache):
+        self.study_id = study_id
+        self.spec = spec
+        space = spec.search_space
+        model_version = spec.model.builtin or spec.model.path
+        self.prompts = render_all([(t.id, t.text) for t in space.templates], space.variables, model_version, cache)
+        self._by_key = {p.key: p for p in self.prompts}
+        hp_size = _distribution_size(space)
+        self.space_size = None if hp_size is None else hp_size * len(self.prompts)
+        self.study = optuna.create_study(
+            study_name=study_id,
+            storage=storage,
+            sampler=self._sampler(),
+            direction="maximize" if spec.objective.direction == "maximize" else "minimize",
+            load_if_exists=True,
+        )
+        # candidate id -> optuna trial number, rebuilt from storage after a restart.
+        self.trial_of: dict[str, int] = {}
+        for trial in self.study.get_trials(deepcopy=False):
+            cid = trial.user_attrs.get("candidate_id")
+            if cid and trial.state != optuna.trial.TrialState.PRUNED:
+                self.trial_of.setdefault(cid, trial.number)
+        self.lock = threading.Lock()
+
+    def _sampler(self) -> optuna.samplers.BaseSampler:
+        seed = self.spec.seed
+        if self.spec.strategy == "grid":
+            grid: dict[str, list] = {PROMPT_PARAM: [p.key for p in self.prompts]}
+            for name, hp in self.spec.search_space.hyperparameters.items():
+                if hp.type == "choice":
+                    grid[name] = list(hp.values)
+                else:
+                    grid[name] = list(range(int(hp.low), int(hp.high) + 1, hp.step or 1))
+            return optuna.samplers.GridSampler(grid, seed=seed)
+        if self.spec.strategy == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True, warn_independent_sampling=False)
+
+    def _suggest(self, trial: optuna.Trial) -> ProposedCandidate:
+        prompt = self._by_key[trial.suggest_categorical(PROMPT_PARAM, [p.key for p in self.prompts])]
+        params: dict = {}
+        for name, hp in self.spec.search_space.hyperparameters.items():
+            if hp.type == "choice":
+                params[name] = trial.suggest_categorical(name, list(hp.values))
+            elif hp.type == "uniform":
+                params[name] = trial.suggest_float(name, hp.low, hp.high)
+            elif hp.type == "loguniform":
+                params[name] = trial.suggest_float(name, hp.low, hp.high, log=True)
+            else:
+                params[name] = trial.suggest_int(name, int(hp.low), int(hp.high), step=hp.step or 1)
+        return ProposedCandidate(
+            id=candidate_id(prompt.prompt, params),
+            template_id=prompt.template_id,
+            variables=dict(prompt.variables),
+            prompt=prompt.prompt,
+            hyperparameters=params,
+        )
+
+    @property
+    def exhausted(self) -> bool:
+        return self.space_size is not None and len(self.trial_of) >= self.space_size
+
+    def propose(self, count: int) -> tuple[list[ProposedCandidate], bool]:
+        """Up to `count` candidates never proposed before in this study; (candidates, exhausted)."""
+        out: list[ProposedCandidate] = []
+        with self.lock:
+            duplicates = 0
+            while len(out) < count and not self.exhausted and duplicates < MAX_DUPLICATE_DRAWS:
+                trial = self.study.ask()
+                candidate = self._suggest(trial)
+                if candidate.id in self.trial_of:
+                    # Already had: record the draw as pruned so the sampler moves on.
+                    self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    duplicates += 1
+                    continue
+                trial.set_user_attr("candidate_id", candidate.id)
+                self.trial_of[candidate.id] = trial.number
+                out.append(candidate)
+                duplicates = 0
+            exhausted = self.exhausted or duplicates >= MAX_DUPLICATE_DRAWS
+        return out, exhausted
+
+    def feedback(self, candidate_id: str, value: float | None) -> bool:
+        """Record a candidate's objective value (None = failed); False if already recorded."""
+        with self.lock:
+            number = self.trial_of.get(candidate_id)
+            if number is None:
+                raise KeyError(candidate_id)
+            if self.study.get_trials(deepcopy=False)[number].state.is_finished():
+                return False
+            if value is None:
+                self.study.tell(number, state=optuna.trial.TrialState.FAIL)
+            else:
+                self.study.tell(number, value)
+            return True

@@ -1,0 +1,233 @@
+"""The trainer service: pulls jobs from the `autoglm.trial.train` JetStream work queue (a durable
+consumer shared by every replica, explicit ack), runs them with core.run_trial in a worker
+thread, and publishes progress / trained / failed events. It also announces its capacity on
+`autoglm.trainer.heartbeat` every few seconds for the scheduler.
+
+On SIGTERM the running job is interrupted between two optimiser steps and nak'ed, so the queue
+hands it to another replica (or to this one after restart): accepted work is never lost.
+A job that cannot run (bad model dir, malformed dataset) fails its trial instead of retrying.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import uuid
+
+import grpc
+
+from openautoglm.common import events, telemetry
+from openautoglm.common.config import ServiceSettings
+from openautoglm.common.spec import param_from_proto, task_name
+from openautoglm.trainer.core import TrialError, TrialInterrupted, TrialJob, TrialResult, run_trial
+from openautoglm.v1 import events_pb2, scheduler_pb2, trainer_pb2, trainer_pb2_grpc
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 2.0
+
+
+def job_from_proto(job: trainer_pb2.TrainJob) -> TrialJob:
+    return TrialJob(
+        study_id=job.study_id,
+        trial_id=job.trial_id,
+        task=task_name(job.task),
+        prompt=job.candidate.prompt,
+        hyperparameters={k: param_from_proto(v) for k, v in job.candidate.hyperparameters.items()},
+        dataset_builtin=job.dataset.builtin,
+        dataset_path=job.dataset.path,
+        text_field=job.dataset.text_field,
+        label_field=job.dataset.label_field,
+        eval_fraction=job.dataset.eval_fraction or 0.2,
+        max_examples=job.dataset.max_examples,
+        model_builtin=job.model.builtin,
+        model_path=job.model.path,
+        seed=job.seed,
+    )
+
+
+def trained_message(job: trainer_pb2.TrainJob, result: TrialResult, trainer_id: str) -> trainer_pb2.TrialTrained:
+    return trainer_pb2.TrialTrained(
+        study_id=job.study_id,
+        trial_id=job.trial_id,
+        trainer_id=trainer_id,
+        task=job.task,
+        predictions=result.predictions,
+        references=result.references,
+        train_loss=result.train_loss,
+        train_seconds=result.seconds,
+        steps=result.steps,
+        artifact_path=result.artifact_path,
+    )
+
+
+def free_memory_mb() -> float:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.mem_get_info()[0] / 2**20
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+class TrainerCore:
+    """Runs jobs in worker threads, one per slot, and remembers what it is doing."""
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.trainer_id = settings.trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"
+        self.artifacts = settings.service_dir() / "artifacts"
+        self.stop_event = threading.Event()
+        self.busy = 0
+
+    def worker(self) -> scheduler_pb2.Worker:
+        import torch
+
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+        return scheduler_pb2.Worker(
+            id=self.trainer_id, slots=self.settings.trainer_slots,
+            memory_mb=free_memory_mb() / self.settings.trainer_slots, speed=1.0, device_kind=kind,
+        )
+
+    async def run(self, job: trainer_pb2.TrainJob, on_progress) -> TrialResult:
+        """Train one job in a thread; on_progress(step, total, loss) is called on the event loop."""
+        loop = asyncio.get_running_loop()
+
+        def progress(step, total, loss):
+            loop.call_soon_threadsafe(on_progress, step, total, loss)
+
+        self.busy += 1
+        try:
+            with telemetry.tracer().start_as_current_span("train") as span:
+                span.set_attribute("openautoglm.trial_id", job.trial_id)
+                result = await asyncio.to_thread(run_trial, job_from_proto(job), self.artifacts, progress, self.stop_event)
+                span.set_attribute("openautoglm.steps", result.steps)
+                span.set_attribute("openautoglm.train_loss", result.train_loss)
+                return result
+        finally:
+            self.busy -= 1
+
+
+class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
+    def __init__(self, core: TrainerCore):
+        self.core = core
+
+    async def Train(self, request, context):
+        job = request.job
+        if not task_name(job.task):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job.task: set TASK_TYPE_CLASSIFICATION or TASK_TYPE_GENERATION")
+        if "{input}" not in job.candidate.prompt:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job.candidate.prompt: must contain the '{input}' slot")
+        if bool(job.dataset.builtin) == bool(job.dataset.path):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job.dataset: give exactly one of builtin or path")
+        queue: asyncio.Queue = asyncio.Queue()
+
+        def on_progress(step, total, loss):
+            queue.put_nowait(trainer_pb2.TrialProgress(study_id=job.study_id, trial_id=job.trial_id, step=step,
+                                                       total_steps=total, loss=loss, trainer_id=self.core.trainer_id))
+
+        task = asyncio.create_task(self.core.run(job, on_progress))
+        try:
+            while not task.done() or not queue.empty():
+                getter = asyncio.create_task(queue.get())
+                await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    yield trainer_pb2.TrainResponse(progress=getter.result())
+                else:
+                    getter.cancel()
+            result = task.result()
+        except TrialError as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        except TrialInterrupted as err:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"trainer stopping: {err}")
+        yield trainer_pb2.TrainResponse(trained=trained_message(job, result, self.core.trainer_id))
+
+    async def GetCapacity(self, request, context):
+        return trainer_pb2.GetCapacityResponse(worker=self.core.worker(), busy_slots=self.core.busy)
+
+
+class TrainerApp:
+    service_names = (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name,)
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.core = TrainerCore(settings)
+        self.nc = None
+        self.js = None
+        self.consumer = None
+        self._heartbeat_task = None
+
+    def register(self, server):
+        trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.core), server)
+
+    async def _heartbeat(self):
+        while True:
+            beat = events_pb2.TrainerHeartbeat(
+                meta=events.new_meta("trainer"), worker=self.core.worker(), busy_slots=self.core.busy
+            )
+            with contextlib.suppress(Exception):
+                await self.nc.publish(events.SUBJECT_HEARTBEAT, beat.SerializeToString())
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _on_job(self, msg, ctx):
+        job = events_pb2.TrainJobEvent.FromString(msg.data).job
+        trainer_id = self.core.trainer_id
+        with telemetry.tracer().start_as_current_span("trainer.job", context=ctx) as span:
+            span.set_attribute("openautoglm.study_id", job.study_id)
+            span.set_attribute("openautoglm.trial_id", job.trial_id)
+            log.info("training trial %s (delivery %d)", job.trial_id, msg.metadata.num_delivered,
+                     extra={"study_id": job.study_id, "trial_id": job.trial_id})
+            loop = asyncio.get_running_loop()
+
+            def on_progress(step, total, loss):
+                event = events_pb2.TrialProgressEvent(
+                    meta=events.new_meta("trainer", job.study_id, job.trial_id),
+                    progress=trainer_pb2.TrialProgress(study_id=job.study_id, trial_id=job.trial_id, step=step,
+                                                       total_steps=total, loss=loss, trainer_id=trainer_id),
+                )
+                loop.create_task(events.publish(self.js, events.SUBJECT_PROGRESS, event))
+
+            on_progress(0, 0, 0.0)  # "a trainer has it": the gateway marks the trial TRAINING
+            try:
+                result = await self.core.run(job, on_progress)
+            except TrialError as err:
+                log.warning("trial %s failed: %s", job.trial_id, err, extra={"trial_id": job.trial_id})
+                failed = events_pb2.TrialFailedEvent(
+                    meta=events.new_meta("trainer", job.study_id, job.trial_id, f"failed-{job.trial_id}"),
+                    reason=str(err), trainer_id=trainer_id,
+                )
+                await events.publish(self.js, events.SUBJECT_FAILED, failed)
+                return
+            except TrialInterrupted:
+                raise asyncio.CancelledError()  # the consumer naks: back to the queue
+            trained = events_pb2.TrialTrainedEvent(
+                meta=events.new_meta("trainer", job.study_id, job.trial_id, f"trained-{job.trial_id}"),
+                trained=trained_message(job, result, trainer_id),
+            )
+            await events.publish(self.js, events.SUBJECT_TRAINED, trained)
+            log.info("trial %s trained in %.1fs (loss %.4f)", job.trial_id, result.seconds, result.train_loss,
+                     extra={"trial_id": job.trial_id})
+
+    async def start(self):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.nc = await events.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}")
+        self.js = self.nc.jetstream()
+        await events.ensure_streams(self.js)
+        self._heartbeat_task = asyncio.create_task(self._heartbeat())
+        self.consumer = events.DurableConsumer(
+            self.js, events.JOBS_STREAM.name, "trainers", [events.SUBJECT_TRAIN], self._on_job,
+            ack_wait=30.0, max_deliver=5, concurrency=self.settings.trainer_slots,
+        )
+        await self.consumer.start()
+
+    async def stop(self):
+        self.core.stop_event.set()  # running training stops at its next step
+        if self.consumer:
+            await self.consumer.stop()
+        if self._heartbeat_task:
+            self._heartbeat_task.cancel()
+        if self.nc:
+            await self.nc.drain()

@@ -1,0 +1,294 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TaskType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_TYPE_UNSPECIFIED: _ClassVar[TaskType]
+    TASK_TYPE_CLASSIFICATION: _ClassVar[TaskType]
+    TASK_TYPE_GENERATION: _ClassVar[TaskType]
+
+class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIRECTION_UNSPECIFIED: _ClassVar[Direction]
+    DIRECTION_MAXIMIZE: _ClassVar[Direction]
+    DIRECTION_MINIMIZE: _ClassVar[Direction]
+
+class StudyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STUDY_STATE_UNSPECIFIED: _ClassVar[StudyState]
+    STUDY_STATE_PENDING: _ClassVar[StudyState]
+    STUDY_STATE_RUNNING: _ClassVar[StudyState]
+    STUDY_STATE_COMPLETED: _ClassVar[StudyState]
+    STUDY_STATE_FAILED: _ClassVar[StudyState]
+    STUDY_STATE_CANCELLED: _ClassVar[StudyState]
+
+class TrialStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRIAL_STATUS_UNSPECIFIED: _ClassVar[TrialStatus]
+    TRIAL_STATUS_QUEUED: _ClassVar[TrialStatus]
+    TRIAL_STATUS_TRAINING: _ClassVar[TrialStatus]
+    TRIAL_STATUS_EVALUATING: _ClassVar[TrialStatus]
+    TRIAL_STATUS_SUCCEEDED: _ClassVar[TrialStatus]
+    TRIAL_STATUS_FAILED: _ClassVar[TrialStatus]
+    TRIAL_STATUS_CANCELLED: _ClassVar[TrialStatus]
+TASK_TYPE_UNSPECIFIED: TaskType
+TASK_TYPE_CLASSIFICATION: TaskType
+TASK_TYPE_GENERATION: TaskType
+DIRECTION_UNSPECIFIED: Direction
+DIRECTION_MAXIMIZE: Direction
+DIRECTION_MINIMIZE: Direction
+STUDY_STATE_UNSPECIFIED: StudyState
+STUDY_STATE_PENDING: StudyState
+STUDY_STATE_RUNNING: StudyState
+STUDY_STATE_COMPLETED: StudyState
+STUDY_STATE_FAILED: StudyState
+STUDY_STATE_CANCELLED: StudyState
+TRIAL_STATUS_UNSPECIFIED: TrialStatus
+TRIAL_STATUS_QUEUED: TrialStatus
+TRIAL_STATUS_TRAINING: TrialStatus
+TRIAL_STATUS_EVALUATING: TrialStatus
+TRIAL_STATUS_SUCCEEDED: TrialStatus
+TRIAL_STATUS_FAILED: TrialStatus
+TRIAL_STATUS_CANCELLED: TrialStatus
+
+class ParamValue(_message.Message):
+    __slots__ = ("number", "integer", "text", "flag")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    INTEGER_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    FLAG_FIELD_NUMBER: _ClassVar[int]
+    number: float
+    integer: int
+    text: str
+    flag: bool
+    def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ...) -> None: ...
+
+class DatasetSpec(_message.Message):
+    __slots__ = ("builtin", "path", "text_field", "label_field", "eval_fraction", "max_examples")
+    BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_FIELD_NUMBER: _ClassVar[int]
+    EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    MAX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    builtin: str
+    path: str
+    text_field: str
+    label_field: str
+    eval_fraction: float
+    max_examples: int
+    def __init__(self, builtin: _Optional[str] = ..., path: _Optional[str] = ..., text_field: _Optional[str] = ..., label_field: _Optional[str] = ..., eval_fraction: _Optional[float] = ..., max_examples: _Optional[int] = ...) -> None: ...
+
+class ModelSpec(_message.Message):
+    __slots__ = ("builtin", "path")
+    BUILTIN_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    builtin: str
+    path: str
+    def __init__(self, builtin: _Optional[str] = ..., path: _Optional[str] = ...) -> None: ...
+
+class PromptTemplate(_message.Message):
+    __slots__ = ("id", "text")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class TemplateVariable(_message.Message):
+    __slots__ = ("name", "values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ChoiceDomain(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[ParamValue]
+    def __init__(self, values: _Optional[_Iterable[_Union[ParamValue, _Mapping]]] = ...) -> None: ...
+
+class RealDomain(_message.Message):
+    __slots__ = ("low", "high")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    low: float
+    high: float
+    def __init__(self, low: _Optional[float] = ..., high: _Optional[float] = ...) -> None: ...
+
+class IntDomain(_message.Message):
+    __slots__ = ("low", "high", "step")
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    low: int
+    high: int
+    step: int
+    def __init__(self, low: _Optional[int] = ..., high: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
+
+class HyperParameter(_message.Message):
+    __slots__ = ("name", "choice", "uniform", "log_uniform", "int_range")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
+    UNIFORM_FIELD_NUMBER: _ClassVar[int]
+    LOG_UNIFORM_FIELD_NUMBER: _ClassVar[int]
+    INT_RANGE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    choice: ChoiceDomain
+    uniform: RealDomain
+    log_uniform: RealDomain
+    int_range: IntDomain
+    def __init__(self, name: _Optional[str] = ..., choice: _Optional[_Union[ChoiceDomain, _Mapping]] = ..., uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., log_uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., int_range: _Optional[_Union[IntDomain, _Mapping]] = ...) -> None: ...
+
+class SearchSpace(_message.Message):
+    __slots__ = ("templates", "variables", "hyperparameters")
+    TEMPLATES_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    templates: _containers.RepeatedCompositeFieldContainer[PromptTemplate]
+    variables: _containers.RepeatedCompositeFieldContainer[TemplateVariable]
+    hyperparameters: _containers.RepeatedCompositeFieldContainer[HyperParameter]
+    def __init__(self, templates: _Optional[_Iterable[_Union[PromptTemplate, _Mapping]]] = ..., variables: _Optional[_Iterable[_Union[TemplateVariable, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[HyperParameter, _Mapping]]] = ...) -> None: ...
+
+class ObjectiveTerm(_message.Message):
+    __slots__ = ("metric", "weight")
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    metric: str
+    weight: float
+    def __init__(self, metric: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
+
+class Objective(_message.Message):
+    __slots__ = ("terms", "direction")
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    terms: _containers.RepeatedCompositeFieldContainer[ObjectiveTerm]
+    direction: Direction
+    def __init__(self, terms: _Optional[_Iterable[_Union[ObjectiveTerm, _Mapping]]] = ..., direction: _Optional[_Union[Direction, str]] = ...) -> None: ...
+
+class Budget(_message.Message):
+    __slots__ = ("max_trials", "max_wall_seconds", "parallelism")
+    MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    MAX_WALL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    PARALLELISM_FIELD_NUMBER: _ClassVar[int]
+    max_trials: int
+    max_wall_seconds: float
+    parallelism: int
+    def __init__(self, max_trials: _Optional[int] = ..., max_wall_seconds: _Optional[float] = ..., parallelism: _Optional[int] = ...) -> None: ...
+
+class StudySpec(_message.Message):
+    __slots__ = ("name", "task", "dataset", "model", "search_space", "objective", "strategy", "budget", "seed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_SPACE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    task: TaskType
+    dataset: DatasetSpec
+    model: ModelSpec
+    search_space: SearchSpace
+    objective: Objective
+    strategy: str
+    budget: Budget
+    seed: int
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., strategy: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class Candidate(_message.Message):
+    __slots__ = ("id", "template_id", "variables", "prompt", "hyperparameters")
+    class VariablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class HyperparametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    template_id: str
+    variables: _containers.ScalarMap[str, str]
+    prompt: str
+    hyperparameters: _containers.MessageMap[str, ParamValue]
+    def __init__(self, id: _Optional[str] = ..., template_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., prompt: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ...) -> None: ...
+
+class Trial(_message.Message):
+    __slots__ = ("id", "study_id", "number", "candidate", "status", "metrics", "objective_value", "error", "trainer_id", "train_loss", "created_at", "finished_at")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    study_id: str
+    number: int
+    candidate: Candidate
+    status: TrialStatus
+    metrics: _containers.ScalarMap[str, float]
+    objective_value: float
+    error: str
+    trainer_id: str
+    train_loss: float
+    created_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., study_id: _Optional[str] = ..., number: _Optional[int] = ..., candidate: _Optional[_Union[Candidate, _Mapping]] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., error: _Optional[str] = ..., trainer_id: _Optional[str] = ..., train_loss: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class Study(_message.Message):
+    __slots__ = ("id", "spec", "state", "trace_id", "trials", "best_trial_id", "error", "created_at", "updated_at")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    BEST_TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    spec: StudySpec
+    state: StudyState
+    trace_id: str
+    trials: _containers.RepeatedCompositeFieldContainer[Trial]
+    best_trial_id: str
+    error: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., trace_id: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial_id: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,102 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from openautoglm.v1 import common_pb2 as _common_pb2
+from openautoglm.v1 import scheduler_pb2 as _scheduler_pb2
+from openautoglm.v1 import trainer_pb2 as _trainer_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EventMeta(_message.Message):
+    __slots__ = ("event_id", "study_id", "trial_id", "time", "source")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    study_id: str
+    trial_id: str
+    time: _timestamp_pb2.Timestamp
+    source: str
+    def __init__(self, event_id: _Optional[str] = ..., study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
+
+class StudyEvent(_message.Message):
+    __slots__ = ("meta", "state", "best_trial_id", "error")
+    META_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    BEST_TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    state: _common_pb2.StudyState
+    best_trial_id: str
+    error: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.StudyState, str]] = ..., best_trial_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class TrainJobEvent(_message.Message):
+    __slots__ = ("meta", "job")
+    META_FIELD_NUMBER: _ClassVar[int]
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    job: _trainer_pb2.TrainJob
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., job: _Optional[_Union[_trainer_pb2.TrainJob, _Mapping]] = ...) -> None: ...
+
+class TrialProgressEvent(_message.Message):
+    __slots__ = ("meta", "progress")
+    META_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    progress: _trainer_pb2.TrialProgress
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., progress: _Optional[_Union[_trainer_pb2.TrialProgress, _Mapping]] = ...) -> None: ...
+
+class TrialTrainedEvent(_message.Message):
+    __slots__ = ("meta", "trained")
+    META_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    trained: _trainer_pb2.TrialTrained
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., trained: _Optional[_Union[_trainer_pb2.TrialTrained, _Mapping]] = ...) -> None: ...
+
+class TrialFailedEvent(_message.Message):
+    __slots__ = ("meta", "reason", "trainer_id")
+    META_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    reason: str
+    trainer_id: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., reason: _Optional[str] = ..., trainer_id: _Optional[str] = ...) -> None: ...
+
+class TrialEvaluatedEvent(_message.Message):
+    __slots__ = ("meta", "metrics", "objective_value", "candidate_id")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    META_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    metrics: _containers.ScalarMap[str, float]
+    objective_value: float
+    candidate_id: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., candidate_id: _Optional[str] = ...) -> None: ...
+
+class TrainerHeartbeat(_message.Message):
+    __slots__ = ("meta", "worker", "busy_slots")
+    META_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    worker: _scheduler_pb2.Worker
+    busy_slots: int
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., worker: _Optional[_Union[_scheduler_pb2.Worker, _Mapping]] = ..., busy_slots: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,76 @@
+from openautoglm.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CreateStudyRequest(_message.Message):
+    __slots__ = ("spec", "request_id")
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    spec: _common_pb2.StudySpec
+    request_id: str
+    def __init__(self, spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateStudyResponse(_message.Message):
+    __slots__ = ("study",)
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    study: _common_pb2.Study
+    def __init__(self, study: _Optional[_Union[_common_pb2.Study, _Mapping]] = ...) -> None: ...
+
+class GetStudyRequest(_message.Message):
+    __slots__ = ("study_id",)
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
+
+class GetStudyResponse(_message.Message):
+    __slots__ = ("study",)
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    study: _common_pb2.Study
+    def __init__(self, study: _Optional[_Union[_common_pb2.Study, _Mapping]] = ...) -> None: ...
+
+class ListStudiesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListStudiesResponse(_message.Message):
+    __slots__ = ("studies", "next_page_token")
+    STUDIES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    studies: _containers.RepeatedCompositeFieldContainer[_common_pb2.Study]
+    next_page_token: str
+    def __init__(self, studies: _Optional[_Iterable[_Union[_common_pb2.Study, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchStudyRequest(_message.Message):
+    __slots__ = ("study_id",)
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
+
+class WatchStudyResponse(_message.Message):
+    __slots__ = ("study", "change")
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    study: _common_pb2.Study
+    change: str
+    def __init__(self, study: _Optional[_Union[_common_pb2.Study, _Mapping]] = ..., change: _Optional[str] = ...) -> None: ...
+
+class CancelStudyRequest(_message.Message):
+    __slots__ = ("study_id",)
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
+
+class CancelStudyResponse(_message.Message):
+    __slots__ = ("study",)
+    STUDY_FIELD_NUMBER: _ClassVar[int]
+    study: _common_pb2.Study
+    def __init__(self, study: _Optional[_Union[_common_pb2.Study, _Mapping]] = ...) -> None: ...

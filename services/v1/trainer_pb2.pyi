@@ -1,0 +1,93 @@
+from openautoglm.v1 import common_pb2 as _common_pb2
+from openautoglm.v1 import scheduler_pb2 as _scheduler_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class TrainJob(_message.Message):
+    __slots__ = ("study_id", "trial_id", "task", "dataset", "model", "candidate", "seed")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    DATASET_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    trial_id: str
+    task: _common_pb2.TaskType
+    dataset: _common_pb2.DatasetSpec
+    model: _common_pb2.ModelSpec
+    candidate: _common_pb2.Candidate
+    seed: int
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class GetCapacityRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class GetCapacityResponse(_message.Message):
+    __slots__ = ("worker", "busy_slots")
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    worker: _scheduler_pb2.Worker
+    busy_slots: int
+    def __init__(self, worker: _Optional[_Union[_scheduler_pb2.Worker, _Mapping]] = ..., busy_slots: _Optional[int] = ...) -> None: ...
+
+class TrainRequest(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: TrainJob
+    def __init__(self, job: _Optional[_Union[TrainJob, _Mapping]] = ...) -> None: ...
+
+class TrainResponse(_message.Message):
+    __slots__ = ("progress", "trained")
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    progress: TrialProgress
+    trained: TrialTrained
+    def __init__(self, progress: _Optional[_Union[TrialProgress, _Mapping]] = ..., trained: _Optional[_Union[TrialTrained, _Mapping]] = ...) -> None: ...
+
+class TrialProgress(_message.Message):
+    __slots__ = ("study_id", "trial_id", "step", "total_steps", "loss", "trainer_id")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOSS_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    trial_id: str
+    step: int
+    total_steps: int
+    loss: float
+    trainer_id: str
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., trainer_id: _Optional[str] = ...) -> None: ...
+
+class TrialTrained(_message.Message):
+    __slots__ = ("study_id", "trial_id", "trainer_id", "task", "predictions", "references", "train_loss", "train_seconds", "steps", "artifact_path")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_LOSS_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_PATH_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    trial_id: str
+    trainer_id: str
+    task: _common_pb2.TaskType
+    predictions: _containers.RepeatedScalarFieldContainer[str]
+    references: _containers.RepeatedScalarFieldContainer[str]
+    train_loss: float
+    train_seconds: float
+    steps: int
+    artifact_path: str
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., trainer_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., train_loss: _Optional[float] = ..., train_seconds: _Optional[float] = ..., steps: _Optional[int] = ..., artifact_path: _Optional[str] = ...) -> None: ...
