@@ -132,6 +132,5 @@ class GatewayApp:
             await self.controller.stop()
         for channel in self.channels:
             await channel.close()
-        if self.nc:
-            await self.nc.drain()
+        await events.close(self.nc)
         self.store.close()

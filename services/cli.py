@@ -327,15 +327,20 @@ def _print_study(study, console: Console) -> None:
         return
     metric_names = sorted({m for t in study.trials for m in t.metrics})
     table = Table(title=f"study {study.id} ({study.spec.strategy})")
-    for col in ("#", "template", "variables", "hyper-parameters", "status", *metric_names, "objective"):
-        table.add_column(col)
+    table.add_column("#", no_wrap=True)
+    table.add_column("template", no_wrap=True)
+    table.add_column("variables", max_width=34, no_wrap=True, overflow="ellipsis")
+    table.add_column("hyper-parameters", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for name in (*metric_names, "objective"):
+        table.add_column(name, justify="right", no_wrap=True)
     for t in study.trials:
         status = common_pb2.TrialStatus.Name(t.status).removeprefix("TRIAL_STATUS_").lower()
-        mark = " *" if t.id == study.best_trial_id else ""
-        hps = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in _hp_plain(t.candidate).items())
-        table.add_row(str(t.number) + mark, t.candidate.template_id, "; ".join(t.candidate.variables.values()), hps, status,
-                      *(f"{t.metrics[m]:.4f}" if m in t.metrics else "" for m in metric_names),
-                      f"{t.objective_value:.4f}" if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED else "")
+        mark = "*" if t.id == study.best_trial_id else ""
+        hps = " ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in _hp_plain(t.candidate).items())
+        table.add_row(f"{t.number}{mark}", t.candidate.template_id, " / ".join(t.candidate.variables.values()), hps, status,
+                      *(f"{t.metrics[m]:.3f}" if m in t.metrics else "" for m in metric_names),
+                      f"{t.objective_value:.3f}" if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED else "")
     console.print(table)
     state = common_pb2.StudyState.Name(study.state).removeprefix("STUDY_STATE_").lower()
     best = next((t for t in study.trials if t.id == study.best_trial_id), None)

@@ -81,6 +81,15 @@ async def connect(url: str, name: str) -> NATS:
     )
 
 
+async def close(nc: NATS) -> None:
+    """Flush what we published, then close. (nats-py's drain() can hang on pull subscriptions.)"""
+    if nc is None or nc.is_closed:
+        return
+    with contextlib.suppress(Exception):
+        await nc.flush(timeout=5)
+    await nc.close()
+
+
 async def ensure_streams(js: JetStreamContext) -> None:
     """Create (or update to this code's config) the two streams; safe to call from every service."""
     for config in (JOBS_STREAM, EVENTS_STREAM):
@@ -133,6 +142,7 @@ class DurableConsumer:
     deliver_new_only: bool = False
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _stopping: bool = False
+    _sub: object = None
 
     async def start(self) -> None:
         config = ConsumerConfig(
@@ -149,10 +159,10 @@ class DurableConsumer:
         else:
             config.filter_subjects = list(self.subjects)
         await self.js.add_consumer(self.stream, config=config)
-        sub = await self.js.pull_subscribe_bind(
+        self._sub = await self.js.pull_subscribe_bind(
             durable=self.durable, stream=self.stream, name=self.durable
         )
-        self._tasks = [asyncio.create_task(self._loop(sub)) for _ in range(self.concurrency)]
+        self._tasks = [asyncio.create_task(self._loop(self._sub)) for _ in range(self.concurrency)]
 
     async def stop(self) -> None:
         self._stopping = True
@@ -161,6 +171,9 @@ class DurableConsumer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
 
     async def _loop(self, sub) -> None:
         while not self._stopping:

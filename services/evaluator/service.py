@@ -82,5 +82,4 @@ class EvaluatorApp:
         await events.ensure_streams(self.js)
 
     async def stop(self):
-        if self.nc:
-            await self.nc.drain()
+        await events.close(self.nc)

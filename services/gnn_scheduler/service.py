@@ -97,5 +97,4 @@ class SchedulerApp:
         await self.nc.subscribe(events.SUBJECT_HEARTBEAT, cb=self._on_heartbeat)
 
     async def stop(self):
-        if self.nc:
-            await self.nc.drain()
+        await events.close(self.nc)

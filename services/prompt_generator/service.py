@@ -144,5 +144,4 @@ class PromptGeneratorApp:
     async def stop(self):
         if self.consumer:
             await self.consumer.stop()
-        if self.nc:
-            await self.nc.drain()
+        await events.close(self.nc)

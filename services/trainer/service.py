@@ -229,5 +229,4 @@ class TrainerApp:
             await self.consumer.stop()
         if self._heartbeat_task:
             self._heartbeat_task.cancel()
-        if self.nc:
-            await self.nc.drain()
+        await events.close(self.nc)
