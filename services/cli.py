@@ -88,6 +88,21 @@ def serve(
         telemetry.shutdown_telemetry()
 
 
+@app.command()
+def health(
+    address: str = typer.Argument(..., help="host:port of any Open-AutoGLM service"),
+    timeout: float = typer.Option(3.0, help="seconds to wait for SERVING"),
+) -> None:
+    """Exit 0 if the service's standard gRPC health check answers SERVING (container probes use it)."""
+    from openautoglm.common.server import wait_serving
+
+    try:
+        asyncio.run(wait_serving(address, timeout))
+    except TimeoutError as err:
+        _err(str(err), 1)
+    Console().print(f"{address}: SERVING")
+
+
 # --- up / demo -------------------------------------------------------------------------------
 
 
