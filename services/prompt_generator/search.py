@@ -144,7 +144,7 @@ class StudySearch:
             return optuna.samplers.GridSampler(grid, seed=seed)
         if self.spec.strategy == "random":
             return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True, warn_independent_sampling=False)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True)
 
     def _suggest(self, trial: optuna.Trial) -> ProposedCandidate:
         prompt = self._by_key[trial.suggest_categorical(PROMPT_PARAM, [p.key for p in self.prompts])]

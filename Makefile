@@ -1,0 +1,40 @@
+# Open-AutoGLM developer commands. `make demo` and `make test` work from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build; a bare `torch` pulls a multi-GB CUDA build. On a GPU machine, override:
+#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+TORCH ?= torch==2.13.0
+
+.PHONY: setup demo test up protos lint-protos check-protos clean
+
+setup: $(VENV)/.installed node_modules/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(VENV)/bin/openautoglm demo
+
+up: setup
+	$(VENV)/bin/openautoglm up
+
+test: setup lint-protos
+	$(PY) -m pytest -q
+
+protos: $(VENV)/.installed
+	$(PY) scripts/gen_protos.py
+
+lint-protos: node_modules/.installed
+	npx --no-install buf lint protos
+
+clean:
+	rm -rf $(VENV) node_modules

@@ -1,0 +1,113 @@
+"""Shared fixtures: a real NATS server, an in-test OTLP/gRPC receiver, and the embedded stack
+(NATS + the five services as processes on loopback) exporting its spans to that receiver.
+
+Jaeger cannot run here, so the receiver stands in for it: it implements the same OTLP/gRPC
+TraceService that Jaeger's collector ingests on 4317.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+import pytest
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+from openautoglm.common.stack import EmbeddedStack, free_port, nats_server_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
+    """Collects every exported span as (service.name, span name, trace id hex, span, parent)."""
+
+    def __init__(self):
+        self.spans: list[dict] = []
+        self._lock = threading.Lock()
+
+    def Export(self, request, context):
+        with self._lock:
+            for resource_spans in request.resource_spans:
+                attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
+                for scope in resource_spans.scope_spans:
+                    for span in scope.spans:
+                        self.spans.append({
+                            "service": attrs.get("service.name", ""),
+                            "name": span.name,
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_id": span.parent_span_id.hex(),
+                        })
+        return trace_service_pb2.ExportTraceServiceResponse()
+
+    def for_trace(self, trace_id: str) -> list[dict]:
+        with self._lock:
+            return [s for s in self.spans if s["trace_id"] == trace_id]
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver():
+    receiver = OtlpReceiver()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    receiver.endpoint = f"http://127.0.0.1:{port}"
+    yield receiver
+    server.stop(0)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, otlp_receiver):
+    """The embedded stack, every service exporting spans to the in-test receiver."""
+    stack = EmbeddedStack(
+        tmp_path_factory.mktemp("stack"),
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+        },
+    )
+    asyncio.run(stack.start())
+    yield stack
+    codes = stack.stop()
+    assert all(code == 0 for code in codes.values()), f"unclean exit codes: {codes}"
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory):
+    """A bare NATS server with JetStream, for tests of the NATS plumbing alone."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [nats_server_binary(), "-js", "-sd", str(tmp_path_factory.mktemp("nats")), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    import socket
+
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.1)
+    yield f"nats://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(10)
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `openautoglm` command (as a user would) and capture its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "openautoglm.cli", *args], capture_output=True, text=True,
+        timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})}, cwd=cwd,
+    )

@@ -1,0 +1,49 @@
+"""Small builders shared by the tests (specs, gateway calls)."""
+from __future__ import annotations
+
+import grpc
+
+from openautoglm.common.spec import spec_to_proto, validate_dict
+from openautoglm.v1 import common_pb2, studies_pb2, studies_pb2_grpc
+
+TERMINAL = (common_pb2.STUDY_STATE_COMPLETED, common_pb2.STUDY_STATE_FAILED, common_pb2.STUDY_STATE_CANCELLED)
+
+
+def small_spec(**overrides) -> dict:
+    """A quick classification study: 2 templates x 2 epoch values, grid, 4 trials."""
+    spec = {
+        "name": "test-study",
+        "task": "classification",
+        "dataset": {"builtin": "sentiment-demo", "max_examples": 200},
+        "search_space": {
+            "templates": [
+                {"id": "plain", "text": "Review: {input} Sentiment:"},
+                {"id": "asked", "text": "{question} {input}"},
+            ],
+            "variables": {"question": ["How does this feel?"]},
+            "hyperparameters": {"epochs": {"type": "choice", "values": [1, 2]},
+                                "learning_rate": {"type": "choice", "values": [0.003]}},
+        },
+        "objective": {"terms": {"accuracy": 0.5, "macro_f1": 0.5}},
+        "strategy": "grid",
+        "budget": {"max_trials": 4},
+        "seed": 3,
+    }
+    for key, value in overrides.items():
+        spec[key] = value
+    return spec
+
+
+def spec_proto(**overrides) -> common_pb2.StudySpec:
+    return spec_to_proto(validate_dict(small_spec(**overrides)))
+
+
+async def run_study(address: str, spec: common_pb2.StudySpec, timeout: float = 240) -> common_pb2.Study:
+    """Create a study and follow WatchStudy until it ends; returns the final study."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = studies_pb2_grpc.StudiesStub(channel)
+        created = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec), timeout=30)).study
+        study = created
+        async for update in stub.WatchStudy(studies_pb2.WatchStudyRequest(study_id=created.id), timeout=timeout):
+            study = update.study
+        return study

@@ -1,0 +1,81 @@
+"""The prompt-generator's search core: rendering, strategies, de-duplication, feedback."""
+import pytest
+
+from helpers import small_spec
+from openautoglm.common.spec import validate_dict
+from openautoglm.prompt_generator.search import RenderCache, StudySearch, render_all
+
+
+def test_render_is_a_cartesian_product_over_used_variables_only():
+    cache = RenderCache()
+    prompts = render_all(
+        [("a", "{tone} {length}: {input}"), ("b", "{tone} {input}")],
+        {"tone": ["calm", "curt"], "length": ["short", "long", "medium"]},
+        "tiny", cache,
+    )
+    assert len(prompts) == 2 * 3 + 2  # template b ignores `length`: no duplicates from it
+    assert {p.prompt for p in prompts if p.template_id == "b"} == {"calm {input}", "curt {input}"}
+    assert cache.hits == 0 and cache.lookups == 8
+    render_all([("b", "{tone} {input}")], {"tone": ["calm", "curt"]}, "tiny", cache)
+    assert cache.hits == 2
+    render_all([("b", "{tone} {input}")], {"tone": ["calm"]}, "other-model", cache)
+    assert cache.hits == 2  # another model version is another cache key
+
+
+def _search(tmp_path, strategy="grid", max_trials=4, **overrides):
+    spec = validate_dict(small_spec(strategy=strategy, budget={"max_trials": max_trials}, **overrides))
+    return StudySearch("study-1", spec, f"sqlite:///{tmp_path / 'optuna.db'}", RenderCache())
+
+
+def test_grid_covers_the_space_once_then_reports_exhausted(tmp_path):
+    search = _search(tmp_path)
+    assert search.space_size == 4
+    first, exhausted = search.propose(3)
+    assert len(first) == 3 and not exhausted
+    rest, exhausted = search.propose(3)
+    assert len(rest) == 1 and exhausted
+    ids = [c.id for c in first + rest]
+    assert len(set(ids)) == 4
+    combos = {(c.template_id, c.hyperparameters["epochs"]) for c in first + rest}
+    assert combos == {("plain", 1), ("plain", 2), ("asked", 1), ("asked", 2)}
+
+
+@pytest.mark.parametrize("strategy", ["random", "tpe"])
+def test_adaptive_strategies_never_repeat_a_candidate(tmp_path, strategy):
+    search = _search(tmp_path, strategy=strategy)
+    seen = []
+    for _ in range(6):
+        batch, exhausted = search.propose(1)
+        for c in batch:
+            search.feedback(c.id, float(c.hyperparameters["epochs"]))
+        seen += [c.id for c in batch]
+        if exhausted:
+            break
+    assert len(seen) == len(set(seen)) == 4
+
+
+def test_tpe_learns_from_feedback(tmp_path):
+    spec = small_spec(strategy="tpe", budget={"max_trials": 30})
+    spec["search_space"]["hyperparameters"] = {"learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1.0}}
+    search = StudySearch("s", validate_dict(spec), None, RenderCache())
+    values = []
+    for _ in range(30):
+        (c,), _ = search.propose(1)
+        lr = c.hyperparameters["learning_rate"]
+        score = -abs(__import__("math").log10(lr) + 2)  # best at 1e-2
+        search.feedback(c.id, score)
+        values.append(score)
+    assert sum(values[-10:]) / 10 > sum(values[:10]) / 10
+
+
+def test_feedback_is_idempotent_and_survives_a_restart(tmp_path):
+    search = _search(tmp_path)
+    (c,), _ = search.propose(1)
+    assert search.feedback(c.id, 0.7) is True
+    assert search.feedback(c.id, 0.7) is False
+    with pytest.raises(KeyError):
+        search.feedback("nope", 1.0)
+    reloaded = _search(tmp_path)
+    assert reloaded.feedback(c.id, 0.7) is False
+    more, _ = reloaded.propose(4)
+    assert c.id not in {m.id for m in more} and len(more) == 3
