@@ -46,6 +46,8 @@ STATE_SUBJECT = {
     S.STUDY_STATE_CANCELLED: "cancelled",
 }
 RPC_DEADLINE = 30.0
+# How long a reading of the trainers' total slots is reused before asking the scheduler again.
+CAPACITY_TTL_SECONDS = 5.0
 EVALUATE_DEADLINE = 120.0
 
 
@@ -68,6 +70,7 @@ class StudyController:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._watchers: dict[str, set[asyncio.Queue]] = {}
         self._root_spans: dict[str, trace.Span] = {}
+        self._capacity: tuple[float, int] = (0.0, 0)
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def create(self, spec: common_pb2.StudySpec, request_id: str) -> common_pb2.Study:
@@ -175,8 +178,12 @@ class StudyController:
     async def _slots(self, study: common_pb2.Study) -> int:
         if study.spec.budget.parallelism > 0:
             return study.spec.budget.parallelism
-        reply = await self.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=RPC_DEADLINE)
-        return sum(w.slots for w in reply.workers)
+        read_at, slots = self._capacity
+        if time.monotonic() - read_at > CAPACITY_TTL_SECONDS or slots == 0:
+            reply = await self.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=RPC_DEADLINE)
+            slots = sum(w.slots for w in reply.workers)
+            self._capacity = (time.monotonic(), slots)
+        return slots
 
     async def _dispatch(self, study: common_pb2.Study, in_flight: int, ctx) -> bool:
         """Propose, plan and enqueue trials for the free slots; returns True when the space is exhausted."""

@@ -6,8 +6,13 @@ TraceService that Jaeger's collector ingests on 4317.
 """
 from __future__ import annotations
 
-import asyncio
 import os
+
+# The stack forks service processes while this process runs gRPC servers; grpc's fork handlers
+# are for children that keep using gRPC, which ours don't (they exec at once).
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import asyncio
 import subprocess
 import sys
 import threading

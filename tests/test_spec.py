@@ -92,3 +92,13 @@ def test_proto_errors_carry_the_spec_prefix():
 def test_render_keeps_the_input_slot():
     assert template_fields("{a} x {input} {{literal}}") == {"a", "input"}
     assert render("{a}: {input}", {"a": "Tone"}) == "Tone: {input}"
+
+
+def test_shipped_example_specs_are_valid():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    specs = [*root.glob("examples/*.yaml"), root / "services" / "common" / "examples" / "demo.yaml"]
+    assert len(specs) >= 3
+    for path in specs:
+        load_spec_file(path)

@@ -1,0 +1,202 @@
+"""The whole mesh on the embedded stack: real NATS, five service processes, real gRPC sockets.
+
+One study end to end through all five services; its spans, exported over OTLP/gRPC to the
+in-test receiver, share one trace id across all five; bad specs are refused with
+INVALID_ARGUMENT naming the field and nothing is created; failing trials leave the study going.
+"""
+import asyncio
+import json
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from helpers import run_study, small_spec, spec_proto
+from openautoglm.common.spec import spec_to_proto, validate_dict
+from openautoglm.common.stack import SERVICE_ORDER
+from openautoglm.v1 import (
+    common_pb2, evaluator_pb2, evaluator_pb2_grpc, prompt_generator_pb2, prompt_generator_pb2_grpc,
+    scheduler_pb2, scheduler_pb2_grpc, studies_pb2, studies_pb2_grpc, trainer_pb2, trainer_pb2_grpc,
+)
+
+SERVICE_NAMES = set(SERVICE_ORDER)
+_study_result = {}
+
+
+async def _completed_study(stack):
+    """The end-to-end study, run once and shared by the assertions below."""
+    if "study" not in _study_result:
+        _study_result["study"] = await run_study(stack.address("gateway"), spec_proto())
+    return _study_result["study"]
+
+
+async def test_a_study_runs_end_to_end_through_all_five_services(stack):
+    study = await _completed_study(stack)
+    assert study.state == common_pb2.STUDY_STATE_COMPLETED, study.error
+    assert len(study.trials) == 4
+    assert all(t.status == common_pb2.TRIAL_STATUS_SUCCEEDED for t in study.trials)
+    assert len({t.candidate.id for t in study.trials}) == 4
+    assert {t.candidate.template_id for t in study.trials} == {"plain", "asked"}
+    for t in study.trials:
+        assert set(t.metrics) == {"accuracy", "macro_f1"}
+        assert 0.0 <= t.metrics["accuracy"] <= 1.0
+        assert t.objective_value == pytest.approx(0.5 * t.metrics["accuracy"] + 0.5 * t.metrics["macro_f1"])
+        assert t.trainer_id.startswith("trainer-")
+    best = max(study.trials, key=lambda t: t.objective_value)
+    assert study.best_trial_id == best.id
+    assert len(study.trace_id) == 32
+
+
+async def test_one_trace_per_study_spans_all_five_services(stack, otlp_receiver):
+    study = await _completed_study(stack)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        spans = otlp_receiver.for_trace(study.trace_id)
+        if {s["service"] for s in spans} >= SERVICE_NAMES and any(s["name"] == "study" for s in spans):
+            break
+        await asyncio.sleep(0.3)
+    spans = otlp_receiver.for_trace(study.trace_id)
+    per_service = {name: sum(s["service"] == name for s in spans) for name in sorted(SERVICE_NAMES)}
+    print(f"\nspans in study {study.id}'s trace per service: {json.dumps(per_service)}")
+    assert {s["service"] for s in spans} == SERVICE_NAMES, per_service
+    names = {(s["service"], s["name"]) for s in spans}
+    for expected in [("gateway", "study"), ("gateway", "dispatch"), ("prompt-generator", "propose"),
+                     ("gnn-scheduler", "plan"), ("trainer", "trainer.job"), ("trainer", "train"),
+                     ("evaluator", "evaluate.metrics")]:
+        assert expected in names, f"missing span {expected}"
+    # A single root, the CreateStudy call that opened the study; every other span hangs under it.
+    ids = {s["span_id"]: s for s in spans}
+    roots = [s for s in spans if not s["parent_id"]]
+    assert [r["name"] for r in roots] == ["/openautoglm.v1.Studies/CreateStudy"]
+    assert all(s["parent_id"] in ids for s in spans if s["parent_id"])
+    study_span = next(s for s in spans if s["name"] == "study")
+    assert ids[study_span["parent_id"]] is roots[0]
+    # Health checks are not traced.
+    assert not any("Health" in s["name"] for s in otlp_receiver.spans)
+
+
+async def test_logs_are_json_lines_carrying_the_trace_id(stack):
+    study = await _completed_study(stack)
+    for service in ("gateway", "trainer"):
+        lines = [json.loads(line) for line in (stack.log_dir / f"{service}.log").read_text().splitlines() if line.startswith("{")]
+        assert any(entry.get("trace_id") == study.trace_id for entry in lines), service
+
+
+BAD_SPECS = [
+    ("spec.strategy", lambda s: setattr(s, "strategy", "annealing")),
+    ("spec.search_space.templates", lambda s: s.search_space.ClearField("templates")),
+    ("spec.budget.max_trials", lambda s: setattr(s.budget, "max_trials", -3)),
+    ("spec.dataset.path", lambda s: (s.dataset.ClearField("builtin"), setattr(s.dataset, "path", "/missing/data.jsonl"))),
+]
+
+
+@pytest.mark.parametrize("field,breaker", BAD_SPECS, ids=[b[0] for b in BAD_SPECS])
+async def test_create_study_refuses_bad_specs_naming_the_field(stack, field, breaker):
+    spec = spec_proto()
+    breaker(spec)
+    async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        stub = studies_pb2_grpc.StudiesStub(channel)
+        before = len((await stub.ListStudies(studies_pb2.ListStudiesRequest(page_size=500))).studies)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec), timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details().startswith(field + ":"), info.value.details()
+        after = len((await stub.ListStudies(studies_pb2.ListStudiesRequest(page_size=500))).studies)
+        assert after == before
+
+
+async def test_failing_trials_are_reported_and_the_study_goes_on(stack, tmp_path):
+    spec = small_spec()
+    spec["search_space"]["hyperparameters"] = {"batch_size": {"type": "choice", "values": [0, 16]},
+                                               "epochs": {"type": "choice", "values": [1]}}
+    spec["search_space"]["templates"] = spec["search_space"]["templates"][:1]
+    spec["budget"] = {"max_trials": 2}
+    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    by_bs = {t.candidate.hyperparameters["batch_size"].integer: t for t in study.trials}
+    assert by_bs[0].status == common_pb2.TRIAL_STATUS_FAILED
+    assert "batch_size must be >= 1" in by_bs[0].error
+    assert by_bs[16].status == common_pb2.TRIAL_STATUS_SUCCEEDED
+    assert study.state == common_pb2.STUDY_STATE_COMPLETED and study.best_trial_id == by_bs[16].id
+
+
+async def test_a_malformed_dataset_fails_every_trial_with_the_line(stack, tmp_path):
+    data = tmp_path / "broken.jsonl"
+    data.write_text('{"text": "good", "label": "a"}\n{"text": "bad", "label": \n')
+    spec = small_spec(dataset={"path": str(data)}, budget={"max_trials": 2})
+    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    assert study.state == common_pb2.STUDY_STATE_FAILED and study.error == "no trial succeeded"
+    assert all(f"{data}:2: not valid JSON" in t.error for t in study.trials)
+
+
+async def test_get_list_cancel_and_not_found(stack):
+    async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        stub = studies_pb2_grpc.StudiesStub(channel)
+        spec = spec_proto(budget={"max_trials": 4})
+        created = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec, request_id="req-1"))).study
+        again = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec, request_id="req-1"))).study
+        assert again.id == created.id  # idempotent retry
+        cancelled = (await stub.CancelStudy(studies_pb2.CancelStudyRequest(study_id=created.id))).study
+        assert cancelled.state == common_pb2.STUDY_STATE_CANCELLED
+        listed = (await stub.ListStudies(studies_pb2.ListStudiesRequest(page_size=1))).studies
+        assert len(listed) == 1 and listed[0].id == created.id
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.GetStudy(studies_pb2.GetStudyRequest(study_id="st-nope"))
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.ListStudies(studies_pb2.ListStudiesRequest(page_token="garbage"))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in info.value.details()
+
+
+async def test_every_service_has_health_and_reflection(stack):
+    for service in SERVICE_ORDER:
+        async with grpc.aio.insecure_channel(stack.address(service)) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            async for answer in stream:
+                names = {s.name for s in answer.list_services_response.service}
+                assert any(n.startswith("openautoglm.v1.") for n in names), (service, names)
+                break
+
+
+async def test_services_refuse_bad_requests_with_invalid_argument(stack):
+    cases = [
+        ("evaluator", evaluator_pb2_grpc.EvaluatorStub, "Evaluate",
+         evaluator_pb2.EvaluateRequest(task=common_pb2.TASK_TYPE_CLASSIFICATION, predictions=["a"], references=["a", "b"]), "predictions"),
+        ("evaluator", evaluator_pb2_grpc.EvaluatorStub, "Evaluate",
+         evaluator_pb2.EvaluateRequest(task=common_pb2.TASK_TYPE_CLASSIFICATION, predictions=["a"], references=["a"], metrics=["nope"]), "metrics[0]"),
+        ("gnn-scheduler", scheduler_pb2_grpc.SchedulerStub, "Plan",
+         scheduler_pb2.PlanRequest(graph=scheduler_pb2.TaskGraph(
+             tasks=[scheduler_pb2.Task(id="a"), scheduler_pb2.Task(id="b")],
+             dependencies=[scheduler_pb2.Dependency(from_task="a", to_task="b"), scheduler_pb2.Dependency(from_task="b", to_task="a")]),
+             workers=[scheduler_pb2.Worker(id="w", slots=1)]), "cycle"),
+        ("prompt-generator", prompt_generator_pb2_grpc.PromptGeneratorStub, "Propose",
+         prompt_generator_pb2.ProposeRequest(study_id="x", count=1, spec=common_pb2.StudySpec()), "spec.task"),
+        ("prompt-generator", prompt_generator_pb2_grpc.PromptGeneratorStub, "Render",
+         prompt_generator_pb2.RenderRequest(templates=[common_pb2.PromptTemplate(id="a", text="{ghost} {input}")]), "templates[0].text"),
+    ]
+    for service, stub_cls, method, request, needle in cases:
+        async with grpc.aio.insecure_channel(stack.address(service)) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await getattr(stub_cls(channel), method)(request, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (service, method, info.value)
+            assert needle in info.value.details(), (service, info.value.details())
+
+
+async def test_trainer_train_rpc_streams_progress_and_result(stack):
+    job = trainer_pb2.TrainJob(
+        study_id="direct", trial_id="direct-1", task=common_pb2.TASK_TYPE_CLASSIFICATION,
+        dataset=common_pb2.DatasetSpec(builtin="sentiment-demo", max_examples=100),
+        model=common_pb2.ModelSpec(builtin="tiny"),
+        candidate=common_pb2.Candidate(prompt="Review: {input}", hyperparameters={"epochs": common_pb2.ParamValue(integer=2)}),
+    )
+    async with grpc.aio.insecure_channel(stack.address("trainer")) as channel:
+        stub = trainer_pb2_grpc.TrainerStub(channel)
+        updates = [u async for u in stub.Train(trainer_pb2.TrainRequest(job=job), timeout=120)]
+        capacity = await stub.GetCapacity(trainer_pb2.GetCapacityRequest(), timeout=5)
+    assert any(u.HasField("progress") for u in updates)
+    assert updates[-1].HasField("trained") and len(updates[-1].trained.predictions) == 20
+    assert capacity.worker.slots == 1 and capacity.worker.device_kind == "cpu" and capacity.worker.memory_mb > 0
