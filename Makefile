@@ -17,8 +17,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[test]"
 	touch $@
 
+# `npm install --no-save` rather than `npm ci`: the lock pins versions, but npm 11 records only
+# this platform's optional buf binary in it, and `npm ci` then refuses the lock as out of sync.
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-audit --no-fund --no-save --loglevel=error
 	touch $@
 
 demo: setup

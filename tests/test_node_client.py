@@ -15,8 +15,8 @@ def test_node_client_creates_and_reads_back_a_study(stack):
     node = shutil.which("node")
     if node is None or not (ROOT / "node_modules" / "@grpc" / "grpc-js").exists():
         if os.environ.get("CI"):
-            pytest.fail("node and `npm ci` are part of the CI set-up")
-        pytest.skip("node or node_modules missing (run npm ci)")
+            pytest.fail("node and npm install are part of the CI set-up")
+        pytest.skip("node or node_modules missing (run make setup)")
     result = subprocess.run(
         [node, str(ROOT / "examples" / "node-client" / "client.js"), "--gateway", stack.address("gateway"), "--wait"],
         capture_output=True, text=True, timeout=300,
@@ -33,7 +33,7 @@ def test_node_client_creates_and_reads_back_a_study(stack):
 
 def test_node_client_sees_invalid_argument_for_a_bad_spec(stack, tmp_path):
     if shutil.which("node") is None or not (ROOT / "node_modules" / "@grpc" / "grpc-js").exists():
-        pytest.skip("node or node_modules missing (run npm ci)")
+        pytest.skip("node or node_modules missing (run make setup)")
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"task": "TASK_TYPE_CLASSIFICATION", "dataset": {"builtin": "sentiment-demo"},
                                "search_space": {"templates": []}, "budget": {"max_trials": 1}}))
