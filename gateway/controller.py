@@ -279,6 +279,16 @@ class StudyController:
             elif msg.subject == events.SUBJECT_FAILED:
                 await self._on_failed(events_pb2.TrialFailedEvent.FromString(msg.data))
 
+    async def on_give_up(self, msg, err: Exception) -> None:
+        """A trial event that could not be handled after every redelivery: fail the trial."""
+        if msg.subject == events.SUBJECT_PROGRESS:
+            return
+        event = events_pb2.TrialTrainedEvent.FromString(msg.data) if msg.subject == events.SUBJECT_TRAINED \
+            else events_pb2.TrialFailedEvent.FromString(msg.data)
+        found = self._live_trial(event.meta.trial_id)
+        if found is not None:
+            await self._fail_trial(*found, f"could not record {msg.subject.rsplit('.', 1)[-1]} result: {err!r}")
+
     def _live_trial(self, trial_id: str) -> tuple[common_pb2.Study, common_pb2.Trial] | None:
         trial = self.store.trial(trial_id)
         if trial is None or trial.status in TERMINAL_TRIAL:

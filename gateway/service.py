@@ -121,6 +121,7 @@ class GatewayApp:
             js, events.EVENTS_STREAM.name, "gateway-trials",
             [events.SUBJECT_PROGRESS, events.SUBJECT_TRAINED, events.SUBJECT_FAILED],
             self.controller.on_trial_event, ack_wait=150.0, max_deliver=20, retry_delay=2.0, concurrency=2,
+            on_give_up=self.controller.on_give_up,
         )
         await self.consumer.start()
         self.controller.resume_running()

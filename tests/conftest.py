@@ -20,52 +20,19 @@ import time
 from concurrent import futures
 from pathlib import Path
 
-import grpc
 import pytest
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
+from openautoglm.common.trace_sink import OtlpReceiver
 from openautoglm.common.stack import EmbeddedStack, free_port, nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """Collects every exported span as (service.name, span name, trace id hex, span, parent)."""
-
-    def __init__(self):
-        self.spans: list[dict] = []
-        self._lock = threading.Lock()
-
-    def Export(self, request, context):
-        with self._lock:
-            for resource_spans in request.resource_spans:
-                attrs = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-                for scope in resource_spans.scope_spans:
-                    for span in scope.spans:
-                        self.spans.append({
-                            "service": attrs.get("service.name", ""),
-                            "name": span.name,
-                            "trace_id": span.trace_id.hex(),
-                            "span_id": span.span_id.hex(),
-                            "parent_id": span.parent_span_id.hex(),
-                        })
-        return trace_service_pb2.ExportTraceServiceResponse()
-
-    def for_trace(self, trace_id: str) -> list[dict]:
-        with self._lock:
-            return [s for s in self.spans if s["trace_id"] == trace_id]
-
-
 @pytest.fixture(scope="session")
 def otlp_receiver():
-    receiver = OtlpReceiver()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    receiver.endpoint = f"http://127.0.0.1:{port}"
+    receiver = OtlpReceiver().start()
     yield receiver
-    server.stop(0)
+    receiver.stop()
 
 
 @pytest.fixture(scope="session")

@@ -1,11 +1,13 @@
 """NATS JetStream plumbing against a real nats-server: streams, de-duplication, explicit acks,
-redelivery after a failing handler, hand-back on stop, and trace context in headers."""
+redelivery after a failing handler, give-up on the last delivery, hand-back on stop, and trace
+context in headers."""
 import asyncio
 
+import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from openautoglm.common import events, telemetry
+from openautoglm.common import events
 from openautoglm.v1 import events_pb2, trainer_pb2
 
 
@@ -16,29 +18,31 @@ def _job_event(trial_id: str) -> events_pb2.TrainJobEvent:
     )
 
 
-async def _drain_queue(js):
-    await js.purge_stream(events.JOBS_STREAM.name)
-
-
-async def test_duplicate_event_ids_are_stored_once(nats_url):
-    nc = await events.connect(nats_url, "t")
-    js = nc.jetstream()
-    await events.ensure_streams(js)
-    await events.ensure_streams(js)  # idempotent
-    await _drain_queue(js)
-    for _ in range(3):
-        await events.publish(js, events.SUBJECT_TRAIN, _job_event("dup"))
-    info = await js.stream_info(events.JOBS_STREAM.name)
-    assert info.state.messages == 1
-    await _drain_queue(js)
+@pytest.fixture
+async def js(nats_url):
+    """A JetStream context on an empty job queue; consumers made by the test are removed after."""
+    nc = await events.connect(nats_url, "test")
+    context = nc.jetstream()
+    await events.ensure_streams(context)
+    await context.purge_stream(events.JOBS_STREAM.name)
+    yield context
+    for info in await context.consumers_info(events.JOBS_STREAM.name):
+        await context.delete_consumer(events.JOBS_STREAM.name, info.name)
     await events.close(nc)
 
 
-async def test_failing_handler_leads_to_redelivery_then_ack(nats_url):
-    nc = await events.connect(nats_url, "t")
-    js = nc.jetstream()
-    await events.ensure_streams(js)
-    await _drain_queue(js)
+def _consumer(js, name, handler, **kw):
+    return events.DurableConsumer(js, events.JOBS_STREAM.name, name, [events.SUBJECT_TRAIN], handler, **kw)
+
+
+async def test_duplicate_event_ids_are_stored_once(js):
+    await events.ensure_streams(js)  # idempotent
+    for _ in range(3):
+        await events.publish(js, events.SUBJECT_TRAIN, _job_event("dup"))
+    assert (await js.stream_info(events.JOBS_STREAM.name)).state.messages == 1
+
+
+async def test_failing_handler_leads_to_redelivery_then_ack(js):
     deliveries = []
     done = asyncio.Event()
 
@@ -48,66 +52,70 @@ async def test_failing_handler_leads_to_redelivery_then_ack(nats_url):
             raise RuntimeError("first attempt fails")
         done.set()
 
-    consumer = events.DurableConsumer(js, events.JOBS_STREAM.name, "redelivery-test", [events.SUBJECT_TRAIN],
-                                      handler, retry_delay=0.1)
+    consumer = _consumer(js, "redelivery", handler, retry_delay=0.1)
     await consumer.start()
     await events.publish(js, events.SUBJECT_TRAIN, _job_event("flaky"))
     await asyncio.wait_for(done.wait(), 15)
     await consumer.stop()
     assert deliveries == [1, 2]
     await asyncio.sleep(0.3)
-    info = await js.stream_info(events.JOBS_STREAM.name)
-    assert info.state.messages == 0  # acked: the work queue dropped it
-    await js.delete_consumer(events.JOBS_STREAM.name, "redelivery-test")
-    await events.close(nc)
+    assert (await js.stream_info(events.JOBS_STREAM.name)).state.messages == 0  # acked: gone from the queue
 
 
-async def test_stopping_mid_handler_hands_the_message_back(nats_url):
-    nc = await events.connect(nats_url, "t")
-    js = nc.jetstream()
-    await events.ensure_streams(js)
-    await _drain_queue(js)
+async def test_the_last_failed_delivery_is_given_up_and_recorded(js):
+    attempts, gave_up = [], asyncio.Future()
+
+    async def always_fails(msg, ctx):
+        attempts.append(msg.metadata.num_delivered)
+        raise ValueError("broken job")
+
+    async def give_up(msg, err):
+        gave_up.set_result((msg.metadata.num_delivered, str(err)))
+
+    consumer = _consumer(js, "give-up", always_fails, retry_delay=0.05, max_deliver=3, on_give_up=give_up)
+    await consumer.start()
+    await events.publish(js, events.SUBJECT_TRAIN, _job_event("doomed"))
+    assert await asyncio.wait_for(gave_up, 15) == (3, "broken job")
+    await consumer.stop()
+    assert attempts == [1, 2, 3]
+    await asyncio.sleep(0.3)
+    assert (await js.stream_info(events.JOBS_STREAM.name)).state.messages == 0
+
+
+async def test_stopping_mid_handler_hands_the_message_back(js):
     started = asyncio.Event()
 
     async def slow(msg, ctx):
         started.set()
         await asyncio.sleep(60)
 
-    first = events.DurableConsumer(js, events.JOBS_STREAM.name, "handback-test", [events.SUBJECT_TRAIN], slow)
+    first = _consumer(js, "handback", slow)
     await first.start()
     await events.publish(js, events.SUBJECT_TRAIN, _job_event("handback"))
     await asyncio.wait_for(started.wait(), 10)
     await first.stop()  # nak: back to the queue at once, not after ack_wait
 
-    got = asyncio.Event()
-    seen = []
+    got, seen = asyncio.Event(), []
 
     async def quick(msg, ctx):
         seen.append(events_pb2.TrainJobEvent.FromString(msg.data).job.trial_id)
         got.set()
 
-    second = events.DurableConsumer(js, events.JOBS_STREAM.name, "handback-test", [events.SUBJECT_TRAIN], quick)
+    second = _consumer(js, "handback", quick)
     await second.start()
     await asyncio.wait_for(got.wait(), 5)
     await second.stop()
     assert seen == ["handback"]
-    await js.delete_consumer(events.JOBS_STREAM.name, "handback-test")
-    await events.close(nc)
 
 
-async def test_trace_context_crosses_nats_headers(nats_url):
-    provider = TracerProvider()
-    tracer = provider.get_tracer("test")
-    nc = await events.connect(nats_url, "t")
-    js = nc.jetstream()
-    await events.ensure_streams(js)
-    await _drain_queue(js)
+async def test_trace_context_crosses_nats_headers(js):
+    tracer = TracerProvider().get_tracer("test")
     received = asyncio.Future()
 
     async def handler(msg, ctx):
         received.set_result(trace.get_current_span(ctx).get_span_context())
 
-    consumer = events.DurableConsumer(js, events.JOBS_STREAM.name, "trace-test", [events.SUBJECT_TRAIN], handler)
+    consumer = _consumer(js, "trace", handler)
     await consumer.start()
     with tracer.start_as_current_span("publisher") as span:
         await events.publish(js, events.SUBJECT_TRAIN, _job_event("traced"))
@@ -115,6 +123,3 @@ async def test_trace_context_crosses_nats_headers(nats_url):
     got = await asyncio.wait_for(received, 10)
     await consumer.stop()
     assert got.trace_id == sent.trace_id and got.span_id == sent.span_id
-    assert telemetry.extract_context({}) is not None
-    await js.delete_consumer(events.JOBS_STREAM.name, "trace-test")
-    await events.close(nc)

@@ -58,7 +58,7 @@ async def test_one_trace_per_study_spans_all_five_services(stack, otlp_receiver)
             break
         await asyncio.sleep(0.3)
     spans = otlp_receiver.for_trace(study.trace_id)
-    per_service = {name: sum(s["service"] == name for s in spans) for name in sorted(SERVICE_NAMES)}
+    per_service = otlp_receiver.spans_per_service(study.trace_id)
     print(f"\nspans in study {study.id}'s trace per service: {json.dumps(per_service)}")
     assert {s["service"] for s in spans} == SERVICE_NAMES, per_service
     names = {(s["service"], s["name"]) for s in spans}

@@ -63,3 +63,33 @@ async def test_sigterm_mid_training_hands_the_job_to_another_trainer(tmp_path):
             second.send_signal(signal.SIGTERM)
             second.wait(30)
         stack.stop()
+
+
+async def test_a_restarted_gateway_resumes_its_running_studies(tmp_path):
+    stack = EmbeddedStack(tmp_path / "stack")
+    await stack.start()
+    try:
+        spec = small_spec(budget={"max_trials": 4})
+        spec["search_space"]["hyperparameters"]["epochs"] = {"type": "choice", "values": [6, 8]}
+        async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+            stub = studies_pb2_grpc.StudiesStub(channel)
+            study = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec_to_proto(validate_dict(spec))))).study
+            for _ in range(600):
+                trials = (await stub.GetStudy(studies_pb2.GetStudyRequest(study_id=study.id))).study.trials
+                if any(t.status == common_pb2.TRIAL_STATUS_SUCCEEDED for t in trials):
+                    break
+                await asyncio.sleep(0.1)
+        gateway = stack.processes["gateway"]
+        await stack.restart("gateway")  # SIGTERM mid-study, then a fresh process on the same port and DB
+        assert gateway.returncode == 0
+        async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+            stub = studies_pb2_grpc.StudiesStub(channel)
+            final = None
+            async for update in stub.WatchStudy(studies_pb2.WatchStudyRequest(study_id=study.id), timeout=240):
+                final = update.study
+        assert final.state == common_pb2.STUDY_STATE_COMPLETED, final.error
+        assert len(final.trials) == 4
+        assert all(t.status == common_pb2.TRIAL_STATUS_SUCCEEDED for t in final.trials)
+        assert "resuming study " + study.id in (stack.log_dir / "gateway.log").read_text()
+    finally:
+        stack.stop()

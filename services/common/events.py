@@ -118,6 +118,7 @@ async def publish(js: JetStreamContext, subject: str, event: Message, ctx=None) 
 
 
 Handler = Callable[[Msg, otel_context.Context], Awaitable[None]]
+GiveUp = Callable[[Msg, Exception], Awaitable[None]]
 
 
 @dataclass
@@ -140,6 +141,7 @@ class DurableConsumer:
     retry_delay: float = 1.0
     concurrency: int = 1
     deliver_new_only: bool = False
+    on_give_up: GiveUp | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _stopping: bool = False
     _sub: object = None
@@ -200,7 +202,18 @@ class DurableConsumer:
             with contextlib.suppress(Exception):
                 await asyncio.shield(msg.nak())
             raise
-        except Exception:
+        except Exception as err:
+            last = msg.metadata.num_delivered >= self.max_deliver
+            if last and self.on_give_up is not None:
+                log.exception("handler for %s failed on its last delivery; giving up", msg.subject)
+                try:
+                    await self.on_give_up(msg, err)
+                    await msg.ack()
+                except Exception:
+                    log.exception("recording the give-up for %s failed", msg.subject)
+                    with contextlib.suppress(Exception):
+                        await msg.nak(delay=self.retry_delay)
+                return
             log.exception("handler for %s failed; message will be redelivered", msg.subject)
             with contextlib.suppress(Exception):
                 await msg.nak(delay=self.retry_delay)

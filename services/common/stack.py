@@ -58,6 +58,7 @@ class EmbeddedStack:
     trainer_slots: int = 1
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    _launch: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
 
     @property
     def nats_url(self) -> str:
@@ -120,7 +121,17 @@ class EmbeddedStack:
                 await asyncio.sleep(0.1)
         raise TimeoutError("nats-server did not start listening within 20s")
 
+    async def restart(self, service: str, timeout: float = 120.0) -> None:
+        """Stop one service with SIGTERM and start it again with the same arguments and port."""
+        proc = self.processes[service]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 60)
+        self._spawn(service, *self._launch[service])
+        await self._wait(service, timeout)
+
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        self._launch[name] = (args, env)
         log_file = open(self.log_dir / f"{name}.log", "ab")
         self.processes[name] = subprocess.Popen(
             args, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -191,14 +191,18 @@ def run_trial(
     except (OSError, ValueError) as err:
         raise TrialError(f"cannot load model: {err}") from None
 
-    epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
+    try:
+        epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
+        lr, weight_decay, warmup = (float(hp[k]) for k in ("learning_rate", "weight_decay", "warmup_ratio"))
+    except (TypeError, ValueError) as err:
+        raise TrialError(f"bad hyper-parameter value: {err}") from None
     if epochs < 1 or batch_size < 1:
         raise TrialError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
     generator = torch.Generator().manual_seed(job.seed)
     steps_per_epoch = math.ceil(len(train) / batch_size)
     total = steps_per_epoch * epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(hp["learning_rate"]), weight_decay=float(hp["weight_decay"]))
-    schedule = get_linear_schedule_with_warmup(optimizer, int(total * float(hp["warmup_ratio"])), total)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(total * warmup), total)
     label_ids = {name: i for i, name in enumerate(labels)}
     inputs = [fill_input(job.prompt, ex.text) for ex in train]
 

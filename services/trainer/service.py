@@ -193,11 +193,7 @@ class TrainerApp:
                 result = await self.core.run(job, on_progress)
             except TrialError as err:
                 log.warning("trial %s failed: %s", job.trial_id, err, extra={"trial_id": job.trial_id})
-                failed = events_pb2.TrialFailedEvent(
-                    meta=events.new_meta("trainer", job.study_id, job.trial_id, f"failed-{job.trial_id}"),
-                    reason=str(err), trainer_id=trainer_id,
-                )
-                await events.publish(self.js, events.SUBJECT_FAILED, failed)
+                await self._publish_failed(job, str(err))
                 return
             except TrialInterrupted:
                 raise asyncio.CancelledError()  # the consumer naks: back to the queue
@@ -209,6 +205,18 @@ class TrainerApp:
             log.info("trial %s trained in %.1fs (loss %.4f)", job.trial_id, result.seconds, result.train_loss,
                      extra={"trial_id": job.trial_id})
 
+    async def _publish_failed(self, job: trainer_pb2.TrainJob, reason: str) -> None:
+        failed = events_pb2.TrialFailedEvent(
+            meta=events.new_meta("trainer", job.study_id, job.trial_id, f"failed-{job.trial_id}"),
+            reason=reason, trainer_id=self.core.trainer_id,
+        )
+        await events.publish(self.js, events.SUBJECT_FAILED, failed)
+
+    async def _give_up(self, msg, err: Exception) -> None:
+        """A job that crashed every delivery (not a clean TrialError): fail its trial."""
+        job = events_pb2.TrainJobEvent.FromString(msg.data).job
+        await self._publish_failed(job, f"training crashed {msg.metadata.num_delivered} times; last error: {err!r}")
+
     async def start(self):
         from transformers.utils import logging as hf_logging
 
@@ -219,7 +227,7 @@ class TrainerApp:
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         self.consumer = events.DurableConsumer(
             self.js, events.JOBS_STREAM.name, "trainers", [events.SUBJECT_TRAIN], self._on_job,
-            ack_wait=30.0, max_deliver=5, concurrency=self.settings.trainer_slots,
+            ack_wait=30.0, max_deliver=5, concurrency=self.settings.trainer_slots, on_give_up=self._give_up,
         )
         await self.consumer.start()
 
