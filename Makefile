@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 #   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test up protos lint-protos check-protos clean
+.PHONY: setup demo test up protos lint lint-protos clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -29,8 +29,11 @@ demo: setup
 up: setup
 	$(VENV)/bin/openautoglm up
 
-test: setup lint-protos
+test: setup lint lint-protos
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check services gateway tests benchmarks scripts
 
 protos: $(VENV)/.installed
 	$(PY) scripts/gen_protos.py

@@ -15,9 +15,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 import asyncio
 import subprocess
 import sys
-import threading
 import time
-from concurrent import futures
 from pathlib import Path
 
 import pytest

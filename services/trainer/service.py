@@ -196,7 +196,7 @@ class TrainerApp:
                 await self._publish_failed(job, str(err))
                 return
             except TrialInterrupted:
-                raise asyncio.CancelledError()  # the consumer naks: back to the queue
+                raise asyncio.CancelledError() from None  # the consumer naks: back to the queue
             trained = events_pb2.TrialTrainedEvent(
                 meta=events.new_meta("trainer", job.study_id, job.trial_id, f"trained-{job.trial_id}"),
                 trained=trained_message(job, result, trainer_id),
