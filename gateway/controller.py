@@ -54,10 +54,11 @@ EVALUATE_DEADLINE = 120.0
 class Peers:
     """Client stubs of the services the gateway calls (one channel each, traced)."""
 
-    def __init__(self, prompt_generator, scheduler, evaluator):
+    def __init__(self, prompt_generator, scheduler, evaluator, trainer=None):
         self.prompt_generator = prompt_generator
         self.scheduler = scheduler
         self.evaluator = evaluator
+        self.trainer = trainer  # optional: only ExportBest needs it
 
 
 class StudyController:
@@ -213,6 +214,7 @@ class StudyController:
                 job = trainer_pb2.TrainJob(
                     study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
                     model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed,
+                    training=study.spec.training,
                 )
                 await events.publish(self.js, events.SUBJECT_TRAIN, events_pb2.TrainJobEvent(
                     meta=events.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}"), job=job))
@@ -287,7 +289,7 @@ class StudyController:
             else events_pb2.TrialFailedEvent.FromString(msg.data)
         found = self._live_trial(event.meta.trial_id)
         if found is not None:
-            await self._fail_trial(*found, f"could not record {msg.subject.rsplit('.', 1)[-1]} result: {err!r}")
+            await self._fail_trial(*found, f"could not record {msg.subject.rsplit('.', 1)[-1]} result: {err!r}", announce=True)
 
     def _live_trial(self, trial_id: str) -> tuple[common_pb2.Study, common_pb2.Trial] | None:
         trial = self.store.trial(trial_id)
@@ -320,17 +322,20 @@ class StudyController:
         trained = event.trained
         trial.status = S.TRIAL_STATUS_EVALUATING
         trial.trainer_id, trial.train_loss = trained.trainer_id, trained.train_loss
+        trial.artifact_path, trial.precision = trained.artifact_path, trained.precision
+        trial.skipped_steps = trained.skipped_steps
         self.store.save_trial(trial)
         self._notify(study.id, "trial.evaluating")
         try:
             reply = await self.peers.evaluator.Evaluate(evaluator_pb2.EvaluateRequest(
                 study_id=study.id, trial_id=trial.id, task=trained.task, predictions=trained.predictions,
                 references=trained.references, objective=study.spec.objective, candidate_id=trial.candidate.id,
+                model_metrics=trained.model_metrics,
             ), timeout=EVALUATE_DEADLINE)
         except grpc.aio.AioRpcError as err:
             if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
                 raise  # evaluator unavailable: the event is redelivered and tried again
-            await self._fail_trial(study, trial, f"evaluation refused: {err.details()}")
+            await self._fail_trial(study, trial, f"evaluation refused: {err.details()}", announce=True)
             return
         trial.metrics.update(reply.metrics)
         trial.objective_value = reply.objective_value
@@ -350,11 +355,16 @@ class StudyController:
         trial.trainer_id = event.trainer_id
         await self._fail_trial(study, trial, event.reason)
 
-    async def _fail_trial(self, study, trial, reason: str) -> None:
+    async def _fail_trial(self, study, trial, reason: str, announce: bool = False) -> None:
+        """Record a failed trial; `announce` publishes autoglm.trial.failed (when the gateway,
+        not a trainer, found the failure) so every consumer of trial events sees it."""
         trial.status = S.TRIAL_STATUS_FAILED
         trial.error = reason
         trial.finished_at.CopyFrom(now_ts())
         self.store.save_trial(trial)
+        if announce:
+            await events.publish(self.js, events.SUBJECT_FAILED, events_pb2.TrialFailedEvent(
+                meta=events.new_meta("gateway", study.id, trial.id, f"failed-{trial.id}"), reason=reason))
         await self._feedback(study.id, trial, 0.0, failed=True)
         log.warning("trial %s failed: %s", trial.id, reason, extra={"study_id": study.id, "trial_id": trial.id})
         self._notify(study.id, "trial.failed")
@@ -368,6 +378,15 @@ class StudyController:
         except grpc.aio.AioRpcError as err:
             # The evaluated event carries the reward too; a lost call only delays learning.
             log.warning("feedback for %s not delivered: %s", trial.id, err.code().name)
+
+    async def export_best(self, study: common_pb2.Study) -> tuple[str, list[str]]:
+        """Export the best trial's model through a trainer; raises LookupError if there is none."""
+        best = next((t for t in study.trials if t.id == study.best_trial_id), None)
+        if best is None or not best.artifact_path:
+            raise LookupError("the study has no best trial with a saved model yet")
+        with self.tracer.start_as_current_span("export_best", context=self._study_context(study.id)):
+            reply = await self.peers.trainer.Export(trainer_pb2.ExportRequest(artifact_path=best.artifact_path), timeout=600)
+        return best.id, list(reply.files)
 
     # --- watchers -----------------------------------------------------------------------------
     def subscribe(self, study_id: str) -> asyncio.Queue:

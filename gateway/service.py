@@ -16,8 +16,11 @@ from openautoglm.common.spec import SpecError, spec_from_proto, spec_to_proto
 from openautoglm.gateway.controller import TERMINAL_STUDY, Peers, StudyController
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import (
+    common_pb2,
+    evaluator_pb2,
     evaluator_pb2_grpc,
     prompt_generator_pb2_grpc,
+    trainer_pb2_grpc,
     scheduler_pb2_grpc,
     studies_pb2,
     studies_pb2_grpc,
@@ -39,7 +42,7 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         if not request.HasField("spec"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec: required")
         try:
-            model = spec_from_proto(request.spec)
+            model = spec_from_proto(request.spec, await self.app.evaluator_metrics())
         except SpecError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         study = await self.controller.create(spec_to_proto(model), request.request_id)
@@ -85,6 +88,16 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         finally:
             self.controller.unsubscribe(study.id, queue)
 
+    async def ExportBest(self, request, context):
+        study = await self._get(request.study_id, context)
+        if self.controller.peers.trainer is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "export needs a trainer address (OPENAUTOGLM_TRAINER_ADDR)")
+        try:
+            trial_id, files = await self.controller.export_best(study)
+        except LookupError as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"study_id: {err}")
+        return studies_pb2.ExportBestResponse(trial_id=trial_id, files=files)
+
     async def CancelStudy(self, request, context):
         await self._get(request.study_id, context)
         study = await self.controller.cancel(request.study_id)
@@ -102,6 +115,22 @@ class GatewayApp:
         self.consumer = None
         self.channels = []
 
+    async def evaluator_metrics(self) -> dict[str, list[str]] | None:
+        """Metric names per task that the evaluator serves (its plugins included), for spec
+        validation; None (use the built-ins) when the evaluator does not answer."""
+        try:
+            reply = await self.controller.peers.evaluator.ListMetrics(evaluator_pb2.ListMetricsRequest(), timeout=5)
+        except grpc.aio.AioRpcError as err:
+            log.warning("evaluator ListMetrics failed (%s); validating metrics against the built-ins", err.code().name)
+            return None
+        names: dict[str, list[str]] = {"classification": [], "generation": []}
+        for metric in reply.metrics:
+            for task in metric.tasks:
+                key = {common_pb2.TASK_TYPE_CLASSIFICATION: "classification", common_pb2.TASK_TYPE_GENERATION: "generation"}.get(task)
+                if key:
+                    names[key].append(metric.name)
+        return names
+
     def register(self, server):
         studies_pb2_grpc.add_StudiesServicer_to_server(StudiesServicer(self), server)
 
@@ -111,10 +140,15 @@ class GatewayApp:
         await events.ensure_streams(js)
         self.channels = [insecure_channel(a) for a in (
             self.settings.prompt_generator_addr, self.settings.scheduler_addr, self.settings.evaluator_addr)]
+        trainer = None
+        if self.settings.trainer_addr:
+            self.channels.append(insecure_channel(self.settings.trainer_addr))
+            trainer = trainer_pb2_grpc.TrainerStub(self.channels[-1])
         peers = Peers(
             prompt_generator_pb2_grpc.PromptGeneratorStub(self.channels[0]),
             scheduler_pb2_grpc.SchedulerStub(self.channels[1]),
             evaluator_pb2_grpc.EvaluatorStub(self.channels[2]),
+            trainer,
         )
         self.controller = StudyController(self.store, js, peers)
         self.consumer = events.DurableConsumer(

@@ -61,6 +61,7 @@ def serve(
     prompt_generator: str = typer.Option("", envvar="OPENAUTOGLM_PROMPT_GENERATOR_ADDR", help="host:port"),
     scheduler: str = typer.Option("", envvar="OPENAUTOGLM_SCHEDULER_ADDR", help="host:port"),
     evaluator: str = typer.Option("", envvar="OPENAUTOGLM_EVALUATOR_ADDR", help="host:port"),
+    trainer: str = typer.Option("", envvar="OPENAUTOGLM_TRAINER_ADDR", help="host:port (gateway: for ExportBest)"),
     trainer_slots: int = typer.Option(1, envvar="OPENAUTOGLM_TRAINER_SLOTS", help="trainer: concurrent jobs"),
     trainer_id: str = typer.Option("", envvar="OPENAUTOGLM_TRAINER_ID"),
     grace: float = typer.Option(10.0, envvar="OPENAUTOGLM_GRACE_SECONDS", help="seconds in-flight RPCs get on stop"),
@@ -73,7 +74,7 @@ def serve(
         settings = ServiceSettings(
             service=service, host=host, port=port, nats_url=nats_url,
             data_dir=data_dir or default_data_dir(), prompt_generator_addr=prompt_generator,
-            scheduler_addr=scheduler, evaluator_addr=evaluator, grace_seconds=grace,
+            scheduler_addr=scheduler, evaluator_addr=evaluator, trainer_addr=trainer, grace_seconds=grace,
             trainer_slots=trainer_slots, trainer_id=trainer_id,
         ).check_required()
     except ConfigError as err:
@@ -245,6 +246,16 @@ def study_watch(study_id: str, gateway: Optional[str] = GatewayOpt) -> None:
     _print_study(asyncio.run(_watch(_gateway_address(gateway), study_id, console)), console)
 
 
+@study_app.command("export")
+def study_export(study_id: str, gateway: Optional[str] = GatewayOpt) -> None:
+    """Export the best trial's model to safetensors and ONNX; prints the files."""
+    reply = asyncio.run(_call(_gateway_address(gateway), "ExportBest", study_id=study_id, timeout=600))
+    console = Console()
+    console.print(f"best trial {reply.trial_id} exported:")
+    for path in reply.files:
+        console.print(f"  {path}")
+
+
 @study_app.command("cancel")
 def study_cancel(study_id: str, gateway: Optional[str] = GatewayOpt) -> None:
     """Cancel a running study."""
@@ -255,7 +266,7 @@ def study_cancel(study_id: str, gateway: Optional[str] = GatewayOpt) -> None:
 # --- gRPC client helpers ---------------------------------------------------------------------
 
 
-async def _call(address: str, method: str, **fields):
+async def _call(address: str, method: str, timeout: float = 30, **fields):
     import grpc
 
     from openautoglm.common.server import insecure_channel
@@ -264,7 +275,7 @@ async def _call(address: str, method: str, **fields):
     request = getattr(studies_pb2, f"{method}Request")(**fields)
     async with insecure_channel(address) as channel:
         try:
-            return await getattr(studies_pb2_grpc.StudiesStub(channel), method)(request, timeout=30)
+            return await getattr(studies_pb2_grpc.StudiesStub(channel), method)(request, timeout=timeout)
         except grpc.aio.AioRpcError as err:
             _err(f"{method}: {err.code().name}: {err.details()}", 1)
 

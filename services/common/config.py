@@ -26,6 +26,7 @@ FLAG_AND_ENV = {
     "prompt_generator_addr": ("--prompt-generator", "OPENAUTOGLM_PROMPT_GENERATOR_ADDR"),
     "scheduler_addr": ("--scheduler", "OPENAUTOGLM_SCHEDULER_ADDR"),
     "evaluator_addr": ("--evaluator", "OPENAUTOGLM_EVALUATOR_ADDR"),
+    "trainer_addr": ("--trainer", "OPENAUTOGLM_TRAINER_ADDR"),
 }
 
 
@@ -46,6 +47,8 @@ class ServiceSettings(BaseModel):
     prompt_generator_addr: str = ""
     scheduler_addr: str = ""
     evaluator_addr: str = ""
+    # Gateway only, optional: a trainer (or the trainers' load-balanced Service) for ExportBest.
+    trainer_addr: str = ""
     # Seconds a stopping server gives in-flight RPCs before cancelling them.
     grace_seconds: float = 10.0
     # Trainer only: concurrent jobs (slots) this replica takes.

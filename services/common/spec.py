@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from importlib.metadata import entry_points
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from openautoglm.common import datasets
 from openautoglm.v1 import common_pb2
 
 STRATEGIES = ("grid", "random", "tpe")
-BUILTIN_MODELS = ("tiny",)
+BUILTIN_MODELS = ("tiny", "minilm")
+TUNING_MODES = ("full", "lora", "prompt_tuning")
+PRECISIONS = ("fp32", "bf16", "fp16")
+SCORER_ENTRY_POINTS = "openautoglm.scorers"
 # Hyper-parameters the trainer understands (anything else would be silently ignored: refuse it).
 TRAINER_HYPERPARAMETERS = {
     "learning_rate": "peak learning rate (AdamW)",
@@ -28,10 +33,15 @@ TRAINER_HYPERPARAMETERS = {
     "batch_size": "examples per optimiser step",
     "weight_decay": "AdamW weight decay",
     "warmup_ratio": "fraction of steps spent warming the learning rate up",
+    "lora_r": "LoRA rank (tuning: lora)",
+    "lora_alpha": "LoRA scaling numerator (tuning: lora)",
+    "lora_dropout": "dropout on the LoRA path (tuning: lora)",
+    "num_virtual_tokens": "soft-prompt length (tuning: prompt_tuning)",
 }
+# Built-in metrics per task (the evaluator's registry must agree; a test checks it).
 METRICS_BY_TASK = {
     "classification": ("accuracy", "macro_f1"),
-    "generation": ("bleu", "rouge_l", "exact_match"),
+    "generation": ("bleu", "chrf", "rouge_l", "exact_match", "perplexity", "embedding_similarity"),
 }
 DEFAULT_METRIC = {"classification": "accuracy", "generation": "rouge_l"}
 INPUT_SLOT = "input"
@@ -80,6 +90,7 @@ class DatasetModel(_Strict):
 class ModelModel(_Strict):
     builtin: str = ""
     path: str = ""
+    tuning: Literal["full", "lora", "prompt_tuning"] = "full"
 
     @model_validator(mode="after")
     def _one_source(self) -> "ModelModel":
@@ -198,6 +209,14 @@ class ObjectiveModel(_Strict):
         return self
 
 
+class TrainingModel(_Strict):
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    gradient_checkpointing: bool = False
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    checkpoint_every_steps: int = Field(20, ge=1)
+    max_length: int = Field(96, ge=8, le=8192)
+
+
 class BudgetModel(_Strict):
     max_trials: int = Field(gt=0)
     max_wall_seconds: float = Field(0.0, ge=0.0)
@@ -214,6 +233,7 @@ class StudySpecModel(_Strict):
     strategy: str = "tpe"
     budget: BudgetModel
     seed: int = 0
+    training: TrainingModel = Field(default_factory=TrainingModel)
 
     @field_validator("strategy")
     @classmethod
@@ -223,10 +243,12 @@ class StudySpecModel(_Strict):
         return value
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "StudySpecModel":
+    def _cross_checks(self, info: ValidationInfo) -> "StudySpecModel":
         if not self.objective.terms:
             self.objective.terms = {DEFAULT_METRIC[self.task]: 1.0}
-        known = METRICS_BY_TASK[self.task]
+        known = (info.context or {}).get("metrics", {}).get(self.task) or known_metrics(self.task)
+        if self.model.builtin == "minilm" and self.task != "classification":
+            raise _FieldError(("model", "builtin"), "the MiniLM encoder does classification only")
         for metric in self.objective.terms:
             if metric not in known:
                 raise _FieldError(
@@ -249,6 +271,12 @@ class _FieldError(ValueError):
     def __init__(self, loc: tuple, message: str):
         super().__init__(message)
         self.loc = loc
+
+
+def known_metrics(task: str) -> tuple[str, ...]:
+    """Built-in metrics of a task plus the user scorers installed here (entry-point names)."""
+    plugins = tuple(ep.name for ep in entry_points(group=SCORER_ENTRY_POINTS))
+    return METRICS_BY_TASK[task] + plugins
 
 
 def template_fields(text: str) -> set[str]:
@@ -275,12 +303,15 @@ def fill_input(prompt: str, text: str) -> str:
 # --- validation entry points ------------------------------------------------------------------
 
 
-def validate_dict(data: Any) -> StudySpecModel:
-    """Validate a plain dict (from YAML/JSON); raises SpecError naming the first bad field."""
+def validate_dict(data: Any, metrics: dict[str, list[str]] | None = None) -> StudySpecModel:
+    """Validate a plain dict (from YAML/JSON); raises SpecError naming the first bad field.
+
+    `metrics` (task -> names) is what the evaluator serves; default: built-ins + local plugins.
+    """
     if not isinstance(data, dict):
         raise SpecError("spec", "the spec must be a mapping (YAML/JSON object)")
     try:
-        return StudySpecModel.model_validate(data)
+        return StudySpecModel.model_validate(data, context={"metrics": metrics or {}})
     except ValidationError as err:
         first = err.errors()[0]
         loc = tuple(first["loc"])
@@ -402,10 +433,11 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
         strategy=model.strategy,
         budget=common_pb2.Budget(**model.budget.model_dump()),
         seed=model.seed,
+        training=common_pb2.TrainingOptions(**model.training.model_dump()),
     )
 
 
-def spec_from_proto(spec: common_pb2.StudySpec) -> StudySpecModel:
+def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | None = None) -> StudySpecModel:
     """Validate a gRPC client's spec; raises SpecError with the proto field path."""
     task = {v: k for k, v in _TASKS.items()}.get(spec.task)
     if task is None:
@@ -434,8 +466,8 @@ def spec_from_proto(spec: common_pb2.StudySpec) -> StudySpecModel:
             "text_field": spec.dataset.text_field or "text", "label_field": spec.dataset.label_field,
             "eval_fraction": spec.dataset.eval_fraction or 0.2, "max_examples": spec.dataset.max_examples,
         }.items()},
-        "model": {"builtin": spec.model.builtin, "path": spec.model.path}
-        if (spec.model.builtin or spec.model.path) else {"builtin": "tiny"},
+        "model": {"builtin": spec.model.builtin, "path": spec.model.path, "tuning": spec.model.tuning or "full"}
+        if (spec.model.builtin or spec.model.path) else {"builtin": "tiny", "tuning": spec.model.tuning or "full"},
         "search_space": {
             "templates": [{"id": t.id, "text": t.text} for t in spec.search_space.templates],
             "variables": {v.name: list(v.values) for v in spec.search_space.variables},
@@ -445,9 +477,16 @@ def spec_from_proto(spec: common_pb2.StudySpec) -> StudySpecModel:
         "strategy": spec.strategy or "tpe",
         "budget": {"max_trials": budget.max_trials, "max_wall_seconds": budget.max_wall_seconds, "parallelism": budget.parallelism},
         "seed": spec.seed,
+        "training": {
+            "precision": spec.training.precision or "fp32",
+            "gradient_checkpointing": spec.training.gradient_checkpointing,
+            "gradient_accumulation_steps": spec.training.gradient_accumulation_steps or 1,
+            "checkpoint_every_steps": spec.training.checkpoint_every_steps or 20,
+            "max_length": spec.training.max_length or 96,
+        },
     }
     try:
-        return validate_dict(data)
+        return validate_dict(data, metrics)
     except SpecError as err:
         raise SpecError("spec." + err.field, err.message) from None
 

@@ -92,6 +92,7 @@ class EmbeddedStack:
                 "OPENAUTOGLM_PROMPT_GENERATOR_ADDR": self.address("prompt-generator"),
                 "OPENAUTOGLM_SCHEDULER_ADDR": self.address("gnn-scheduler"),
                 "OPENAUTOGLM_EVALUATOR_ADDR": self.address("evaluator"),
+                "OPENAUTOGLM_TRAINER_ADDR": self.address("trainer"),
             })
             for service in SERVICE_ORDER:
                 args = [sys.executable, "-m", "openautoglm.cli", "serve", service,

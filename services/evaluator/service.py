@@ -35,6 +35,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
                     list(request.references),
                     list(request.metrics),
                     objective_terms(request.objective),
+                    dict(request.model_metrics),
                 )
         except metrics.MetricError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
@@ -57,7 +58,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
                     higher_is_better=m.higher_is_better,
                     description=m.description,
                 )
-                for m in metrics.REGISTRY.values()
+                for m in metrics.registry().values()
             ]
         )
 

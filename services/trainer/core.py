@@ -1,20 +1,22 @@
 """Fine-tuning one trial, with no gRPC or NATS in sight (service.py wraps it).
 
-`run_trial` takes a `TrialJob`, trains the model on the train split with the candidate's prompt
-applied to every input, predicts the held-out split, saves the model (safetensors) and returns
-the predictions with their references for the evaluator. The built-in "tiny" model is a small
-GPT-2-style transformer built from a `transformers` config with a word-level tokenizer built from
-the study's own text, so nothing is downloaded; a local Hugging Face directory works the same way.
+`run_trial` takes a `TrialJob`: it loads the data split and the model (models.py), applies the
+candidate's prompt to every input, trains with loop.train (mixed precision, accumulation,
+checkpoints), predicts the held-out split, measures held-out perplexity for causal LMs, saves
+the model (safetensors) and returns the predictions with their references for the evaluator.
+A redelivered job finds its checkpoint and continues from it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,6 +24,8 @@ import torch
 
 from openautoglm.common import datasets
 from openautoglm.common.spec import fill_input
+from openautoglm.trainer import loop, models
+from openautoglm.trainer.loop import TrialInterrupted  # noqa: F401  (re-exported for the service)
 
 log = logging.getLogger(__name__)
 
@@ -32,16 +36,11 @@ DEFAULT_HYPERPARAMETERS = {
     "weight_decay": 0.0,
     "warmup_ratio": 0.1,
 }
-SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "sep_token": "[SEP]", "eos_token": "[EOS]"}
-MAX_LENGTH = 96
+BYTES_PER_PARAM = {"fp32": 16, "bf16": 16, "fp16": 16}  # weights + grads + two AdamW moments, fp32 master
 
 
 class TrialError(Exception):
-    """The trial cannot run as asked (bad model dir, bad dataset...): fail it, don't retry."""
-
-
-class TrialInterrupted(Exception):
-    """Training was asked to stop (the service is shutting down); the job goes back to the queue."""
+    """The trial cannot run as asked (bad model dir, bad dataset, impossible precision...): fail it."""
 
 
 @dataclass
@@ -59,7 +58,17 @@ class TrialJob:
     max_examples: int = 0
     model_builtin: str = "tiny"
     model_path: str = ""
+    tuning: str = "full"
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
+    gradient_accumulation_steps: int = 1
+    checkpoint_every_steps: int = 20
+    max_length: int = 96
     seed: int = 0
+
+    def key(self) -> str:
+        """Identity of the work: a checkpoint resumes only the exact same job."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True, default=str).encode()).hexdigest()
 
 
 @dataclass
@@ -71,111 +80,87 @@ class TrialResult:
     seconds: float
     artifact_path: str
     losses: list[float] = field(default_factory=list)
+    model_metrics: dict[str, float] = field(default_factory=dict)
+    skipped_steps: int = 0
+    resumed_from_step: int = 0
+    precision: str = "fp32"
 
 
 ProgressFn = Callable[[int, int, float], None]
 
 
-def build_word_tokenizer(texts: list[str]):
-    """A lower-cased word-level tokenizer whose vocabulary is every word of `texts` (sorted)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, decoders
-    from transformers import PreTrainedTokenizerFast
-
-    normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
-    pre = pre_tokenizers.BertPreTokenizer()
-    words = set()
-    for text in texts:
-        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
-    vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS.values())}
-    for word in sorted(words):
-        vocab.setdefault(word, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["unk_token"]))
-    tok.normalizer = normalizer
-    tok.pre_tokenizer = pre
-    tok.decoder = decoders.WordPiece()  # joins words with spaces
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL_TOKENS)
+def pick_device() -> torch.device:
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
 
-def _tiny_config(vocab_size: int, tokenizer, **extra):
-    from transformers import GPT2Config
-
-    return GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=MAX_LENGTH * 2,
-        n_embd=64,
-        n_layer=2,
-        n_head=4,
-        n_inner=128,
-        resid_pdrop=0.0,
-        embd_pdrop=0.0,
-        attn_pdrop=0.0,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=tokenizer.eos_token_id,
-        **extra,
-    )
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise TrialError("precision fp16 needs a CUDA device; this trainer has only a CPU (use bf16 or fp32)")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TrialError("precision bf16 is not supported by this GPU (use fp16 or fp32)")
 
 
-def _load_model(job: TrialJob, train, held_out, labels: list[str]):
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
-    classification = job.task == "classification"
-    if job.model_path:
-        path = Path(job.model_path).expanduser()
-        if not (path / "config.json").is_file():
-            raise TrialError(f"model directory {path} has no config.json (not a Hugging Face model)")
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-        if classification:
-            model = AutoModelForSequenceClassification.from_pretrained(
-                path, num_labels=len(labels), ignore_mismatched_sizes=True
-            )
-            model.config.pad_token_id = tokenizer.pad_token_id
-        else:
-            model = AutoModelForCausalLM.from_pretrained(path)
-        return tokenizer, model
-    texts = [fill_input(job.prompt, ex.text) for ex in train + held_out]
-    texts += [ex.label for ex in train + held_out]
-    tokenizer = build_word_tokenizer(texts)
-    from transformers import GPT2ForSequenceClassification, GPT2LMHeadModel
-
-    config = _tiny_config(len(tokenizer), tokenizer, num_labels=max(len(labels), 2))
-    model = GPT2ForSequenceClassification(config) if classification else GPT2LMHeadModel(config)
-    return tokenizer, model
+def estimate_memory_mb(model: torch.nn.Module, batch_size: int, max_length: int) -> float:
+    """Rough need: fp32 weights, grads and AdamW moments, plus activations of one batch."""
+    params = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    hidden = getattr(model.config, "hidden_size", 256)
+    layers = getattr(model.config, "num_hidden_layers", 4)
+    activations = batch_size * max_length * hidden * layers * 34  # bytes, a transformer rule of thumb
+    return (params * 4 + trainable * 12 + activations) / 2**20
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator):
-    order = torch.randperm(n, generator=generator).tolist()
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def _encode_generation(tokenizer, prompt_text: str, target: str | None):
-    """Token ids for prompt [SEP] target [EOS]; labels mask the prompt out of the loss."""
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"][: MAX_LENGTH - 1]
-    prompt_ids = prompt_ids + [tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id]
-    if target is None:
-        return prompt_ids, None
-    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"][:MAX_LENGTH] + [tokenizer.eos_token_id]
-    return prompt_ids + target_ids, [-100] * len(prompt_ids) + target_ids
-
-
-def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
-    width = max(len(r) for r in rows)
-    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
-
-
-def run_trial(
-    job: TrialJob,
-    artifacts_dir: Path,
-    progress: ProgressFn | None = None,
-    stop: threading.Event | None = None,
-) -> TrialResult:
-    """Train, predict the held-out split, save the model; raises TrialError / TrialInterrupted."""
-    from transformers import get_linear_schedule_with_warmup
-
-    started = time.monotonic()
+def _hyperparameters(job: TrialJob) -> dict:
     hp = {**DEFAULT_HYPERPARAMETERS, **job.hyperparameters}
+    try:
+        hp["epochs"], hp["batch_size"] = int(hp["epochs"]), int(hp["batch_size"])
+        for key in ("learning_rate", "weight_decay", "warmup_ratio"):
+            hp[key] = float(hp[key])
+    except (TypeError, ValueError) as err:
+        raise TrialError(f"bad hyper-parameter value: {err}") from None
+    if hp["epochs"] < 1 or hp["batch_size"] < 1:
+        raise TrialError(f"epochs and batch_size must be >= 1 (got {hp['epochs']}, {hp['batch_size']})")
+    return hp
+
+
+class Encoder:
+    """Turns examples into tensors: prompt applied, truncated to max_length, padded per batch."""
+
+    def __init__(self, tokenizer, job: TrialJob, labels: list[str]):
+        self.tokenizer, self.job = tokenizer, job
+        self.label_ids = {name: i for i, name in enumerate(labels)}
+        sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+        self.sep = [sep] if sep is not None else []
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    def prompt_ids(self, text: str) -> list[int]:
+        ids = self.tokenizer(fill_input(self.job.prompt, text), add_special_tokens=self.job.task == "classification")["input_ids"]
+        return ids[: self.job.max_length]
+
+    def encode(self, example) -> tuple[list[int], list[int] | int]:
+        if self.job.task == "classification":
+            return self.prompt_ids(example.text), self.label_ids[example.label]
+        prompt = self.prompt_ids(example.text)[: self.job.max_length - 1] + self.sep
+        target = self.tokenizer(example.label, add_special_tokens=False)["input_ids"][: self.job.max_length]
+        target = target + [self.tokenizer.eos_token_id]
+        return prompt + target, [-100] * len(prompt) + target
+
+    def collate(self, rows: list[tuple[list[int], list[int] | int]]) -> dict:
+        width = max(len(ids) for ids, _ in rows)
+        batch = {
+            "input_ids": torch.tensor([ids + [self.pad] * (width - len(ids)) for ids, _ in rows]),
+            "attention_mask": torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows]),
+        }
+        if self.job.task == "classification":
+            batch["labels"] = torch.tensor([label for _, label in rows])
+        else:
+            batch["labels"] = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+        return batch
+
+
+def prepare(job: TrialJob):
+    """(train, held_out, labels, tokenizer, model, hyper-parameters) for a job, seeded."""
+    hp = _hyperparameters(job)
     try:
         train, held_out = datasets.load_split(
             job.dataset_builtin, job.dataset_path, job.task, job.text_field, job.label_field,
@@ -183,99 +168,120 @@ def run_trial(
         )
     except datasets.DatasetError as err:
         raise TrialError(str(err)) from None
+    labels = sorted({ex.label for ex in train + held_out}) if job.task == "classification" else []
+    texts = [fill_input(job.prompt, ex.text) for ex in train + held_out] + [ex.label for ex in train + held_out]
     torch.manual_seed(job.seed)
-    classification = job.task == "classification"
-    labels = sorted({ex.label for ex in train + held_out}) if classification else []
     try:
-        tokenizer, model = _load_model(job, train, held_out, labels)
-    except (OSError, ValueError) as err:
-        raise TrialError(f"cannot load model: {err}") from None
+        tokenizer, model = models.load(job.model_builtin, job.model_path, job.task, labels, texts, job.max_length)
+        model = models.apply_tuning(model, job.tuning, job.task, hp)
+    except models.ModelError as err:
+        raise TrialError(str(err)) from None
+    if job.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if job.tuning != "full" and hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    return train, held_out, labels, tokenizer, model, hp
 
-    try:
-        epochs, batch_size = int(hp["epochs"]), int(hp["batch_size"])
-        lr, weight_decay, warmup = (float(hp[k]) for k in ("learning_rate", "weight_decay", "warmup_ratio"))
-    except (TypeError, ValueError) as err:
-        raise TrialError(f"bad hyper-parameter value: {err}") from None
-    if epochs < 1 or batch_size < 1:
-        raise TrialError(f"epochs and batch_size must be >= 1 (got {epochs}, {batch_size})")
-    generator = torch.Generator().manual_seed(job.seed)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total = steps_per_epoch * epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(total * warmup), total)
-    label_ids = {name: i for i, name in enumerate(labels)}
-    inputs = [fill_input(job.prompt, ex.text) for ex in train]
 
-    model.train()
-    losses: list[float] = []
-    step = 0
-    for _ in range(epochs):
-        for batch in _batches(len(train), batch_size, generator):
-            if stop is not None and stop.is_set():
-                raise TrialInterrupted(f"stopped at step {step}/{total}")
-            if classification:
-                enc = tokenizer([inputs[i] for i in batch], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
-                out = model(**enc, labels=torch.tensor([label_ids[train[i].label] for i in batch]))
-            else:
-                pairs = [_encode_generation(tokenizer, inputs[i], train[i].label) for i in batch]
-                ids = _pad([p[0] for p in pairs], tokenizer.pad_token_id)
-                out = model(
-                    input_ids=ids,
-                    attention_mask=(_pad([[1] * len(p[0]) for p in pairs], 0)),
-                    labels=_pad([p[1] for p in pairs], -100),
-                )
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            losses.append(float(out.loss.detach()))
-            if progress is not None and (step % 10 == 0 or step == total):
-                progress(step, total, losses[-1])
-
-    predictions = _predict(model, tokenizer, job, held_out, labels)
-    artifact = _save(model, tokenizer, artifacts_dir / job.study_id / job.trial_id)
-    tail = losses[-steps_per_epoch:] or [float("nan")]
+def run_trial(
+    job: TrialJob,
+    artifacts_dir: Path,
+    progress: ProgressFn | None = None,
+    stop: threading.Event | None = None,
+    checkpoints_dir: Path | None = None,
+    free_memory_mb: float | None = None,
+) -> TrialResult:
+    """Train, predict the held-out split, save the model; raises TrialError / TrialInterrupted."""
+    started = time.monotonic()
+    device = pick_device()
+    check_precision(job.precision, device)
+    train, held_out, labels, tokenizer, model, hp = prepare(job)
+    if free_memory_mb is not None:
+        need = estimate_memory_mb(model, hp["batch_size"], job.max_length)
+        if need > free_memory_mb:
+            raise TrialError(f"the job needs about {need:.0f} MiB but this trainer has {free_memory_mb:.0f} MiB free")
+    model.to(device)
+    encoder = Encoder(tokenizer, job, labels)
+    rows = [encoder.encode(ex) for ex in train]
+    cfg = loop.LoopConfig(
+        epochs=hp["epochs"], batch_size=hp["batch_size"], learning_rate=hp["learning_rate"],
+        weight_decay=hp["weight_decay"], warmup_ratio=hp["warmup_ratio"], precision=job.precision,
+        accumulation=job.gradient_accumulation_steps, checkpoint_every=job.checkpoint_every_steps, seed=job.seed,
+    )
+    ckpt_dir = checkpoints_dir / job.study_id / job.trial_id if checkpoints_dir is not None else None
+    outcome = loop.train(
+        model, [len(ids) for ids, _ in rows], lambda idx: encoder.collate([rows[i] for i in idx]), cfg, device,
+        ckpt_dir, job.key(), progress, stop,
+    )
+    rank, _ = loop.distributed()
+    predictions, model_metrics = _predict(model, tokenizer, encoder, job, held_out, labels, device)
+    artifact = _save(model, tokenizer, artifacts_dir / job.study_id / job.trial_id) if rank == 0 else None
+    if ckpt_dir is not None and rank == 0:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)  # the trial is done: its result is the artifact
+    tail = outcome.losses[-max(1, len(outcome.losses) // max(1, hp["epochs"])):] or [float("nan")]
     return TrialResult(
         predictions=predictions,
         references=[ex.label for ex in held_out],
         train_loss=sum(tail) / len(tail),
-        steps=step,
+        steps=outcome.steps,
         seconds=time.monotonic() - started,
-        artifact_path=str(artifact),
-        losses=losses,
+        artifact_path=str(artifact or ""),
+        losses=outcome.losses,
+        model_metrics=model_metrics,
+        skipped_steps=outcome.skipped_steps,
+        resumed_from_step=outcome.resumed_from_step,
+        precision=job.precision,
     )
 
 
 @torch.no_grad()
-def _predict(model, tokenizer, job: TrialJob, held_out, labels: list[str]) -> list[str]:
+def _predict(model, tokenizer, encoder: Encoder, job: TrialJob, held_out, labels, device) -> tuple[list[str], dict]:
     model.eval()
-    texts = [fill_input(job.prompt, ex.text) for ex in held_out]
     out: list[str] = []
-    for i in range(0, len(texts), 64):
-        chunk = texts[i : i + 64]
-        if job.task == "classification":
-            enc = tokenizer(chunk, padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt")
-            out += [labels[k] for k in model(**enc).logits.argmax(-1).tolist()]
-            continue
-        for text in chunk:  # one at a time: no left-padding subtleties for decoder-only models
-            prompt_ids, _ = _encode_generation(tokenizer, text, None)
-            ids = torch.tensor([prompt_ids])
+    autocast = loop.autocast_context(job.precision, device)
+    if job.task == "classification":
+        rows = [(encoder.prompt_ids(ex.text), 0) for ex in held_out]
+        for i in range(0, len(rows), 64):
+            batch = encoder.collate(rows[i : i + 64])
+            batch.pop("labels")
+            with autocast:
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            out += [labels[k] for k in logits.argmax(-1).tolist()]
+        return out, {}
+    # Held-out perplexity of the references: exp(mean NLL per target token).
+    rows = [encoder.encode(ex) for ex in held_out]
+    nll, tokens = 0.0, 0
+    for i in range(0, len(rows), 32):
+        batch = {k: v.to(device) for k, v in encoder.collate(rows[i : i + 32]).items()}
+        labels_t = batch.pop("labels")
+        with autocast:
+            logits = model(**batch).logits.float()
+        shift_logits, shift_labels = logits[:, :-1], labels_t[:, 1:]
+        mask = shift_labels != -100
+        losses = torch.nn.functional.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.size(-1)), shift_labels.clamp(min=0).reshape(-1), reduction="none"
+        ).view_as(shift_labels)
+        nll += float((losses * mask).sum())
+        tokens += int(mask.sum())
+    for ex in held_out:  # one at a time: no left-padding subtleties for decoder-only models
+        prompt = encoder.prompt_ids(ex.text)[: job.max_length - 1] + encoder.sep
+        ids = torch.tensor([prompt], device=device)
+        with autocast:
             generated = model.generate(
-                input_ids=ids,
-                attention_mask=torch.ones_like(ids),
-                max_new_tokens=min(MAX_LENGTH, 2 * len(prompt_ids) + 4),
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=min(job.max_length, 2 * len(prompt) + 4),
+                do_sample=False, pad_token_id=encoder.pad, eos_token_id=tokenizer.eos_token_id,
             )
-            out.append(tokenizer.decode(generated[0, len(prompt_ids):], skip_special_tokens=True).strip())
-    return out
+        out.append(tokenizer.decode(generated[0, len(prompt):], skip_special_tokens=True).strip())
+    return out, {"perplexity": math.exp(nll / max(tokens, 1))}
 
 
 def _save(model, tokenizer, target: Path) -> Path:
-    """Write the model and tokenizer beside the target, then rename: never a half-written dir."""
+    """Write the model (merged, for LoRA) and tokenizer beside the target, then rename."""
+    if hasattr(model, "merge_and_unload") and getattr(model, "peft_type", None) is not None:
+        from peft import PeftType
+
+        if model.peft_type == PeftType.LORA:
+            model = model.merge_and_unload()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = target.parent / f".{target.name}.tmp-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)

@@ -44,6 +44,12 @@ def job_from_proto(job: trainer_pb2.TrainJob) -> TrialJob:
         max_examples=job.dataset.max_examples,
         model_builtin=job.model.builtin,
         model_path=job.model.path,
+        tuning=job.model.tuning or "full",
+        precision=job.training.precision or "fp32",
+        gradient_checkpointing=job.training.gradient_checkpointing,
+        gradient_accumulation_steps=job.training.gradient_accumulation_steps or 1,
+        checkpoint_every_steps=job.training.checkpoint_every_steps or 20,
+        max_length=job.training.max_length or 96,
         seed=job.seed,
     )
 
@@ -60,6 +66,10 @@ def trained_message(job: trainer_pb2.TrainJob, result: TrialResult, trainer_id: 
         train_seconds=result.seconds,
         steps=result.steps,
         artifact_path=result.artifact_path,
+        model_metrics=result.model_metrics,
+        skipped_steps=result.skipped_steps,
+        resumed_from_step=result.resumed_from_step,
+        precision=result.precision,
     )
 
 
@@ -78,6 +88,8 @@ class TrainerCore:
         self.settings = settings
         self.trainer_id = settings.trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"
         self.artifacts = settings.service_dir() / "artifacts"
+        # On the shared data volume, so a job redelivered to another replica resumes too.
+        self.checkpoints = settings.service_dir() / "checkpoints"
         self.stop_event = threading.Event()
         self.busy = 0
 
@@ -101,7 +113,15 @@ class TrainerCore:
         try:
             with telemetry.tracer().start_as_current_span("train") as span:
                 span.set_attribute("openautoglm.trial_id", job.trial_id)
-                result = await asyncio.to_thread(run_trial, job_from_proto(job), self.artifacts, progress, self.stop_event)
+                result = await asyncio.to_thread(
+                    run_trial, job_from_proto(job), self.artifacts, progress, self.stop_event, self.checkpoints,
+                    free_memory_mb() / self.settings.trainer_slots,
+                )
+                if result.resumed_from_step:
+                    log.info("trial %s resumed from its checkpoint at step %d", job.trial_id, result.resumed_from_step,
+                             extra={"trial_id": job.trial_id})
+                span.set_attribute("openautoglm.resumed_from_step", result.resumed_from_step)
+                span.set_attribute("openautoglm.skipped_steps", result.skipped_steps)
                 span.set_attribute("openautoglm.steps", result.steps)
                 span.set_attribute("openautoglm.train_loss", result.train_loss)
                 return result
@@ -145,6 +165,18 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
 
     async def GetCapacity(self, request, context):
         return trainer_pb2.GetCapacityResponse(worker=self.core.worker(), busy_slots=self.core.busy)
+
+    async def Export(self, request, context):
+        from openautoglm.trainer.export import ExportError, export
+
+        if not request.artifact_path:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "artifact_path: required")
+        try:
+            with telemetry.tracer().start_as_current_span("export"):
+                files, diff = await asyncio.to_thread(export, request.artifact_path, request.output_dir or None)
+        except ExportError as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"artifact_path: {err}")
+        return trainer_pb2.ExportResponse(files=[str(f) for f in files], onnx_max_abs_diff=diff)
 
 
 class TrainerApp:

@@ -8,7 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("study_id", "trial_id", "task", "predictions", "references", "metrics", "objective", "candidate_id")
+    __slots__ = ("study_id", "trial_id", "task", "predictions", "references", "metrics", "objective", "candidate_id", "model_metrics")
+    class ModelMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +24,7 @@ class EvaluateRequest(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_METRICS_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     trial_id: str
     task: _common_pb2.TaskType
@@ -25,7 +33,8 @@ class EvaluateRequest(_message.Message):
     metrics: _containers.RepeatedScalarFieldContainer[str]
     objective: _common_pb2.Objective
     candidate_id: str
-    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Iterable[str]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., candidate_id: _Optional[str] = ...) -> None: ...
+    model_metrics: _containers.ScalarMap[str, float]
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Iterable[str]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., candidate_id: _Optional[str] = ..., model_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
     __slots__ = ("metrics", "objective_value")

@@ -60,6 +60,11 @@ class StudiesStub:
                 request_serializer=openautoglm_dot_v1_dot_studies__pb2.CancelStudyRequest.SerializeToString,
                 response_deserializer=openautoglm_dot_v1_dot_studies__pb2.CancelStudyResponse.FromString,
                 _registered_method=True)
+        self.ExportBest = channel.unary_unary(
+                '/openautoglm.v1.Studies/ExportBest',
+                request_serializer=openautoglm_dot_v1_dot_studies__pb2.ExportBestRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_studies__pb2.ExportBestResponse.FromString,
+                _registered_method=True)
 
 
 class StudiesServicer:
@@ -98,6 +103,13 @@ class StudiesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportBest(self, request, context):
+        """Exports the best trial's model to safetensors and ONNX (through a trainer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StudiesServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -125,6 +137,11 @@ def add_StudiesServicer_to_server(servicer, server):
                     servicer.CancelStudy,
                     request_deserializer=openautoglm_dot_v1_dot_studies__pb2.CancelStudyRequest.FromString,
                     response_serializer=openautoglm_dot_v1_dot_studies__pb2.CancelStudyResponse.SerializeToString,
+            ),
+            'ExportBest': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportBest,
+                    request_deserializer=openautoglm_dot_v1_dot_studies__pb2.ExportBestRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_studies__pb2.ExportBestResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -263,6 +280,33 @@ class Studies:
             '/openautoglm.v1.Studies/CancelStudy',
             openautoglm_dot_v1_dot_studies__pb2.CancelStudyRequest.SerializeToString,
             openautoglm_dot_v1_dot_studies__pb2.CancelStudyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportBest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.Studies/ExportBest',
+            openautoglm_dot_v1_dot_studies__pb2.ExportBestRequest.SerializeToString,
+            openautoglm_dot_v1_dot_studies__pb2.ExportBestResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,8 +8,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ExportRequest(_message.Message):
+    __slots__ = ("artifact_path", "output_dir")
+    ARTIFACT_PATH_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DIR_FIELD_NUMBER: _ClassVar[int]
+    artifact_path: str
+    output_dir: str
+    def __init__(self, artifact_path: _Optional[str] = ..., output_dir: _Optional[str] = ...) -> None: ...
+
+class ExportResponse(_message.Message):
+    __slots__ = ("files", "onnx_max_abs_diff")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    ONNX_MAX_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedScalarFieldContainer[str]
+    onnx_max_abs_diff: float
+    def __init__(self, files: _Optional[_Iterable[str]] = ..., onnx_max_abs_diff: _Optional[float] = ...) -> None: ...
+
 class TrainJob(_message.Message):
-    __slots__ = ("study_id", "trial_id", "task", "dataset", "model", "candidate", "seed")
+    __slots__ = ("study_id", "trial_id", "task", "dataset", "model", "candidate", "seed", "training")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +33,7 @@ class TrainJob(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    TRAINING_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     trial_id: str
     task: _common_pb2.TaskType
@@ -24,7 +41,8 @@ class TrainJob(_message.Message):
     model: _common_pb2.ModelSpec
     candidate: _common_pb2.Candidate
     seed: int
-    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., seed: _Optional[int] = ...) -> None: ...
+    training: _common_pb2.TrainingOptions
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[_common_pb2.TrainingOptions, _Mapping]] = ...) -> None: ...
 
 class GetCapacityRequest(_message.Message):
     __slots__ = ()
@@ -69,7 +87,14 @@ class TrialProgress(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., trainer_id: _Optional[str] = ...) -> None: ...
 
 class TrialTrained(_message.Message):
-    __slots__ = ("study_id", "trial_id", "trainer_id", "task", "predictions", "references", "train_loss", "train_seconds", "steps", "artifact_path")
+    __slots__ = ("study_id", "trial_id", "trainer_id", "task", "predictions", "references", "train_loss", "train_seconds", "steps", "artifact_path", "model_metrics", "skipped_steps", "resumed_from_step", "precision")
+    class ModelMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +105,10 @@ class TrialTrained(_message.Message):
     TRAIN_SECONDS_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_PATH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_METRICS_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     trial_id: str
     trainer_id: str
@@ -90,4 +119,8 @@ class TrialTrained(_message.Message):
     train_seconds: float
     steps: int
     artifact_path: str
-    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., trainer_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., train_loss: _Optional[float] = ..., train_seconds: _Optional[float] = ..., steps: _Optional[int] = ..., artifact_path: _Optional[str] = ...) -> None: ...
+    model_metrics: _containers.ScalarMap[str, float]
+    skipped_steps: int
+    resumed_from_step: int
+    precision: str
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., trainer_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., train_loss: _Optional[float] = ..., train_seconds: _Optional[float] = ..., steps: _Optional[int] = ..., artifact_path: _Optional[str] = ..., model_metrics: _Optional[_Mapping[str, float]] = ..., skipped_steps: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...

@@ -46,6 +46,11 @@ class TrainerStub:
                 request_serializer=openautoglm_dot_v1_dot_trainer__pb2.GetCapacityRequest.SerializeToString,
                 response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.GetCapacityResponse.FromString,
                 _registered_method=True)
+        self.Export = channel.unary_unary(
+                '/openautoglm.v1.Trainer/Export',
+                request_serializer=openautoglm_dot_v1_dot_trainer__pb2.ExportRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ExportResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServicer:
@@ -65,6 +70,13 @@ class TrainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Export(self, request, context):
+        """Exports a trained model (a trial's artifact directory) to safetensors and ONNX.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +89,11 @@ def add_TrainerServicer_to_server(servicer, server):
                     servicer.GetCapacity,
                     request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.GetCapacityRequest.FromString,
                     response_serializer=openautoglm_dot_v1_dot_trainer__pb2.GetCapacityResponse.SerializeToString,
+            ),
+            'Export': grpc.unary_unary_rpc_method_handler(
+                    servicer.Export,
+                    request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ExportRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_trainer__pb2.ExportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +152,33 @@ class Trainer:
             '/openautoglm.v1.Trainer/GetCapacity',
             openautoglm_dot_v1_dot_trainer__pb2.GetCapacityRequest.SerializeToString,
             openautoglm_dot_v1_dot_trainer__pb2.GetCapacityResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Export(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.Trainer/Export',
+            openautoglm_dot_v1_dot_trainer__pb2.ExportRequest.SerializeToString,
+            openautoglm_dot_v1_dot_trainer__pb2.ExportResponse.FromString,
             options,
             channel_credentials,
             insecure,

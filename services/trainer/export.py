@@ -1,0 +1,72 @@
+"""Exporting a trained model: safetensors (as saved) and ONNX with dynamic batch and sequence
+axes, checked against torch on a probe batch with onnxruntime."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class ExportError(ValueError):
+    """The artifact cannot be exported as asked."""
+
+
+class _LogitsOnly(torch.nn.Module):
+    """Export wrapper: (input_ids, attention_mask) -> logits, no cache or dict outputs."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+
+def load_artifact(artifact: Path):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    if not (artifact / "config.json").is_file():
+        raise ExportError(f"{artifact} is not a saved model (no config.json)")
+    config = AutoConfig.from_pretrained(artifact)
+    architectures = config.architectures or []
+    loader = AutoModelForSequenceClassification if any("SequenceClassification" in a for a in architectures) else AutoModelForCausalLM
+    model = loader.from_pretrained(artifact, attn_implementation="eager")
+    return AutoTokenizer.from_pretrained(artifact), model.eval()
+
+
+def export(artifact: str | Path, output_dir: str | Path | None = None, opset: int = 18) -> tuple[list[Path], float]:
+    """Write model.safetensors (+ config, tokenizer) and model.onnx into output_dir.
+
+    Returns the files and the largest |onnxruntime - torch| logit difference on a probe batch
+    of a different batch size and length than the export sample (so the axes really are dynamic).
+    """
+    import onnxruntime
+
+    artifact = Path(artifact)
+    out = Path(output_dir) if output_dir else artifact / "export"
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer, model = load_artifact(artifact)
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (artifact / name).exists():
+            shutil.copy2(artifact / name, out / name)
+    wrapper = _LogitsOnly(model).eval()
+    vocab = model.config.vocab_size
+    sample = (torch.randint(5, vocab, (2, 7)), torch.ones(2, 7, dtype=torch.long))
+    onnx_path = out / "model.onnx"
+    axes = {0: torch.export.Dim("batch", min=1, max=1024), 1: torch.export.Dim("sequence", min=2, max=4096)}
+    torch.onnx.export(
+        wrapper, sample, str(onnx_path), input_names=["input_ids", "attention_mask"], output_names=["logits"],
+        dynamic_shapes={"input_ids": axes, "attention_mask": axes}, opset_version=opset, dynamo=True,
+        external_data=False, verbose=False,
+    )
+    probe_ids = torch.randint(5, vocab, (3, 11))
+    probe_mask = torch.ones_like(probe_ids)
+    with torch.no_grad():
+        expected = wrapper(probe_ids, probe_mask).numpy()
+    session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {"input_ids": probe_ids.numpy(), "attention_mask": probe_mask.numpy()})[0]
+    diff = float(np.max(np.abs(got - expected)))
+    files = sorted(p for p in out.iterdir() if p.is_file())
+    return files, diff
