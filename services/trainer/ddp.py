@@ -1,0 +1,41 @@
+"""Run one trial data-parallel across the GPUs of one machine (or CPU processes, with gloo).
+
+    torchrun --nproc_per_node N -m openautoglm.trainer.ddp JOB.json RESULT.json [ARTIFACTS_DIR [CHECKPOINTS_DIR]]
+
+Every rank builds the same model from the same seed, and DDP keeps the ranks in step. Each
+optimiser step's batch is split across the ranks. Only rank 0 reports, checkpoints, saves the
+model and writes RESULT.json.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from openautoglm.trainer.core import TrialJob, run_trial
+
+
+def main(argv: list[str]) -> None:
+    job_file, result_file = Path(argv[0]), Path(argv[1])
+    artifacts = Path(argv[2]) if len(argv) > 2 else result_file.parent / "artifacts"
+    checkpoints = Path(argv[3]) if len(argv) > 3 else None
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+    job = TrialJob(**json.loads(job_file.read_text()))
+    result = run_trial(job, artifacts, checkpoints_dir=checkpoints)
+    if torch.distributed.is_initialized():
+        rank = torch.distributed.get_rank()
+        torch.distributed.destroy_process_group()
+    else:
+        rank = 0
+    if rank == 0:
+        result_file.write_text(json.dumps(asdict(result)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
