@@ -333,7 +333,7 @@ class StudyController:
                 model_metrics=trained.model_metrics,
             ), timeout=EVALUATE_DEADLINE)
         except grpc.aio.AioRpcError as err:
-            if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            if err.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
                 raise  # evaluator unavailable: the event is redelivered and tried again
             await self._fail_trial(study, trial, f"evaluation refused: {err.details()}", announce=True)
             return

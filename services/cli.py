@@ -64,6 +64,8 @@ def serve(
     trainer: str = typer.Option("", envvar="OPENAUTOGLM_TRAINER_ADDR", help="host:port (gateway: for ExportBest)"),
     trainer_slots: int = typer.Option(1, envvar="OPENAUTOGLM_TRAINER_SLOTS", help="trainer: concurrent jobs"),
     trainer_id: str = typer.Option("", envvar="OPENAUTOGLM_TRAINER_ID"),
+    trainer_ack_wait: float = typer.Option(30.0, envvar="OPENAUTOGLM_TRAINER_ACK_WAIT",
+                                           help="trainer: seconds of silence before a job is redelivered"),
     grace: float = typer.Option(10.0, envvar="OPENAUTOGLM_GRACE_SECONDS", help="seconds in-flight RPCs get on stop"),
 ) -> None:
     """Run one service until SIGTERM/SIGINT."""
@@ -75,7 +77,7 @@ def serve(
             service=service, host=host, port=port, nats_url=nats_url,
             data_dir=data_dir or default_data_dir(), prompt_generator_addr=prompt_generator,
             scheduler_addr=scheduler, evaluator_addr=evaluator, trainer_addr=trainer, grace_seconds=grace,
-            trainer_slots=trainer_slots, trainer_id=trainer_id,
+            trainer_slots=trainer_slots, trainer_id=trainer_id, trainer_ack_wait=trainer_ack_wait,
         ).check_required()
     except ConfigError as err:
         _err(str(err))

@@ -18,3 +18,16 @@ def test_demo_trace_reports_spans_from_all_five_services():
     report = _run("demo_trace.py")
     assert set(report["spans_per_service"]) == {"gateway", "prompt-generator", "gnn-scheduler", "trainer", "evaluator"}
     assert report["trials"] >= 8 and report["spans_total"] == sum(report["spans_per_service"].values())
+
+
+def test_train_throughput_quick_reports_every_precision():
+    report = _run("train_throughput.py", "--quick")
+    assert report["device"] == "cpu" and report["mfu"] is None
+    assert set(report["tokens_per_s"]) == set(report["peak_mem_mb"]) == {"fp32", "bf16", "fp16"}
+    assert report["tokens_per_s"]["fp32"] > 0 and report["tokens_per_s"]["bf16"] > 0
+    assert report["tokens_per_s"]["fp16"] is None  # needs CUDA
+
+
+def test_eval_throughput_quick_reports_both_metric_kinds():
+    report = _run("eval_throughput.py", "--quick")
+    assert report["generation_metrics_examples_per_s"] > 0 and report["embedding_metric_examples_per_s"] > 0

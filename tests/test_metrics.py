@@ -81,6 +81,22 @@ def test_embedding_similarity_matches_bert_score(name):
     assert values["embedding_similarity"] == pytest.approx(float(f1.mean()), abs=1e-6)
 
 
+def test_embedding_similarity_scores_empty_pairs_zero():
+    preds, refs = FIXTURES["empty"]
+    values, _ = evaluate("generation", preds, refs, metrics=["embedding_similarity"])
+    _, _, f1 = bert_score([preds[1]], [refs[1]], model_type=str(minilm_path()), num_layers=6)
+    assert values["embedding_similarity"] == pytest.approx(float(f1[0]) / 3, abs=1e-6)
+
+
+def test_a_failing_scorer_is_reported_not_crashed(monkeypatch):
+    def broken(predictions, references):
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setitem(metrics.registry(), "broken", metrics.Metric("broken", metrics.TASKS, True, "", broken))
+    with pytest.raises(metrics.ScorerFailed, match="metric 'broken' failed"):
+        evaluate("generation", ["a"], ["a"], metrics=["broken"])
+
+
 def test_embedding_similarity_orders_meaning():
     close, _ = evaluate("generation", ["the film was wonderful"], ["the movie was great"], metrics=["embedding_similarity"])
     far, _ = evaluate("generation", ["quarterly tax filing deadline"], ["the movie was great"], metrics=["embedding_similarity"])

@@ -54,6 +54,8 @@ class ServiceSettings(BaseModel):
     # Trainer only: concurrent jobs (slots) this replica takes.
     trainer_slots: int = Field(1, ge=1)
     trainer_id: str = ""
+    # Trainer only: seconds without a sign of life before JetStream redelivers a job elsewhere.
+    trainer_ack_wait: float = Field(30.0, gt=0)
 
     def check_required(self) -> "ServiceSettings":
         """Raise ConfigError naming every missing required setting of this service."""

@@ -46,6 +46,10 @@ class MetricError(ValueError):
         self.field = field
 
 
+class ScorerFailed(RuntimeError):
+    """A metric's own code raised (a user scorer's bug, say): the trial cannot be scored."""
+
+
 def accuracy(predictions, references) -> float:
     from sklearn.metrics import accuracy_score
 
@@ -113,10 +117,17 @@ def _bert_scorer():
 
 
 def embedding_similarity(predictions, references) -> float:
-    """Mean BERTScore F1 (bert-score sorts by length and batches, so padding stays small)."""
+    """Mean BERTScore F1 (bert-score sorts by length and batches, so padding stays small).
+
+    A pair with an empty side scores 0, as bert-score documents for empty candidates (its own
+    empty-string path no longer runs under transformers 5).
+    """
+    pairs = [(p, r) for p, r in zip(predictions, references) if p.strip() and r.strip()]
+    if not pairs:
+        return 0.0
     with _bert_lock:
-        _, _, f1 = _bert_scorer().score(list(predictions), list(references), verbose=False)
-    return float(f1.mean()) if len(f1) else 0.0
+        _, _, f1 = _bert_scorer().score([p for p, _ in pairs], [r for _, r in pairs], verbose=False)
+    return float(f1.sum()) / len(references)
 
 
 def _perplexity_not_given(predictions, references) -> float:
@@ -201,7 +212,12 @@ def evaluate(
     for name in wanted:
         if known[name].from_model and name in model_metrics:
             values[name] = float(model_metrics[name])
-        else:
+            continue
+        try:
             values[name] = float(known[name].compute(list(predictions), list(references)))
+        except MetricError:
+            raise
+        except Exception as err:
+            raise ScorerFailed(f"metric {name!r} failed: {err!r}") from err
     score = sum(weight * values[name] for name, weight in objective.items())
     return values, float(score)

@@ -39,6 +39,9 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
                 )
         except metrics.MetricError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        except metrics.ScorerFailed as err:
+            log.exception("scoring trial %s failed", request.trial_id)
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         if request.study_id and request.trial_id:
             event = events_pb2.TrialEvaluatedEvent(
                 meta=events.new_meta("evaluator", request.study_id, request.trial_id, f"evaluated-{request.trial_id}"),

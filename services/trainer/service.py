@@ -259,7 +259,8 @@ class TrainerApp:
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         self.consumer = events.DurableConsumer(
             self.js, events.JOBS_STREAM.name, "trainers", [events.SUBJECT_TRAIN], self._on_job,
-            ack_wait=30.0, max_deliver=5, concurrency=self.settings.trainer_slots, on_give_up=self._give_up,
+            ack_wait=self.settings.trainer_ack_wait, max_deliver=5, concurrency=self.settings.trainer_slots,
+            on_give_up=self._give_up,
         )
         await self.consumer.start()
 
