@@ -123,3 +123,18 @@ async def test_sigkilled_trainer_resumes_the_redelivered_job_from_its_checkpoint
         assert "resumed from its checkpoint at step" in log
     finally:
         stack.stop()
+
+
+async def test_a_trainer_runs_trials_data_parallel_under_torchrun(tmp_path):
+    """Two gloo processes on CPU stand in for a multi-GPU trainer (the same torchrun path)."""
+    stack = EmbeddedStack(tmp_path / "stack", env={"OPENAUTOGLM_TRAINER_PROCESSES": "2", "OMP_NUM_THREADS": "1"})
+    await stack.start()
+    try:
+        spec = small_spec(budget={"max_trials": 1})
+        spec["search_space"]["templates"] = spec["search_space"]["templates"][:1]
+        study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+        assert study.state == common_pb2.STUDY_STATE_COMPLETED, [t.error for t in study.trials]
+        assert study.trials[0].metrics["accuracy"] > 0
+        assert "data-parallel over 2 processes" in (stack.log_dir / "trainer.log").read_text()
+    finally:
+        stack.stop()

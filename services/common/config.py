@@ -56,6 +56,8 @@ class ServiceSettings(BaseModel):
     trainer_id: str = ""
     # Trainer only: seconds without a sign of life before JetStream redelivers a job elsewhere.
     trainer_ack_wait: float = Field(30.0, gt=0)
+    # Trainer only: data-parallel processes per trial (0 = one per local GPU, DDP via torchrun).
+    trainer_processes: int = Field(0, ge=0)
 
     def check_required(self) -> "ServiceSettings":
         """Raise ConfigError naming every missing required setting of this service."""

@@ -27,7 +27,11 @@ def main(argv: list[str]) -> None:
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
     job = TrialJob(**json.loads(job_file.read_text()))
-    result = run_trial(job, artifacts, checkpoints_dir=checkpoints)
+
+    def progress(step: int, total: int, loss: float) -> None:  # rank 0 only (loop.train decides)
+        print(json.dumps({"step": step, "total": total, "loss": loss}), flush=True)
+
+    result = run_trial(job, artifacts, progress=progress, checkpoints_dir=checkpoints)
     if torch.distributed.is_initialized():
         rank = torch.distributed.get_rank()
         torch.distributed.destroy_process_group()

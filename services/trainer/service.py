@@ -93,6 +93,53 @@ class TrainerCore:
         self.stop_event = threading.Event()
         self.busy = 0
 
+    @property
+    def processes(self) -> int:
+        """Data-parallel processes per trial: every local GPU by default (DDP via torchrun)."""
+        import torch
+
+        return self.settings.trainer_processes or max(1, torch.cuda.device_count())
+
+    async def _run_distributed(self, job: TrialJob, on_progress) -> TrialResult:
+        """Run the trial under torchrun (ddp.py): rank 0 streams progress lines on stdout."""
+        import json
+        import sys
+        import tempfile
+        from dataclasses import asdict
+
+        from openautoglm.common.stack import free_port
+
+        log.info("trial %s: data-parallel over %d processes (torchrun)", job.trial_id, self.processes,
+                 extra={"trial_id": job.trial_id})
+        with tempfile.TemporaryDirectory(prefix="autoglm-ddp-") as tmp:
+            job_file, result_file = f"{tmp}/job.json", f"{tmp}/result.json"
+            with open(job_file, "w") as handle:
+                json.dump(asdict(job), handle)
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={self.processes}",
+                f"--master_port={free_port()}", "-m", "openautoglm.trainer.ddp", job_file, result_file,
+                str(self.artifacts), str(self.checkpoints),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            try:
+                async for line in proc.stdout:
+                    if line.startswith(b"{"):
+                        step = json.loads(line)
+                        on_progress(step["step"], step["total"], step["loss"])
+                stderr = (await proc.stderr.read()).decode(errors="replace")
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                proc.terminate()  # ranks stop; the checkpoint stays for the redelivered job
+                await proc.wait()
+                raise
+            if code != 0:
+                errors = [ln for ln in stderr.splitlines() if "TrialError" in ln]
+                if errors:
+                    raise TrialError(errors[-1].split("TrialError:", 1)[-1].strip())
+                raise RuntimeError(f"torchrun exited with {code}: {stderr[-2000:]}")
+            with open(result_file) as handle:
+                return TrialResult(**json.load(handle))
+
     def worker(self) -> scheduler_pb2.Worker:
         import torch
 
@@ -113,10 +160,14 @@ class TrainerCore:
         try:
             with telemetry.tracer().start_as_current_span("train") as span:
                 span.set_attribute("openautoglm.trial_id", job.trial_id)
-                result = await asyncio.to_thread(
-                    run_trial, job_from_proto(job), self.artifacts, progress, self.stop_event, self.checkpoints,
-                    free_memory_mb() / self.settings.trainer_slots,
-                )
+                span.set_attribute("openautoglm.processes", self.processes)
+                if self.processes > 1:
+                    result = await self._run_distributed(job_from_proto(job), on_progress)
+                else:
+                    result = await asyncio.to_thread(
+                        run_trial, job_from_proto(job), self.artifacts, progress, self.stop_event, self.checkpoints,
+                        free_memory_mb() / self.settings.trainer_slots,
+                    )
                 if result.resumed_from_step:
                     log.info("trial %s resumed from its checkpoint at step %d", job.trial_id, result.resumed_from_step,
                              extra={"trial_id": job.trial_id})
