@@ -200,3 +200,14 @@ async def test_trainer_train_rpc_streams_progress_and_result(stack):
     assert any(u.HasField("progress") for u in updates)
     assert updates[-1].HasField("trained") and len(updates[-1].trained.predictions) == 20
     assert capacity.worker.slots == 1 and capacity.worker.device_kind == "cpu" and capacity.worker.memory_mb > 0
+
+
+async def test_objective_metrics_are_checked_against_what_the_evaluator_serves(stack):
+    spec = spec_proto()
+    del spec.objective.terms[:]
+    spec.objective.terms.add(metric="shout_rate", weight=1.0)
+    async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await studies_pb2_grpc.StudiesStub(channel).CreateStudy(studies_pb2.CreateStudyRequest(spec=spec), timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details().startswith("spec.objective.terms.shout_rate: unknown metric")
