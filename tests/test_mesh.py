@@ -211,3 +211,14 @@ async def test_objective_metrics_are_checked_against_what_the_evaluator_serves(s
             await studies_pb2_grpc.StudiesStub(channel).CreateStudy(studies_pb2.CreateStudyRequest(spec=spec), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details().startswith("spec.objective.terms.shout_rate: unknown metric")
+
+
+@pytest.mark.parametrize("strategy", ["grid", "random", "tpe", "cmaes", "bandit", "rl"])
+async def test_every_strategy_runs_a_study_through_the_mesh(stack, strategy):
+    spec = small_spec(strategy=strategy, budget={"max_trials": 3}, dataset={"builtin": "sentiment-demo", "max_examples": 120})
+    if strategy != "grid":
+        spec["search_space"]["hyperparameters"]["learning_rate"] = {"type": "loguniform", "low": 1e-3, "high": 1e-2}
+    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    assert study.state == common_pb2.STUDY_STATE_COMPLETED, study.error
+    assert len(study.trials) == 3 and len({t.candidate.id for t in study.trials}) == 3
+    assert all(t.status == common_pb2.TRIAL_STATUS_SUCCEEDED for t in study.trials)

@@ -40,7 +40,7 @@ def test_grid_covers_the_space_once_then_reports_exhausted(tmp_path):
     assert combos == {("plain", 1), ("plain", 2), ("asked", 1), ("asked", 2)}
 
 
-@pytest.mark.parametrize("strategy", ["random", "tpe"])
+@pytest.mark.parametrize("strategy", ["random", "tpe", "cmaes", "bandit", "rl"])
 def test_adaptive_strategies_never_repeat_a_candidate(tmp_path, strategy):
     search = _search(tmp_path, strategy=strategy)
     seen = []
@@ -79,3 +79,69 @@ def test_feedback_is_idempotent_and_survives_a_restart(tmp_path):
     assert reloaded.feedback(c.id, 0.7) is False
     more, _ = reloaded.propose(4)
     assert c.id not in {m.id for m in more} and len(more) == 3
+
+
+def _learning_curve(tmp_path, strategy, trials=40, seed=0):
+    """Mean score of the first and last 10 trials on a space where lr=1e-2 and template 'asked' win."""
+    import math
+
+    spec = small_spec(strategy=strategy, budget={"max_trials": trials}, seed=seed)
+    spec["search_space"]["hyperparameters"] = {
+        "learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1.0},
+        "epochs": {"type": "int", "low": 1, "high": 8},
+    }
+    search = StudySearch("s", validate_dict(spec), None, RenderCache())
+    scores = []
+    for _ in range(trials):
+        batch, exhausted = search.propose(1)
+        if not batch:
+            break
+        c = batch[0]
+        score = (-abs(math.log10(c.hyperparameters["learning_rate"]) + 2) - 0.1 * abs(c.hyperparameters["epochs"] - 6)
+                 + (1.0 if c.template_id == "asked" else 0.0))
+        search.feedback(c.id, score)
+        scores.append(score)
+    return sum(scores[:10]) / 10, sum(scores[-10:]) / 10
+
+
+def _mean_score(tmp_path, strategy, trials=20, seeds=range(4)):
+    """Mean score over the first `trials` trials, averaged over seeds (no repeats are allowed,
+    so a strategy that learns spends more of its budget in the good region)."""
+    import math
+
+    total = 0.0
+    for seed in seeds:
+        spec = small_spec(strategy=strategy, budget={"max_trials": trials}, seed=seed)
+        spec["search_space"]["hyperparameters"] = {
+            "learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1.0},
+            "epochs": {"type": "int", "low": 1, "high": 8},
+        }
+        search = StudySearch("s", validate_dict(spec), None, RenderCache())
+        for _ in range(trials):
+            (c,), _ = search.propose(1)
+            score = (-abs(math.log10(c.hyperparameters["learning_rate"]) + 2) - 0.1 * abs(c.hyperparameters["epochs"] - 6)
+                     + (1.0 if c.template_id == "asked" else 0.0))
+            search.feedback(c.id, score)
+            total += score
+    return total / (trials * len(seeds))
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "cmaes", "bandit", "rl"])
+def test_adaptive_strategies_beat_random_search(tmp_path, strategy):
+    assert _mean_score(tmp_path, strategy) > _mean_score(tmp_path, "random")
+
+
+@pytest.mark.parametrize("strategy", ["bandit", "rl"])
+def test_policies_are_rebuilt_from_storage_after_a_restart(tmp_path, strategy):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    spec = validate_dict(small_spec(strategy=strategy, budget={"max_trials": 4}))
+    search = StudySearch("study-r", spec, storage, RenderCache())
+    for _ in range(2):
+        (c,), _ = search.propose(1)
+        search.feedback(c.id, 1.0 if c.template_id == "asked" else 0.0)
+    reloaded = StudySearch("study-r", spec, storage, RenderCache())
+    if strategy == "bandit":
+        assert all((reloaded.policy.counts[k] == search.policy.counts[k]).all() for k in search.policy.counts)
+        assert len(reloaded.policy.values) == 2
+    else:
+        assert all((reloaded.policy.logits[k] == search.policy.logits[k]).all() for k in search.policy.logits)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 from openautoglm.common import datasets
 from openautoglm.v1 import common_pb2
 
-STRATEGIES = ("grid", "random", "tpe")
+STRATEGIES = ("grid", "random", "tpe", "cmaes", "bandit", "rl")
 BUILTIN_MODELS = ("tiny", "minilm")
 TUNING_MODES = ("full", "lora", "prompt_tuning")
 PRECISIONS = ("fp32", "bf16", "fp16")

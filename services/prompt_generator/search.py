@@ -5,6 +5,9 @@ combination of the variables it uses, so a variable a template ignores cannot ma
 hyper-parameters are optuna distributions. Strategies are optuna samplers driven by ask/tell:
 grid (every combination once), random, and TPE. Trials live in optuna storage (SQLite under the
 data dir by default), so a restarted prompt-generator picks a study up where it was.
+Strategies: grid, random, TPE and CMA-ES are optuna samplers; the bandit (Thompson sampling)
+and the RL policy (REINFORCE) live in policies.py and hand optuna their choices through
+enqueue_trial, so every strategy's trials sit in the same storage the same way.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 
 import optuna
 
+from openautoglm.prompt_generator.policies import Reinforce, ThompsonBandit, discretise
 from openautoglm.common.spec import (
     StudySpecModel,
     candidate_id,
@@ -131,6 +135,20 @@ class StudySearch:
             if cid and trial.state != optuna.trial.TrialState.PRUNED:
                 self.trial_of.setdefault(cid, trial.number)
         self.lock = threading.Lock()
+        self.policy = self._policy()
+        if self.policy is not None:  # replay what the study has learnt so far
+            for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                self.policy.observe(trial.params, self._reward(trial.value))
+
+    def _policy(self):
+        if self.spec.strategy not in ("bandit", "rl"):
+            return None
+        dims = {PROMPT_PARAM: [p.key for p in self.prompts]}
+        dims.update({name: discretise(hp) for name, hp in self.spec.search_space.hyperparameters.items()})
+        return (ThompsonBandit if self.spec.strategy == "bandit" else Reinforce)(dims, self.spec.seed)
+
+    def _reward(self, value: float) -> float:
+        return value if self.spec.objective.direction == "maximize" else -value
 
     def _sampler(self) -> optuna.samplers.BaseSampler:
         seed = self.spec.seed
@@ -142,8 +160,10 @@ class StudySearch:
                 else:
                     grid[name] = list(range(int(hp.low), int(hp.high) + 1, hp.step or 1))
             return optuna.samplers.GridSampler(grid, seed=seed)
-        if self.spec.strategy == "random":
+        if self.spec.strategy in ("random", "bandit", "rl"):  # bandit/rl enqueue their own choices
             return optuna.samplers.RandomSampler(seed=seed)
+        if self.spec.strategy == "cmaes":
+            return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=4, warn_independent_sampling=False)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=4, multivariate=True)
 
     def _suggest(self, trial: optuna.Trial) -> ProposedCandidate:
@@ -176,6 +196,10 @@ class StudySearch:
         with self.lock:
             duplicates = 0
             while len(out) < count and not self.exhausted and duplicates < MAX_DUPLICATE_DRAWS:
+                if self.policy is not None and duplicates < 3:
+                    # After a few repeats the policy has converged on what the study already
+                    # had: let the random sampler explore an unseen candidate instead.
+                    self.study.enqueue_trial(self.policy.propose(), skip_if_exists=False)
                 trial = self.study.ask()
                 candidate = self._suggest(trial)
                 if candidate.id in self.trial_of:
@@ -202,4 +226,6 @@ class StudySearch:
                 self.study.tell(number, state=optuna.trial.TrialState.FAIL)
             else:
                 self.study.tell(number, value)
+                if self.policy is not None:
+                    self.policy.observe(self.study.get_trials(deepcopy=False)[number].params, self._reward(value))
             return True

@@ -1,0 +1,117 @@
+"""Search policies that optuna does not provide: a Thompson-sampling bandit and a REINFORCE
+policy over the discrete slots of the space (the prompt, then each hyper-parameter).
+
+Both see the space as named dimensions with a finite list of values each (continuous
+hyper-parameters are discretised into a few points). They propose a full assignment and learn
+from the objective value of each evaluated assignment. Their state is a pure function of the
+observations, so a restarted prompt-generator rebuilds it by replaying the study's trials.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# Points a continuous hyper-parameter is discretised into for the bandit and the RL policy.
+CONTINUOUS_POINTS = 5
+
+
+def discretise(hp) -> list:
+    """The finite values a bandit/RL policy chooses from for one hyper-parameter spec."""
+    if hp.type == "choice":
+        return list(hp.values)
+    if hp.type == "int":
+        return list(range(int(hp.low), int(hp.high) + 1, hp.step or 1))
+    if hp.type == "loguniform":
+        points = np.exp(np.linspace(math.log(hp.low), math.log(hp.high), CONTINUOUS_POINTS))
+    else:
+        points = np.linspace(hp.low, hp.high, CONTINUOUS_POINTS)
+    return [float(min(max(p, hp.low), hp.high)) for p in points]
+
+
+class Policy:
+    """Base: `dims` maps a dimension name to its values; higher observed values are better."""
+
+    def __init__(self, dims: dict[str, list], seed: int):
+        self.dims = dims
+        self.rng = np.random.default_rng(seed)
+
+    def propose(self) -> dict:
+        raise NotImplementedError
+
+    def observe(self, params: dict, value: float) -> None:
+        raise NotImplementedError
+
+    def _index(self, name: str, value) -> int | None:
+        values = self.dims[name]
+        for i, v in enumerate(values):
+            if v == value or (isinstance(v, float) and isinstance(value, float) and math.isclose(v, value, rel_tol=1e-9)):
+                return i
+        return None
+
+
+class ThompsonBandit(Policy):
+    """Per-dimension Gaussian Thompson sampling: each value is an arm whose mean reward has a
+    normal posterior around its observed mean (prior: the mean over all observations)."""
+
+    def __init__(self, dims: dict[str, list], seed: int):
+        super().__init__(dims, seed)
+        self.sums = {name: np.zeros(len(v)) for name, v in dims.items()}
+        self.counts = {name: np.zeros(len(v)) for name, v in dims.items()}
+        self.values: list[float] = []
+
+    def propose(self) -> dict:
+        prior = float(np.mean(self.values)) if self.values else 0.0
+        spread = float(np.std(self.values)) if len(self.values) > 1 else 1.0
+        spread = max(spread, 1e-3)
+        out = {}
+        for name, values in self.dims.items():
+            n = self.counts[name]
+            mean = np.where(n > 0, self.sums[name] / np.maximum(n, 1), prior)
+            draw = self.rng.normal(mean, spread / np.sqrt(n + 1))
+            out[name] = values[int(np.argmax(draw))]
+        return out
+
+    def observe(self, params: dict, value: float) -> None:
+        self.values.append(value)
+        for name, v in params.items():
+            i = self._index(name, v) if name in self.dims else None
+            if i is not None:
+                self.sums[name][i] += value
+                self.counts[name][i] += 1
+
+
+class Reinforce(Policy):
+    """REINFORCE with a moving-average baseline over independent softmax slots: the reward is
+    the study's objective; each slot's logits move along (reward - baseline) * grad log pi."""
+
+    def __init__(self, dims: dict[str, list], seed: int, learning_rate: float = 1.0, baseline_decay: float = 0.8):
+        super().__init__(dims, seed)
+        self.logits = {name: np.zeros(len(v)) for name, v in dims.items()}
+        self.learning_rate, self.decay = learning_rate, baseline_decay
+        self.baseline: float | None = None
+        self.scale = 1.0
+
+    def _probs(self, name: str) -> np.ndarray:
+        z = self.logits[name] - self.logits[name].max()
+        p = np.exp(z)
+        return p / p.sum()
+
+    def propose(self) -> dict:
+        return {name: values[int(self.rng.choice(len(values), p=self._probs(name)))] for name, values in self.dims.items()}
+
+    def observe(self, params: dict, value: float) -> None:
+        if self.baseline is None:
+            self.baseline = value
+            return
+        advantage = value - self.baseline
+        self.scale = self.decay * self.scale + (1 - self.decay) * abs(advantage) + 1e-8
+        step = self.learning_rate * advantage / self.scale
+        for name, v in params.items():
+            i = self._index(name, v) if name in self.dims else None
+            if i is None:
+                continue
+            grad = -self._probs(name)
+            grad[i] += 1.0
+            self.logits[name] += step * grad
+        self.baseline = self.decay * self.baseline + (1 - self.decay) * value
