@@ -222,3 +222,18 @@ async def test_every_strategy_runs_a_study_through_the_mesh(stack, strategy):
     assert study.state == common_pb2.STUDY_STATE_COMPLETED, study.error
     assert len(study.trials) == 3 and len({t.candidate.id for t in study.trials}) == 3
     assert all(t.status == common_pb2.TRIAL_STATUS_SUCCEEDED for t in study.trials)
+
+
+async def test_scheduler_plans_the_heft_paper_example_over_grpc(stack):
+    import json as _json
+    from pathlib import Path
+
+    data = _json.loads((Path(__file__).parent / "fixtures" / "heft_topcuoglu2002_example.json").read_text())
+    workers = [scheduler_pb2.Worker(id=f"p{i + 1}", slots=1) for i in range(data["processors"])]
+    tasks = [scheduler_pb2.Task(id=tid, compute_seconds_by_worker={f"p{i + 1}": c for i, c in enumerate(costs)})
+             for tid, costs in data["computation_cost"].items()]
+    deps = [scheduler_pb2.Dependency(from_task=str(a), to_task=str(b), transfer_seconds=c) for a, b, c in data["edges"]]
+    async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as channel:
+        reply = await scheduler_pb2_grpc.SchedulerStub(channel).Plan(scheduler_pb2.PlanRequest(
+            graph=scheduler_pb2.TaskGraph(tasks=tasks, dependencies=deps), workers=workers, policy="heft"), timeout=10)
+    assert reply.makespan_seconds == 80 and reply.policy == "heft" and len(reply.assignments) == 10

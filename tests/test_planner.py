@@ -1,4 +1,7 @@
 """The scheduler's planning core: critical-path list scheduling onto slots."""
+import json
+from pathlib import Path
+
 import pytest
 
 from openautoglm.gnn_scheduler.planner import PlanError, TaskNode, WorkerSlots, plan, upward_ranks
@@ -12,7 +15,7 @@ def _chain_and_fan():
 
 def test_critical_path_starts_the_longest_chain_first():
     tasks, edges = _chain_and_fan()
-    ranks = upward_ranks(tasks, edges, 1.0)
+    ranks = upward_ranks(tasks, edges, [WorkerSlots("w", 1, 0)])
     assert ranks["prep"] == 12 and ranks["long"] == 11
     result = plan(tasks, edges, [WorkerSlots("w", 1, 0)], "critical_path")
     order = [p.task_id for p in result.placements]
@@ -53,3 +56,33 @@ def test_packing_respects_dependencies_slots_and_memory():
 def test_unplannable_graphs_are_refused(tasks, edges, workers, message):
     with pytest.raises(PlanError, match=message):
         plan(tasks, edges, workers)
+
+
+def _heft_paper_example():
+    data = json.loads((Path(__file__).parent / "fixtures" / "heft_topcuoglu2002_example.json").read_text())
+    workers = [WorkerSlots(f"p{i + 1}", 1, 0) for i in range(data["processors"])]
+    tasks = [TaskNode(tid, 0.0, cost_by_worker={f"p{i + 1}": c for i, c in enumerate(costs)})
+             for tid, costs in data["computation_cost"].items()]
+    edges = [(str(a), str(b), float(c)) for a, b, c in data["edges"]]
+    return tasks, edges, workers, data["expected_heft_schedule_length"]
+
+
+def test_heft_reproduces_the_papers_schedule_length():
+    tasks, edges, workers, expected = _heft_paper_example()
+    result = plan(tasks, edges, workers, "heft")
+    assert result.makespan == expected == 80
+    ranks = upward_ranks(tasks, edges, workers)
+    assert round(ranks["1"], 3) == 108.0  # rank_u(n1) in the paper's Table
+    order = [t for t, _ in sorted(ranks.items(), key=lambda kv: (-round(kv[1], 9), int(kv[0])))]
+    assert order == ["1", "3", "4", "2", "5", "6", "9", "7", "8", "10"]  # the paper's priority list
+
+
+def test_baselines_on_the_paper_example_are_valid_schedules():
+    tasks, edges, workers, _ = _heft_paper_example()
+    for policy in ("fifo", "critical_path", "heft"):
+        result = plan(tasks, edges, workers, policy)
+        at = {p.task_id: p for p in result.placements}
+        for src, dst, transfer in edges:
+            gap = 0.0 if at[src].worker_id == at[dst].worker_id else transfer
+            assert at[dst].start >= at[src].finish + gap - 1e-9, policy
+        assert len(result.placements) == 10 and result.makespan > 0

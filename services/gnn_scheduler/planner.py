@@ -1,15 +1,24 @@
 """Planning a task DAG onto trainer slots, with no gRPC in sight.
 
-`plan` is list scheduling: tasks are ranked by a policy (critical path = upward rank, the longest
-compute+transfer path from the task to an exit, as in HEFT; or FIFO = arrival order), then each
-ready task in rank order goes to the slot where it finishes earliest among those whose memory
-fits. A cyclic graph, an unknown dependency or a task no worker can hold is refused.
+Three list-scheduling policies, each a priority order plus a placement rule:
+
+- `fifo`: tasks in arrival order, each on the slot where it can start earliest.
+- `critical_path`: tasks by bottom level (longest compute-only path to an exit), each on the
+  slot where it can start earliest.
+- `heft` (Topcuoglu, Hariri, Wu 2002): tasks by upward rank (mean compute + mean transfer along
+  the longest path to an exit), each on the slot where it *finishes* earliest, allowed to use
+  an idle gap between already placed tasks (insertion).
+
+A slot is one concurrent place on a worker; data moves free between slots of one worker. A
+task's compute time on a worker is its per-worker cost when given (unrelated machines, as in
+the HEFT paper), else compute_seconds / speed. A cyclic graph, an unknown dependency, or a
+task that no worker can hold in memory is refused.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-POLICIES = ("critical_path", "fifo")
+POLICIES = ("critical_path", "fifo", "heft")
 
 
 class PlanError(ValueError):
@@ -22,6 +31,8 @@ class TaskNode:
     compute_seconds: float
     memory_mb: float = 0.0
     kind: str = ""
+    # Per-worker compute time (worker id -> seconds), overriding compute_seconds / speed.
+    cost_by_worker: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -53,9 +64,11 @@ def topological_order(tasks: list[TaskNode], edges: list[tuple[str, str, float]]
     ids = [t.id for t in tasks]
     known = set(ids)
     if len(known) != len(ids):
-        dupes = sorted({i for i in ids if ids.count(i) > 1})
-        raise PlanError(f"duplicate task id(s): {', '.join(dupes)}")
-    indegree = {i: 0 for i in ids}
+        seen, dupes = set(), set()
+        for i in ids:
+            (dupes if i in seen else seen).add(i)
+        raise PlanError(f"duplicate task id(s): {', '.join(sorted(dupes))}")
+    indegree = dict.fromkeys(ids, 0)
     succ: dict[str, list[str]] = {i: [] for i in ids}
     for src, dst, _ in edges:
         for end in (src, dst):
@@ -65,8 +78,10 @@ def topological_order(tasks: list[TaskNode], edges: list[tuple[str, str, float]]
         indegree[dst] += 1
     ready = [i for i in ids if indegree[i] == 0]
     order = []
-    while ready:
-        node = ready.pop(0)
+    head = 0
+    while head < len(ready):
+        node = ready[head]
+        head += 1
         order.append(node)
         for nxt in succ[node]:
             indegree[nxt] -= 1
@@ -78,17 +93,41 @@ def topological_order(tasks: list[TaskNode], edges: list[tuple[str, str, float]]
     return order
 
 
-def upward_ranks(tasks, edges, mean_speed: float) -> dict[str, float]:
-    """Longest path (compute at mean speed + transfer) from each task to an exit task."""
-    order = topological_order(tasks, edges)
-    compute = {t.id: t.compute_seconds / mean_speed for t in tasks}
+def cost(task: TaskNode, worker: WorkerSlots) -> float:
+    if task.cost_by_worker and worker.id in task.cost_by_worker:
+        return float(task.cost_by_worker[worker.id])
+    return task.compute_seconds / (worker.speed or 1.0)
+
+
+def _mean_cost(task: TaskNode, workers: list[WorkerSlots]) -> float:
+    return sum(cost(task, w) for w in workers) / len(workers)
+
+
+def upward_ranks(tasks, edges, workers: list[WorkerSlots], with_transfers: bool = True, order=None) -> dict[str, float]:
+    """Longest path (mean compute [+ transfer]) from each task to an exit task, inclusive."""
+    order = order or topological_order(tasks, edges)
+    compute = {t.id: _mean_cost(t, workers) for t in tasks}
     succ: dict[str, list[tuple[str, float]]] = {t.id: [] for t in tasks}
-    for src, dst, cost in edges:
-        succ[src].append((dst, cost))
+    for src, dst, transfer in edges:
+        succ[src].append((dst, transfer if with_transfers else 0.0))
     rank: dict[str, float] = {}
     for node in reversed(order):
-        rank[node] = compute[node] + max((cost + rank[dst] for dst, cost in succ[node]), default=0.0)
+        rank[node] = compute[node] + max((c + rank[dst] for dst, c in succ[node]), default=0.0)
     return rank
+
+
+def _check(tasks: list[TaskNode], workers: list[WorkerSlots], policy: str) -> None:
+    if policy not in POLICIES:
+        raise PlanError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    if not workers or all(w.slots <= 0 for w in workers):
+        raise PlanError("no worker capacity to plan onto")
+    biggest = max((w.memory_mb for w in workers), default=0.0)
+    unlimited = any(w.memory_mb <= 0 for w in workers)
+    for t in tasks:
+        if t.compute_seconds < 0 or t.memory_mb < 0:
+            raise PlanError(f"task {t.id!r}: compute_seconds and memory_mb must be >= 0")
+        if not unlimited and t.memory_mb > biggest:
+            raise PlanError(f"task {t.id!r} needs {t.memory_mb:.0f} MiB but the largest slot has {biggest:.0f} MiB")
 
 
 def plan(
@@ -96,57 +135,89 @@ def plan(
     edges: list[tuple[str, str, float]],
     workers: list[WorkerSlots],
     policy: str = "critical_path",
+    priority: list[str] | None = None,
 ) -> Plan:
-    if policy not in POLICIES:
-        raise PlanError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
-    if not workers or all(w.slots <= 0 for w in workers):
-        raise PlanError("no worker capacity to plan onto")
-    for t in tasks:
-        if t.compute_seconds < 0 or t.memory_mb < 0:
-            raise PlanError(f"task {t.id!r}: compute_seconds and memory_mb must be >= 0")
-        if not any(w.memory_mb <= 0 or t.memory_mb <= w.memory_mb for w in workers):
-            biggest = max(w.memory_mb for w in workers)
-            raise PlanError(f"task {t.id!r} needs {t.memory_mb:.0f} MiB but the largest slot has {biggest:.0f} MiB")
+    """Place every task; `priority` (a task order) overrides the policy's own ranking."""
+    _check(tasks, workers, policy)
+    workers = [w for w in workers if w.slots > 0]
     order = topological_order(tasks, edges)
-    mean_speed = sum(w.speed * w.slots for w in workers) / sum(w.slots for w in workers)
-    if policy == "critical_path":
-        rank = upward_ranks(tasks, edges, mean_speed)
-        position = {tid: i for i, tid in enumerate(order)}
-        priority = sorted(order, key=lambda tid: (-rank[tid], position[tid]))
-    else:
-        priority = [t.id for t in tasks]
+    position = {tid: i for i, tid in enumerate(order)}
+    if priority is None:
+        if policy == "heft":
+            rank = upward_ranks(tasks, edges, workers, True, order)
+            priority = sorted(order, key=lambda tid: (-round(rank[tid], 9), position[tid]))
+        elif policy == "critical_path":
+            rank = upward_ranks(tasks, edges, workers, False, order)
+            priority = sorted(order, key=lambda tid: (-round(rank[tid], 9), position[tid]))
+        else:
+            priority = [t.id for t in tasks]
+    return _list_schedule(tasks, edges, workers, priority, earliest_finish=policy == "heft", insertion=policy == "heft")
 
+
+def _list_schedule(tasks, edges, workers, priority, earliest_finish: bool, insertion: bool) -> Plan:
     by_id = {t.id: t for t in tasks}
     preds: dict[str, list[tuple[str, float]]] = {t.id: [] for t in tasks}
-    for src, dst, cost in edges:
-        preds[dst].append((src, cost))
+    succs_left = {t.id: 0 for t in tasks}
+    for src, dst, transfer in edges:
+        preds[dst].append((src, transfer))
     slots = [(w, s) for w in workers for s in range(w.slots)]
-    free_at = {(w.id, s): 0.0 for w, s in slots}
+    busy: dict[tuple[str, int], list[tuple[float, float]]] = {(w.id, s): [] for w, s in slots}
     placed: dict[str, Placement] = {}
+    rank_of = {tid: i for i, tid in enumerate(priority)}
+    # Ready tasks (all predecessors placed), taken in priority order.
+    waiting = {t.id: len(preds[t.id]) for t in tasks}
+    succ: dict[str, list[str]] = {t.id: [] for t in tasks}
+    for src, dst, _ in edges:
+        succ[src].append(dst)
+        succs_left[src] += 1
+    import heapq
+
+    ready = [(rank_of[t], t) for t, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
     out = Plan()
-    remaining = list(priority)
-    while remaining:
-        # Highest-priority task whose predecessors are all placed (list scheduling).
-        tid = next(t for t in remaining if all(p in placed for p, _ in preds[t]))
-        remaining.remove(tid)
+    while ready:
+        _, tid = heapq.heappop(ready)
         task = by_id[tid]
         best = None
         for worker, slot in slots:
             if worker.memory_mb > 0 and task.memory_mb > worker.memory_mb:
                 continue
-            ready = max(
-                (placed[p].finish + (0.0 if placed[p].worker_id == worker.id else cost) for p, cost in preds[tid]),
+            data_ready = max(
+                (placed[p].finish + (0.0 if placed[p].worker_id == worker.id else c) for p, c in preds[tid]),
                 default=0.0,
             )
-            start = max(ready, free_at[(worker.id, slot)])
-            finish = start + task.compute_seconds / (worker.speed or 1.0)
-            if best is None or finish < best.finish:
-                best = Placement(tid, worker.id, slot, start, finish)
-        free_at[(best.worker_id, best.slot)] = best.finish
-        placed[tid] = best
-        out.placements.append(best)
-    out.placements.sort(key=lambda p: (p.start, p.finish))
+            duration = cost(task, worker)
+            start = _earliest_start(busy[(worker.id, slot)], data_ready, duration, insertion)
+            key = (start + duration) if earliest_finish else start
+            if best is None or key < best[0] - 1e-12:
+                best = (key, Placement(tid, worker.id, slot, start, start + duration))
+        placement = best[1]
+        intervals = busy[(placement.worker_id, placement.slot)]
+        intervals.append((placement.start, placement.finish))
+        intervals.sort()
+        placed[tid] = placement
+        out.placements.append(placement)
+        for nxt in succ[tid]:
+            waiting[nxt] -= 1
+            if waiting[nxt] == 0:
+                heapq.heappush(ready, (rank_of[nxt], nxt))
+    out.placements.sort(key=lambda p: (p.start, p.finish, p.task_id))
     for i, p in enumerate(out.placements):
         p.order = i
     out.makespan = max((p.finish for p in out.placements), default=0.0)
     return out
+
+
+def _earliest_start(intervals: list[tuple[float, float]], ready: float, duration: float, insertion: bool) -> float:
+    """Earliest start >= ready on a slot with these busy intervals (sorted)."""
+    if not intervals:
+        return ready
+    if not insertion:
+        return max(ready, intervals[-1][1])
+    previous_end = 0.0
+    for begin, end in intervals:
+        start = max(ready, previous_end)
+        if start + duration <= begin + 1e-12:
+            return start
+        previous_end = max(previous_end, end)
+    return max(ready, previous_end)

@@ -1,8 +1,8 @@
 """gRPC face of the gnn-scheduler: Plan and ListWorkers over planner.plan and the live capacity
 that trainers announce on `autoglm.trainer.heartbeat`.
 
-The learned GNN policy is a separate piece of work; until it lands the service plans with the
-critical-path list scheduler (and FIFO on request), which is also its fallback afterwards.
+Policies: critical_path (default), heft and fifo (planner.py). The learned GNN policy is a
+separate piece of work; the list schedulers stay as its baselines and fallback.
 """
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         try:
             with telemetry.tracer().start_as_current_span("plan") as span:
                 result = plan(
-                    [TaskNode(t.id, t.compute_seconds, t.memory_mb, t.kind) for t in request.graph.tasks],
+                    [TaskNode(t.id, t.compute_seconds, t.memory_mb, t.kind, dict(t.compute_seconds_by_worker) or None)
+                     for t in request.graph.tasks],
                     [(d.from_task, d.to_task, d.transfer_seconds) for d in request.graph.dependencies],
                     [WorkerSlots(w.id, w.slots, w.memory_mb, w.speed or 1.0) for w in workers],
                     request.policy or "critical_path",

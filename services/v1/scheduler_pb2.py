@@ -24,31 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenautoglm/v1/scheduler.proto\x12\x0eopenautoglm.v1\"p\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12\x11\n\tmemory_mb\x18\x04 \x01(\x01\x12\x10\n\x08study_id\x18\x05 \x01(\t\x12\x10\n\x08trial_id\x18\x06 \x01(\t\"J\n\nDependency\x12\x11\n\tfrom_task\x18\x01 \x01(\t\x12\x0f\n\x07to_task\x18\x02 \x01(\t\x12\x18\n\x10transfer_seconds\x18\x03 \x01(\x01\"b\n\tTaskGraph\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.openautoglm.v1.Task\x12\x30\n\x0c\x64\x65pendencies\x18\x02 \x03(\x0b\x32\x1a.openautoglm.v1.Dependency\"Z\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x01(\x05\x12\x11\n\tmemory_mb\x18\x03 \x01(\x01\x12\r\n\x05speed\x18\x04 \x01(\x01\x12\x13\n\x0b\x64\x65vice_kind\x18\x05 \x01(\t\"p\n\x0bPlanRequest\x12(\n\x05graph\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.TaskGraph\x12\'\n\x07workers\x18\x02 \x03(\x0b\x32\x16.openautoglm.v1.Worker\x12\x0e\n\x06policy\x18\x03 \x01(\t\"|\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\x05\x12\x15\n\rstart_seconds\x18\x04 \x01(\x01\x12\x16\n\x0e\x66inish_seconds\x18\x05 \x01(\x01\x12\r\n\x05order\x18\x06 \x01(\x05\"~\n\x0cPlanResponse\x12/\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1a.openautoglm.v1.Assignment\x12\x18\n\x10makespan_seconds\x18\x02 \x01(\x01\x12\x13\n\x0btotal_slots\x18\x03 \x01(\x05\x12\x0e\n\x06policy\x18\x04 \x01(\t\"\x14\n\x12ListWorkersRequest\">\n\x13ListWorkersResponse\x12\'\n\x07workers\x18\x01 \x03(\x0b\x32\x16.openautoglm.v1.Worker2\xa6\x01\n\tScheduler\x12\x41\n\x04Plan\x12\x1b.openautoglm.v1.PlanRequest\x1a\x1c.openautoglm.v1.PlanResponse\x12V\n\x0bListWorkers\x12\".openautoglm.v1.ListWorkersRequest\x1a#.openautoglm.v1.ListWorkersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenautoglm/v1/scheduler.proto\x12\x0eopenautoglm.v1\"\x84\x02\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12\x11\n\tmemory_mb\x18\x04 \x01(\x01\x12\x10\n\x08study_id\x18\x05 \x01(\t\x12\x10\n\x08trial_id\x18\x06 \x01(\t\x12S\n\x19\x63ompute_seconds_by_worker\x18\x07 \x03(\x0b\x32\x30.openautoglm.v1.Task.ComputeSecondsByWorkerEntry\x1a=\n\x1b\x43omputeSecondsByWorkerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"J\n\nDependency\x12\x11\n\tfrom_task\x18\x01 \x01(\t\x12\x0f\n\x07to_task\x18\x02 \x01(\t\x12\x18\n\x10transfer_seconds\x18\x03 \x01(\x01\"b\n\tTaskGraph\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.openautoglm.v1.Task\x12\x30\n\x0c\x64\x65pendencies\x18\x02 \x03(\x0b\x32\x1a.openautoglm.v1.Dependency\"Z\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x01(\x05\x12\x11\n\tmemory_mb\x18\x03 \x01(\x01\x12\r\n\x05speed\x18\x04 \x01(\x01\x12\x13\n\x0b\x64\x65vice_kind\x18\x05 \x01(\t\"p\n\x0bPlanRequest\x12(\n\x05graph\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.TaskGraph\x12\'\n\x07workers\x18\x02 \x03(\x0b\x32\x16.openautoglm.v1.Worker\x12\x0e\n\x06policy\x18\x03 \x01(\t\"|\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\x05\x12\x15\n\rstart_seconds\x18\x04 \x01(\x01\x12\x16\n\x0e\x66inish_seconds\x18\x05 \x01(\x01\x12\r\n\x05order\x18\x06 \x01(\x05\"~\n\x0cPlanResponse\x12/\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1a.openautoglm.v1.Assignment\x12\x18\n\x10makespan_seconds\x18\x02 \x01(\x01\x12\x13\n\x0btotal_slots\x18\x03 \x01(\x05\x12\x0e\n\x06policy\x18\x04 \x01(\t\"\x14\n\x12ListWorkersRequest\">\n\x13ListWorkersResponse\x12\'\n\x07workers\x18\x01 \x03(\x0b\x32\x16.openautoglm.v1.Worker2\xa6\x01\n\tScheduler\x12\x41\n\x04Plan\x12\x1b.openautoglm.v1.PlanRequest\x1a\x1c.openautoglm.v1.PlanResponse\x12V\n\x0bListWorkers\x12\".openautoglm.v1.ListWorkersRequest\x1a#.openautoglm.v1.ListWorkersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'openautoglm.v1.scheduler_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TASK']._serialized_start=50
-  _globals['_TASK']._serialized_end=162
-  _globals['_DEPENDENCY']._serialized_start=164
-  _globals['_DEPENDENCY']._serialized_end=238
-  _globals['_TASKGRAPH']._serialized_start=240
-  _globals['_TASKGRAPH']._serialized_end=338
-  _globals['_WORKER']._serialized_start=340
-  _globals['_WORKER']._serialized_end=430
-  _globals['_PLANREQUEST']._serialized_start=432
-  _globals['_PLANREQUEST']._serialized_end=544
-  _globals['_ASSIGNMENT']._serialized_start=546
-  _globals['_ASSIGNMENT']._serialized_end=670
-  _globals['_PLANRESPONSE']._serialized_start=672
-  _globals['_PLANRESPONSE']._serialized_end=798
-  _globals['_LISTWORKERSREQUEST']._serialized_start=800
-  _globals['_LISTWORKERSREQUEST']._serialized_end=820
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=822
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=884
-  _globals['_SCHEDULER']._serialized_start=887
-  _globals['_SCHEDULER']._serialized_end=1053
+  _globals['_TASK_COMPUTESECONDSBYWORKERENTRY']._loaded_options = None
+  _globals['_TASK_COMPUTESECONDSBYWORKERENTRY']._serialized_options = b'8\001'
+  _globals['_TASK']._serialized_start=51
+  _globals['_TASK']._serialized_end=311
+  _globals['_TASK_COMPUTESECONDSBYWORKERENTRY']._serialized_start=250
+  _globals['_TASK_COMPUTESECONDSBYWORKERENTRY']._serialized_end=311
+  _globals['_DEPENDENCY']._serialized_start=313
+  _globals['_DEPENDENCY']._serialized_end=387
+  _globals['_TASKGRAPH']._serialized_start=389
+  _globals['_TASKGRAPH']._serialized_end=487
+  _globals['_WORKER']._serialized_start=489
+  _globals['_WORKER']._serialized_end=579
+  _globals['_PLANREQUEST']._serialized_start=581
+  _globals['_PLANREQUEST']._serialized_end=693
+  _globals['_ASSIGNMENT']._serialized_start=695
+  _globals['_ASSIGNMENT']._serialized_end=819
+  _globals['_PLANRESPONSE']._serialized_start=821
+  _globals['_PLANRESPONSE']._serialized_end=947
+  _globals['_LISTWORKERSREQUEST']._serialized_start=949
+  _globals['_LISTWORKERSREQUEST']._serialized_end=969
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=971
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1033
+  _globals['_SCHEDULER']._serialized_start=1036
+  _globals['_SCHEDULER']._serialized_end=1202
 # @@protoc_insertion_point(module_scope)

@@ -7,20 +7,29 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Task(_message.Message):
-    __slots__ = ("id", "kind", "compute_seconds", "memory_mb", "study_id", "trial_id")
+    __slots__ = ("id", "kind", "compute_seconds", "memory_mb", "study_id", "trial_id", "compute_seconds_by_worker")
+    class ComputeSecondsByWorkerEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_BY_WORKER_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     compute_seconds: float
     memory_mb: float
     study_id: str
     trial_id: str
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., compute_seconds: _Optional[float] = ..., memory_mb: _Optional[float] = ..., study_id: _Optional[str] = ..., trial_id: _Optional[str] = ...) -> None: ...
+    compute_seconds_by_worker: _containers.ScalarMap[str, float]
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., compute_seconds: _Optional[float] = ..., memory_mb: _Optional[float] = ..., study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., compute_seconds_by_worker: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class Dependency(_message.Message):
     __slots__ = ("from_task", "to_task", "transfer_seconds")
