@@ -23,8 +23,6 @@ from openautoglm.v1 import common_pb2
 
 STRATEGIES = ("grid", "random", "tpe", "cmaes", "bandit", "rl")
 BUILTIN_MODELS = ("tiny", "minilm")
-TUNING_MODES = ("full", "lora", "prompt_tuning")
-PRECISIONS = ("fp32", "bf16", "fp16")
 SCORER_ENTRY_POINTS = "openautoglm.scorers"
 # Hyper-parameters the trainer understands (anything else would be silently ignored: refuse it).
 TRAINER_HYPERPARAMETERS = {

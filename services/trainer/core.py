@@ -36,7 +36,6 @@ DEFAULT_HYPERPARAMETERS = {
     "weight_decay": 0.0,
     "warmup_ratio": 0.1,
 }
-BYTES_PER_PARAM = {"fp32": 16, "bf16": 16, "fp16": 16}  # weights + grads + two AdamW moments, fp32 master
 
 
 class TrialError(Exception):
