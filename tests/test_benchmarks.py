@@ -31,3 +31,11 @@ def test_train_throughput_quick_reports_every_precision():
 def test_eval_throughput_quick_reports_both_metric_kinds():
     report = _run("eval_throughput.py", "--quick")
     assert report["generation_metrics_examples_per_s"] > 0 and report["embedding_metric_examples_per_s"] > 0
+
+
+def test_search_efficiency_quick_reports_every_strategy_on_two_tasks():
+    report = _run("search_efficiency.py", "--quick")
+    assert len(report["trials_to_95"]) >= 2
+    for task, means in report["trials_to_95"].items():
+        assert set(means) == {"random", "grid", "tpe", "cmaes", "bandit", "rl"}
+        assert all(1 <= v <= report["space_size"][task] for v in means.values())
