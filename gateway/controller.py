@@ -74,7 +74,8 @@ class StudyController:
         self._capacity: tuple[float, int] = (0.0, 0)
 
     # --- lifecycle -----------------------------------------------------------------------------
-    async def create(self, spec: common_pb2.StudySpec, request_id: str) -> common_pb2.Study:
+    async def create(self, spec: common_pb2.StudySpec, request_id: str,
+                     priors: common_pb2.PriorTrials | None = None) -> common_pb2.Study:
         if request_id:
             existing = self.store.study_by_request(request_id)
             if existing:
@@ -85,7 +86,7 @@ class StudyController:
             id=study_id, spec=spec, state=S.STUDY_STATE_RUNNING, trace_id=telemetry.trace_id_hex(root),
             created_at=now_ts(), updated_at=now_ts(),
         )
-        self.store.insert_study(study, request_id, telemetry.traceparent_of(root))
+        self.store.insert_study(study, request_id, telemetry.traceparent_of(root), priors)
         self._root_spans[study_id] = root
         ctx = trace.set_span_in_context(root)
         for state in ("created", "running"):
@@ -194,7 +195,8 @@ class StudyController:
             return False
         with self.tracer.start_as_current_span("dispatch", context=ctx) as span:
             reply = await self.peers.prompt_generator.Propose(
-                prompt_generator_pb2.ProposeRequest(study_id=study.id, spec=study.spec, count=free), timeout=RPC_DEADLINE
+                prompt_generator_pb2.ProposeRequest(study_id=study.id, spec=study.spec, count=free,
+                                                    prior_trials=self.store.priors(study.id).trials), timeout=RPC_DEADLINE
             )
             span.set_attribute("openautoglm.proposed", len(reply.candidates))
             if not reply.candidates:

@@ -12,7 +12,15 @@ import grpc
 from openautoglm.common import events
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.server import insecure_channel
-from openautoglm.common.spec import SpecError, spec_from_proto, spec_to_proto
+from openautoglm.common.spec import (
+    SpecError,
+    load_prior_trials,
+    param_from_proto,
+    param_to_proto,
+    prior_params,
+    spec_from_proto,
+    spec_to_proto,
+)
 from openautoglm.gateway.controller import TERMINAL_STUDY, Peers, StudyController
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import (
@@ -43,10 +51,41 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec: required")
         try:
             model = spec_from_proto(request.spec, await self.app.evaluator_metrics())
+            priors = self._prior_trials(model)
         except SpecError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        study = await self.controller.create(spec_to_proto(model), request.request_id)
+        study = await self.controller.create(spec_to_proto(model), request.request_id, priors)
         return studies_pb2.CreateStudyResponse(study=study)
+
+    def _prior_trials(self, model) -> common_pb2.PriorTrials:
+        """The warm-start results, each checked against the new study's search space."""
+        warm = model.warm_start
+        rows: list[tuple[str, dict]] = []  # (where, row)
+        if warm.from_study_id:
+            earlier = self.app.store.study(warm.from_study_id)
+            if earlier is None:
+                raise SpecError("spec.warm_start.from_study_id", f"no study {warm.from_study_id!r}")
+            for t in earlier.trials:
+                if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED:
+                    rows.append((f"spec.warm_start.from_study_id: trial {t.number}", {
+                        "template_id": t.candidate.template_id, "variables": dict(t.candidate.variables),
+                        "hyperparameters": {k: param_from_proto(v) for k, v in t.candidate.hyperparameters.items()},
+                        "objective": t.objective_value}))
+        elif warm.trials_path:
+            try:
+                loaded = load_prior_trials(warm.trials_path)
+            except SpecError as err:
+                raise SpecError("spec." + err.field, f"{err.file}:{err.line}: {err.message}") from None
+            rows = [(f"spec.warm_start.trials_path: {warm.trials_path}:{r['line']}", r) for r in loaded]
+        priors = common_pb2.PriorTrials()
+        for where, row in rows:
+            try:
+                params = prior_params(model.search_space, row["template_id"], row["variables"], row["hyperparameters"])
+            except ValueError as err:
+                raise SpecError(where.split(":")[0], f"{where.split(': ', 1)[1]}: {err}") from None
+            priors.trials.add(template_id=row["template_id"], variables=row["variables"], objective_value=row["objective"],
+                              hyperparameters={k: param_to_proto(v) for k, v in params.items()})
+        return priors
 
     async def _get(self, study_id: str, context):
         if not study_id:

@@ -34,6 +34,8 @@ CREATE TABLE IF NOT EXISTS trials (
 );
 CREATE INDEX IF NOT EXISTS trials_by_study ON trials(study_id, number);
 """
+# Columns added after the first schema, for databases created before them.
+MIGRATIONS = {"studies": {"priors": "BLOB"}}
 
 
 def now_ts() -> Timestamp:
@@ -49,17 +51,28 @@ class StudyStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        for table, columns in MIGRATIONS.items():
+            have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+            for column, kind in columns.items():
+                if column not in have:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
     def close(self) -> None:
         self.db.close()
 
     # studies -------------------------------------------------------------------------------
-    def insert_study(self, study: common_pb2.Study, request_id: str, traceparent: str) -> None:
+    def insert_study(self, study: common_pb2.Study, request_id: str, traceparent: str,
+                     priors: common_pb2.PriorTrials | None = None) -> None:
         study = _without_trials(study)
         self.db.execute(
-            "INSERT INTO studies (id, created, state, request_id, traceparent, started, blob) VALUES (?,?,?,?,?,?,?)",
-            (study.id, time.time(), study.state, request_id or None, traceparent, time.time(), study.SerializeToString()),
+            "INSERT INTO studies (id, created, state, request_id, traceparent, started, blob, priors) VALUES (?,?,?,?,?,?,?,?)",
+            (study.id, time.time(), study.state, request_id or None, traceparent, time.time(), study.SerializeToString(),
+             (priors or common_pb2.PriorTrials()).SerializeToString()),
         )
+
+    def priors(self, study_id: str) -> common_pb2.PriorTrials:
+        row = self.db.execute("SELECT priors FROM studies WHERE id=?", (study_id,)).fetchone()
+        return common_pb2.PriorTrials.FromString(row[0] or b"") if row else common_pb2.PriorTrials()
 
     def save_study(self, study: common_pb2.Study) -> None:
         study = _without_trials(study)

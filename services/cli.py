@@ -66,6 +66,8 @@ def serve(
     trainer_id: str = typer.Option("", envvar="OPENAUTOGLM_TRAINER_ID"),
     trainer_ack_wait: float = typer.Option(30.0, envvar="OPENAUTOGLM_TRAINER_ACK_WAIT",
                                            help="trainer: seconds of silence before a job is redelivered"),
+    optuna_storage: str = typer.Option("", envvar="OPENAUTOGLM_OPTUNA_STORAGE",
+                                       help="prompt-generator: optuna storage URL (default SQLite in the data dir)"),
     trainer_processes: int = typer.Option(0, envvar="OPENAUTOGLM_TRAINER_PROCESSES",
                                           help="trainer: DDP processes per trial (0 = one per GPU)"),
     grace: float = typer.Option(10.0, envvar="OPENAUTOGLM_GRACE_SECONDS", help="seconds in-flight RPCs get on stop"),
@@ -80,7 +82,7 @@ def serve(
             data_dir=data_dir or default_data_dir(), prompt_generator_addr=prompt_generator,
             scheduler_addr=scheduler, evaluator_addr=evaluator, trainer_addr=trainer, grace_seconds=grace,
             trainer_slots=trainer_slots, trainer_id=trainer_id, trainer_ack_wait=trainer_ack_wait,
-            trainer_processes=trainer_processes,
+            trainer_processes=trainer_processes, optuna_storage=optuna_storage,
         ).check_required()
     except ConfigError as err:
         _err(str(err))

@@ -237,3 +237,28 @@ async def test_scheduler_plans_the_heft_paper_example_over_grpc(stack):
         reply = await scheduler_pb2_grpc.SchedulerStub(channel).Plan(scheduler_pb2.PlanRequest(
             graph=scheduler_pb2.TaskGraph(tasks=tasks, dependencies=deps), workers=workers, policy="heft"), timeout=10)
     assert reply.makespan_seconds == 80 and reply.policy == "heft" and len(reply.assignments) == 10
+
+
+async def test_a_study_warm_starts_from_an_earlier_study_or_a_file(stack, tmp_path):
+    earlier = await _completed_study(stack)
+    spec = small_spec(strategy="tpe", budget={"max_trials": 2}, warm_start={"from_study_id": earlier.id})
+    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    assert study.state == common_pb2.STUDY_STATE_COMPLETED
+
+    bad = tmp_path / "prior.jsonl"
+    bad.write_text(json.dumps({"template_id": "plain", "variables": {}, "hyperparameters": {"epochs": 1, "learning_rate": 0.003},
+                               "objective": 0.5}) + "\n" +
+                   json.dumps({"template_id": "gone", "variables": {}, "hyperparameters": {}, "objective": 0.4}) + "\n")
+    spec = spec_proto(warm_start={"trials_path": str(bad)})
+    async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        stub = studies_pb2_grpc.StudiesStub(channel)
+        before = len((await stub.ListStudies(studies_pb2.ListStudiesRequest(page_size=500))).studies)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec), timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == f"spec.warm_start.trials_path: {bad}:2: template 'gone' is not in the search space"
+        assert len((await stub.ListStudies(studies_pb2.ListStudiesRequest(page_size=500))).studies) == before
+        missing = spec_proto(warm_start={"from_study_id": "st-nope"})
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=missing), timeout=10)
+        assert info.value.details().startswith("spec.warm_start.from_study_id: no study")

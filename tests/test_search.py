@@ -145,3 +145,50 @@ def test_policies_are_rebuilt_from_storage_after_a_restart(tmp_path, strategy):
         assert len(reloaded.policy.values) == 2
     else:
         assert all((reloaded.policy.logits[k] == search.policy.logits[k]).all() for k in search.policy.logits)
+
+
+def test_warm_start_priors_inform_the_search_but_are_not_candidates(tmp_path):
+    from openautoglm.common.spec import prior_params
+
+    spec = validate_dict(small_spec(strategy="bandit", budget={"max_trials": 4}))
+    params = prior_params(spec.search_space, "asked", {"question": "How does this feel?"}, {"epochs": 2, "learning_rate": 0.003})
+    search = StudySearch("warm", spec, f"sqlite:///{tmp_path / 'o.db'}", RenderCache(), [("asked", {"question": "How does this feel?"}, params, 0.9)])
+    assert len(search.study.trials) == 1 and search.trial_of == {}
+    assert len(search.policy.values) == 1  # the bandit has learnt from it
+    batch, _ = search.propose(4)
+    assert len(batch) == 4  # the prior's candidate can still be trained in this study
+    again = StudySearch("warm", spec, f"sqlite:///{tmp_path / 'o.db'}", RenderCache(), [("asked", {"question": "How does this feel?"}, params, 0.9)])
+    assert sum(t.user_attrs.get("prior", False) for t in again.study.trials) == 1  # not added twice
+
+
+@pytest.mark.parametrize("template,variables,hps,message", [
+    ("ghost", {}, {"epochs": 1, "learning_rate": 0.003}, "template 'ghost' is not in the search space"),
+    ("asked", {"question": "Other?"}, {"epochs": 1, "learning_rate": 0.003}, "variable 'question'"),
+    ("plain", {}, {"epochs": 7, "learning_rate": 0.003}, "'epochs' = 7 is not one of"),
+    ("plain", {}, {"epochs": 1}, "'learning_rate' is missing"),
+    ("plain", {}, {"epochs": 1, "learning_rate": 0.003, "dropout": 0.1}, "dropout are not in the search space"),
+])
+def test_priors_that_do_not_match_the_space_are_refused(template, variables, hps, message):
+    from openautoglm.common.spec import prior_params
+
+    spec = validate_dict(small_spec())
+    with pytest.raises(ValueError, match=message):
+        prior_params(spec.search_space, template, variables, hps)
+
+
+def test_prior_trials_file_formats(tmp_path):
+    import json
+
+    from openautoglm.common.spec import SpecError, load_prior_trials
+
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(json.dumps({"template_id": "plain", "hyperparameters": {"epochs": 1}, "objective": 0.5}) + "\n\n{oops\n")
+    with pytest.raises(SpecError) as info:
+        load_prior_trials(jsonl)
+    assert info.value.line == 3
+    demo = tmp_path / "demo.json"
+    demo.write_text(json.dumps({"study_id": "st-x", "trials": [
+        {"candidate": {"template_id": "plain", "variables": {}, "hyperparameters": {"epochs": 1}}, "objective": 0.7},
+        {"candidate": {"template_id": "plain", "variables": {}, "hyperparameters": {"epochs": 2}}, "objective": None}]}))
+    rows = load_prior_trials(demo)
+    assert len(rows) == 1 and rows[0]["objective"] == 0.7

@@ -58,6 +58,9 @@ class ServiceSettings(BaseModel):
     trainer_ack_wait: float = Field(30.0, gt=0)
     # Trainer only: data-parallel processes per trial (0 = one per local GPU, DDP via torchrun).
     trainer_processes: int = Field(0, ge=0)
+    # Prompt-generator only: optuna storage, any SQLAlchemy URL (PostgreSQL for several
+    # replicas); empty = SQLite under the data dir.
+    optuna_storage: str = ""
 
     def check_required(self) -> "ServiceSettings":
         """Raise ConfigError naming every missing required setting of this service."""

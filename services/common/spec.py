@@ -215,6 +215,19 @@ class TrainingModel(_Strict):
     max_length: int = Field(96, ge=8, le=8192)
 
 
+class WarmStartModel(_Strict):
+    from_study_id: str = ""
+    trials_path: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WarmStartModel":
+        if self.from_study_id and self.trials_path:
+            raise ValueError("give either 'from_study_id' or 'trials_path', not both")
+        if self.trials_path and not Path(self.trials_path).expanduser().is_file():
+            raise ValueError(f"prior-trials file not found: {self.trials_path}")
+        return self
+
+
 class BudgetModel(_Strict):
     max_trials: int = Field(gt=0)
     max_wall_seconds: float = Field(0.0, ge=0.0)
@@ -232,6 +245,7 @@ class StudySpecModel(_Strict):
     budget: BudgetModel
     seed: int = 0
     training: TrainingModel = Field(default_factory=TrainingModel)
+    warm_start: WarmStartModel = Field(default_factory=WarmStartModel)
 
     @field_validator("strategy")
     @classmethod
@@ -432,6 +446,7 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
         budget=common_pb2.Budget(**model.budget.model_dump()),
         seed=model.seed,
         training=common_pb2.TrainingOptions(**model.training.model_dump()),
+        warm_start=common_pb2.WarmStart(**model.warm_start.model_dump()),
     )
 
 
@@ -482,6 +497,7 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
             "checkpoint_every_steps": spec.training.checkpoint_every_steps or 20,
             "max_length": spec.training.max_length or 96,
         },
+        "warm_start": {"from_study_id": spec.warm_start.from_study_id, "trials_path": spec.warm_start.trials_path},
     }
     try:
         return validate_dict(data, metrics)
@@ -507,3 +523,75 @@ def objective_terms(objective: common_pb2.Objective) -> dict[str, float]:
 
 def maximize(objective: common_pb2.Objective) -> bool:
     return objective.direction != common_pb2.DIRECTION_MINIMIZE
+
+
+# --- warm start -------------------------------------------------------------------------------
+
+
+def prior_params(space: SearchSpaceModel, template_id: str, variables: dict, hyperparameters: dict) -> dict:
+    """Check one earlier trial against a search space; returns its hyper-parameters as the
+    space types them. Raises ValueError saying what does not match."""
+    template = next((t for t in space.templates if t.id == template_id), None)
+    if template is None:
+        raise ValueError(f"template {template_id!r} is not in the search space")
+    for name in sorted(template_fields(template.text) - {INPUT_SLOT}):
+        value = variables.get(name)
+        if value not in space.variables.get(name, []):
+            raise ValueError(f"variable {name!r} = {value!r} is not one of its values in the search space")
+    unknown = sorted(set(hyperparameters) - set(space.hyperparameters))
+    if unknown:
+        raise ValueError(f"hyper-parameter(s) {', '.join(unknown)} are not in the search space")
+    out = {}
+    for name, hp in space.hyperparameters.items():
+        if name not in hyperparameters:
+            raise ValueError(f"hyper-parameter {name!r} is missing")
+        value = hyperparameters[name]
+        if hp.type == "choice":
+            if value not in hp.values:
+                raise ValueError(f"hyper-parameter {name!r} = {value!r} is not one of {hp.values}")
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not hp.low <= value <= hp.high:
+                raise ValueError(f"hyper-parameter {name!r} = {value!r} is outside [{hp.low}, {hp.high}]")
+            if hp.type == "int":
+                step = hp.step or 1
+                if value != int(value) or (int(value) - int(hp.low)) % step:
+                    raise ValueError(f"hyper-parameter {name!r} = {value!r} is not on the int grid")
+                value = int(value)
+        out[name] = value
+    return out
+
+
+def load_prior_trials(path: str | Path) -> list[dict]:
+    """Prior trials from a file: JSON lines of {template_id, variables, hyperparameters,
+    objective}, or a JSON object with a "trials" list as `openautoglm demo --json` prints
+    (failed trials skipped). Each row gets its source "line". Raises SpecError naming the line."""
+    path = Path(path).expanduser()
+    text = path.read_text(encoding="utf-8")
+    field = "warm_start.trials_path"
+    rows = []
+    stripped = text.lstrip()
+    if stripped.startswith("{") and '"trials"' in stripped[:10000] and "\n{" not in stripped:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SpecError(field, f"not valid JSON ({err.msg})", line=err.lineno, file=str(path)) from None
+        for i, trial in enumerate(document.get("trials", [])):
+            if trial.get("objective") is None:
+                continue
+            candidate = trial.get("candidate", {})
+            rows.append({"line": i + 1, "template_id": candidate.get("template_id", ""),
+                         "variables": candidate.get("variables", {}), "hyperparameters": candidate.get("hyperparameters", {}),
+                         "objective": trial["objective"]})
+        return rows
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SpecError(field, f"not valid JSON ({err.msg})", line=number, file=str(path)) from None
+        if not isinstance(row, dict) or "template_id" not in row or not isinstance(row.get("objective"), (int, float)):
+            raise SpecError(field, "each line needs template_id and a numeric objective", line=number, file=str(path))
+        rows.append({"line": number, "template_id": row["template_id"], "variables": row.get("variables", {}),
+                     "hyperparameters": row.get("hyperparameters", {}), "objective": float(row["objective"])})
+    return rows

@@ -112,7 +112,8 @@ def _distribution_size(space) -> int | None:
 class StudySearch:
     """One study's search state: its rendered prompts, its optuna study and what was proposed."""
 
-    def __init__(self, study_id: str, spec: StudySpecModel, storage: str | None, cache: RenderCache):
+    def __init__(self, study_id: str, spec: StudySpecModel, storage: str | None, cache: RenderCache,
+                 priors: list[tuple[str, dict, dict, float]] = ()):
         self.study_id = study_id
         self.spec = spec
         space = spec.search_space
@@ -128,9 +129,14 @@ class StudySearch:
             direction="maximize" if spec.objective.direction == "maximize" else "minimize",
             load_if_exists=True,
         )
+        existing = self.study.get_trials(deepcopy=False)
+        if priors and not any(t.user_attrs.get("prior") for t in existing):
+            self._add_priors(priors)
         # candidate id -> optuna trial number, rebuilt from storage after a restart.
         self.trial_of: dict[str, int] = {}
         for trial in self.study.get_trials(deepcopy=False):
+            if trial.user_attrs.get("prior"):
+                continue  # known results to learn from, not candidates this study has had
             cid = trial.user_attrs.get("candidate_id")
             if cid and trial.state != optuna.trial.TrialState.PRUNED:
                 self.trial_of.setdefault(cid, trial.number)
@@ -139,6 +145,30 @@ class StudySearch:
         if self.policy is not None:  # replay what the study has learnt so far
             for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
                 self.policy.observe(trial.params, self._reward(trial.value))
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The optuna distribution of every dimension, exactly as _suggest asks for them."""
+        dists: dict[str, optuna.distributions.BaseDistribution] = {
+            PROMPT_PARAM: optuna.distributions.CategoricalDistribution([p.key for p in self.prompts])}
+        for name, hp in self.spec.search_space.hyperparameters.items():
+            if hp.type == "choice":
+                dists[name] = optuna.distributions.CategoricalDistribution(list(hp.values))
+            elif hp.type == "int":
+                dists[name] = optuna.distributions.IntDistribution(int(hp.low), int(hp.high), step=hp.step or 1)
+            else:
+                dists[name] = optuna.distributions.FloatDistribution(hp.low, hp.high, log=hp.type == "loguniform")
+        return dists
+
+    def _add_priors(self, priors) -> None:
+        """Record earlier results (already checked by spec.prior_params) as finished trials."""
+        dists = self.distributions()
+        for template_id, variables, hyperparameters, value in priors:
+            template = next(t for t in self.spec.search_space.templates if t.id == template_id)
+            used = sorted(template_fields(template.text) - {INPUT_SLOT})
+            key = RenderedPrompt(template_id, tuple((n, variables[n]) for n in used), "").key
+            params = {PROMPT_PARAM: key, **hyperparameters}
+            self.study.add_trial(optuna.trial.create_trial(
+                params=params, distributions={k: dists[k] for k in params}, value=value, user_attrs={"prior": True}))
 
     def _policy(self):
         if self.spec.strategy not in ("bandit", "rl"):

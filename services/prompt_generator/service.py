@@ -13,7 +13,14 @@ import grpc
 
 from openautoglm.common import events, telemetry
 from openautoglm.common.config import ServiceSettings
-from openautoglm.common.spec import SpecError, param_to_proto, spec_from_proto, template_fields
+from openautoglm.common.spec import (
+    SpecError,
+    param_from_proto,
+    param_to_proto,
+    prior_params,
+    spec_from_proto,
+    template_fields,
+)
 from openautoglm.prompt_generator.search import RenderCache, StudySearch, render_all
 from openautoglm.v1 import common_pb2, events_pb2, prompt_generator_pb2, prompt_generator_pb2_grpc
 
@@ -29,12 +36,20 @@ class PromptGeneratorCore:
         self.studies: dict[str, StudySearch] = {}
         self._lock = asyncio.Lock()
 
-    async def search_for(self, study_id: str, spec_proto) -> StudySearch:
+    async def search_for(self, study_id: str, spec_proto, prior_trials=()) -> StudySearch:
         async with self._lock:
             search = self.studies.get(study_id)
             if search is None:
                 spec = spec_from_proto(spec_proto)
-                search = await asyncio.to_thread(StudySearch, study_id, spec, self.storage, self.cache)
+                priors = []
+                for i, prior in enumerate(prior_trials):
+                    hps = {k: param_from_proto(v) for k, v in prior.hyperparameters.items()}
+                    try:
+                        params = prior_params(spec.search_space, prior.template_id, dict(prior.variables), hps)
+                    except ValueError as err:
+                        raise SpecError(f"prior_trials[{i}]", str(err)) from None
+                    priors.append((prior.template_id, dict(prior.variables), params, prior.objective_value))
+                search = await asyncio.to_thread(StudySearch, study_id, spec, self.storage, self.cache, priors)
                 self.studies[study_id] = search
             return search
 
@@ -76,7 +91,7 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
         if request.count <= 0:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "count: must be positive")
         try:
-            search = await self.core.search_for(request.study_id, request.spec)
+            search = await self.core.search_for(request.study_id, request.spec, request.prior_trials)
         except SpecError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         with telemetry.tracer().start_as_current_span("propose") as span:
@@ -112,7 +127,7 @@ class PromptGeneratorApp:
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
-        storage = f"sqlite:///{settings.service_dir() / 'optuna.db'}"
+        storage = settings.optuna_storage or f"sqlite:///{settings.service_dir() / 'optuna.db'}"
         self.core = PromptGeneratorCore(storage)
         self.nc = None
         self.consumer = None

@@ -203,7 +203,7 @@ class Budget(_message.Message):
     def __init__(self, max_trials: _Optional[int] = ..., max_wall_seconds: _Optional[float] = ..., parallelism: _Optional[int] = ...) -> None: ...
 
 class StudySpec(_message.Message):
-    __slots__ = ("name", "task", "dataset", "model", "search_space", "objective", "strategy", "budget", "seed", "training")
+    __slots__ = ("name", "task", "dataset", "model", "search_space", "objective", "strategy", "budget", "seed", "training", "warm_start")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +214,7 @@ class StudySpec(_message.Message):
     BUDGET_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
+    WARM_START_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: TaskType
     dataset: DatasetSpec
@@ -224,7 +225,48 @@ class StudySpec(_message.Message):
     budget: Budget
     seed: int
     training: TrainingOptions
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., strategy: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[TrainingOptions, _Mapping]] = ...) -> None: ...
+    warm_start: WarmStart
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., strategy: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[TrainingOptions, _Mapping]] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ...) -> None: ...
+
+class WarmStart(_message.Message):
+    __slots__ = ("from_study_id", "trials_path")
+    FROM_STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_PATH_FIELD_NUMBER: _ClassVar[int]
+    from_study_id: str
+    trials_path: str
+    def __init__(self, from_study_id: _Optional[str] = ..., trials_path: _Optional[str] = ...) -> None: ...
+
+class PriorTrials(_message.Message):
+    __slots__ = ("trials",)
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    trials: _containers.RepeatedCompositeFieldContainer[PriorTrial]
+    def __init__(self, trials: _Optional[_Iterable[_Union[PriorTrial, _Mapping]]] = ...) -> None: ...
+
+class PriorTrial(_message.Message):
+    __slots__ = ("template_id", "variables", "hyperparameters", "objective_value")
+    class VariablesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class HyperparametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ParamValue
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ParamValue, _Mapping]] = ...) -> None: ...
+    TEMPLATE_ID_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    template_id: str
+    variables: _containers.ScalarMap[str, str]
+    hyperparameters: _containers.MessageMap[str, ParamValue]
+    objective_value: float
+    def __init__(self, template_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., objective_value: _Optional[float] = ...) -> None: ...
 
 class Candidate(_message.Message):
     __slots__ = ("id", "template_id", "variables", "prompt", "hyperparameters")

@@ -45,14 +45,16 @@ class RenderResponse(_message.Message):
     def __init__(self, prompts: _Optional[_Iterable[_Union[RenderedPrompt, _Mapping]]] = ..., cache_hits: _Optional[int] = ..., cache_lookups: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("study_id", "spec", "count")
+    __slots__ = ("study_id", "spec", "count", "prior_trials")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_TRIALS_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     spec: _common_pb2.StudySpec
     count: int
-    def __init__(self, study_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., count: _Optional[int] = ...) -> None: ...
+    prior_trials: _containers.RepeatedCompositeFieldContainer[_common_pb2.PriorTrial]
+    def __init__(self, study_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., count: _Optional[int] = ..., prior_trials: _Optional[_Iterable[_Union[_common_pb2.PriorTrial, _Mapping]]] = ...) -> None: ...
 
 class ProposeResponse(_message.Message):
     __slots__ = ("candidates", "exhausted")
