@@ -39,3 +39,13 @@ def test_search_efficiency_quick_reports_every_strategy_on_two_tasks():
     for task, means in report["trials_to_95"].items():
         assert set(means) == {"random", "grid", "tpe", "cmaes", "bandit", "rl"}
         assert all(1 <= v <= report["space_size"][task] for v in means.values())
+
+
+def test_scheduler_quick_reports_every_policy_on_both_sets():
+    report = _run("scheduler.py", "--quick")
+    for key in ("avg_jct", "makespan"):
+        assert set(report[key]) == {"random_layered", "wfcommons"}
+        for values in report[key].values():
+            assert set(values) == {"fifo", "critical_path", "heft", "gnn"}
+    assert report["heft_paper_example"] == 80
+    assert report["plan_ms_1000_nodes"] > 0

@@ -262,3 +262,15 @@ async def test_a_study_warm_starts_from_an_earlier_study_or_a_file(stack, tmp_pa
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=missing), timeout=10)
         assert info.value.details().startswith("spec.warm_start.from_study_id: no study")
+
+
+async def test_scheduler_plans_with_the_gnn_by_default(stack):
+    tasks = [scheduler_pb2.Task(id=f"t{i}", compute_seconds=1 + i % 3, memory_mb=100) for i in range(6)]
+    deps = [scheduler_pb2.Dependency(from_task="t0", to_task=f"t{i}") for i in range(1, 6)]
+    async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as channel:
+        reply = await scheduler_pb2_grpc.SchedulerStub(channel).Plan(scheduler_pb2.PlanRequest(
+            graph=scheduler_pb2.TaskGraph(tasks=tasks, dependencies=deps),
+            workers=[scheduler_pb2.Worker(id="w", slots=2, memory_mb=1000, speed=1)]), timeout=10)
+    assert reply.policy == "gnn" and len(reply.assignments) == 6 and reply.total_slots == 2
+    first = min(reply.assignments, key=lambda a: a.order)
+    assert first.task_id == "t0"

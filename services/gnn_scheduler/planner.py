@@ -5,6 +5,7 @@ Three list-scheduling policies, each a priority order plus a placement rule:
 - `fifo`: tasks in arrival order, each on the slot where it can start earliest.
 - `critical_path`: tasks by bottom level (longest compute-only path to an exit), each on the
   slot where it can start earliest.
+- `gnn`: tasks by the learned policy's scores (gnn.py), placed like critical_path.
 - `heft` (Topcuoglu, Hariri, Wu 2002): tasks by upward rank (mean compute + mean transfer along
   the longest path to an exit), each on the slot where it *finishes* earliest, allowed to use
   an idle gap between already placed tasks (insertion).
@@ -16,9 +17,10 @@ task that no worker can hold in memory is refused.
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
-POLICIES = ("critical_path", "fifo", "heft")
+POLICIES = ("critical_path", "fifo", "heft", "gnn")
 
 
 class PlanError(ValueError):
@@ -149,6 +151,10 @@ def plan(
         elif policy == "critical_path":
             rank = upward_ranks(tasks, edges, workers, False, order)
             priority = sorted(order, key=lambda tid: (-round(rank[tid], 9), position[tid]))
+        elif policy == "gnn":
+            from openautoglm.gnn_scheduler.gnn import priority_order
+
+            priority = priority_order(tasks, edges, workers)
         else:
             priority = [t.id for t in tasks]
     return _list_schedule(tasks, edges, workers, priority, earliest_finish=policy == "heft", insertion=policy == "heft")
@@ -157,11 +163,11 @@ def plan(
 def _list_schedule(tasks, edges, workers, priority, earliest_finish: bool, insertion: bool) -> Plan:
     by_id = {t.id: t for t in tasks}
     preds: dict[str, list[tuple[str, float]]] = {t.id: [] for t in tasks}
-    succs_left = {t.id: 0 for t in tasks}
     for src, dst, transfer in edges:
         preds[dst].append((src, transfer))
     slots = [(w, s) for w in workers for s in range(w.slots)]
     busy: dict[tuple[str, int], list[tuple[float, float]]] = {(w.id, s): [] for w, s in slots}
+    slot_ends = {w.id: [0.0] * w.slots for w in workers}
     placed: dict[str, Placement] = {}
     rank_of = {tid: i for i, tid in enumerate(priority)}
     # Ready tasks (all predecessors placed), taken in priority order.
@@ -169,8 +175,6 @@ def _list_schedule(tasks, edges, workers, priority, earliest_finish: bool, inser
     succ: dict[str, list[str]] = {t.id: [] for t in tasks}
     for src, dst, _ in edges:
         succ[src].append(dst)
-        succs_left[src] += 1
-    import heapq
 
     ready = [(rank_of[t], t) for t, n in waiting.items() if n == 0]
     heapq.heapify(ready)
@@ -179,22 +183,29 @@ def _list_schedule(tasks, edges, workers, priority, earliest_finish: bool, inser
         _, tid = heapq.heappop(ready)
         task = by_id[tid]
         best = None
-        for worker, slot in slots:
+        arrivals = [(placed[p].finish, placed[p].worker_id, c) for p, c in preds[tid]]
+        for worker in workers:
             if worker.memory_mb > 0 and task.memory_mb > worker.memory_mb:
                 continue
-            data_ready = max(
-                (placed[p].finish + (0.0 if placed[p].worker_id == worker.id else c) for p, c in preds[tid]),
-                default=0.0,
-            )
+            wid = worker.id
+            data_ready = max((f if w == wid else f + c for f, w, c in arrivals), default=0.0)
             duration = cost(task, worker)
-            start = _earliest_start(busy[(worker.id, slot)], data_ready, duration, insertion)
-            key = (start + duration) if earliest_finish else start
-            if best is None or key < best[0] - 1e-12:
-                best = (key, Placement(tid, worker.id, slot, start, start + duration))
+            if insertion:
+                options = [(slot, _earliest_start(busy[(wid, slot)], data_ready, duration, True)) for slot in range(worker.slots)]
+            else:  # without insertion only the slot that frees first can be best
+                ends = slot_ends[wid]
+                slot = ends.index(min(ends))
+                options = [(slot, max(data_ready, ends[slot]))]
+            for slot, start in options:
+                key = (start + duration) if earliest_finish else start
+                if best is None or key < best[0] - 1e-12:
+                    best = (key, Placement(tid, wid, slot, start, start + duration))
         placement = best[1]
         intervals = busy[(placement.worker_id, placement.slot)]
         intervals.append((placement.start, placement.finish))
         intervals.sort()
+        ends = slot_ends[placement.worker_id]
+        ends[placement.slot] = max(ends[placement.slot], placement.finish)
         placed[tid] = placement
         out.placements.append(placement)
         for nxt in succ[tid]:

@@ -1,8 +1,9 @@
 """gRPC face of the gnn-scheduler: Plan and ListWorkers over planner.plan and the live capacity
 that trainers announce on `autoglm.trainer.heartbeat`.
 
-Policies: critical_path (default), heft and fifo (planner.py). The learned GNN policy is a
-separate piece of work; the list schedulers stay as its baselines and fallback.
+Policies (planner.py): gnn (the default: the learned policy in gnn.py, shipped weights),
+critical_path, heft and fifo, which are also the GNN's baselines and its fallback when its
+weights cannot be loaded.
 """
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ class CapacityRegistry:
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, registry: CapacityRegistry):
+    def __init__(self, registry: CapacityRegistry, default_policy: str = "critical_path"):
         self.registry = registry
+        self.default_policy = default_policy
 
     async def Plan(self, request, context):
         workers = list(request.workers) or self.registry.live()
@@ -55,7 +57,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                      for t in request.graph.tasks],
                     [(d.from_task, d.to_task, d.transfer_seconds) for d in request.graph.dependencies],
                     [WorkerSlots(w.id, w.slots, w.memory_mb, w.speed or 1.0) for w in workers],
-                    request.policy or "critical_path",
+                    request.policy or self.default_policy,
                 )
                 span.set_attribute("openautoglm.tasks", len(request.graph.tasks))
                 span.set_attribute("openautoglm.makespan_s", result.makespan)
@@ -69,7 +71,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             ],
             makespan_seconds=result.makespan,
             total_slots=sum(w.slots for w in workers),
-            policy=request.policy or "critical_path",
+            policy=request.policy or self.default_policy,
         )
 
     async def ListWorkers(self, request, context):
@@ -85,7 +87,18 @@ class SchedulerApp:
         self.nc = None
 
     def register(self, server):
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self.registry), server)
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self.registry, self._default_policy()), server)
+
+    @staticmethod
+    def _default_policy() -> str:
+        try:
+            from openautoglm.gnn_scheduler.gnn import load_default
+
+            load_default()
+            return "gnn"
+        except Exception as err:  # missing weights or torch-geometric: plan with the heuristic
+            log.warning("GNN policy unavailable (%s); planning with critical_path", err)
+            return "critical_path"
 
     async def _on_heartbeat(self, msg):
         try:
