@@ -192,3 +192,29 @@ def test_prior_trials_file_formats(tmp_path):
         {"candidate": {"template_id": "plain", "variables": {}, "hyperparameters": {"epochs": 2}}, "objective": None}]}))
     rows = load_prior_trials(demo)
     assert len(rows) == 1 and rows[0]["objective"] == 0.7
+
+
+def test_instructions_and_their_position_are_searched_dimensions(tmp_path):
+    spec = small_spec(budget={"max_trials": 40})
+    spec["search_space"]["instructions"] = ["Be brief.", "Think about tone."]
+    spec["search_space"]["instruction_position"] = ["before", "after"]
+    model = validate_dict(spec)
+    from openautoglm.common.spec import spec_from_proto, spec_to_proto
+
+    assert spec_from_proto(spec_to_proto(model)) == model
+    search = StudySearch("instr", model, None, RenderCache())
+    assert len(search.prompts) == 2 * 2 * 2 and search.space_size == 8 * 2
+    prompts = {p.prompt for p in search.prompts}
+    assert "Be brief. Review: {input} Sentiment:" in prompts and "Review: {input} Sentiment: Be brief." in prompts
+    batch, exhausted = search.propose(16)
+    assert len(batch) == 16 and exhausted
+    assert {c.variables["instruction_position"] for c in batch} == {"before", "after"}
+
+
+def test_reserved_dimension_names_are_refused():
+    from openautoglm.common.spec import SpecError
+
+    spec = small_spec()
+    spec["search_space"]["variables"]["instruction_text"] = ["x"]
+    with pytest.raises(SpecError, match="reserved"):
+        validate_dict(spec)

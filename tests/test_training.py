@@ -221,3 +221,19 @@ def test_onnx_export_matches_torch_with_dynamic_axes(tmp_path, task, dataset):
         got = session.run(["logits"], {"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
         assert got.shape == expected.shape
         assert np.max(np.abs(got - expected)) < 1e-3
+
+
+def test_few_shot_demonstrations_precede_each_input_and_never_crowd_it_out(tmp_path):
+    from openautoglm.trainer.core import Encoder, demonstrations, prepare
+
+    job = _job(hyperparameters={"epochs": 1, "few_shot": 3}, max_length=24)
+    train, held_out, labels, tokenizer, _, _ = prepare(job)
+    demos = demonstrations(train, 3, job.seed)
+    assert demos == demonstrations(train, 3, job.seed) and len(demos) == 3
+    encoder = Encoder(tokenizer, job, labels, demos)
+    assert encoder.text("the movie was great").startswith(f"Review: {demos[0].text} Sentiment: {demos[0].label}")
+    ids = encoder.prompt_ids("the movie was great")
+    assert len(ids) <= 24
+    assert tokenizer.decode(ids[-4:]).split()[-4:] == ["was", "great", "sentiment", ":"]  # the tail survives
+    result = run_trial(job, tmp_path)
+    assert len(result.predictions) == len(result.references)

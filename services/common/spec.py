@@ -35,7 +35,10 @@ TRAINER_HYPERPARAMETERS = {
     "lora_alpha": "LoRA scaling numerator (tuning: lora)",
     "lora_dropout": "dropout on the LoRA path (tuning: lora)",
     "num_virtual_tokens": "soft-prompt length (tuning: prompt_tuning)",
+    "few_shot": "demonstrations from the train split put before every input",
 }
+# Prompt dimensions the search adds to the template variables when instructions are given.
+INSTRUCTION_DIMENSIONS = ("instruction_text", "instruction_position")
 # Built-in metrics per task (the evaluator's registry must agree; a test checks it).
 METRICS_BY_TASK = {
     "classification": ("accuracy", "macro_f1"),
@@ -148,6 +151,16 @@ class SearchSpaceModel(_Strict):
     templates: list[TemplateModel] = Field(default_factory=list)
     variables: dict[str, list[str]] = Field(default_factory=dict)
     hyperparameters: dict[str, HyperParameterModel] = Field(default_factory=dict)
+    # Instructions tried before or after each rendered template (a searched dimension each).
+    instructions: list[str] = Field(default_factory=list)
+    instruction_position: list[Literal["before", "after"]] = Field(default_factory=lambda: ["before"])
+
+    @field_validator("instruction_position")
+    @classmethod
+    def _positions(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one of 'before', 'after'")
+        return list(dict.fromkeys(value))
 
     @field_validator("templates")
     @classmethod
@@ -166,8 +179,8 @@ class SearchSpaceModel(_Strict):
         for name, values in value.items():
             if not values:
                 raise ValueError(f"variable {name!r} has no values")
-            if name == INPUT_SLOT:
-                raise ValueError("'input' is reserved for the example text")
+            if name == INPUT_SLOT or name in INSTRUCTION_DIMENSIONS:
+                raise ValueError(f"{name!r} is a reserved name")
         return value
 
     @field_validator("hyperparameters")
@@ -437,6 +450,8 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
             templates=[common_pb2.PromptTemplate(id=t.id, text=t.text) for t in space.templates],
             variables=[common_pb2.TemplateVariable(name=k, values=v) for k, v in space.variables.items()],
             hyperparameters=hps,
+            instructions=space.instructions,
+            instruction_positions=space.instruction_position,
         ),
         objective=common_pb2.Objective(
             terms=[common_pb2.ObjectiveTerm(metric=m, weight=w) for m, w in model.objective.terms.items()],
@@ -485,6 +500,8 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
             "templates": [{"id": t.id, "text": t.text} for t in spec.search_space.templates],
             "variables": {v.name: list(v.values) for v in spec.search_space.variables},
             "hyperparameters": hps,
+            "instructions": list(spec.search_space.instructions),
+            "instruction_position": list(spec.search_space.instruction_positions) or ["before"],
         },
         "objective": {"terms": {t.metric: t.weight for t in spec.objective.terms}, "direction": direction},
         "strategy": spec.strategy or "tpe",
@@ -538,6 +555,11 @@ def prior_params(space: SearchSpaceModel, template_id: str, variables: dict, hyp
         value = variables.get(name)
         if value not in space.variables.get(name, []):
             raise ValueError(f"variable {name!r} = {value!r} is not one of its values in the search space")
+    if space.instructions:
+        if variables.get("instruction_text") not in space.instructions:
+            raise ValueError(f"instruction {variables.get('instruction_text')!r} is not in the search space")
+        if variables.get("instruction_position") not in space.instruction_position:
+            raise ValueError(f"instruction position {variables.get('instruction_position')!r} is not in the search space")
     unknown = sorted(set(hyperparameters) - set(space.hyperparameters))
     if unknown:
         raise ValueError(f"hyper-parameter(s) {', '.join(unknown)} are not in the search space")

@@ -85,14 +85,24 @@ def render_all(
     variables: dict[str, list[str]],
     model_version: str,
     cache: RenderCache,
+    instructions: list[str] = (),
+    positions: list[str] = ("before",),
 ) -> list[RenderedPrompt]:
-    """Every template x every combination of the values of the variables it uses."""
+    """Every template x every combination of the values of the variables it uses
+    (x every instruction x every position, when instructions are given)."""
     out = []
     for template_id, text in templates:
         used = sorted(template_fields(text) - {INPUT_SLOT})
         for combo in itertools.product(*(variables[name] for name in used)):
             values = dict(zip(used, combo))
-            out.append(RenderedPrompt(template_id, tuple(values.items()), cache.render(text, values, model_version)))
+            rendered = cache.render(text, values, model_version)
+            if not instructions:
+                out.append(RenderedPrompt(template_id, tuple(values.items()), rendered))
+                continue
+            for instruction, position in itertools.product(instructions, positions):
+                prompt = f"{instruction} {rendered}" if position == "before" else f"{rendered} {instruction}"
+                dims = (("instruction_text", instruction), ("instruction_position", position))
+                out.append(RenderedPrompt(template_id, tuple(values.items()) + dims, prompt))
     return out
 
 
@@ -118,7 +128,8 @@ class StudySearch:
         self.spec = spec
         space = spec.search_space
         model_version = spec.model.builtin or spec.model.path
-        self.prompts = render_all([(t.id, t.text) for t in space.templates], space.variables, model_version, cache)
+        self.prompts = render_all([(t.id, t.text) for t in space.templates], space.variables, model_version, cache,
+                                  space.instructions, space.instruction_position)
         self._by_key = {p.key: p for p in self.prompts}
         hp_size = _distribution_size(space)
         self.space_size = None if hp_size is None else hp_size * len(self.prompts)
@@ -165,7 +176,10 @@ class StudySearch:
         for template_id, variables, hyperparameters, value in priors:
             template = next(t for t in self.spec.search_space.templates if t.id == template_id)
             used = sorted(template_fields(template.text) - {INPUT_SLOT})
-            key = RenderedPrompt(template_id, tuple((n, variables[n]) for n in used), "").key
+            dims = [(n, variables[n]) for n in used]
+            if self.spec.search_space.instructions:
+                dims += [(n, variables[n]) for n in ("instruction_text", "instruction_position")]
+            key = RenderedPrompt(template_id, tuple(dims), "").key
             params = {PROMPT_PARAM: key, **hyperparameters}
             self.study.add_trial(optuna.trial.create_trial(
                 params=params, distributions={k: dists[k] for k in params}, value=value, user_attrs={"prior": True}))

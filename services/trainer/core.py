@@ -35,6 +35,7 @@ DEFAULT_HYPERPARAMETERS = {
     "batch_size": 16,
     "weight_decay": 0.0,
     "warmup_ratio": 0.1,
+    "few_shot": 0,
 }
 
 
@@ -112,34 +113,51 @@ def estimate_memory_mb(model: torch.nn.Module, batch_size: int, max_length: int)
 def _hyperparameters(job: TrialJob) -> dict:
     hp = {**DEFAULT_HYPERPARAMETERS, **job.hyperparameters}
     try:
-        hp["epochs"], hp["batch_size"] = int(hp["epochs"]), int(hp["batch_size"])
+        hp["epochs"], hp["batch_size"], hp["few_shot"] = int(hp["epochs"]), int(hp["batch_size"]), int(hp["few_shot"])
         for key in ("learning_rate", "weight_decay", "warmup_ratio"):
             hp[key] = float(hp[key])
     except (TypeError, ValueError) as err:
         raise TrialError(f"bad hyper-parameter value: {err}") from None
+    if hp["few_shot"] < 0:
+        raise TrialError(f"few_shot must be >= 0 (got {hp['few_shot']})")
     if hp["epochs"] < 1 or hp["batch_size"] < 1:
         raise TrialError(f"epochs and batch_size must be >= 1 (got {hp['epochs']}, {hp['batch_size']})")
     return hp
 
 
-class Encoder:
-    """Turns examples into tensors: prompt applied, truncated to max_length, padded per batch."""
+def demonstrations(train, k: int, seed: int) -> list:
+    """The k few-shot examples of a trial: a seeded sample of the train split."""
+    import random
 
-    def __init__(self, tokenizer, job: TrialJob, labels: list[str]):
+    return random.Random(seed + 1).sample(train, min(k, len(train))) if k > 0 else []
+
+
+class Encoder:
+    """Turns examples into tensors: few-shot demonstrations and the prompt applied, truncated
+    from the left to max_length (the example itself is never cut for its demonstrations),
+    padded per batch."""
+
+    def __init__(self, tokenizer, job: TrialJob, labels: list[str], demos=()):
         self.tokenizer, self.job = tokenizer, job
+        tokenizer.truncation_side = "left"
+        self.prefix = " ".join(f"{fill_input(job.prompt, d.text)} {d.label}" for d in demos)
         self.label_ids = {name: i for i, name in enumerate(labels)}
         sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
         self.sep = [sep] if sep is not None else []
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def prompt_ids(self, text: str) -> list[int]:
-        ids = self.tokenizer(fill_input(self.job.prompt, text), add_special_tokens=self.job.task == "classification")["input_ids"]
-        return ids[: self.job.max_length]
+    def text(self, example_text: str) -> str:
+        prompt = fill_input(self.job.prompt, example_text)
+        return f"{self.prefix} {prompt}" if self.prefix else prompt
+
+    def prompt_ids(self, text: str, limit: int | None = None) -> list[int]:
+        return self.tokenizer(self.text(text), add_special_tokens=self.job.task == "classification",
+                              truncation=True, max_length=limit or self.job.max_length)["input_ids"]
 
     def encode(self, example) -> tuple[list[int], list[int] | int]:
         if self.job.task == "classification":
             return self.prompt_ids(example.text), self.label_ids[example.label]
-        prompt = self.prompt_ids(example.text)[: self.job.max_length - 1] + self.sep
+        prompt = self.prompt_ids(example.text, self.job.max_length - 1) + self.sep
         target = self.tokenizer(example.label, add_special_tokens=False)["input_ids"][: self.job.max_length]
         target = target + [self.tokenizer.eos_token_id]
         return prompt + target, [-100] * len(prompt) + target
@@ -200,7 +218,7 @@ def run_trial(
         if need > free_memory_mb:
             raise TrialError(f"the job needs about {need:.0f} MiB but this trainer has {free_memory_mb:.0f} MiB free")
     model.to(device)
-    encoder = Encoder(tokenizer, job, labels)
+    encoder = Encoder(tokenizer, job, labels, demonstrations(train, hp["few_shot"], job.seed))
     rows = [encoder.encode(ex) for ex in train]
     cfg = loop.LoopConfig(
         epochs=hp["epochs"], batch_size=hp["batch_size"], learning_rate=hp["learning_rate"],
@@ -263,7 +281,7 @@ def _predict(model, tokenizer, encoder: Encoder, job: TrialJob, held_out, labels
         nll += float((losses * mask).sum())
         tokens += int(mask.sum())
     for ex in held_out:  # one at a time: no left-padding subtleties for decoder-only models
-        prompt = encoder.prompt_ids(ex.text)[: job.max_length - 1] + encoder.sep
+        prompt = encoder.prompt_ids(ex.text, job.max_length - 1) + encoder.sep
         ids = torch.tensor([prompt], device=device)
         with autocast:
             generated = model.generate(

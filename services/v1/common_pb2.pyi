@@ -167,14 +167,18 @@ class HyperParameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., choice: _Optional[_Union[ChoiceDomain, _Mapping]] = ..., uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., log_uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., int_range: _Optional[_Union[IntDomain, _Mapping]] = ...) -> None: ...
 
 class SearchSpace(_message.Message):
-    __slots__ = ("templates", "variables", "hyperparameters")
+    __slots__ = ("templates", "variables", "hyperparameters", "instructions", "instruction_positions")
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_POSITIONS_FIELD_NUMBER: _ClassVar[int]
     templates: _containers.RepeatedCompositeFieldContainer[PromptTemplate]
     variables: _containers.RepeatedCompositeFieldContainer[TemplateVariable]
     hyperparameters: _containers.RepeatedCompositeFieldContainer[HyperParameter]
-    def __init__(self, templates: _Optional[_Iterable[_Union[PromptTemplate, _Mapping]]] = ..., variables: _Optional[_Iterable[_Union[TemplateVariable, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[HyperParameter, _Mapping]]] = ...) -> None: ...
+    instructions: _containers.RepeatedScalarFieldContainer[str]
+    instruction_positions: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, templates: _Optional[_Iterable[_Union[PromptTemplate, _Mapping]]] = ..., variables: _Optional[_Iterable[_Union[TemplateVariable, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[HyperParameter, _Mapping]]] = ..., instructions: _Optional[_Iterable[str]] = ..., instruction_positions: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ObjectiveTerm(_message.Message):
     __slots__ = ("metric", "weight")
