@@ -37,7 +37,7 @@ from openautoglm.v1 import (
 log = logging.getLogger(__name__)
 S = common_pb2
 IN_FLIGHT = (S.TRIAL_STATUS_QUEUED, S.TRIAL_STATUS_TRAINING, S.TRIAL_STATUS_EVALUATING)
-TERMINAL_TRIAL = (S.TRIAL_STATUS_SUCCEEDED, S.TRIAL_STATUS_FAILED, S.TRIAL_STATUS_CANCELLED)
+TERMINAL_TRIAL = (S.TRIAL_STATUS_SUCCEEDED, S.TRIAL_STATUS_FAILED, S.TRIAL_STATUS_CANCELLED, S.TRIAL_STATUS_PRUNED)
 TERMINAL_STUDY = (S.STUDY_STATE_COMPLETED, S.STUDY_STATE_FAILED, S.STUDY_STATE_CANCELLED)
 STATE_SUBJECT = {
     S.STUDY_STATE_RUNNING: "running",
@@ -62,9 +62,10 @@ class Peers:
 
 
 class StudyController:
-    def __init__(self, store: StudyStore, js, peers: Peers):
+    def __init__(self, store: StudyStore, js, peers: Peers, nc=None):
         self.store = store
         self.js = js
+        self.nc = nc  # core NATS, for stop requests to trainers
         self.peers = peers
         self.tracer = telemetry.tracer("openautoglm.gateway")
         self._drivers: dict[str, asyncio.Task] = {}
@@ -217,6 +218,7 @@ class StudyController:
                     study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
                     model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed,
                     training=study.spec.training,
+                    report_intermediate=study.spec.pruner not in ("", "none"),
                 )
                 await events.publish(self.js, events.SUBJECT_TRAIN, events_pb2.TrainJobEvent(
                     meta=events.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}"), job=job))
@@ -280,6 +282,8 @@ class StudyController:
         with self.tracer.start_as_current_span(f"gateway.{msg.subject.rsplit('.', 1)[-1]}", context=ctx):
             if msg.subject == events.SUBJECT_TRAINED:
                 await self._on_trained(events_pb2.TrialTrainedEvent.FromString(msg.data))
+            elif msg.subject == events.SUBJECT_PRUNED:
+                await self._on_pruned(events_pb2.TrialPrunedEvent.FromString(msg.data))
             elif msg.subject == events.SUBJECT_FAILED:
                 await self._on_failed(events_pb2.TrialFailedEvent.FromString(msg.data))
 
@@ -287,8 +291,8 @@ class StudyController:
         """A trial event that could not be handled after every redelivery: fail the trial."""
         if msg.subject == events.SUBJECT_PROGRESS:
             return
-        event = events_pb2.TrialTrainedEvent.FromString(msg.data) if msg.subject == events.SUBJECT_TRAINED \
-            else events_pb2.TrialFailedEvent.FromString(msg.data)
+        decoder = {events.SUBJECT_TRAINED: events_pb2.TrialTrainedEvent, events.SUBJECT_PRUNED: events_pb2.TrialPrunedEvent}
+        event = decoder.get(msg.subject, events_pb2.TrialFailedEvent).FromString(msg.data)
         found = self._live_trial(event.meta.trial_id)
         if found is not None:
             await self._fail_trial(*found, f"could not record {msg.subject.rsplit('.', 1)[-1]} result: {err!r}", announce=True)
@@ -313,8 +317,45 @@ class StudyController:
         trial.trainer_id = event.progress.trainer_id
         if event.progress.step:
             trial.train_loss = event.progress.loss
+        if event.progress.has_intermediate:
+            trial.metrics["intermediate_score"] = event.progress.intermediate_value
         self.store.save_trial(trial)
         self._notify(study.id, "trial.progress")
+        if event.progress.has_intermediate and study.spec.pruner not in ("", "none"):
+            await self._maybe_prune(study, trial, event.progress)
+
+    async def _maybe_prune(self, study, trial, progress) -> None:
+        """Ask the study's pruner about an epoch's score; tell the trainer to stop if so."""
+        try:
+            reply = await self.peers.prompt_generator.ReportIntermediate(prompt_generator_pb2.ReportIntermediateRequest(
+                study_id=study.id, candidate_id=trial.candidate.id, step=progress.epoch, value=progress.intermediate_value,
+            ), timeout=RPC_DEADLINE)
+        except grpc.aio.AioRpcError as err:
+            log.warning("intermediate report for %s not delivered: %s", trial.id, err.code().name)
+            return
+        if reply.should_prune and self.nc is not None:
+            log.info("pruning trial %s after epoch %d (score %.4f)", trial.id, progress.epoch, progress.intermediate_value,
+                     extra={"study_id": study.id, "trial_id": trial.id})
+            request = events_pb2.TrialStopRequest(meta=events.new_meta("gateway", study.id, trial.id),
+                                                  reason=f"pruned after epoch {progress.epoch}")
+            await self.nc.publish(events.SUBJECT_STOP, request.SerializeToString(), headers=telemetry.inject_headers())
+
+    async def _on_pruned(self, event: events_pb2.TrialPrunedEvent) -> None:
+        found = self._live_trial(event.meta.trial_id)
+        if found is None:
+            return
+        study, trial = found
+        trial.status = S.TRIAL_STATUS_PRUNED
+        trial.trainer_id = event.trainer_id
+        trial.finished_at.CopyFrom(now_ts())
+        self.store.save_trial(trial)
+        try:
+            await self.peers.prompt_generator.Feedback(prompt_generator_pb2.FeedbackRequest(
+                study_id=study.id, candidate_id=trial.candidate.id, pruned=True), timeout=RPC_DEADLINE)
+        except grpc.aio.AioRpcError as err:
+            log.warning("pruned feedback for %s not delivered: %s", trial.id, err.code().name)
+        self._notify(study.id, "trial.pruned")
+        self._wake(study.id)
 
     async def _on_trained(self, event: events_pb2.TrialTrainedEvent) -> None:
         found = self._live_trial(event.meta.trial_id)

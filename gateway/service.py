@@ -189,10 +189,10 @@ class GatewayApp:
             evaluator_pb2_grpc.EvaluatorStub(self.channels[2]),
             trainer,
         )
-        self.controller = StudyController(self.store, js, peers)
+        self.controller = StudyController(self.store, js, peers, self.nc)
         self.consumer = events.DurableConsumer(
             js, events.EVENTS_STREAM.name, "gateway-trials",
-            [events.SUBJECT_PROGRESS, events.SUBJECT_TRAINED, events.SUBJECT_FAILED],
+            [events.SUBJECT_PROGRESS, events.SUBJECT_TRAINED, events.SUBJECT_FAILED, events.SUBJECT_PRUNED],
             self.controller.on_trial_event, ack_wait=150.0, max_deliver=20, retry_delay=2.0, concurrency=2,
             on_give_up=self.controller.on_give_up,
         )

@@ -218,3 +218,17 @@ def test_reserved_dimension_names_are_refused():
     spec["search_space"]["variables"]["instruction_text"] = ["x"]
     with pytest.raises(SpecError, match="reserved"):
         validate_dict(spec)
+
+
+@pytest.mark.parametrize("pruner", ["median", "successive_halving"])
+def test_the_pruner_stops_a_trial_that_trails_the_others(pruner):
+    spec = small_spec(strategy="random", budget={"max_trials": 4}, pruner=pruner)
+    search = StudySearch("p", validate_dict(spec), None, RenderCache())
+    batch, _ = search.propose(4)
+    for c in batch[:3]:
+        for epoch in (1, 2, 3):
+            assert search.report(c.id, epoch, 0.8 + 0.01 * epoch) is False or pruner == "successive_halving"
+        search.feedback(c.id, 0.85)
+    assert search.report(batch[3].id, 1, 0.1) is True
+    assert search.feedback(batch[3].id, None, pruned=True) is True
+    assert search.study.trials[search.trial_of[batch[3].id]].state.name == "PRUNED"

@@ -138,3 +138,21 @@ async def test_a_trainer_runs_trials_data_parallel_under_torchrun(tmp_path):
         assert "data-parallel over 2 processes" in (stack.log_dir / "trainer.log").read_text()
     finally:
         stack.stop()
+
+
+async def test_the_median_pruner_stops_hopeless_trials_through_the_mesh(stack):
+    spec = small_spec(strategy="grid", budget={"max_trials": 4}, pruner="median", seed=4,
+                      dataset={"builtin": "sentiment-demo", "max_examples": 160})
+    spec["search_space"]["templates"] = spec["search_space"]["templates"][:1]
+    spec["search_space"]["hyperparameters"] = {"learning_rate": {"type": "choice", "values": [0.003, 0.004, 1e-7, 2e-7]},
+                                               "epochs": {"type": "choice", "values": [15]}}
+    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    assert study.state == common_pb2.STUDY_STATE_COMPLETED, study.error
+    pruned = [t for t in study.trials if t.status == common_pb2.TRIAL_STATUS_PRUNED]
+    succeeded = [t for t in study.trials if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED]
+    print("\n", [(t.number, t.candidate.hyperparameters["learning_rate"].number, common_pb2.TrialStatus.Name(t.status),
+                  round(t.metrics.get("intermediate_score", -1), 3)) for t in study.trials])
+    assert pruned, "no trial was pruned"
+    assert all(t.candidate.hyperparameters["learning_rate"].number < 1e-6 for t in pruned)
+    assert study.best_trial_id in {t.id for t in succeeded}
+    assert "pruning trial" in (stack.log_dir / "gateway.log").read_text()

@@ -237,3 +237,28 @@ def test_few_shot_demonstrations_precede_each_input_and_never_crowd_it_out(tmp_p
     assert tokenizer.decode(ids[-4:]).split()[-4:] == ["was", "great", "sentiment", ":"]  # the tail survives
     result = run_trial(job, tmp_path)
     assert len(result.predictions) == len(result.references)
+
+
+def test_intermediate_scores_every_epoch_and_a_prune_flag_stops_training(tmp_path):
+    import threading
+
+    from openautoglm.trainer.core import TrialPruned
+
+    scores = []
+    prune = threading.Event()
+
+    def report(epoch, value):
+        scores.append((epoch, value))
+        if epoch == 2:
+            prune.set()
+
+    job = _job(hyperparameters={"epochs": 5, "batch_size": 16}, report_intermediate=True)
+    with pytest.raises(TrialPruned):
+        run_trial(job, tmp_path, intermediate=report, prune=prune)
+    assert [e for e, _ in scores] == [1, 2]
+    assert all(0.0 <= v <= 1.0 for _, v in scores)  # held-out accuracy
+    gen = _job(task="generation", prompt="Pig latin: {input}", dataset_builtin="piglatin-demo", max_examples=40,
+               hyperparameters={"epochs": 2, "batch_size": 8}, report_intermediate=True)
+    seen = []
+    run_trial(gen, tmp_path / "g", intermediate=lambda e, v: seen.append(v))
+    assert len(seen) == 1 and seen[0] < 0  # minus the log-perplexity

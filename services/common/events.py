@@ -43,6 +43,8 @@ SUBJECT_PROGRESS = "autoglm.trial.progress"
 SUBJECT_TRAINED = "autoglm.trial.trained"
 SUBJECT_FAILED = "autoglm.trial.failed"
 SUBJECT_EVALUATED = "autoglm.trial.evaluated"
+SUBJECT_PRUNED = "autoglm.trial.pruned"
+SUBJECT_STOP = "autoglm.trial.stop"  # core NATS: only the trainer running the trial acts on it
 SUBJECT_HEARTBEAT = "autoglm.trainer.heartbeat"  # core NATS: a missed beat needs no replay
 
 
@@ -66,6 +68,7 @@ EVENTS_STREAM = StreamConfig(
         SUBJECT_TRAINED,
         SUBJECT_FAILED,
         SUBJECT_EVALUATED,
+        SUBJECT_PRUNED,
     ],
     retention=RetentionPolicy.LIMITS,
     storage=StorageType.FILE,

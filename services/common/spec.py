@@ -259,6 +259,7 @@ class StudySpecModel(_Strict):
     seed: int = 0
     training: TrainingModel = Field(default_factory=TrainingModel)
     warm_start: WarmStartModel = Field(default_factory=WarmStartModel)
+    pruner: Literal["none", "median", "successive_halving"] = "none"
 
     @field_validator("strategy")
     @classmethod
@@ -462,6 +463,7 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
         seed=model.seed,
         training=common_pb2.TrainingOptions(**model.training.model_dump()),
         warm_start=common_pb2.WarmStart(**model.warm_start.model_dump()),
+        pruner=model.pruner,
     )
 
 
@@ -515,6 +517,7 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
             "max_length": spec.training.max_length or 96,
         },
         "warm_start": {"from_study_id": spec.warm_start.from_study_id, "trials_path": spec.warm_start.trials_path},
+        "pruner": spec.pruner or "none",
     }
     try:
         return validate_dict(data, metrics)

@@ -137,6 +137,7 @@ class StudySearch:
             study_name=study_id,
             storage=storage,
             sampler=self._sampler(),
+            pruner=self._pruner(),
             direction="maximize" if spec.objective.direction == "maximize" else "minimize",
             load_if_exists=True,
         )
@@ -183,6 +184,26 @@ class StudySearch:
             params = {PROMPT_PARAM: key, **hyperparameters}
             self.study.add_trial(optuna.trial.create_trial(
                 params=params, distributions={k: dists[k] for k in params}, value=value, user_attrs={"prior": True}))
+
+    def _pruner(self) -> optuna.pruners.BasePruner:
+        if self.spec.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+        if self.spec.pruner == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
+        return optuna.pruners.NopPruner()
+
+    def report(self, candidate_id: str, step: int, value: float) -> bool:
+        """Record a running trial's intermediate score (higher is better); True = prune it."""
+        with self.lock:
+            number = self.trial_of.get(candidate_id)
+            if number is None:
+                raise KeyError(candidate_id)
+            frozen = self.study.get_trials(deepcopy=False)[number]
+            if frozen.state.is_finished():
+                return False
+            trial = optuna.trial.Trial(self.study, frozen._trial_id)
+            trial.report(self._reward(value), step)
+            return bool(trial.should_prune())
 
     def _policy(self):
         if self.spec.strategy not in ("bandit", "rl"):
@@ -258,7 +279,7 @@ class StudySearch:
             exhausted = self.exhausted or duplicates >= MAX_DUPLICATE_DRAWS
         return out, exhausted
 
-    def feedback(self, candidate_id: str, value: float | None) -> bool:
+    def feedback(self, candidate_id: str, value: float | None, pruned: bool = False) -> bool:
         """Record a candidate's objective value (None = failed); False if already recorded."""
         with self.lock:
             number = self.trial_of.get(candidate_id)
@@ -266,7 +287,9 @@ class StudySearch:
                 raise KeyError(candidate_id)
             if self.study.get_trials(deepcopy=False)[number].state.is_finished():
                 return False
-            if value is None:
+            if pruned:
+                self.study.tell(number, state=optuna.trial.TrialState.PRUNED)
+            elif value is None:
                 self.study.tell(number, state=optuna.trial.TrialState.FAIL)
             else:
                 self.study.tell(number, value)

@@ -53,11 +53,17 @@ class PromptGeneratorCore:
                 self.studies[study_id] = search
             return search
 
-    async def feedback(self, study_id: str, candidate_id: str, value: float | None) -> bool:
+    async def feedback(self, study_id: str, candidate_id: str, value: float | None, pruned: bool = False) -> bool:
         search = self.studies.get(study_id)
         if search is None:
             raise KeyError(study_id)
-        return await asyncio.to_thread(search.feedback, candidate_id, value)
+        return await asyncio.to_thread(search.feedback, candidate_id, value, pruned)
+
+    async def report(self, study_id: str, candidate_id: str, step: int, value: float) -> bool:
+        search = self.studies.get(study_id)
+        if search is None:
+            raise KeyError(study_id)
+        return await asyncio.to_thread(search.report, candidate_id, step, value)
 
 
 class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer):
@@ -115,11 +121,18 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
     async def Feedback(self, request, context):
         try:
             recorded = await self.core.feedback(
-                request.study_id, request.candidate_id, None if request.failed else request.objective_value
+                request.study_id, request.candidate_id, None if request.failed else request.objective_value, request.pruned
             )
         except KeyError as err:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown study or candidate: {err.args[0]}")
         return prompt_generator_pb2.FeedbackResponse(recorded=recorded)
+
+    async def ReportIntermediate(self, request, context):
+        try:
+            prune = await self.core.report(request.study_id, request.candidate_id, request.step, request.value)
+        except KeyError as err:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown study or candidate: {err.args[0]}")
+        return prompt_generator_pb2.ReportIntermediateResponse(should_prune=prune)
 
 
 class PromptGeneratorApp:

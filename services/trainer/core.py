@@ -25,7 +25,7 @@ import torch
 from openautoglm.common import datasets
 from openautoglm.common.spec import fill_input
 from openautoglm.trainer import loop, models
-from openautoglm.trainer.loop import TrialInterrupted  # noqa: F401  (re-exported for the service)
+from openautoglm.trainer.loop import TrialInterrupted, TrialPruned  # noqa: F401  (re-exported for the service)
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ class TrialJob:
     checkpoint_every_steps: int = 20
     max_length: int = 96
     seed: int = 0
+    report_intermediate: bool = False
 
     def key(self) -> str:
         """Identity of the work: a checkpoint resumes only the exact same job."""
@@ -207,6 +208,8 @@ def run_trial(
     stop: threading.Event | None = None,
     checkpoints_dir: Path | None = None,
     free_memory_mb: float | None = None,
+    intermediate: Callable[[int, float], None] | None = None,
+    prune: threading.Event | None = None,
 ) -> TrialResult:
     """Train, predict the held-out split, save the model; raises TrialError / TrialInterrupted."""
     started = time.monotonic()
@@ -226,9 +229,14 @@ def run_trial(
         accumulation=job.gradient_accumulation_steps, checkpoint_every=job.checkpoint_every_steps, seed=job.seed,
     )
     ckpt_dir = checkpoints_dir / job.study_id / job.trial_id if checkpoints_dir is not None else None
+    epoch_end = None
+    if job.report_intermediate and intermediate is not None:
+        def epoch_end(epoch: int) -> None:
+            intermediate(epoch, held_out_score(model, tokenizer, encoder, job, held_out, labels, device))
+
     outcome = loop.train(
         model, [len(ids) for ids, _ in rows], lambda idx: encoder.collate([rows[i] for i in idx]), cfg, device,
-        ckpt_dir, job.key(), progress, stop,
+        ckpt_dir, job.key(), progress, stop, prune, epoch_end,
     )
     rank, _ = loop.distributed()
     predictions, model_metrics = _predict(model, tokenizer, encoder, job, held_out, labels, device)
@@ -251,21 +259,20 @@ def run_trial(
     )
 
 
-@torch.no_grad()
-def _predict(model, tokenizer, encoder: Encoder, job: TrialJob, held_out, labels, device) -> tuple[list[str], dict]:
-    model.eval()
-    out: list[str] = []
-    autocast = loop.autocast_context(job.precision, device)
+def held_out_score(model, tokenizer, encoder, job: TrialJob, held_out, labels, device) -> float:
+    """A cheap intermediate score, higher is better: held-out accuracy (classification) or
+    minus the log-perplexity of the references (generation, no decoding)."""
     if job.task == "classification":
-        rows = [(encoder.prompt_ids(ex.text), 0) for ex in held_out]
-        for i in range(0, len(rows), 64):
-            batch = encoder.collate(rows[i : i + 64])
-            batch.pop("labels")
-            with autocast:
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            out += [labels[k] for k in logits.argmax(-1).tolist()]
-        return out, {}
-    # Held-out perplexity of the references: exp(mean NLL per target token).
+        predictions, _ = _predict(model, tokenizer, encoder, job, held_out, labels, device)
+        return sum(p == ex.label for p, ex in zip(predictions, held_out)) / len(held_out)
+    return -math.log(_perplexity(model, encoder, job, held_out, device))
+
+
+@torch.no_grad()
+def _perplexity(model, encoder: Encoder, job: TrialJob, held_out, device) -> float:
+    """exp(mean NLL per reference token), teacher-forced on the held-out split."""
+    model.eval()
+    autocast = loop.autocast_context(job.precision, device)
     rows = [encoder.encode(ex) for ex in held_out]
     nll, tokens = 0.0, 0
     for i in range(0, len(rows), 32):
@@ -280,6 +287,24 @@ def _predict(model, tokenizer, encoder: Encoder, job: TrialJob, held_out, labels
         ).view_as(shift_labels)
         nll += float((losses * mask).sum())
         tokens += int(mask.sum())
+    return math.exp(nll / max(tokens, 1))
+
+
+@torch.no_grad()
+def _predict(model, tokenizer, encoder: Encoder, job: TrialJob, held_out, labels, device) -> tuple[list[str], dict]:
+    model.eval()
+    out: list[str] = []
+    autocast = loop.autocast_context(job.precision, device)
+    if job.task == "classification":
+        rows = [(encoder.prompt_ids(ex.text), 0) for ex in held_out]
+        for i in range(0, len(rows), 64):
+            batch = encoder.collate(rows[i : i + 64])
+            batch.pop("labels")
+            with autocast:
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+            out += [labels[k] for k in logits.argmax(-1).tolist()]
+        return out, {}
+    perplexity = _perplexity(model, encoder, job, held_out, device)
     for ex in held_out:  # one at a time: no left-padding subtleties for decoder-only models
         prompt = encoder.prompt_ids(ex.text, job.max_length - 1) + encoder.sep
         ids = torch.tensor([prompt], device=device)
@@ -289,7 +314,7 @@ def _predict(model, tokenizer, encoder: Encoder, job: TrialJob, held_out, labels
                 do_sample=False, pad_token_id=encoder.pad, eos_token_id=tokenizer.eos_token_id,
             )
         out.append(tokenizer.decode(generated[0, len(prompt):], skip_special_tokens=True).strip())
-    return out, {"perplexity": math.exp(nll / max(tokens, 1))}
+    return out, {"perplexity": perplexity}
 
 
 def _save(model, tokenizer, target: Path) -> Path:

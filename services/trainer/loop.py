@@ -25,6 +25,14 @@ class TrialInterrupted(Exception):
     """Training was asked to stop (the service is shutting down); the job goes back to the queue."""
 
 
+class TrialPruned(Exception):
+    """The study's pruner stopped this trial (after an intermediate score)."""
+
+    def __init__(self, step: int):
+        super().__init__(f"pruned at step {step}")
+        self.step = step
+
+
 @dataclass
 class LoopConfig:
     epochs: int
@@ -89,6 +97,8 @@ def train(
     checkpoint_key: str = "",
     progress: Callable[[int, int, float], None] | None = None,
     stop: threading.Event | None = None,
+    prune: threading.Event | None = None,
+    epoch_end: Callable[[int], None] | None = None,
 ) -> LoopResult:
     from transformers import get_linear_schedule_with_warmup
 
@@ -124,6 +134,8 @@ def train(
         step = result.steps
         if stop is not None and stop.is_set():
             raise TrialInterrupted(f"stopped at step {step}/{total}")
+        if prune is not None and prune.is_set():
+            raise TrialPruned(step)
         epoch = step // steps_per_epoch
         if epoch != plan_epoch:
             plan, plan_epoch = length_buckets(lengths, cfg.batch_size, cfg.seed, epoch), epoch
@@ -155,6 +167,9 @@ def train(
         if rank == 0:
             if progress is not None and (result.steps % 10 == 0 or result.steps == total):
                 progress(result.steps, total, step_loss)
+            if epoch_end is not None and result.steps % steps_per_epoch == 0 and result.steps < total:
+                epoch_end(result.steps // steps_per_epoch)
+                model.train()
             if checkpoint_dir is not None and (result.steps % cfg.checkpoint_every == 0) and result.steps < total:
                 checkpoint.save(checkpoint_dir, {
                     "key": checkpoint_key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

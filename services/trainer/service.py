@@ -22,7 +22,7 @@ import grpc
 from openautoglm.common import events, telemetry
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.spec import param_from_proto, task_name
-from openautoglm.trainer.core import TrialError, TrialInterrupted, TrialJob, TrialResult, run_trial
+from openautoglm.trainer.core import TrialError, TrialInterrupted, TrialJob, TrialPruned, TrialResult, run_trial
 from openautoglm.v1 import events_pb2, scheduler_pb2, trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -51,6 +51,7 @@ def job_from_proto(job: trainer_pb2.TrainJob) -> TrialJob:
         checkpoint_every_steps=job.training.checkpoint_every_steps or 20,
         max_length=job.training.max_length or 96,
         seed=job.seed,
+        report_intermediate=job.report_intermediate,
     )
 
 
@@ -92,6 +93,8 @@ class TrainerCore:
         self.checkpoints = settings.service_dir() / "checkpoints"
         self.stop_event = threading.Event()
         self.busy = 0
+        # Running trials' prune flags: set when the study's pruner asks to stop one.
+        self.prune_flags: dict[str, threading.Event] = {}
 
     @property
     def processes(self) -> int:
@@ -149,13 +152,19 @@ class TrainerCore:
             memory_mb=free_memory_mb() / self.settings.trainer_slots, speed=1.0, device_kind=kind,
         )
 
-    async def run(self, job: trainer_pb2.TrainJob, on_progress) -> TrialResult:
-        """Train one job in a thread; on_progress(step, total, loss) is called on the event loop."""
+    async def run(self, job: trainer_pb2.TrainJob, on_progress, on_intermediate=None) -> TrialResult:
+        """Train one job in a thread; on_progress(step, total, loss) and
+        on_intermediate(epoch, score) are called on the event loop."""
         loop = asyncio.get_running_loop()
 
         def progress(step, total, loss):
             loop.call_soon_threadsafe(on_progress, step, total, loss)
 
+        def intermediate(epoch, value):
+            if on_intermediate is not None:
+                loop.call_soon_threadsafe(on_intermediate, epoch, value)
+
+        prune = self.prune_flags.setdefault(job.trial_id, threading.Event())
         self.busy += 1
         try:
             with telemetry.tracer().start_as_current_span("train") as span:
@@ -166,7 +175,7 @@ class TrainerCore:
                 else:
                     result = await asyncio.to_thread(
                         run_trial, job_from_proto(job), self.artifacts, progress, self.stop_event, self.checkpoints,
-                        free_memory_mb() / self.settings.trainer_slots,
+                        free_memory_mb() / self.settings.trainer_slots, intermediate, prune,
                     )
                 if result.resumed_from_step:
                     log.info("trial %s resumed from its checkpoint at step %d", job.trial_id, result.resumed_from_step,
@@ -178,6 +187,7 @@ class TrainerCore:
                 return result
         finally:
             self.busy -= 1
+            self.prune_flags.pop(job.trial_id, None)
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
@@ -212,6 +222,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         except TrialInterrupted as err:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"trainer stopping: {err}")
+        except TrialPruned as err:
+            await context.abort(grpc.StatusCode.ABORTED, f"trial stopped by its study's pruner: {err}")
         yield trainer_pb2.TrainResponse(trained=trained_message(job, result, self.core.trainer_id))
 
     async def GetCapacity(self, request, context):
@@ -271,15 +283,29 @@ class TrainerApp:
                 )
                 loop.create_task(events.publish(self.js, events.SUBJECT_PROGRESS, event))
 
+            def on_intermediate(epoch, value):
+                event = events_pb2.TrialProgressEvent(
+                    meta=events.new_meta("trainer", job.study_id, job.trial_id),
+                    progress=trainer_pb2.TrialProgress(study_id=job.study_id, trial_id=job.trial_id, epoch=epoch,
+                                                       has_intermediate=True, intermediate_value=value, trainer_id=trainer_id),
+                )
+                loop.create_task(events.publish(self.js, events.SUBJECT_PROGRESS, event))
+
             on_progress(0, 0, 0.0)  # "a trainer has it": the gateway marks the trial TRAINING
             try:
-                result = await self.core.run(job, on_progress)
+                result = await self.core.run(job, on_progress, on_intermediate)
             except TrialError as err:
                 log.warning("trial %s failed: %s", job.trial_id, err, extra={"trial_id": job.trial_id})
                 await self._publish_failed(job, str(err))
                 return
             except TrialInterrupted:
                 raise asyncio.CancelledError() from None  # the consumer naks: back to the queue
+            except TrialPruned as err:
+                log.info("trial %s pruned at step %d", job.trial_id, err.step, extra={"trial_id": job.trial_id})
+                await events.publish(self.js, events.SUBJECT_PRUNED, events_pb2.TrialPrunedEvent(
+                    meta=events.new_meta("trainer", job.study_id, job.trial_id, f"pruned-{job.trial_id}"),
+                    trainer_id=trainer_id))
+                return
             trained = events_pb2.TrialTrainedEvent(
                 meta=events.new_meta("trainer", job.study_id, job.trial_id, f"trained-{job.trial_id}"),
                 trained=trained_message(job, result, trainer_id),
@@ -287,6 +313,13 @@ class TrainerApp:
             await events.publish(self.js, events.SUBJECT_TRAINED, trained)
             log.info("trial %s trained in %.1fs (loss %.4f)", job.trial_id, result.seconds, result.train_loss,
                      extra={"trial_id": job.trial_id})
+
+    async def _on_stop_request(self, msg) -> None:
+        request = events_pb2.TrialStopRequest.FromString(msg.data)
+        flag = self.core.prune_flags.get(request.meta.trial_id)
+        if flag is not None:
+            log.info("stopping trial %s: %s", request.meta.trial_id, request.reason, extra={"trial_id": request.meta.trial_id})
+            flag.set()
 
     async def _publish_failed(self, job: trainer_pb2.TrainJob, reason: str) -> None:
         failed = events_pb2.TrialFailedEvent(
@@ -308,6 +341,7 @@ class TrainerApp:
         self.js = self.nc.jetstream()
         await events.ensure_streams(self.js)
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
+        await self.nc.subscribe(events.SUBJECT_STOP, cb=self._on_stop_request)
         self.consumer = events.DurableConsumer(
             self.js, events.JOBS_STREAM.name, "trainers", [events.SUBJECT_TRAIN], self._on_job,
             ack_wait=self.settings.trainer_ack_wait, max_deliver=5, concurrency=self.settings.trainer_slots,

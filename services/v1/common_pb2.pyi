@@ -40,6 +40,7 @@ class TrialStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRIAL_STATUS_SUCCEEDED: _ClassVar[TrialStatus]
     TRIAL_STATUS_FAILED: _ClassVar[TrialStatus]
     TRIAL_STATUS_CANCELLED: _ClassVar[TrialStatus]
+    TRIAL_STATUS_PRUNED: _ClassVar[TrialStatus]
 TASK_TYPE_UNSPECIFIED: TaskType
 TASK_TYPE_CLASSIFICATION: TaskType
 TASK_TYPE_GENERATION: TaskType
@@ -59,6 +60,7 @@ TRIAL_STATUS_EVALUATING: TrialStatus
 TRIAL_STATUS_SUCCEEDED: TrialStatus
 TRIAL_STATUS_FAILED: TrialStatus
 TRIAL_STATUS_CANCELLED: TrialStatus
+TRIAL_STATUS_PRUNED: TrialStatus
 
 class ParamValue(_message.Message):
     __slots__ = ("number", "integer", "text", "flag")
@@ -207,7 +209,7 @@ class Budget(_message.Message):
     def __init__(self, max_trials: _Optional[int] = ..., max_wall_seconds: _Optional[float] = ..., parallelism: _Optional[int] = ...) -> None: ...
 
 class StudySpec(_message.Message):
-    __slots__ = ("name", "task", "dataset", "model", "search_space", "objective", "strategy", "budget", "seed", "training", "warm_start")
+    __slots__ = ("name", "task", "dataset", "model", "search_space", "objective", "strategy", "budget", "seed", "training", "warm_start", "pruner")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -219,6 +221,7 @@ class StudySpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     WARM_START_FIELD_NUMBER: _ClassVar[int]
+    PRUNER_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: TaskType
     dataset: DatasetSpec
@@ -230,7 +233,8 @@ class StudySpec(_message.Message):
     seed: int
     training: TrainingOptions
     warm_start: WarmStart
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., strategy: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[TrainingOptions, _Mapping]] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ...) -> None: ...
+    pruner: str
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., strategy: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[TrainingOptions, _Mapping]] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ..., pruner: _Optional[str] = ...) -> None: ...
 
 class WarmStart(_message.Message):
     __slots__ = ("from_study_id", "trials_path")

@@ -91,6 +91,26 @@ class TrialEvaluatedEvent(_message.Message):
     candidate_id: str
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., candidate_id: _Optional[str] = ...) -> None: ...
 
+class TrialPrunedEvent(_message.Message):
+    __slots__ = ("meta", "epoch", "intermediate_value", "trainer_id")
+    META_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    INTERMEDIATE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    epoch: int
+    intermediate_value: float
+    trainer_id: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., epoch: _Optional[int] = ..., intermediate_value: _Optional[float] = ..., trainer_id: _Optional[str] = ...) -> None: ...
+
+class TrialStopRequest(_message.Message):
+    __slots__ = ("meta", "reason")
+    META_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    reason: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class TrainerHeartbeat(_message.Message):
     __slots__ = ("meta", "worker", "busy_slots")
     META_FIELD_NUMBER: _ClassVar[int]

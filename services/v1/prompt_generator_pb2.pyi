@@ -7,6 +7,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ReportIntermediateRequest(_message.Message):
+    __slots__ = ("study_id", "candidate_id", "step", "value")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    candidate_id: str
+    step: int
+    value: float
+    def __init__(self, study_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., step: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+
+class ReportIntermediateResponse(_message.Message):
+    __slots__ = ("should_prune",)
+    SHOULD_PRUNE_FIELD_NUMBER: _ClassVar[int]
+    should_prune: bool
+    def __init__(self, should_prune: _Optional[bool] = ...) -> None: ...
+
 class RenderRequest(_message.Message):
     __slots__ = ("templates", "variables", "model_version")
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
@@ -65,16 +83,18 @@ class ProposeResponse(_message.Message):
     def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.Candidate, _Mapping]]] = ..., exhausted: _Optional[bool] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("study_id", "candidate_id", "objective_value", "failed")
+    __slots__ = ("study_id", "candidate_id", "objective_value", "failed", "pruned")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     candidate_id: str
     objective_value: float
     failed: bool
-    def __init__(self, study_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., objective_value: _Optional[float] = ..., failed: _Optional[bool] = ...) -> None: ...
+    pruned: bool
+    def __init__(self, study_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., objective_value: _Optional[float] = ..., failed: _Optional[bool] = ..., pruned: _Optional[bool] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
     __slots__ = ("recorded",)

@@ -50,6 +50,11 @@ class PromptGeneratorStub:
                 request_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackRequest.SerializeToString,
                 response_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackResponse.FromString,
                 _registered_method=True)
+        self.ReportIntermediate = channel.unary_unary(
+                '/openautoglm.v1.PromptGenerator/ReportIntermediate',
+                request_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateResponse.FromString,
+                _registered_method=True)
 
 
 class PromptGeneratorServicer:
@@ -77,6 +82,13 @@ class PromptGeneratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportIntermediate(self, request, context):
+        """Reports an intermediate score of a running trial; answers whether the pruner stops it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PromptGeneratorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +106,11 @@ def add_PromptGeneratorServicer_to_server(servicer, server):
                     servicer.Feedback,
                     request_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackRequest.FromString,
                     response_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'ReportIntermediate': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportIntermediate,
+                    request_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -178,6 +195,33 @@ class PromptGenerator:
             '/openautoglm.v1.PromptGenerator/Feedback',
             openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackRequest.SerializeToString,
             openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportIntermediate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.PromptGenerator/ReportIntermediate',
+            openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateRequest.SerializeToString,
+            openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateResponse.FromString,
             options,
             channel_credentials,
             insecure,

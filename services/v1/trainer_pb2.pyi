@@ -25,7 +25,7 @@ class ExportResponse(_message.Message):
     def __init__(self, files: _Optional[_Iterable[str]] = ..., onnx_max_abs_diff: _Optional[float] = ...) -> None: ...
 
 class TrainJob(_message.Message):
-    __slots__ = ("study_id", "trial_id", "task", "dataset", "model", "candidate", "seed", "training")
+    __slots__ = ("study_id", "trial_id", "task", "dataset", "model", "candidate", "seed", "training", "report_intermediate")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class TrainJob(_message.Message):
     CANDIDATE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
+    REPORT_INTERMEDIATE_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     trial_id: str
     task: _common_pb2.TaskType
@@ -42,7 +43,8 @@ class TrainJob(_message.Message):
     candidate: _common_pb2.Candidate
     seed: int
     training: _common_pb2.TrainingOptions
-    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[_common_pb2.TrainingOptions, _Mapping]] = ...) -> None: ...
+    report_intermediate: bool
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[_common_pb2.TrainingOptions, _Mapping]] = ..., report_intermediate: _Optional[bool] = ...) -> None: ...
 
 class GetCapacityRequest(_message.Message):
     __slots__ = ()
@@ -71,20 +73,26 @@ class TrainResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[TrialProgress, _Mapping]] = ..., trained: _Optional[_Union[TrialTrained, _Mapping]] = ...) -> None: ...
 
 class TrialProgress(_message.Message):
-    __slots__ = ("study_id", "trial_id", "step", "total_steps", "loss", "trainer_id")
+    __slots__ = ("study_id", "trial_id", "step", "total_steps", "loss", "trainer_id", "epoch", "has_intermediate", "intermediate_value")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     LOSS_FIELD_NUMBER: _ClassVar[int]
     TRAINER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    HAS_INTERMEDIATE_FIELD_NUMBER: _ClassVar[int]
+    INTERMEDIATE_VALUE_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     trial_id: str
     step: int
     total_steps: int
     loss: float
     trainer_id: str
-    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., trainer_id: _Optional[str] = ...) -> None: ...
+    epoch: int
+    has_intermediate: bool
+    intermediate_value: float
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., trainer_id: _Optional[str] = ..., epoch: _Optional[int] = ..., has_intermediate: _Optional[bool] = ..., intermediate_value: _Optional[float] = ...) -> None: ...
 
 class TrialTrained(_message.Message):
     __slots__ = ("study_id", "trial_id", "trainer_id", "task", "predictions", "references", "train_loss", "train_seconds", "steps", "artifact_path", "model_metrics", "skipped_steps", "resumed_from_step", "precision")
