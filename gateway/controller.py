@@ -101,7 +101,7 @@ class StudyController:
         """After a restart: drive every study the store says is still running."""
         for study_id in self.store.studies_in_state(S.STUDY_STATE_RUNNING):
             log.info("resuming study %s", study_id, extra={"study_id": study_id})
-            self._start_driver(study_id)
+            self._start_driver(study_id, resumed=True)
 
     async def cancel(self, study_id: str) -> common_pb2.Study | None:
         study = self.store.study(study_id)
@@ -122,9 +122,9 @@ class StudyController:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    def _start_driver(self, study_id: str) -> None:
+    def _start_driver(self, study_id: str, resumed: bool = False) -> None:
         self._wakeups[study_id] = asyncio.Event()
-        self._drivers[study_id] = asyncio.create_task(self._drive(study_id), name=f"drive-{study_id}")
+        self._drivers[study_id] = asyncio.create_task(self._drive(study_id, resumed), name=f"drive-{study_id}")
 
     def _wake(self, study_id: str) -> None:
         event = self._wakeups.get(study_id)
@@ -139,11 +139,18 @@ class StudyController:
         return telemetry.extract_context({"traceparent": traceparent})
 
     # --- the driver ---------------------------------------------------------------------------
-    async def _drive(self, study_id: str) -> None:
+    async def _drive(self, study_id: str, resumed: bool = False) -> None:
         ctx = self._study_context(study_id)
         _, started = self.store.trace_info(study_id)
         exhausted = False
         try:
+            if resumed:
+                # A crash between recording trials and enqueueing their jobs must not strand
+                # them: enqueue every still-queued trial again (de-duplicated by job id).
+                study = self.store.study(study_id)
+                for trial in study.trials:
+                    if trial.status == S.TRIAL_STATUS_QUEUED:
+                        await self._publish_job(study, trial)
             while True:
                 study = self.store.study(study_id)
                 if study.state in TERMINAL_STUDY:
@@ -197,7 +204,9 @@ class StudyController:
         with self.tracer.start_as_current_span("dispatch", context=ctx) as span:
             reply = await self.peers.prompt_generator.Propose(
                 prompt_generator_pb2.ProposeRequest(study_id=study.id, spec=study.spec, count=free,
-                                                    prior_trials=self.store.priors(study.id).trials), timeout=RPC_DEADLINE
+                                                    prior_trials=self.store.priors(study.id).trials,
+                                                    known_candidate_ids=[t.candidate.id for t in study.trials]),
+                timeout=RPC_DEADLINE
             )
             span.set_attribute("openautoglm.proposed", len(reply.candidates))
             if not reply.candidates:
@@ -214,16 +223,19 @@ class StudyController:
                 number += 1
             order = await self._plan(study, new_trials)
             for trial in sorted(new_trials, key=lambda t: order.get(t.id, 0)):
-                job = trainer_pb2.TrainJob(
-                    study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
-                    model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed,
-                    training=study.spec.training,
-                    report_intermediate=study.spec.pruner not in ("", "none"),
-                )
-                await events.publish(self.js, events.SUBJECT_TRAIN, events_pb2.TrainJobEvent(
-                    meta=events.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}"), job=job))
+                await self._publish_job(study, trial)
                 self._notify(study.id, "trial.queued")
             return reply.exhausted
+
+    async def _publish_job(self, study: common_pb2.Study, trial: common_pb2.Trial) -> None:
+        """Enqueue a trial's training job (its id de-duplicates a repeat within the window)."""
+        job = trainer_pb2.TrainJob(
+            study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
+            model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed, training=study.spec.training,
+            report_intermediate=study.spec.pruner not in ("", "none"),
+        )
+        await events.publish(self.js, events.SUBJECT_TRAIN, events_pb2.TrainJobEvent(
+            meta=events.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}"), job=job))
 
     async def _plan(self, study: common_pb2.Study, trials: list[common_pb2.Trial]) -> dict[str, int]:
         """Dispatch position per trial from the scheduler's plan of prepare -> train -> evaluate."""

@@ -232,3 +232,15 @@ def test_the_pruner_stops_a_trial_that_trails_the_others(pruner):
     assert search.report(batch[3].id, 1, 0.1) is True
     assert search.feedback(batch[3].id, None, pruned=True) is True
     assert search.study.trials[search.trial_of[batch[3].id]].state.name == "PRUNED"
+
+
+def test_candidates_a_caller_lost_are_proposed_again(tmp_path):
+    """The gateway crashed after Propose but before recording the answer: nothing is lost."""
+    search = _search(tmp_path)
+    first, _ = search.propose(2, known=set())
+    lost = first[1]
+    again, _ = search.propose(1, known={first[0].id})
+    assert [c.id for c in again] == [lost.id] and again[0].prompt == lost.prompt
+    assert again[0].hyperparameters == lost.hyperparameters
+    rest, exhausted = search.propose(4, known={first[0].id, lost.id})
+    assert len(rest) == 2 and exhausted and lost.id not in {c.id for c in rest}

@@ -255,10 +255,28 @@ class StudySearch:
     def exhausted(self) -> bool:
         return self.space_size is not None and len(self.trial_of) >= self.space_size
 
-    def propose(self, count: int) -> tuple[list[ProposedCandidate], bool]:
-        """Up to `count` candidates never proposed before in this study; (candidates, exhausted)."""
+    def _candidate_of(self, trial: optuna.trial.FrozenTrial) -> ProposedCandidate:
+        prompt = self._by_key[trial.params[PROMPT_PARAM]]
+        params = {k: v for k, v in trial.params.items() if k != PROMPT_PARAM}
+        return ProposedCandidate(candidate_id(prompt.prompt, params), prompt.template_id, dict(prompt.variables),
+                                 prompt.prompt, params)
+
+    def propose(self, count: int, known: set[str] | None = None) -> tuple[list[ProposedCandidate], bool]:
+        """Up to `count` candidates never proposed before in this study; (candidates, exhausted).
+
+        With `known` (the candidates the caller has recorded), candidates proposed before but
+        still unfinished and unknown to the caller come first: a caller that crashed between
+        Propose and recording its answer gets them back.
+        """
         out: list[ProposedCandidate] = []
         with self.lock:
+            if known is not None:
+                trials = self.study.get_trials(deepcopy=False)
+                for cid, number in self.trial_of.items():
+                    if len(out) >= count:
+                        break
+                    if cid not in known and not trials[number].state.is_finished():
+                        out.append(self._candidate_of(trials[number]))
             duplicates = 0
             while len(out) < count and not self.exhausted and duplicates < MAX_DUPLICATE_DRAWS:
                 if self.policy is not None and duplicates < 3:

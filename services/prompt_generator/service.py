@@ -102,7 +102,7 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         with telemetry.tracer().start_as_current_span("propose") as span:
             span.set_attribute("openautoglm.strategy", search.spec.strategy)
-            candidates, exhausted = await asyncio.to_thread(search.propose, request.count)
+            candidates, exhausted = await asyncio.to_thread(search.propose, request.count, set(request.known_candidate_ids))
             span.set_attribute("openautoglm.proposed", len(candidates))
         return prompt_generator_pb2.ProposeResponse(
             candidates=[

@@ -63,16 +63,18 @@ class RenderResponse(_message.Message):
     def __init__(self, prompts: _Optional[_Iterable[_Union[RenderedPrompt, _Mapping]]] = ..., cache_hits: _Optional[int] = ..., cache_lookups: _Optional[int] = ...) -> None: ...
 
 class ProposeRequest(_message.Message):
-    __slots__ = ("study_id", "spec", "count", "prior_trials")
+    __slots__ = ("study_id", "spec", "count", "prior_trials", "known_candidate_ids")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     PRIOR_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     spec: _common_pb2.StudySpec
     count: int
     prior_trials: _containers.RepeatedCompositeFieldContainer[_common_pb2.PriorTrial]
-    def __init__(self, study_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., count: _Optional[int] = ..., prior_trials: _Optional[_Iterable[_Union[_common_pb2.PriorTrial, _Mapping]]] = ...) -> None: ...
+    known_candidate_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, study_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., count: _Optional[int] = ..., prior_trials: _Optional[_Iterable[_Union[_common_pb2.PriorTrial, _Mapping]]] = ..., known_candidate_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ProposeResponse(_message.Message):
     __slots__ = ("candidates", "exhausted")
