@@ -61,6 +61,19 @@ class Peers:
         self.trainer = trainer  # optional: only ExportBest needs it
 
 
+def pareto_front(study: common_pb2.Study) -> list[str]:
+    """Ids of the succeeded trials that no other succeeded trial beats on every objective."""
+    objectives = [study.spec.objective, *study.spec.extra_objectives]
+    signs = [1.0 if maximize(o) else -1.0 for o in objectives]
+    points = [(t.id, [s * v for s, v in zip(signs, [t.objective_value, *t.extra_objective_values])])
+              for t in study.trials if t.status == S.TRIAL_STATUS_SUCCEEDED]
+
+    def dominates(a, b):
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    return [tid for tid, p in points if not any(dominates(q, p) for other, q in points if other != tid)]
+
+
 class StudyController:
     def __init__(self, store: StudyStore, js, peers: Peers, nc=None):
         self.store = store
@@ -264,6 +277,7 @@ class StudyController:
         study.error = error
         best = self._best(study)
         study.best_trial_id = best.id if best else ""
+        study.pareto_trial_ids[:] = pareto_front(study) if study.spec.extra_objectives else []
         self.store.save_study(study)
         ctx = self._study_context(study_id)
         await events.publish(self.js, events.study_subject(STATE_SUBJECT[state]), events_pb2.StudyEvent(
@@ -385,7 +399,7 @@ class StudyController:
             reply = await self.peers.evaluator.Evaluate(evaluator_pb2.EvaluateRequest(
                 study_id=study.id, trial_id=trial.id, task=trained.task, predictions=trained.predictions,
                 references=trained.references, objective=study.spec.objective, candidate_id=trial.candidate.id,
-                model_metrics=trained.model_metrics,
+                model_metrics=trained.model_metrics, extra_objectives=study.spec.extra_objectives,
             ), timeout=EVALUATE_DEADLINE)
         except grpc.aio.AioRpcError as err:
             if err.code() not in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
@@ -394,6 +408,7 @@ class StudyController:
             return
         trial.metrics.update(reply.metrics)
         trial.objective_value = reply.objective_value
+        trial.extra_objective_values[:] = reply.extra_objective_values
         trial.status = S.TRIAL_STATUS_SUCCEEDED
         trial.finished_at.CopyFrom(now_ts())
         self.store.save_trial(trial)
@@ -429,6 +444,7 @@ class StudyController:
         try:
             await self.peers.prompt_generator.Feedback(prompt_generator_pb2.FeedbackRequest(
                 study_id=study_id, candidate_id=trial.candidate.id, objective_value=value, failed=failed,
+                extra_objective_values=[] if failed else list(trial.extra_objective_values),
             ), timeout=RPC_DEADLINE)
         except grpc.aio.AioRpcError as err:
             # The evaluated event carries the reward too; a lost call only delays learning.

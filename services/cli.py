@@ -338,6 +338,7 @@ def study_summary(study) -> dict:
                           "hyperparameters": _hp_plain(t.candidate)},
             "metrics": dict(t.metrics),
             "objective": t.objective_value if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED else None,
+            "extra_objectives": list(t.extra_objective_values),
             "error": t.error,
         }
 
@@ -347,6 +348,7 @@ def study_summary(study) -> dict:
         "state": common_pb2.StudyState.Name(study.state).removeprefix("STUDY_STATE_").lower(),
         "trace_id": study.trace_id,
         "best": trial_dict(best) if best else None,
+        "pareto_trial_ids": list(study.pareto_trial_ids),
         "trials": [trial_dict(t) for t in study.trials],
     }
 
@@ -379,6 +381,9 @@ def _print_study(study, console: Console) -> None:
     if best:
         console.print(f"best: trial {best.number}  objective {best.objective_value:.4f}  prompt: {best.candidate.prompt!r}  "
                       f"hyper-parameters: {_hp_plain(best.candidate)}")
+    if study.pareto_trial_ids:
+        numbers = sorted(t.number for t in study.trials if t.id in set(study.pareto_trial_ids))
+        console.print(f"Pareto front: trials {', '.join(map(str, numbers))}")
     console.print(f"trace id: {study.trace_id}")
 
 

@@ -274,3 +274,32 @@ async def test_scheduler_plans_with_the_gnn_by_default(stack):
     assert reply.policy == "gnn" and len(reply.assignments) == 6 and reply.total_slots == 2
     first = min(reply.assignments, key=lambda a: a.order)
     assert first.task_id == "t0"
+
+
+async def test_a_multi_objective_study_reports_a_pareto_front(stack):
+    from openautoglm.gateway.controller import pareto_front
+
+    spec = small_spec(strategy="tpe", budget={"max_trials": 4},
+                      objective={"metric": "accuracy"},
+                      extra_objectives=[{"metric": "latency_ms", "direction": "minimize"}])
+    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    assert study.state == common_pb2.STUDY_STATE_COMPLETED, study.error
+    assert all(len(t.extra_objective_values) == 1 and t.extra_objective_values[0] == t.metrics["latency_ms"] > 0
+               for t in study.trials)
+    front = set(study.pareto_trial_ids)
+    assert front and front == set(pareto_front(study))
+    best_accuracy = max(t.metrics["accuracy"] for t in study.trials)
+    fastest = min(t.metrics["latency_ms"] for t in study.trials)
+    assert any(t.metrics["accuracy"] == best_accuracy for t in study.trials if t.id in front)
+    assert any(t.metrics["latency_ms"] == fastest for t in study.trials if t.id in front)
+
+
+def test_multi_objective_specs_are_checked():
+    from openautoglm.common.spec import SpecError
+
+    with pytest.raises(SpecError) as info:
+        validate_dict(small_spec(strategy="bandit", extra_objectives=[{"metric": "latency_ms", "direction": "minimize"}]))
+    assert info.value.field == "strategy"
+    with pytest.raises(SpecError) as info:
+        validate_dict(small_spec(extra_objectives=[{"metric": "speed"}]))
+    assert info.value.field == "extra_objectives[0].terms.speed"

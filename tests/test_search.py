@@ -244,3 +244,17 @@ def test_candidates_a_caller_lost_are_proposed_again(tmp_path):
     assert again[0].hyperparameters == lost.hyperparameters
     rest, exhausted = search.propose(4, known={first[0].id, lost.id})
     assert len(rest) == 2 and exhausted and lost.id not in {c.id for c in rest}
+
+
+def test_pareto_front_keeps_exactly_the_non_dominated_trials():
+    from openautoglm.common.spec import spec_to_proto
+    from openautoglm.gateway.controller import pareto_front
+    from openautoglm.v1 import common_pb2
+
+    spec = spec_to_proto(validate_dict(small_spec(objective={"metric": "accuracy"},
+                                                  extra_objectives=[{"metric": "latency_ms", "direction": "minimize"}])))
+    study = common_pb2.Study(spec=spec)
+    for i, (acc, ms) in enumerate([(0.9, 5.0), (0.8, 2.0), (0.7, 3.0), (0.9, 6.0), (0.95, 9.0)]):
+        study.trials.add(id=f"t{i}", status=common_pb2.TRIAL_STATUS_SUCCEEDED, objective_value=acc, extra_objective_values=[ms])
+    study.trials.add(id="failed", status=common_pb2.TRIAL_STATUS_FAILED, objective_value=1.0, extra_objective_values=[0.1])
+    assert pareto_front(study) == ["t0", "t1", "t4"]

@@ -44,6 +44,9 @@ METRICS_BY_TASK = {
     "classification": ("accuracy", "macro_f1"),
     "generation": ("bleu", "chrf", "rouge_l", "exact_match", "perplexity", "embedding_similarity"),
 }
+# Measured by the trainer on the trained model, for any task (multi-objective trade-offs).
+MODEL_COST_METRICS = ("params_m", "latency_ms")
+METRICS_BY_TASK = {task: names + MODEL_COST_METRICS for task, names in METRICS_BY_TASK.items()}
 DEFAULT_METRIC = {"classification": "accuracy", "generation": "rouge_l"}
 INPUT_SLOT = "input"
 
@@ -260,6 +263,7 @@ class StudySpecModel(_Strict):
     training: TrainingModel = Field(default_factory=TrainingModel)
     warm_start: WarmStartModel = Field(default_factory=WarmStartModel)
     pruner: Literal["none", "median", "successive_halving"] = "none"
+    extra_objectives: list[ObjectiveModel] = Field(default_factory=list)
 
     @field_validator("strategy")
     @classmethod
@@ -275,6 +279,20 @@ class StudySpecModel(_Strict):
         known = (info.context or {}).get("metrics", {}).get(self.task) or known_metrics(self.task)
         if self.model.builtin == "minilm" and self.task != "classification":
             raise _FieldError(("model", "builtin"), "the MiniLM encoder does classification only")
+        for i, extra in enumerate(self.extra_objectives):
+            if not extra.terms:
+                raise _FieldError(("extra_objectives", i, "terms"), "give 'metric' or 'terms'")
+            for metric in extra.terms:
+                if metric not in known:
+                    raise _FieldError(("extra_objectives", i, "terms", metric),
+                                      f"unknown metric {metric!r} for a {self.task} task; expected one of {', '.join(known)}")
+        if self.extra_objectives:
+            if self.strategy not in ("grid", "random", "tpe"):
+                raise _FieldError(("strategy",), f"a multi-objective study needs grid, random or tpe, not {self.strategy!r}")
+            if self.pruner != "none":
+                raise _FieldError(("pruner",), "pruning is for single-objective studies")
+            if self.warm_start.from_study_id or self.warm_start.trials_path:
+                raise _FieldError(("warm_start",), "warm start is for single-objective studies")
         for metric in self.objective.terms:
             if metric not in known:
                 raise _FieldError(
@@ -464,6 +482,14 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
         training=common_pb2.TrainingOptions(**model.training.model_dump()),
         warm_start=common_pb2.WarmStart(**model.warm_start.model_dump()),
         pruner=model.pruner,
+        extra_objectives=[_objective_to_proto(o) for o in model.extra_objectives],
+    )
+
+
+def _objective_to_proto(objective: "ObjectiveModel") -> common_pb2.Objective:
+    return common_pb2.Objective(
+        terms=[common_pb2.ObjectiveTerm(metric=m, weight=w) for m, w in objective.terms.items()],
+        direction=_DIRECTIONS[objective.direction],
     )
 
 
@@ -518,6 +544,11 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
         },
         "warm_start": {"from_study_id": spec.warm_start.from_study_id, "trials_path": spec.warm_start.trials_path},
         "pruner": spec.pruner or "none",
+        "extra_objectives": [
+            {"terms": {t.metric: t.weight for t in o.terms},
+             "direction": {v: k for k, v in _DIRECTIONS.items()}.get(o.direction, "maximize")}
+            for o in spec.extra_objectives
+        ],
     }
     try:
         return validate_dict(data, metrics)

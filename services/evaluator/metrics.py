@@ -130,8 +130,11 @@ def embedding_similarity(predictions, references) -> float:
     return float(f1.sum()) / len(references)
 
 
-def _perplexity_not_given(predictions, references) -> float:
-    raise MetricError("model_metrics", "perplexity is measured by the trainer on its model; none was given")
+def _from_model(name: str):
+    def missing(predictions, references) -> float:
+        raise MetricError("model_metrics", f"{name} is measured by the trainer on its model; none was given")
+
+    return missing
 
 
 BUILTIN: dict[str, Metric] = {
@@ -144,7 +147,11 @@ BUILTIN: dict[str, Metric] = {
         Metric("rouge_l", ("generation",), True, "mean ROUGE-L F-measure (rouge-score)", rouge_l),
         Metric("exact_match", ("generation",), True, "fraction of outputs equal to the reference", exact_match),
         Metric("perplexity", ("generation",), False, "held-out perplexity of the trained model (from the trainer)",
-               _perplexity_not_given, from_model=True),
+               _from_model("perplexity"), from_model=True),
+        Metric("params_m", TASKS, False, "parameters of the trained model, in millions (from the trainer)",
+               _from_model("params_m"), from_model=True),
+        Metric("latency_ms", TASKS, False, "held-out inference time per example, ms (from the trainer)",
+               _from_model("latency_ms"), from_model=True),
         Metric("embedding_similarity", ("generation",), True, "mean BERTScore F1 on all-MiniLM-L6-v2 (bert-score)",
                embedding_similarity),
     )
@@ -189,6 +196,7 @@ def evaluate(
     metrics: Sequence[str] = (),
     objective: dict[str, float] | None = None,
     model_metrics: dict[str, float] | None = None,
+    extra_objectives: Sequence[dict[str, float]] = (),
 ) -> tuple[dict[str, float], float]:
     """Compute the metrics (default: the task's cheap ones) and the weighted objective."""
     if len(predictions) != len(references):
@@ -199,8 +207,8 @@ def evaluate(
     model_metrics = model_metrics or {}
     known = registry()
     requested = list(metrics) or list(DEFAULT_METRICS[task])
-    requested += [m for m in model_metrics if m in known and task in known[m].tasks]
-    wanted = list(dict.fromkeys([*requested, *objective]))
+    requested += [m for m in model_metrics if m in known and task in known[m].tasks and m not in ("params_m", "latency_ms")]
+    wanted = list(dict.fromkeys([*requested, *objective, *(m for extra in extra_objectives for m in extra)]))
     for i, name in enumerate(wanted):
         metric = known.get(name)
         if metric is None:
@@ -219,5 +227,9 @@ def evaluate(
             raise
         except Exception as err:
             raise ScorerFailed(f"metric {name!r} failed: {err!r}") from err
-    score = sum(weight * values[name] for name, weight in objective.items())
-    return values, float(score)
+    return values, weighted(values, objective)
+
+
+def weighted(values: dict[str, float], terms: dict[str, float]) -> float:
+    """An objective's value: the weighted sum of its metrics."""
+    return float(sum(weight * values[name] for name, weight in terms.items()))

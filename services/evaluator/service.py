@@ -36,7 +36,9 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
                     list(request.metrics),
                     objective_terms(request.objective),
                     dict(request.model_metrics),
+                    [objective_terms(o) for o in request.extra_objectives],
                 )
+                extras = [metrics.weighted(values, objective_terms(o)) for o in request.extra_objectives]
         except metrics.MetricError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         except metrics.ScorerFailed as err:
@@ -50,7 +52,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
                 candidate_id=request.candidate_id,
             )
             await self._publish(events.SUBJECT_EVALUATED, event)
-        return evaluator_pb2.EvaluateResponse(metrics=values, objective_value=score)
+        return evaluator_pb2.EvaluateResponse(metrics=values, objective_value=score, extra_objective_values=extras)
 
     async def ListMetrics(self, request, context):
         return evaluator_pb2.ListMetricsResponse(

@@ -138,7 +138,7 @@ class StudySearch:
             storage=storage,
             sampler=self._sampler(),
             pruner=self._pruner(),
-            direction="maximize" if spec.objective.direction == "maximize" else "minimize",
+            directions=[o.direction for o in (spec.objective, *spec.extra_objectives)],
             load_if_exists=True,
         )
         existing = self.study.get_trials(deepcopy=False)
@@ -297,7 +297,7 @@ class StudySearch:
             exhausted = self.exhausted or duplicates >= MAX_DUPLICATE_DRAWS
         return out, exhausted
 
-    def feedback(self, candidate_id: str, value: float | None, pruned: bool = False) -> bool:
+    def feedback(self, candidate_id: str, value: float | None, pruned: bool = False, extra: list[float] = ()) -> bool:
         """Record a candidate's objective value (None = failed); False if already recorded."""
         with self.lock:
             number = self.trial_of.get(candidate_id)
@@ -310,7 +310,9 @@ class StudySearch:
             elif value is None:
                 self.study.tell(number, state=optuna.trial.TrialState.FAIL)
             else:
-                self.study.tell(number, value)
+                if len(extra) != len(self.spec.extra_objectives):
+                    raise ValueError(f"expected {len(self.spec.extra_objectives)} extra objective values, got {len(extra)}")
+                self.study.tell(number, [value, *extra] if extra else value)
                 if self.policy is not None:
                     self.policy.observe(self.study.get_trials(deepcopy=False)[number].params, self._reward(value))
             return True

@@ -53,11 +53,12 @@ class PromptGeneratorCore:
                 self.studies[study_id] = search
             return search
 
-    async def feedback(self, study_id: str, candidate_id: str, value: float | None, pruned: bool = False) -> bool:
+    async def feedback(self, study_id: str, candidate_id: str, value: float | None, pruned: bool = False,
+                       extra: list[float] = ()) -> bool:
         search = self.studies.get(study_id)
         if search is None:
             raise KeyError(study_id)
-        return await asyncio.to_thread(search.feedback, candidate_id, value, pruned)
+        return await asyncio.to_thread(search.feedback, candidate_id, value, pruned, list(extra))
 
     async def report(self, study_id: str, candidate_id: str, step: int, value: float) -> bool:
         search = self.studies.get(study_id)
@@ -121,10 +122,13 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
     async def Feedback(self, request, context):
         try:
             recorded = await self.core.feedback(
-                request.study_id, request.candidate_id, None if request.failed else request.objective_value, request.pruned
+                request.study_id, request.candidate_id, None if request.failed else request.objective_value, request.pruned,
+                request.extra_objective_values,
             )
         except KeyError as err:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown study or candidate: {err.args[0]}")
+        except ValueError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"extra_objective_values: {err}")
         return prompt_generator_pb2.FeedbackResponse(recorded=recorded)
 
     async def ReportIntermediate(self, request, context):
@@ -151,6 +155,9 @@ class PromptGeneratorApp:
     async def _on_evaluated(self, msg, ctx):
         event = events_pb2.TrialEvaluatedEvent.FromString(msg.data)
         with telemetry.tracer().start_as_current_span("reward", context=ctx):
+            search = self.core.studies.get(event.meta.study_id)
+            if search is not None and search.spec.extra_objectives:
+                return  # multi-objective rewards need every objective: they come through Feedback
             try:
                 await self.core.feedback(event.meta.study_id, event.candidate_id, event.objective_value)
             except KeyError:

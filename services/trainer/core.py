@@ -239,7 +239,10 @@ def run_trial(
         ckpt_dir, job.key(), progress, stop, prune, epoch_end,
     )
     rank, _ = loop.distributed()
+    timer = time.perf_counter()
     predictions, model_metrics = _predict(model, tokenizer, encoder, job, held_out, labels, device)
+    model_metrics["latency_ms"] = (time.perf_counter() - timer) * 1000 / max(len(held_out), 1)
+    model_metrics["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
     artifact = _save(model, tokenizer, artifacts_dir / job.study_id / job.trial_id) if rank == 0 else None
     if ckpt_dir is not None and rank == 0:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # the trial is done: its result is the artifact

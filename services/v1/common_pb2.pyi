@@ -209,7 +209,7 @@ class Budget(_message.Message):
     def __init__(self, max_trials: _Optional[int] = ..., max_wall_seconds: _Optional[float] = ..., parallelism: _Optional[int] = ...) -> None: ...
 
 class StudySpec(_message.Message):
-    __slots__ = ("name", "task", "dataset", "model", "search_space", "objective", "strategy", "budget", "seed", "training", "warm_start", "pruner")
+    __slots__ = ("name", "task", "dataset", "model", "search_space", "objective", "strategy", "budget", "seed", "training", "warm_start", "pruner", "extra_objectives")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -222,6 +222,7 @@ class StudySpec(_message.Message):
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     WARM_START_FIELD_NUMBER: _ClassVar[int]
     PRUNER_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: TaskType
     dataset: DatasetSpec
@@ -234,7 +235,8 @@ class StudySpec(_message.Message):
     training: TrainingOptions
     warm_start: WarmStart
     pruner: str
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., strategy: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[TrainingOptions, _Mapping]] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ..., pruner: _Optional[str] = ...) -> None: ...
+    extra_objectives: _containers.RepeatedCompositeFieldContainer[Objective]
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., strategy: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[TrainingOptions, _Mapping]] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ..., pruner: _Optional[str] = ..., extra_objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ...) -> None: ...
 
 class WarmStart(_message.Message):
     __slots__ = ("from_study_id", "trials_path")
@@ -305,7 +307,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., template_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., prompt: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("id", "study_id", "number", "candidate", "status", "metrics", "objective_value", "error", "trainer_id", "train_loss", "created_at", "finished_at", "artifact_path", "precision", "skipped_steps")
+    __slots__ = ("id", "study_id", "number", "candidate", "status", "metrics", "objective_value", "error", "trainer_id", "train_loss", "created_at", "finished_at", "artifact_path", "precision", "skipped_steps", "extra_objective_values")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +330,7 @@ class Trial(_message.Message):
     ARTIFACT_PATH_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_OBJECTIVE_VALUES_FIELD_NUMBER: _ClassVar[int]
     id: str
     study_id: str
     number: int
@@ -343,10 +346,11 @@ class Trial(_message.Message):
     artifact_path: str
     precision: str
     skipped_steps: int
-    def __init__(self, id: _Optional[str] = ..., study_id: _Optional[str] = ..., number: _Optional[int] = ..., candidate: _Optional[_Union[Candidate, _Mapping]] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., error: _Optional[str] = ..., trainer_id: _Optional[str] = ..., train_loss: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., artifact_path: _Optional[str] = ..., precision: _Optional[str] = ..., skipped_steps: _Optional[int] = ...) -> None: ...
+    extra_objective_values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, id: _Optional[str] = ..., study_id: _Optional[str] = ..., number: _Optional[int] = ..., candidate: _Optional[_Union[Candidate, _Mapping]] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., error: _Optional[str] = ..., trainer_id: _Optional[str] = ..., train_loss: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., artifact_path: _Optional[str] = ..., precision: _Optional[str] = ..., skipped_steps: _Optional[int] = ..., extra_objective_values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("id", "spec", "state", "trace_id", "trials", "best_trial_id", "error", "created_at", "updated_at")
+    __slots__ = ("id", "spec", "state", "trace_id", "trials", "best_trial_id", "error", "created_at", "updated_at", "pareto_trial_ids")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -356,6 +360,7 @@ class Study(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PARETO_TRIAL_IDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: StudySpec
     state: StudyState
@@ -365,4 +370,5 @@ class Study(_message.Message):
     error: str
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., trace_id: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial_id: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    pareto_trial_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., trace_id: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial_id: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pareto_trial_ids: _Optional[_Iterable[str]] = ...) -> None: ...

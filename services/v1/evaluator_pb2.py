@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from openautoglm.v1 import common_pb2 as openautoglm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenautoglm/v1/evaluator.proto\x12\x0eopenautoglm.v1\x1a\x1bopenautoglm/v1/common.proto\"\xda\x02\n\x0f\x45valuateRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12&\n\x04task\x18\x03 \x01(\x0e\x32\x18.openautoglm.v1.TaskType\x12\x13\n\x0bpredictions\x18\x04 \x03(\t\x12\x12\n\nreferences\x18\x05 \x03(\t\x12\x0f\n\x07metrics\x18\x06 \x03(\t\x12,\n\tobjective\x18\x07 \x01(\x0b\x32\x19.openautoglm.v1.Objective\x12\x14\n\x0c\x63\x61ndidate_id\x18\x08 \x01(\t\x12H\n\rmodel_metrics\x18\t \x03(\x0b\x32\x31.openautoglm.v1.EvaluateRequest.ModelMetricsEntry\x1a\x33\n\x11ModelMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x9b\x01\n\x10\x45valuateResponse\x12>\n\x07metrics\x18\x01 \x03(\x0b\x32-.openautoglm.v1.EvaluateResponse.MetricsEntry\x12\x17\n\x0fobjective_value\x18\x02 \x01(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x14\n\x12ListMetricsRequest\"r\n\nMetricInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05tasks\x18\x02 \x03(\x0e\x32\x18.openautoglm.v1.TaskType\x12\x18\n\x10higher_is_better\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"B\n\x13ListMetricsResponse\x12+\n\x07metrics\x18\x01 \x03(\x0b\x32\x1a.openautoglm.v1.MetricInfo2\xb2\x01\n\tEvaluator\x12M\n\x08\x45valuate\x12\x1f.openautoglm.v1.EvaluateRequest\x1a .openautoglm.v1.EvaluateResponse\x12V\n\x0bListMetrics\x12\".openautoglm.v1.ListMetricsRequest\x1a#.openautoglm.v1.ListMetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenautoglm/v1/evaluator.proto\x12\x0eopenautoglm.v1\x1a\x1bopenautoglm/v1/common.proto\"\x8f\x03\n\x0f\x45valuateRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12&\n\x04task\x18\x03 \x01(\x0e\x32\x18.openautoglm.v1.TaskType\x12\x13\n\x0bpredictions\x18\x04 \x03(\t\x12\x12\n\nreferences\x18\x05 \x03(\t\x12\x0f\n\x07metrics\x18\x06 \x03(\t\x12,\n\tobjective\x18\x07 \x01(\x0b\x32\x19.openautoglm.v1.Objective\x12\x14\n\x0c\x63\x61ndidate_id\x18\x08 \x01(\t\x12H\n\rmodel_metrics\x18\t \x03(\x0b\x32\x31.openautoglm.v1.EvaluateRequest.ModelMetricsEntry\x12\x33\n\x10\x65xtra_objectives\x18\n \x03(\x0b\x32\x19.openautoglm.v1.Objective\x1a\x33\n\x11ModelMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xbb\x01\n\x10\x45valuateResponse\x12>\n\x07metrics\x18\x01 \x03(\x0b\x32-.openautoglm.v1.EvaluateResponse.MetricsEntry\x12\x17\n\x0fobjective_value\x18\x02 \x01(\x01\x12\x1e\n\x16\x65xtra_objective_values\x18\x03 \x03(\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\x14\n\x12ListMetricsRequest\"r\n\nMetricInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05tasks\x18\x02 \x03(\x0e\x32\x18.openautoglm.v1.TaskType\x12\x18\n\x10higher_is_better\x18\x03 \x01(\x08\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\"B\n\x13ListMetricsResponse\x12+\n\x07metrics\x18\x01 \x03(\x0b\x32\x1a.openautoglm.v1.MetricInfo2\xb2\x01\n\tEvaluator\x12M\n\x08\x45valuate\x12\x1f.openautoglm.v1.EvaluateRequest\x1a .openautoglm.v1.EvaluateResponse\x12V\n\x0bListMetrics\x12\".openautoglm.v1.ListMetricsRequest\x1a#.openautoglm.v1.ListMetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,19 +37,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EVALUATERESPONSE_METRICSENTRY']._loaded_options = None
   _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_EVALUATEREQUEST']._serialized_start=80
-  _globals['_EVALUATEREQUEST']._serialized_end=426
-  _globals['_EVALUATEREQUEST_MODELMETRICSENTRY']._serialized_start=375
-  _globals['_EVALUATEREQUEST_MODELMETRICSENTRY']._serialized_end=426
-  _globals['_EVALUATERESPONSE']._serialized_start=429
-  _globals['_EVALUATERESPONSE']._serialized_end=584
-  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_start=538
-  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_end=584
-  _globals['_LISTMETRICSREQUEST']._serialized_start=586
-  _globals['_LISTMETRICSREQUEST']._serialized_end=606
-  _globals['_METRICINFO']._serialized_start=608
-  _globals['_METRICINFO']._serialized_end=722
-  _globals['_LISTMETRICSRESPONSE']._serialized_start=724
-  _globals['_LISTMETRICSRESPONSE']._serialized_end=790
-  _globals['_EVALUATOR']._serialized_start=793
-  _globals['_EVALUATOR']._serialized_end=971
+  _globals['_EVALUATEREQUEST']._serialized_end=479
+  _globals['_EVALUATEREQUEST_MODELMETRICSENTRY']._serialized_start=428
+  _globals['_EVALUATEREQUEST_MODELMETRICSENTRY']._serialized_end=479
+  _globals['_EVALUATERESPONSE']._serialized_start=482
+  _globals['_EVALUATERESPONSE']._serialized_end=669
+  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_start=623
+  _globals['_EVALUATERESPONSE_METRICSENTRY']._serialized_end=669
+  _globals['_LISTMETRICSREQUEST']._serialized_start=671
+  _globals['_LISTMETRICSREQUEST']._serialized_end=691
+  _globals['_METRICINFO']._serialized_start=693
+  _globals['_METRICINFO']._serialized_end=807
+  _globals['_LISTMETRICSRESPONSE']._serialized_start=809
+  _globals['_LISTMETRICSRESPONSE']._serialized_end=875
+  _globals['_EVALUATOR']._serialized_start=878
+  _globals['_EVALUATOR']._serialized_end=1056
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class EvaluateRequest(_message.Message):
-    __slots__ = ("study_id", "trial_id", "task", "predictions", "references", "metrics", "objective", "candidate_id", "model_metrics")
+    __slots__ = ("study_id", "trial_id", "task", "predictions", "references", "metrics", "objective", "candidate_id", "model_metrics", "extra_objectives")
     class ModelMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,7 @@ class EvaluateRequest(_message.Message):
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_METRICS_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     trial_id: str
     task: _common_pb2.TaskType
@@ -34,10 +35,11 @@ class EvaluateRequest(_message.Message):
     objective: _common_pb2.Objective
     candidate_id: str
     model_metrics: _containers.ScalarMap[str, float]
-    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Iterable[str]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., candidate_id: _Optional[str] = ..., model_metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    extra_objectives: _containers.RepeatedCompositeFieldContainer[_common_pb2.Objective]
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Iterable[str]] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., candidate_id: _Optional[str] = ..., model_metrics: _Optional[_Mapping[str, float]] = ..., extra_objectives: _Optional[_Iterable[_Union[_common_pb2.Objective, _Mapping]]] = ...) -> None: ...
 
 class EvaluateResponse(_message.Message):
-    __slots__ = ("metrics", "objective_value")
+    __slots__ = ("metrics", "objective_value", "extra_objective_values")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -47,9 +49,11 @@ class EvaluateResponse(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     METRICS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_OBJECTIVE_VALUES_FIELD_NUMBER: _ClassVar[int]
     metrics: _containers.ScalarMap[str, float]
     objective_value: float
-    def __init__(self, metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ...) -> None: ...
+    extra_objective_values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., extra_objective_values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ListMetricsRequest(_message.Message):
     __slots__ = ()

@@ -85,18 +85,20 @@ class ProposeResponse(_message.Message):
     def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.Candidate, _Mapping]]] = ..., exhausted: _Optional[bool] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("study_id", "candidate_id", "objective_value", "failed", "pruned")
+    __slots__ = ("study_id", "candidate_id", "objective_value", "failed", "pruned", "extra_objective_values")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
     PRUNED_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_OBJECTIVE_VALUES_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     candidate_id: str
     objective_value: float
     failed: bool
     pruned: bool
-    def __init__(self, study_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., objective_value: _Optional[float] = ..., failed: _Optional[bool] = ..., pruned: _Optional[bool] = ...) -> None: ...
+    extra_objective_values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, study_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., objective_value: _Optional[float] = ..., failed: _Optional[bool] = ..., pruned: _Optional[bool] = ..., extra_objective_values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
     __slots__ = ("recorded",)
