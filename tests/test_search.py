@@ -258,3 +258,37 @@ def test_pareto_front_keeps_exactly_the_non_dominated_trials():
         study.trials.add(id=f"t{i}", status=common_pb2.TRIAL_STATUS_SUCCEEDED, objective_value=acc, extra_objective_values=[ms])
     study.trials.add(id="failed", status=common_pb2.TRIAL_STATUS_FAILED, objective_value=1.0, extra_objective_values=[0.1])
     assert pareto_front(study) == ["t0", "t1", "t4"]
+
+
+def _conditional_spec(strategy="tpe"):
+    spec = small_spec(strategy=strategy, budget={"max_trials": 30})
+    spec["search_space"]["hyperparameters"] = {
+        "epochs": {"type": "choice", "values": [1, 2]},
+        "weight_decay": {"type": "uniform", "low": 0.0, "high": 0.1, "when": {"epochs": [2]}},
+    }
+    return spec
+
+
+@pytest.mark.parametrize("strategy", ["random", "tpe", "bandit", "rl"])
+def test_conditional_parameters_appear_only_when_their_condition_holds(strategy):
+    search = StudySearch("cond", validate_dict(_conditional_spec(strategy)), None, RenderCache())
+    batch, _ = search.propose(12)
+    assert batch
+    for c in batch:
+        assert ("weight_decay" in c.hyperparameters) == (c.hyperparameters["epochs"] == 2)
+        search.feedback(c.id, 0.5)
+
+
+def test_conditional_specs_are_checked_and_round_trip():
+    from openautoglm.common.spec import SpecError, spec_from_proto, spec_to_proto
+
+    model = validate_dict(_conditional_spec())
+    assert spec_from_proto(spec_to_proto(model)) == model
+    bad = _conditional_spec()
+    bad["search_space"]["hyperparameters"]["weight_decay"]["when"] = {"epochs": [5]}
+    with pytest.raises(SpecError) as info:
+        validate_dict(bad)
+    assert info.value.field == "search_space.hyperparameters.weight_decay.when"
+    with pytest.raises(SpecError) as info:
+        validate_dict(_conditional_spec("grid"))
+    assert "conditional" in info.value.message

@@ -116,6 +116,8 @@ class HyperParameterModel(_Strict):
     low: float | None = None
     high: float | None = None
     step: int | None = None
+    # Conditional: {other_param: [values]}: searched only when other_param takes one of them.
+    when: dict[str, list[Scalar]] | None = None
 
     @model_validator(mode="after")
     def _domain(self) -> "HyperParameterModel":
@@ -196,6 +198,25 @@ class SearchSpaceModel(_Strict):
                 f"{', '.join(sorted(TRAINER_HYPERPARAMETERS))}"
             )
         return value
+
+    @model_validator(mode="after")
+    def _conditions(self) -> "SearchSpaceModel":
+        names = list(self.hyperparameters)
+        for i, (name, hp) in enumerate(self.hyperparameters.items()):
+            if hp.when is None:
+                continue
+            if len(hp.when) != 1:
+                raise _FieldError(("hyperparameters", name, "when"), "name exactly one hyper-parameter")
+            (parent, values), = hp.when.items()
+            other = self.hyperparameters.get(parent)
+            if other is None or names.index(parent) > i:
+                raise _FieldError(("hyperparameters", name, "when"), f"{parent!r} must be a hyper-parameter declared before {name!r}")
+            if other.type != "choice" or other.when is not None:
+                raise _FieldError(("hyperparameters", name, "when"), f"{parent!r} must be an unconditional 'choice'")
+            bad = [v for v in values if v not in other.values]
+            if not values or bad:
+                raise _FieldError(("hyperparameters", name, "when"), f"values {bad or values} are not choices of {parent!r}")
+        return self
 
     @model_validator(mode="after")
     def _variables_defined(self) -> "SearchSpaceModel":
@@ -301,6 +322,9 @@ class StudySpecModel(_Strict):
                 )
         if self.strategy == "grid":
             for name, hp in self.search_space.hyperparameters.items():
+                if hp.when is not None:
+                    raise _FieldError(("search_space", "hyperparameters", name, "when"),
+                                      "the grid strategy cannot search conditional parameters")
                 if hp.type in ("uniform", "loguniform"):
                     raise _FieldError(
                         ("search_space", "hyperparameters", name, "type"),
@@ -361,7 +385,7 @@ def validate_dict(data: Any, metrics: dict[str, list[str]] | None = None) -> Stu
         loc = tuple(first["loc"])
         ctx_err = first.get("ctx", {}).get("error")
         if isinstance(ctx_err, _FieldError):
-            loc = ctx_err.loc
+            loc = loc + ctx_err.loc  # the validator's own place, then the field inside it
         message = first["msg"].removeprefix("Value error, ")
         raise _spec_error(loc, message) from None
 
@@ -459,6 +483,10 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
             msg.log_uniform.CopyFrom(common_pb2.RealDomain(low=hp.low, high=hp.high))
         else:
             msg.int_range.CopyFrom(common_pb2.IntDomain(low=int(hp.low), high=int(hp.high), step=hp.step or 1))
+        if hp.when:
+            (parent, values), = hp.when.items()
+            msg.when_param = parent
+            msg.when_values.extend(param_to_proto(v) for v in values)
         hps.append(msg)
     return common_pb2.StudySpec(
         name=model.name,
@@ -513,6 +541,8 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
         else:
             domain = getattr(hp, kind)
             hps[hp.name] = {"type": "uniform" if kind == "uniform" else "loguniform", "low": domain.low, "high": domain.high}
+        if hp.when_param:
+            hps[hp.name]["when"] = {hp.when_param: [param_from_proto(v) for v in hp.when_values]}
     budget = spec.budget
     data = {
         "name": spec.name,
@@ -599,6 +629,10 @@ def prior_params(space: SearchSpaceModel, template_id: str, variables: dict, hyp
         raise ValueError(f"hyper-parameter(s) {', '.join(unknown)} are not in the search space")
     out = {}
     for name, hp in space.hyperparameters.items():
+        if not is_active(hp, out):
+            if name in hyperparameters:
+                raise ValueError(f"hyper-parameter {name!r} is set but its condition {hp.when} does not hold")
+            continue
         if name not in hyperparameters:
             raise ValueError(f"hyper-parameter {name!r} is missing")
         value = hyperparameters[name]
@@ -615,6 +649,14 @@ def prior_params(space: SearchSpaceModel, template_id: str, variables: dict, hyp
                 value = int(value)
         out[name] = value
     return out
+
+
+def is_active(hp: HyperParameterModel, chosen: dict) -> bool:
+    """Whether a (possibly conditional) hyper-parameter applies, given the values chosen so far."""
+    if not hp.when:
+        return True
+    (parent, values), = hp.when.items()
+    return parent in chosen and chosen[parent] in values
 
 
 def load_prior_trials(path: str | Path) -> list[dict]:

@@ -27,6 +27,7 @@ from openautoglm.common.spec import (
     render,
     template_fields,
     INPUT_SLOT,
+    is_active,
 )
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ def render_all(
 def _distribution_size(space) -> int | None:
     """Number of distinct hyper-parameter settings, or None if any is continuous."""
     size = 1
+    if any(hp.when for hp in space.hyperparameters.values()):
+        return None  # conditional spaces: exhaustion shows as repeated draws instead
     for hp in space.hyperparameters.values():
         if hp.type == "choice":
             size *= len(hp.values)
@@ -235,6 +238,8 @@ class StudySearch:
         prompt = self._by_key[trial.suggest_categorical(PROMPT_PARAM, [p.key for p in self.prompts])]
         params: dict = {}
         for name, hp in self.spec.search_space.hyperparameters.items():
+            if not is_active(hp, params):
+                continue  # a conditional parameter whose condition does not hold
             if hp.type == "choice":
                 params[name] = trial.suggest_categorical(name, list(hp.values))
             elif hp.type == "uniform":

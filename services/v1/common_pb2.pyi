@@ -155,18 +155,22 @@ class IntDomain(_message.Message):
     def __init__(self, low: _Optional[int] = ..., high: _Optional[int] = ..., step: _Optional[int] = ...) -> None: ...
 
 class HyperParameter(_message.Message):
-    __slots__ = ("name", "choice", "uniform", "log_uniform", "int_range")
+    __slots__ = ("name", "choice", "uniform", "log_uniform", "int_range", "when_param", "when_values")
     NAME_FIELD_NUMBER: _ClassVar[int]
     CHOICE_FIELD_NUMBER: _ClassVar[int]
     UNIFORM_FIELD_NUMBER: _ClassVar[int]
     LOG_UNIFORM_FIELD_NUMBER: _ClassVar[int]
     INT_RANGE_FIELD_NUMBER: _ClassVar[int]
+    WHEN_PARAM_FIELD_NUMBER: _ClassVar[int]
+    WHEN_VALUES_FIELD_NUMBER: _ClassVar[int]
     name: str
     choice: ChoiceDomain
     uniform: RealDomain
     log_uniform: RealDomain
     int_range: IntDomain
-    def __init__(self, name: _Optional[str] = ..., choice: _Optional[_Union[ChoiceDomain, _Mapping]] = ..., uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., log_uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., int_range: _Optional[_Union[IntDomain, _Mapping]] = ...) -> None: ...
+    when_param: str
+    when_values: _containers.RepeatedCompositeFieldContainer[ParamValue]
+    def __init__(self, name: _Optional[str] = ..., choice: _Optional[_Union[ChoiceDomain, _Mapping]] = ..., uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., log_uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., int_range: _Optional[_Union[IntDomain, _Mapping]] = ..., when_param: _Optional[str] = ..., when_values: _Optional[_Iterable[_Union[ParamValue, _Mapping]]] = ...) -> None: ...
 
 class SearchSpace(_message.Message):
     __slots__ = ("templates", "variables", "hyperparameters", "instructions", "instruction_positions")
