@@ -222,6 +222,8 @@ class StudyController:
                 timeout=RPC_DEADLINE
             )
             span.set_attribute("openautoglm.proposed", len(reply.candidates))
+            if reply.render_cache_lookups:
+                span.set_attribute("openautoglm.render_cache_hit_rate", reply.render_cache_hits / reply.render_cache_lookups)
             if not reply.candidates:
                 return reply.exhausted
             number = len(study.trials)

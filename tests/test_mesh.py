@@ -303,3 +303,13 @@ def test_multi_objective_specs_are_checked():
     with pytest.raises(SpecError) as info:
         validate_dict(small_spec(extra_objectives=[{"metric": "speed"}]))
     assert info.value.field == "extra_objectives[0].terms.speed"
+
+
+async def test_propose_reports_the_render_cache_hit_rate(stack):
+    spec = spec_proto()
+    async with grpc.aio.insecure_channel(stack.address("prompt-generator")) as channel:
+        stub = prompt_generator_pb2_grpc.PromptGeneratorStub(channel)
+        await stub.Propose(prompt_generator_pb2.ProposeRequest(study_id="cache-a", spec=spec, count=1), timeout=10)
+        reply = await stub.Propose(prompt_generator_pb2.ProposeRequest(study_id="cache-b", spec=spec, count=1), timeout=10)
+    # Study b renders the same templates for the same model: every one of its renders is a hit.
+    assert reply.render_cache_lookups >= 4 and reply.render_cache_hits >= 2

@@ -105,6 +105,8 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
             span.set_attribute("openautoglm.strategy", search.spec.strategy)
             candidates, exhausted = await asyncio.to_thread(search.propose, request.count, set(request.known_candidate_ids))
             span.set_attribute("openautoglm.proposed", len(candidates))
+            cache = self.core.cache
+            span.set_attribute("openautoglm.render_cache_hit_rate", cache.hits / cache.lookups if cache.lookups else 0.0)
         return prompt_generator_pb2.ProposeResponse(
             candidates=[
                 common_pb2.Candidate(
@@ -117,6 +119,8 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
                 for c in candidates
             ],
             exhausted=exhausted,
+            render_cache_hits=self.core.cache.hits,
+            render_cache_lookups=self.core.cache.lookups,
         )
 
     async def Feedback(self, request, context):

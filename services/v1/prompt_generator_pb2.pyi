@@ -77,12 +77,16 @@ class ProposeRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., count: _Optional[int] = ..., prior_trials: _Optional[_Iterable[_Union[_common_pb2.PriorTrial, _Mapping]]] = ..., known_candidate_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ProposeResponse(_message.Message):
-    __slots__ = ("candidates", "exhausted")
+    __slots__ = ("candidates", "exhausted", "render_cache_hits", "render_cache_lookups")
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     EXHAUSTED_FIELD_NUMBER: _ClassVar[int]
+    RENDER_CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    RENDER_CACHE_LOOKUPS_FIELD_NUMBER: _ClassVar[int]
     candidates: _containers.RepeatedCompositeFieldContainer[_common_pb2.Candidate]
     exhausted: bool
-    def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.Candidate, _Mapping]]] = ..., exhausted: _Optional[bool] = ...) -> None: ...
+    render_cache_hits: int
+    render_cache_lookups: int
+    def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.Candidate, _Mapping]]] = ..., exhausted: _Optional[bool] = ..., render_cache_hits: _Optional[int] = ..., render_cache_lookups: _Optional[int] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
     __slots__ = ("study_id", "candidate_id", "objective_value", "failed", "pruned", "extra_objective_values")
