@@ -377,11 +377,7 @@ class StudyController:
         trial.trainer_id = event.trainer_id
         trial.finished_at.CopyFrom(now_ts())
         self.store.save_trial(trial)
-        try:
-            await self.peers.prompt_generator.Feedback(prompt_generator_pb2.FeedbackRequest(
-                study_id=study.id, candidate_id=trial.candidate.id, pruned=True), timeout=RPC_DEADLINE)
-        except grpc.aio.AioRpcError as err:
-            log.warning("pruned feedback for %s not delivered: %s", trial.id, err.code().name)
+        await self._feedback(study.id, trial, 0.0, failed=False, pruned=True)
         self._notify(study.id, "trial.pruned")
         self._wake(study.id)
 
@@ -442,11 +438,11 @@ class StudyController:
         self._notify(study.id, "trial.failed")
         self._wake(study.id)
 
-    async def _feedback(self, study_id: str, trial, value: float, failed: bool) -> None:
+    async def _feedback(self, study_id: str, trial, value: float, failed: bool, pruned: bool = False) -> None:
         try:
             await self.peers.prompt_generator.Feedback(prompt_generator_pb2.FeedbackRequest(
-                study_id=study_id, candidate_id=trial.candidate.id, objective_value=value, failed=failed,
-                extra_objective_values=[] if failed else list(trial.extra_objective_values),
+                study_id=study_id, candidate_id=trial.candidate.id, objective_value=value, failed=failed, pruned=pruned,
+                extra_objective_values=[] if failed or pruned else list(trial.extra_objective_values),
             ), timeout=RPC_DEADLINE)
         except grpc.aio.AioRpcError as err:
             # The evaluated event carries the reward too; a lost call only delays learning.

@@ -500,10 +500,7 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
             instructions=space.instructions,
             instruction_positions=space.instruction_position,
         ),
-        objective=common_pb2.Objective(
-            terms=[common_pb2.ObjectiveTerm(metric=m, weight=w) for m, w in model.objective.terms.items()],
-            direction=_DIRECTIONS[model.objective.direction],
-        ),
+        objective=_objective_to_proto(model.objective),
         strategy=model.strategy,
         budget=common_pb2.Budget(**model.budget.model_dump()),
         seed=model.seed,
