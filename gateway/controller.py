@@ -1,8 +1,13 @@
 """The study controller: drives each study from creation to its best candidate.
 
 A driver task per running study keeps up to `slots` trials in flight: it asks the
-prompt-generator for candidates, has the scheduler order their task DAG onto the trainers'
-capacity, and publishes one `autoglm.trial.train` job per candidate in plan order. Trial events
+prompt-generator for candidates and records them as queued trials. One packer, shared by all
+studies, then asks the scheduler to pack every study's queued trials onto the trainers' free
+slots (memory per slot, concurrent slots) and publishes each placed trial's job on that trainer's
+own subject (`autoglm.trial.train.<trainer id>`). It packs again whenever work arrives or leaves a
+slot, when the scheduler announces that a trainer joined, left or failed
+(`autoglm.cluster.changed`), and every few seconds regardless; trials placed on a trainer that
+is gone are re-queued and placed elsewhere (their attempt counts up). Trial events
 from the trainers (progress, trained, failed) arrive on a durable JetStream consumer; a trained
 trial is scored by the evaluator and its objective fed back to the prompt-generator. State lives
 in the StudyStore after every step, so a restarted gateway resumes running studies, and every
@@ -23,7 +28,8 @@ import grpc
 from opentelemetry import trace
 
 from openautoglm.common import events, telemetry
-from openautoglm.common.spec import maximize
+from openautoglm.common.resources import estimate_trial_memory_mb
+from openautoglm.common.spec import maximize, param_from_proto
 from openautoglm.gateway.store import StudyStore, now_ts
 from openautoglm.v1 import (
     common_pb2,
@@ -49,6 +55,36 @@ RPC_DEADLINE = 30.0
 # How long a reading of the trainers' total slots is reused before asking the scheduler again.
 CAPACITY_TTL_SECONDS = 5.0
 EVALUATE_DEADLINE = 120.0
+# The packer runs at least this often, so a lost cluster event only delays placement.
+PACK_INTERVAL_SECONDS = 2.0
+
+
+def trial_memory_mb(spec: common_pb2.StudySpec, candidate: common_pb2.Candidate) -> float:
+    """What one trial needs on its trainer: the study's statement, else the estimate."""
+    if spec.training.memory_mb > 0:
+        return spec.training.memory_mb
+    batch = candidate.hyperparameters.get("batch_size")
+    batch_size = int(param_from_proto(batch) or 0) if batch is not None else 0
+    return estimate_trial_memory_mb(spec.model.builtin, spec.model.path, spec.model.tuning, batch_size,
+                                    spec.training.max_length)
+
+
+def largest_trial_memory_mb(spec: common_pb2.StudySpec) -> float:
+    """The need of the study's largest trial (its largest batch size)."""
+    largest = 0
+    for hp in spec.search_space.hyperparameters:
+        if hp.name == "batch_size":
+            if hp.WhichOneof("domain") == "choice":
+                largest = max(int(param_from_proto(v) or 0) for v in hp.choice.values)
+            elif hp.WhichOneof("domain") == "int_range":
+                largest = int(hp.int_range.high)
+    return trial_memory_mb(spec, common_pb2.Candidate(hyperparameters={"batch_size": common_pb2.ParamValue(integer=largest)}))
+
+
+def trial_compute_seconds(candidate: common_pb2.Candidate) -> float:
+    """A relative cost for the scheduler's ordering: proportional to the epochs trained."""
+    epochs = candidate.hyperparameters.get("epochs")
+    return 2.0 * max(int(param_from_proto(epochs) or 1) if epochs is not None else 3, 1)
 
 
 class Peers:
@@ -86,6 +122,10 @@ class StudyController:
         self._watchers: dict[str, set[asyncio.Queue]] = {}
         self._root_spans: dict[str, trace.Span] = {}
         self._capacity: tuple[float, int] = (0.0, 0)
+        self._pack_lock = asyncio.Lock()
+        self._repack = asyncio.Event()
+        self._packer: asyncio.Task | None = None
+        self._unfit_logged: set[str] = set()
 
     # --- lifecycle -----------------------------------------------------------------------------
     async def create(self, spec: common_pb2.StudySpec, request_id: str,
@@ -110,6 +150,21 @@ class StudyController:
         self._start_driver(study_id)
         return study
 
+    def start_packer(self) -> None:
+        self._packer = asyncio.create_task(self._pack_loop(), name="packer")
+
+    def request_pack(self) -> None:
+        """Something changed (a slot freed, a trainer joined or left): pack again soon."""
+        self._repack.set()
+
+    async def on_cluster_changed(self, msg) -> None:
+        with contextlib.suppress(Exception):
+            change = events_pb2.ClusterChanged.FromString(msg.data)
+            log.info("cluster changed: joined %s, left %s; %d trainers live", list(change.joined),
+                     list(change.left), len(change.workers))
+            self._capacity = (0.0, 0)  # re-read the slot count at the next dispatch
+        self.request_pack()
+
     def resume_running(self) -> None:
         """After a restart: drive every study the store says is still running."""
         for study_id in self.store.studies_in_state(S.STUDY_STATE_RUNNING):
@@ -122,16 +177,21 @@ class StudyController:
             return study
         for trial in study.trials:
             if trial.status in IN_FLIGHT:
+                placed = bool(trial.assigned_worker_id)
                 trial.status = S.TRIAL_STATUS_CANCELLED
                 trial.finished_at.CopyFrom(now_ts())
                 self.store.save_trial(trial)
+                if placed:  # free its trainer slot for other studies' work
+                    await self._request_stop(study.id, trial.id, "study cancelled")
         await self._finish(study_id, S.STUDY_STATE_CANCELLED, "cancelled by request")
+        self.request_pack()
         return self.store.study(study_id)
 
     async def stop(self) -> None:
-        for task in self._drivers.values():
+        tasks = [*self._drivers.values(), *([self._packer] if self._packer else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._drivers.values():
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
@@ -162,7 +222,7 @@ class StudyController:
                 # them: enqueue every still-queued trial again (de-duplicated by job id).
                 study = self.store.study(study_id)
                 for trial in study.trials:
-                    if trial.status == S.TRIAL_STATUS_QUEUED:
+                    if trial.status == S.TRIAL_STATUS_QUEUED and trial.assigned_worker_id:
                         await self._publish_job(study, trial)
             while True:
                 study = self.store.study(study_id)
@@ -227,49 +287,98 @@ class StudyController:
             if not reply.candidates:
                 return reply.exhausted
             number = len(study.trials)
-            new_trials = []
             for candidate in reply.candidates:
                 trial = common_pb2.Trial(
                     id=f"{study.id}-t{number:03d}", study_id=study.id, number=number, candidate=candidate,
                     status=S.TRIAL_STATUS_QUEUED, created_at=now_ts(),
+                    memory_mb=trial_memory_mb(study.spec, candidate),
                 )
                 self.store.insert_trial(trial)
-                new_trials.append(trial)
-                number += 1
-            order = await self._plan(study, new_trials)
-            for trial in sorted(new_trials, key=lambda t: order.get(t.id, 0)):
-                await self._publish_job(study, trial)
                 self._notify(study.id, "trial.queued")
+                number += 1
+            await self.pack()  # in this span: the scheduler's pack joins the study's trace
             return reply.exhausted
 
     async def _publish_job(self, study: common_pb2.Study, trial: common_pb2.Trial) -> None:
-        """Enqueue a trial's training job (its id de-duplicates a repeat within the window)."""
+        """Enqueue a placed trial's job on its trainer's subject (the id, per attempt,
+        de-duplicates a repeat within the window)."""
         job = trainer_pb2.TrainJob(
             study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
             model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed, training=study.spec.training,
             report_intermediate=study.spec.pruner not in ("", "none"),
         )
-        await events.publish(self.js, events.SUBJECT_TRAIN, events_pb2.TrainJobEvent(
-            meta=events.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}"), job=job))
+        await events.publish(self.js, events.train_subject(trial.assigned_worker_id), events_pb2.TrainJobEvent(
+            meta=events.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}-a{trial.attempt}"), job=job),
+            ctx=self._study_context(study.id))
 
-    async def _plan(self, study: common_pb2.Study, trials: list[common_pb2.Trial]) -> dict[str, int]:
-        """Dispatch position per trial from the scheduler's plan of prepare -> train -> evaluate."""
-        prepare = f"{study.id}/prepare"
-        tasks = [scheduler_pb2.Task(id=prepare, kind="prepare", compute_seconds=0.5, study_id=study.id)]
-        deps = []
-        for trial in trials:
-            epochs = trial.candidate.hyperparameters["epochs"].integer if "epochs" in trial.candidate.hyperparameters else 3
-            train_id, eval_id = f"{trial.id}/train", f"{trial.id}/evaluate"
-            tasks += [
-                scheduler_pb2.Task(id=train_id, kind="train", compute_seconds=2.0 * max(epochs, 1), study_id=study.id, trial_id=trial.id),
-                scheduler_pb2.Task(id=eval_id, kind="evaluate", compute_seconds=0.3, study_id=study.id, trial_id=trial.id),
-            ]
-            deps += [scheduler_pb2.Dependency(from_task=prepare, to_task=train_id),
-                     scheduler_pb2.Dependency(from_task=train_id, to_task=eval_id)]
-        reply = await self.peers.scheduler.Plan(
-            scheduler_pb2.PlanRequest(graph=scheduler_pb2.TaskGraph(tasks=tasks, dependencies=deps)), timeout=RPC_DEADLINE
-        )
-        return {a.task_id.removesuffix("/train"): a.order for a in reply.assignments if a.task_id.endswith("/train")}
+    # --- packing: every study's queued trials onto the trainers' free slots -------------------
+    async def _pack_loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._repack.wait(), timeout=PACK_INTERVAL_SECONDS)
+            self._repack.clear()
+            try:
+                await self.pack()
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as err:
+                log.warning("packing deferred: %s %s", err.code().name, err.details())
+            except Exception:
+                log.exception("packing failed; trying again shortly")
+
+    async def pack(self) -> None:
+        """Place what fits now; re-queue trials whose trainer is gone and place them again."""
+        async with self._pack_lock:
+            for _ in range(2):  # a second round places the trials re-queued by the first
+                if not await self._pack_once():
+                    return
+
+    async def _pack_once(self) -> bool:
+        """One Pack call; returns True when trials were re-queued (pack again)."""
+        active = self.store.trials_of_running_studies(S.TRIAL_STATUS_QUEUED, S.TRIAL_STATUS_TRAINING)
+        pending = [t for t in active if t.status == S.TRIAL_STATUS_QUEUED and not t.assigned_worker_id]
+        running = [t for t in active if t.assigned_worker_id]
+        if not pending and not running:
+            return False
+        reply = await self.peers.scheduler.Pack(scheduler_pb2.PackRequest(
+            pending=[scheduler_pb2.Task(id=t.id, kind="train", compute_seconds=trial_compute_seconds(t.candidate),
+                                        memory_mb=t.memory_mb, study_id=t.study_id, trial_id=t.id) for t in pending],
+            running=[scheduler_pb2.Assignment(task_id=t.id, worker_id=t.assigned_worker_id) for t in running],
+        ), timeout=RPC_DEADLINE)
+        by_id = {t.id: t for t in active}
+        for trial_id in reply.unfit_task_ids:
+            if trial_id not in self._unfit_logged:
+                self._unfit_logged.add(trial_id)
+                biggest = max((w.memory_mb for w in reply.workers), default=0.0)
+                log.warning("trial %s needs %.0f MiB; no live trainer has a slot that large (largest %.0f MiB): it waits",
+                            trial_id, by_id[trial_id].memory_mb, biggest, extra={"trial_id": trial_id})
+        for placement in reply.placements:
+            trial = by_id[placement.task_id]
+            trial.assigned_worker_id = placement.worker_id
+            self.store.save_trial(trial)  # recorded before published: a crash in between re-publishes
+            study = self.store.study(trial.study_id, with_trials=False)
+            with self.tracer.start_as_current_span("place", context=self._study_context(study.id)) as span:
+                span.set_attribute("openautoglm.trial_id", trial.id)
+                span.set_attribute("openautoglm.worker_id", placement.worker_id)
+                span.set_attribute("openautoglm.attempt", trial.attempt)
+                span.set_attribute("openautoglm.memory_mb", trial.memory_mb)
+                await self._publish_job(study, trial)
+            log.info("trial %s placed on %s", trial.id, placement.worker_id, extra={"study_id": study.id, "trial_id": trial.id})
+        gone_workers = set()
+        for trial_id in reply.orphaned_task_ids:
+            trial = by_id[trial_id]
+            gone_workers.add(trial.assigned_worker_id)
+            log.warning("trial %s: trainer %s is gone; placing it again", trial.id, trial.assigned_worker_id,
+                        extra={"study_id": trial.study_id, "trial_id": trial.id})
+            trial.status, trial.assigned_worker_id, trial.trainer_id = S.TRIAL_STATUS_QUEUED, "", ""
+            trial.attempt += 1
+            self.store.save_trial(trial)
+            self._notify(trial.study_id, "trial.queued")
+        for worker_id in gone_workers:
+            # Its queue must not replay these jobs if the trainer comes back under the same id.
+            with contextlib.suppress(Exception):
+                await self.js.purge_stream(events.JOBS_STREAM.name, subject=events.train_subject(worker_id))
+        return bool(reply.orphaned_task_ids)
 
     async def _finish(self, study_id: str, state: int, error: str = "") -> None:
         study = self.store.study(study_id)
@@ -341,6 +450,8 @@ class StudyController:
         study, trial = found
         if trial.status == S.TRIAL_STATUS_EVALUATING:
             return
+        if not trial.assigned_worker_id or event.progress.trainer_id not in ("", trial.assigned_worker_id):
+            return  # from an earlier placement, on a trainer that was given up on
         trial.status = S.TRIAL_STATUS_TRAINING
         trial.trainer_id = event.progress.trainer_id
         if event.progress.step:
@@ -364,8 +475,14 @@ class StudyController:
         if reply.should_prune and self.nc is not None:
             log.info("pruning trial %s after epoch %d (score %.4f)", trial.id, progress.epoch, progress.intermediate_value,
                      extra={"study_id": study.id, "trial_id": trial.id})
-            request = events_pb2.TrialStopRequest(meta=events.new_meta("gateway", study.id, trial.id),
-                                                  reason=f"pruned after epoch {progress.epoch}")
+            await self._request_stop(study.id, trial.id, f"pruned after epoch {progress.epoch}")
+
+    async def _request_stop(self, study_id: str, trial_id: str, reason: str) -> None:
+        """Ask the trainer that has the trial to stop it (now, or as soon as it starts it)."""
+        if self.nc is None:
+            return
+        request = events_pb2.TrialStopRequest(meta=events.new_meta("gateway", study_id, trial_id), reason=reason)
+        with contextlib.suppress(Exception):
             await self.nc.publish(events.SUBJECT_STOP, request.SerializeToString(), headers=telemetry.inject_headers())
 
     async def _on_pruned(self, event: events_pb2.TrialPrunedEvent) -> None:
@@ -377,6 +494,7 @@ class StudyController:
         trial.trainer_id = event.trainer_id
         trial.finished_at.CopyFrom(now_ts())
         self.store.save_trial(trial)
+        self.request_pack()
         await self._feedback(study.id, trial, 0.0, failed=False, pruned=True)
         self._notify(study.id, "trial.pruned")
         self._wake(study.id)
@@ -392,6 +510,7 @@ class StudyController:
         trial.artifact_path, trial.precision = trained.artifact_path, trained.precision
         trial.skipped_steps = trained.skipped_steps
         self.store.save_trial(trial)
+        self.request_pack()  # its trainer slot is free
         self._notify(study.id, "trial.evaluating")
         try:
             reply = await self.peers.evaluator.Evaluate(evaluator_pb2.EvaluateRequest(
@@ -430,6 +549,7 @@ class StudyController:
         trial.error = reason
         trial.finished_at.CopyFrom(now_ts())
         self.store.save_trial(trial)
+        self.request_pack()
         if announce:
             await events.publish(self.js, events.SUBJECT_FAILED, events_pb2.TrialFailedEvent(
                 meta=events.new_meta("gateway", study.id, trial.id, f"failed-{trial.id}"), reason=reason))

@@ -21,7 +21,7 @@ from openautoglm.common.spec import (
     spec_from_proto,
     spec_to_proto,
 )
-from openautoglm.gateway.controller import TERMINAL_STUDY, Peers, StudyController
+from openautoglm.gateway.controller import TERMINAL_STUDY, Peers, StudyController, largest_trial_memory_mb
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import (
     common_pb2,
@@ -29,6 +29,7 @@ from openautoglm.v1 import (
     evaluator_pb2_grpc,
     prompt_generator_pb2_grpc,
     trainer_pb2_grpc,
+    scheduler_pb2,
     scheduler_pb2_grpc,
     studies_pb2,
     studies_pb2_grpc,
@@ -54,8 +55,29 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
             priors = self._prior_trials(model)
         except SpecError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        study = await self.controller.create(spec_to_proto(model), request.request_id, priors)
+        spec = spec_to_proto(model)
+        too_big = await self._larger_than_every_trainer(spec)
+        if too_big:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_big)
+        study = await self.controller.create(spec, request.request_id, priors)
         return studies_pb2.CreateStudyResponse(study=study)
+
+    async def _larger_than_every_trainer(self, spec: common_pb2.StudySpec) -> str:
+        """Why the study's largest trial fits no live trainer slot ("" if it fits, or if no trainer
+        has reported yet: then its trials wait for one)."""
+        try:
+            reply = await self.controller.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=5)
+        except grpc.aio.AioRpcError:
+            return ""
+        workers = [w for w in reply.workers if w.slots > 0]
+        if not workers or any(w.memory_mb <= 0 for w in workers):
+            return ""
+        need = largest_trial_memory_mb(spec)
+        largest = max(w.memory_mb for w in workers)
+        if need <= largest:
+            return ""
+        return (f"training.memory_mb: a trial of this study needs {need:.0f} MiB, more than any trainer slot offers "
+                f"(largest: {largest:.0f} MiB on {max(workers, key=lambda w: w.memory_mb).id})")
 
     def _prior_trials(self, model) -> common_pb2.PriorTrials:
         """The warm-start results, each checked against the new study's search space."""
@@ -197,6 +219,8 @@ class GatewayApp:
             on_give_up=self.controller.on_give_up,
         )
         await self.consumer.start()
+        await self.nc.subscribe(events.SUBJECT_CLUSTER, cb=self.controller.on_cluster_changed)
+        self.controller.start_packer()
         self.controller.resume_running()
 
     async def stop(self):

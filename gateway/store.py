@@ -121,6 +121,16 @@ class StudyStore:
         row = self.db.execute("SELECT blob FROM trials WHERE id=?", (trial_id,)).fetchone()
         return common_pb2.Trial.FromString(row[0]) if row else None
 
+    def trials_of_running_studies(self, *statuses: int) -> list[common_pb2.Trial]:
+        """Trials in these states across every running study, oldest study first (for packing)."""
+        marks = ",".join("?" * len(statuses))
+        rows = self.db.execute(
+            f"SELECT t.blob FROM trials t JOIN studies s ON s.id = t.study_id "
+            f"WHERE s.state = ? AND t.status IN ({marks}) ORDER BY s.created, t.number",
+            (common_pb2.STUDY_STATE_RUNNING, *statuses),
+        )
+        return [common_pb2.Trial.FromString(r[0]) for r in rows]
+
     def trials(self, study_id: str) -> list[common_pb2.Trial]:
         rows = self.db.execute("SELECT blob FROM trials WHERE study_id=? ORDER BY number", (study_id,))
         return [common_pb2.Trial.FromString(r[0]) for r in rows]

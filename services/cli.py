@@ -70,6 +70,10 @@ def serve(
                                        help="prompt-generator: optuna storage URL (default SQLite in the data dir)"),
     trainer_processes: int = typer.Option(0, envvar="OPENAUTOGLM_TRAINER_PROCESSES",
                                           help="trainer: DDP processes per trial (0 = one per GPU)"),
+    trainer_memory_mb: float = typer.Option(0.0, envvar="OPENAUTOGLM_TRAINER_MEMORY_MB",
+                                            help="trainer: MiB per slot to announce (0 = measure free memory)"),
+    heartbeat_ttl: float = typer.Option(15.0, envvar="OPENAUTOGLM_HEARTBEAT_TTL",
+                                        help="gnn-scheduler: seconds of silence before a trainer counts as failed"),
     grace: float = typer.Option(10.0, envvar="OPENAUTOGLM_GRACE_SECONDS", help="seconds in-flight RPCs get on stop"),
 ) -> None:
     """Run one service until SIGTERM/SIGINT."""
@@ -83,6 +87,7 @@ def serve(
             scheduler_addr=scheduler, evaluator_addr=evaluator, trainer_addr=trainer, grace_seconds=grace,
             trainer_slots=trainer_slots, trainer_id=trainer_id, trainer_ack_wait=trainer_ack_wait,
             trainer_processes=trainer_processes, optuna_storage=optuna_storage,
+            trainer_memory_mb=trainer_memory_mb, heartbeat_ttl=heartbeat_ttl,
         ).check_required()
     except ConfigError as err:
         _err(str(err))

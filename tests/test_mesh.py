@@ -63,7 +63,7 @@ async def test_one_trace_per_study_spans_all_five_services(stack, otlp_receiver)
     assert {s["service"] for s in spans} == SERVICE_NAMES, per_service
     names = {(s["service"], s["name"]) for s in spans}
     for expected in [("gateway", "study"), ("gateway", "dispatch"), ("prompt-generator", "propose"),
-                     ("gnn-scheduler", "plan"), ("trainer", "trainer.job"), ("trainer", "train"),
+                     ("gnn-scheduler", "pack"), ("gateway", "place"), ("trainer", "trainer.job"), ("trainer", "train"),
                      ("evaluator", "evaluate.metrics")]:
         assert expected in names, f"missing span {expected}"
     # A single root, the CreateStudy call that opened the study; every other span hangs under it.

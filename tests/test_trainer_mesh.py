@@ -55,7 +55,7 @@ async def test_a_job_naming_a_missing_model_directory_fails_with_a_reason_event(
             model=common_pb2.ModelSpec(path="/nowhere/model"),
             candidate=common_pb2.Candidate(prompt="{input}"),
         )
-        await events.publish(nc.jetstream(), events.SUBJECT_TRAIN, events_pb2.TrainJobEvent(
+        await events.publish(nc.jetstream(), events.train_subject("trainer-0"), events_pb2.TrainJobEvent(
             meta=events.new_meta("test", job.study_id, job.trial_id, "train-st-direct-t000"), job=job))
     finally:
         await events.close(nc)

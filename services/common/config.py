@@ -58,6 +58,12 @@ class ServiceSettings(BaseModel):
     trainer_ack_wait: float = Field(30.0, gt=0)
     # Trainer only: data-parallel processes per trial (0 = one per local GPU, DDP via torchrun).
     trainer_processes: int = Field(0, ge=0)
+    # Trainer only: memory per slot to announce, in MiB (0 = measure: free GPU memory, or free RAM
+    # on a CPU trainer, at start-up, divided by the slots). The scheduler packs against it.
+    trainer_memory_mb: float = Field(0.0, ge=0)
+    # Scheduler only: seconds without a heartbeat after which a trainer counts as failed and its
+    # trials are placed elsewhere.
+    heartbeat_ttl: float = Field(15.0, gt=0)
     # Prompt-generator only: optuna storage, any SQLAlchemy URL (PostgreSQL for several
     # replicas); empty = SQLite under the data dir.
     optuna_storage: str = ""

@@ -2,7 +2,8 @@
 
 Subjects and the event messages on them are listed in protos/openautoglm/v1/events.proto.
 Everything that must survive a crash goes through JetStream: train jobs sit in a work-queue
-stream until a trainer acknowledges them, and trial/study events in a limits stream. Each event
+stream (one subject per trainer, chosen by the scheduler's packing) until that trainer
+acknowledges them, and trial/study events in a limits stream. Each event
 carries its id in `Nats-Msg-Id` (server-side de-duplication) and the W3C trace context in its
 headers, so a consumer's spans join the study's trace. Consumers ack explicitly, after their
 handler returns; a handler that raises gets the message redelivered.
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
@@ -38,7 +40,7 @@ from openautoglm.v1 import events_pb2
 
 log = logging.getLogger(__name__)
 
-SUBJECT_TRAIN = "autoglm.trial.train"
+SUBJECT_TRAIN = "autoglm.trial.train"  # + ".<worker id>": the scheduler places each job on one trainer
 SUBJECT_PROGRESS = "autoglm.trial.progress"
 SUBJECT_TRAINED = "autoglm.trial.trained"
 SUBJECT_FAILED = "autoglm.trial.failed"
@@ -46,6 +48,17 @@ SUBJECT_EVALUATED = "autoglm.trial.evaluated"
 SUBJECT_PRUNED = "autoglm.trial.pruned"
 SUBJECT_STOP = "autoglm.trial.stop"  # core NATS: only the trainer running the trial acts on it
 SUBJECT_HEARTBEAT = "autoglm.trainer.heartbeat"  # core NATS: a missed beat needs no replay
+SUBJECT_CLUSTER = "autoglm.cluster.changed"  # core NATS: the gateway also re-packs on a timer
+
+
+def subject_token(name: str) -> str:
+    """`name` made safe as one NATS subject token (no dots, spaces or wildcards)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "_"
+
+
+def train_subject(worker_id: str) -> str:
+    """The work-queue subject of one trainer's placed jobs."""
+    return f"{SUBJECT_TRAIN}.{subject_token(worker_id)}"
 
 
 def study_subject(state: str) -> str:
@@ -55,7 +68,7 @@ def study_subject(state: str) -> str:
 
 JOBS_STREAM = StreamConfig(
     name="AUTOGLM_JOBS",
-    subjects=[SUBJECT_TRAIN],
+    subjects=[f"{SUBJECT_TRAIN}.*"],
     retention=RetentionPolicy.WORK_QUEUE,
     storage=StorageType.FILE,
     duplicate_window=600.0,

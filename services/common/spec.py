@@ -250,6 +250,8 @@ class TrainingModel(_Strict):
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
     checkpoint_every_steps: int = Field(20, ge=1)
     max_length: int = Field(96, ge=8, le=8192)
+    # MiB one trial needs on a trainer slot; 0 = estimated (common/resources.py).
+    memory_mb: float = Field(0.0, ge=0)
 
 
 class WarmStartModel(_Strict):
@@ -568,6 +570,7 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
             "gradient_accumulation_steps": spec.training.gradient_accumulation_steps or 1,
             "checkpoint_every_steps": spec.training.checkpoint_every_steps or 20,
             "max_length": spec.training.max_length or 96,
+            "memory_mb": spec.training.memory_mb,
         },
         "warm_start": {"from_study_id": spec.warm_start.from_study_id, "trials_path": spec.warm_start.trials_path},
         "pruner": spec.pruner or "none",

@@ -98,7 +98,8 @@ class EmbeddedStack:
                 args = [sys.executable, "-m", "openautoglm.cli", "serve", service,
                         "--host", self.host, "--port", str(self.ports[service])]
                 if service == "trainer":
-                    args += ["--trainer-slots", str(self.trainer_slots)]
+                    # A stable id: a restarted trainer picks its own queue up again.
+                    args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", "trainer-0"]
                 self._spawn(service, args, base_env)
             await asyncio.gather(*(self._wait(s, timeout) for s in SERVICE_ORDER))
         except BaseException:

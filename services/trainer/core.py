@@ -24,6 +24,7 @@ import torch
 
 from openautoglm.common import datasets
 from openautoglm.common.spec import fill_input
+from openautoglm.common.resources import training_memory_mb
 from openautoglm.trainer import loop, models
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned  # noqa: F401  (re-exported for the service)
 
@@ -102,13 +103,12 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 
 def estimate_memory_mb(model: torch.nn.Module, batch_size: int, max_length: int) -> float:
-    """Rough need: fp32 weights, grads and AdamW moments, plus activations of one batch."""
+    """The need of this loaded model (the formula the gateway applies before loading)."""
     params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     hidden = getattr(model.config, "hidden_size", 256)
     layers = getattr(model.config, "num_hidden_layers", 4)
-    activations = batch_size * max_length * hidden * layers * 34  # bytes, a transformer rule of thumb
-    return (params * 4 + trainable * 12 + activations) / 2**20
+    return training_memory_mb(params, trainable, hidden, layers, batch_size, max_length)
 
 
 def _hyperparameters(job: TrialJob) -> dict:

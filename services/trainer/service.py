@@ -1,10 +1,14 @@
-"""The trainer service: pulls jobs from the `autoglm.trial.train` JetStream work queue (a durable
-consumer shared by every replica, explicit ack), runs them with core.run_trial in a worker
-thread, and publishes progress / trained / failed events. It also announces its capacity on
-`autoglm.trainer.heartbeat` every few seconds for the scheduler.
+"""The trainer service: pulls the jobs the scheduler placed on it from its own subject of the
+JetStream work queue (`autoglm.trial.train.<trainer id>`, a durable consumer named after the
+trainer, explicit ack), runs them with core.run_trial in a worker thread, and publishes
+progress / trained / failed events. It announces its capacity (slots, memory per slot) on
+`autoglm.trainer.heartbeat` every few seconds; the scheduler packs work onto it from those.
 
-On SIGTERM the running job is interrupted between two optimiser steps and nak'ed, so the queue
-hands it to another replica (or to this one after restart): accepted work is never lost.
+On SIGTERM the running job is interrupted between two optimiser steps and nak'ed, and a last
+heartbeat marked `leaving` tells the scheduler at once, so the gateway places the trial on
+another trainer (a trainer restarted under the same id resumes its own queue): accepted work
+is never lost. The trainer id must therefore be stable across restarts of one replica (the pod
+name, the compose service's hostname, `trainer-0` in the embedded stack).
 A job that cannot run (bad model dir, malformed dataset) fails its trial instead of retrying.
 """
 from __future__ import annotations
@@ -87,7 +91,9 @@ class TrainerCore:
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
-        self.trainer_id = settings.trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"
+        self.trainer_id = events.subject_token(settings.trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}")
+        # Announced per slot and held steady, so packing does not chase this trainer's own usage.
+        self.memory_per_slot_mb = settings.trainer_memory_mb or free_memory_mb() / settings.trainer_slots
         self.artifacts = settings.service_dir() / "artifacts"
         # On the shared data volume, so a job redelivered to another replica resumes too.
         self.checkpoints = settings.service_dir() / "checkpoints"
@@ -95,6 +101,17 @@ class TrainerCore:
         self.busy = 0
         # Running trials' prune flags: set when the study's pruner asks to stop one.
         self.prune_flags: dict[str, threading.Event] = {}
+        # Trials asked to stop before they started here (most recent last, bounded).
+        self.stop_early: dict[str, None] = {}
+
+    def request_stop(self, trial_id: str) -> None:
+        flag = self.prune_flags.get(trial_id)
+        if flag is not None:
+            flag.set()
+            return
+        self.stop_early[trial_id] = None
+        while len(self.stop_early) > 1024:
+            self.stop_early.pop(next(iter(self.stop_early)))
 
     @property
     def processes(self) -> int:
@@ -149,7 +166,7 @@ class TrainerCore:
         kind = "cuda" if torch.cuda.is_available() else "cpu"
         return scheduler_pb2.Worker(
             id=self.trainer_id, slots=self.settings.trainer_slots,
-            memory_mb=free_memory_mb() / self.settings.trainer_slots, speed=1.0, device_kind=kind,
+            memory_mb=self.memory_per_slot_mb, speed=1.0, device_kind=kind,
         )
 
     async def run(self, job: trainer_pb2.TrainJob, on_progress, on_intermediate=None) -> TrialResult:
@@ -165,6 +182,8 @@ class TrainerCore:
                 loop.call_soon_threadsafe(on_intermediate, epoch, value)
 
         prune = self.prune_flags.setdefault(job.trial_id, threading.Event())
+        if job.trial_id in self.stop_early:  # stopped while it still waited in this trainer's queue
+            prune.set()
         self.busy += 1
         try:
             with telemetry.tracer().start_as_current_span("train") as span:
@@ -175,7 +194,7 @@ class TrainerCore:
                 else:
                     result = await asyncio.to_thread(
                         run_trial, job_from_proto(job), self.artifacts, progress, self.stop_event, self.checkpoints,
-                        free_memory_mb() / self.settings.trainer_slots, intermediate, prune,
+                        min(free_memory_mb() / self.settings.trainer_slots, self.memory_per_slot_mb), intermediate, prune,
                     )
                 if result.resumed_from_step:
                     log.info("trial %s resumed from its checkpoint at step %d", job.trial_id, result.resumed_from_step,
@@ -256,13 +275,16 @@ class TrainerApp:
     def register(self, server):
         trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.core), server)
 
+    async def _beat(self, leaving: bool = False) -> None:
+        beat = events_pb2.TrainerHeartbeat(
+            meta=events.new_meta("trainer"), worker=self.core.worker(), busy_slots=self.core.busy, leaving=leaving
+        )
+        with contextlib.suppress(Exception):
+            await self.nc.publish(events.SUBJECT_HEARTBEAT, beat.SerializeToString())
+
     async def _heartbeat(self):
         while True:
-            beat = events_pb2.TrainerHeartbeat(
-                meta=events.new_meta("trainer"), worker=self.core.worker(), busy_slots=self.core.busy
-            )
-            with contextlib.suppress(Exception):
-                await self.nc.publish(events.SUBJECT_HEARTBEAT, beat.SerializeToString())
+            await self._beat()
             await asyncio.sleep(HEARTBEAT_SECONDS)
 
     async def _on_job(self, msg, ctx):
@@ -316,10 +338,8 @@ class TrainerApp:
 
     async def _on_stop_request(self, msg) -> None:
         request = events_pb2.TrialStopRequest.FromString(msg.data)
-        flag = self.core.prune_flags.get(request.meta.trial_id)
-        if flag is not None:
-            log.info("stopping trial %s: %s", request.meta.trial_id, request.reason, extra={"trial_id": request.meta.trial_id})
-            flag.set()
+        log.info("stop requested for trial %s: %s", request.meta.trial_id, request.reason, extra={"trial_id": request.meta.trial_id})
+        self.core.request_stop(request.meta.trial_id)
 
     async def _publish_failed(self, job: trainer_pb2.TrainJob, reason: str) -> None:
         failed = events_pb2.TrialFailedEvent(
@@ -343,7 +363,7 @@ class TrainerApp:
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         await self.nc.subscribe(events.SUBJECT_STOP, cb=self._on_stop_request)
         self.consumer = events.DurableConsumer(
-            self.js, events.JOBS_STREAM.name, "trainers", [events.SUBJECT_TRAIN], self._on_job,
+            self.js, events.JOBS_STREAM.name, self.core.trainer_id, [events.train_subject(self.core.trainer_id)], self._on_job,
             ack_wait=self.settings.trainer_ack_wait, max_deliver=5, concurrency=self.settings.trainer_slots,
             on_give_up=self._give_up,
         )
@@ -355,4 +375,6 @@ class TrainerApp:
             await self.consumer.stop()
         if self._heartbeat_task:
             self._heartbeat_task.cancel()
+            if self.nc is not None and not self.nc.is_closed:
+                await self._beat(leaving=True)  # the scheduler re-plans now, not after the timeout
         await events.close(self.nc)

@@ -101,18 +101,20 @@ class ModelSpec(_message.Message):
     def __init__(self, builtin: _Optional[str] = ..., path: _Optional[str] = ..., tuning: _Optional[str] = ...) -> None: ...
 
 class TrainingOptions(_message.Message):
-    __slots__ = ("precision", "gradient_checkpointing", "gradient_accumulation_steps", "checkpoint_every_steps", "max_length")
+    __slots__ = ("precision", "gradient_checkpointing", "gradient_accumulation_steps", "checkpoint_every_steps", "max_length", "memory_mb")
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_CHECKPOINTING_FIELD_NUMBER: _ClassVar[int]
     GRADIENT_ACCUMULATION_STEPS_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_EVERY_STEPS_FIELD_NUMBER: _ClassVar[int]
     MAX_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     precision: str
     gradient_checkpointing: bool
     gradient_accumulation_steps: int
     checkpoint_every_steps: int
     max_length: int
-    def __init__(self, precision: _Optional[str] = ..., gradient_checkpointing: _Optional[bool] = ..., gradient_accumulation_steps: _Optional[int] = ..., checkpoint_every_steps: _Optional[int] = ..., max_length: _Optional[int] = ...) -> None: ...
+    memory_mb: float
+    def __init__(self, precision: _Optional[str] = ..., gradient_checkpointing: _Optional[bool] = ..., gradient_accumulation_steps: _Optional[int] = ..., checkpoint_every_steps: _Optional[int] = ..., max_length: _Optional[int] = ..., memory_mb: _Optional[float] = ...) -> None: ...
 
 class PromptTemplate(_message.Message):
     __slots__ = ("id", "text")
@@ -311,7 +313,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., template_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., prompt: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("id", "study_id", "number", "candidate", "status", "metrics", "objective_value", "error", "trainer_id", "train_loss", "created_at", "finished_at", "artifact_path", "precision", "skipped_steps", "extra_objective_values")
+    __slots__ = ("id", "study_id", "number", "candidate", "status", "metrics", "objective_value", "error", "trainer_id", "train_loss", "created_at", "finished_at", "artifact_path", "precision", "skipped_steps", "extra_objective_values", "assigned_worker_id", "attempt", "memory_mb")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -335,6 +337,9 @@ class Trial(_message.Message):
     PRECISION_FIELD_NUMBER: _ClassVar[int]
     SKIPPED_STEPS_FIELD_NUMBER: _ClassVar[int]
     EXTRA_OBJECTIVE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    ASSIGNED_WORKER_ID_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     id: str
     study_id: str
     number: int
@@ -351,7 +356,10 @@ class Trial(_message.Message):
     precision: str
     skipped_steps: int
     extra_objective_values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, id: _Optional[str] = ..., study_id: _Optional[str] = ..., number: _Optional[int] = ..., candidate: _Optional[_Union[Candidate, _Mapping]] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., error: _Optional[str] = ..., trainer_id: _Optional[str] = ..., train_loss: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., artifact_path: _Optional[str] = ..., precision: _Optional[str] = ..., skipped_steps: _Optional[int] = ..., extra_objective_values: _Optional[_Iterable[float]] = ...) -> None: ...
+    assigned_worker_id: str
+    attempt: int
+    memory_mb: float
+    def __init__(self, id: _Optional[str] = ..., study_id: _Optional[str] = ..., number: _Optional[int] = ..., candidate: _Optional[_Union[Candidate, _Mapping]] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., error: _Optional[str] = ..., trainer_id: _Optional[str] = ..., train_loss: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., artifact_path: _Optional[str] = ..., precision: _Optional[str] = ..., skipped_steps: _Optional[int] = ..., extra_objective_values: _Optional[_Iterable[float]] = ..., assigned_worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., memory_mb: _Optional[float] = ...) -> None: ...
 
 class Study(_message.Message):
     __slots__ = ("id", "spec", "state", "trace_id", "trials", "best_trial_id", "error", "created_at", "updated_at", "pareto_trial_ids")

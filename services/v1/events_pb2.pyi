@@ -7,7 +7,7 @@ from openautoglm.v1 import trainer_pb2 as _trainer_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Mapping as _Mapping
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -112,11 +112,25 @@ class TrialStopRequest(_message.Message):
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class TrainerHeartbeat(_message.Message):
-    __slots__ = ("meta", "worker", "busy_slots")
+    __slots__ = ("meta", "worker", "busy_slots", "leaving")
     META_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    LEAVING_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     worker: _scheduler_pb2.Worker
     busy_slots: int
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., worker: _Optional[_Union[_scheduler_pb2.Worker, _Mapping]] = ..., busy_slots: _Optional[int] = ...) -> None: ...
+    leaving: bool
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., worker: _Optional[_Union[_scheduler_pb2.Worker, _Mapping]] = ..., busy_slots: _Optional[int] = ..., leaving: _Optional[bool] = ...) -> None: ...
+
+class ClusterChanged(_message.Message):
+    __slots__ = ("meta", "workers", "joined", "left")
+    META_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    JOINED_FIELD_NUMBER: _ClassVar[int]
+    LEFT_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    workers: _containers.RepeatedCompositeFieldContainer[_scheduler_pb2.Worker]
+    joined: _containers.RepeatedScalarFieldContainer[str]
+    left: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., workers: _Optional[_Iterable[_Union[_scheduler_pb2.Worker, _Mapping]]] = ..., joined: _Optional[_Iterable[str]] = ..., left: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -110,3 +110,31 @@ class ListWorkersResponse(_message.Message):
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     workers: _containers.RepeatedCompositeFieldContainer[Worker]
     def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
+
+class PackRequest(_message.Message):
+    __slots__ = ("pending", "running", "workers", "policy")
+    PENDING_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    pending: _containers.RepeatedCompositeFieldContainer[Task]
+    running: _containers.RepeatedCompositeFieldContainer[Assignment]
+    workers: _containers.RepeatedCompositeFieldContainer[Worker]
+    policy: str
+    def __init__(self, pending: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., policy: _Optional[str] = ...) -> None: ...
+
+class PackResponse(_message.Message):
+    __slots__ = ("placements", "orphaned_task_ids", "unfit_task_ids", "workers", "free_slots", "policy")
+    PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
+    ORPHANED_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    UNFIT_TASK_IDS_FIELD_NUMBER: _ClassVar[int]
+    WORKERS_FIELD_NUMBER: _ClassVar[int]
+    FREE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    placements: _containers.RepeatedCompositeFieldContainer[Assignment]
+    orphaned_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    unfit_task_ids: _containers.RepeatedScalarFieldContainer[str]
+    workers: _containers.RepeatedCompositeFieldContainer[Worker]
+    free_slots: _containers.RepeatedScalarFieldContainer[int]
+    policy: str
+    def __init__(self, placements: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., orphaned_task_ids: _Optional[_Iterable[str]] = ..., unfit_task_ids: _Optional[_Iterable[str]] = ..., workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., free_slots: _Optional[_Iterable[int]] = ..., policy: _Optional[str] = ...) -> None: ...

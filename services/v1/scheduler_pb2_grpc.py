@@ -45,6 +45,11 @@ class SchedulerStub:
                 request_serializer=openautoglm_dot_v1_dot_scheduler__pb2.ListWorkersRequest.SerializeToString,
                 response_deserializer=openautoglm_dot_v1_dot_scheduler__pb2.ListWorkersResponse.FromString,
                 _registered_method=True)
+        self.Pack = channel.unary_unary(
+                '/openautoglm.v1.Scheduler/Pack',
+                request_serializer=openautoglm_dot_v1_dot_scheduler__pb2.PackRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_scheduler__pb2.PackResponse.FromString,
+                _registered_method=True)
 
 
 class SchedulerServicer:
@@ -65,6 +70,15 @@ class SchedulerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Pack(self, request, context):
+        """Packs the pending work of every study onto the free slots of the live trainers: which
+        pending tasks start now and where. Called again whenever work arrives or finishes and when a
+        trainer joins, leaves or fails (the scheduler announces those on autoglm.cluster.changed).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SchedulerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -77,6 +91,11 @@ def add_SchedulerServicer_to_server(servicer, server):
                     servicer.ListWorkers,
                     request_deserializer=openautoglm_dot_v1_dot_scheduler__pb2.ListWorkersRequest.FromString,
                     response_serializer=openautoglm_dot_v1_dot_scheduler__pb2.ListWorkersResponse.SerializeToString,
+            ),
+            'Pack': grpc.unary_unary_rpc_method_handler(
+                    servicer.Pack,
+                    request_deserializer=openautoglm_dot_v1_dot_scheduler__pb2.PackRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_scheduler__pb2.PackResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +153,33 @@ class Scheduler:
             '/openautoglm.v1.Scheduler/ListWorkers',
             openautoglm_dot_v1_dot_scheduler__pb2.ListWorkersRequest.SerializeToString,
             openautoglm_dot_v1_dot_scheduler__pb2.ListWorkersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Pack(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.Scheduler/Pack',
+            openautoglm_dot_v1_dot_scheduler__pb2.PackRequest.SerializeToString,
+            openautoglm_dot_v1_dot_scheduler__pb2.PackResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,87 @@
+"""Online packing: which pending trials of all studies start now, and on which trainer.
+
+The gateway holds the work (pending trials of every running study, and the trials already
+placed); the trainers announce their capacity (slots, memory per slot). `pack` is called again
+whenever either side changes, so this module is a pure function of that snapshot:
+
+1. Tasks placed on a worker that is no longer live are *orphaned*: the caller re-queues them.
+2. Pending tasks that no live worker can hold are *unfit*: they wait (never placed anywhere).
+3. The rest are ranked by the scheduling policy (planner.plan over all pending tasks of all
+   studies at once, onto the whole cluster), and taken in the order of their planned start.
+   Each goes to the free slot that fits it most tightly (best fit on memory per slot, then the
+   fastest worker), so large slots stay free for large tasks. A task that fits no free slot waits, and smaller
+   tasks behind it may use the slots it cannot (backfilling).
+
+A task is never placed on a slot with less memory than it needs; memory 0 means "unknown: fits
+anywhere" for a task and "unlimited" for a worker.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from openautoglm.gnn_scheduler.planner import PlanError, TaskNode, WorkerSlots, plan
+
+
+@dataclass
+class Packing:
+    # (task id, worker id) to start now, in dispatch order.
+    placements: list[tuple[str, str]] = field(default_factory=list)
+    orphaned: list[str] = field(default_factory=list)
+    unfit: list[str] = field(default_factory=list)
+    # Free slots per worker after the placements.
+    free_slots: dict[str, int] = field(default_factory=dict)
+
+
+def fits(task: TaskNode, worker: WorkerSlots) -> bool:
+    return worker.memory_mb <= 0 or task.memory_mb <= worker.memory_mb
+
+
+def pack(
+    pending: list[TaskNode],
+    running: dict[str, str],
+    workers: list[WorkerSlots],
+    policy: str = "critical_path",
+) -> Packing:
+    """Place pending tasks onto free slots; `running` maps placed task id -> worker id."""
+    ids = [t.id for t in pending]
+    if len(set(ids)) != len(ids):
+        raise PlanError("pending: duplicate task ids")
+    if set(ids) & set(running):
+        raise PlanError(f"task {sorted(set(ids) & set(running))[0]!r} is both pending and running")
+    for t in pending:
+        if t.compute_seconds < 0 or t.memory_mb < 0:
+            raise PlanError(f"task {t.id!r}: compute_seconds and memory_mb must be >= 0")
+    live = {w.id: w for w in workers if w.slots > 0}
+    out = Packing()
+    out.orphaned = sorted(tid for tid, wid in running.items() if wid not in live)
+    used = Counter(wid for wid in running.values() if wid in live)
+    free = {wid: max(0, w.slots - used[wid]) for wid, w in live.items()}
+    placeable = []
+    for task in pending:
+        (placeable if any(fits(task, w) for w in live.values()) else out.unfit).append(task)
+    out.unfit = [t.id for t in out.unfit]
+    if placeable and any(free.values()):
+        planned = plan(placeable, [], list(live.values()), policy)
+        ranked = sorted(planned.placements, key=lambda p: p.order)
+        by_id = {t.id: t for t in placeable}
+        for placement in ranked:
+            task = by_id[placement.task_id]
+            worker_id = _best_fit(task, live, free)
+            if worker_id is None:
+                continue
+            free[worker_id] -= 1
+            out.placements.append((task.id, worker_id))
+            if not any(free.values()):
+                break
+    out.free_slots = free
+    return out
+
+
+def _best_fit(task: TaskNode, live: dict[str, WorkerSlots], free: dict[str, int]) -> str | None:
+    options = [w for wid, w in live.items() if free[wid] > 0 and fits(task, w)]
+    if not options:
+        return None
+    # Best fit: the tightest memory per slot (unlimited counts as the loosest), then the fastest.
+    best = min(options, key=lambda w: (w.memory_mb if w.memory_mb > 0 else float("inf"), -w.speed, w.id))
+    return best.id
