@@ -52,17 +52,18 @@ def pack(
     for t in pending:
         if t.compute_seconds < 0 or t.memory_mb < 0:
             raise PlanError(f"task {t.id!r}: compute_seconds and memory_mb must be >= 0")
-    live = {w.id: w for w in workers if w.slots > 0}
+    live = {w.id: w for w in workers}  # a worker announcing 0 slots is draining: live, takes nothing
+    capable = [w for w in workers if w.slots > 0]
     out = Packing()
     out.orphaned = sorted(tid for tid, wid in running.items() if wid not in live)
     used = Counter(wid for wid in running.values() if wid in live)
     free = {wid: max(0, w.slots - used[wid]) for wid, w in live.items()}
     placeable = []
     for task in pending:
-        (placeable if any(fits(task, w) for w in live.values()) else out.unfit).append(task)
+        (placeable if any(fits(task, w) for w in capable) else out.unfit).append(task)
     out.unfit = [t.id for t in out.unfit]
     if placeable and any(free.values()):
-        planned = plan(placeable, [], list(live.values()), policy)
+        planned = plan(placeable, [], capable, policy)
         ranked = sorted(planned.placements, key=lambda p: p.order)
         by_id = {t.id: t for t in placeable}
         for placement in ranked:

@@ -1,0 +1,90 @@
+"""Online packing (gnn_scheduler/packing.py): every study's pending work onto free trainer slots."""
+import random
+
+import pytest
+
+from openautoglm.gnn_scheduler.packing import fits, pack
+from openautoglm.gnn_scheduler.planner import POLICIES, PlanError, TaskNode, WorkerSlots
+
+
+def test_never_places_a_task_where_it_does_not_fit_and_prefers_the_tightest_slot():
+    workers = [WorkerSlots("big", 1, 8000), WorkerSlots("small", 2, 1000)]
+    pending = [TaskNode("large", 10, 6000), TaskNode("a", 5, 500), TaskNode("b", 5, 500)]
+    result = pack(pending, {}, workers, "critical_path")
+    assert dict(result.placements) == {"large": "big", "a": "small", "b": "small"}
+    assert result.free_slots == {"big": 0, "small": 0}
+
+
+def test_slots_held_by_running_work_are_not_given_out_again():
+    workers = [WorkerSlots("w", 2, 0)]
+    result = pack([TaskNode("x", 1), TaskNode("y", 1)], {"r": "w"}, workers, "fifo")
+    assert result.placements == [("x", "w")]
+    assert result.free_slots == {"w": 0}
+
+
+def test_work_on_a_worker_that_left_is_orphaned_and_its_slot_is_not_counted():
+    workers = [WorkerSlots("w1", 1, 0)]
+    result = pack([TaskNode("p", 1)], {"r1": "gone", "r2": "w1"}, workers, "fifo")
+    assert result.orphaned == ["r1"]
+    assert result.placements == []  # w1's one slot is held by r2
+
+
+def test_a_task_larger_than_every_live_worker_waits_and_smaller_work_goes_ahead():
+    workers = [WorkerSlots("w", 1, 1000)]
+    result = pack([TaskNode("huge", 100, 5000), TaskNode("ok", 1, 100)], {}, workers, "critical_path")
+    assert result.unfit == ["huge"]
+    assert result.placements == [("ok", "w")]
+
+
+def test_when_a_large_trainer_joins_the_waiting_task_is_placed_there():
+    pending = [TaskNode("huge", 100, 5000)]
+    assert pack(pending, {}, [WorkerSlots("w", 1, 1000)]).placements == []
+    joined = pack(pending, {}, [WorkerSlots("w", 1, 1000), WorkerSlots("new", 1, 8000)])
+    assert joined.placements == [("huge", "new")]
+
+
+def test_policy_decides_who_goes_first_when_slots_are_short():
+    workers = [WorkerSlots("w", 1, 0)]
+    pending = [TaskNode("short", 1), TaskNode("long", 9)]
+    assert pack(pending, {}, workers, "fifo").placements == [("short", "w")]
+    assert pack(pending, {}, workers, "critical_path").placements == [("long", "w")]
+
+
+def test_no_workers_places_nothing_and_everything_is_unfit():
+    result = pack([TaskNode("a", 1, 10)], {}, [])
+    assert result.placements == [] and result.unfit == ["a"]
+
+
+@pytest.mark.parametrize("bad", [
+    ([TaskNode("a", 1), TaskNode("a", 1)], {}),
+    ([TaskNode("a", 1)], {"a": "w"}),
+    ([TaskNode("a", -1)], {}),
+])
+def test_malformed_input_is_refused_naming_the_problem(bad):
+    with pytest.raises(PlanError):
+        pack(*bad, [WorkerSlots("w", 1, 0)])
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_random_snapshots_respect_memory_and_slots_under_every_policy(policy):
+    rng = random.Random(7)
+    for _ in range(30):
+        workers = [WorkerSlots(f"w{i}", rng.randint(0, 3), rng.choice([0, 500, 2000, 8000]), rng.choice([1.0, 2.0]))
+                   for i in range(rng.randint(1, 4))]
+        pending = [TaskNode(f"t{i}", rng.uniform(1, 20), rng.choice([0, 100, 1000, 4000, 9000])) for i in range(rng.randint(0, 12))]
+        running = {f"r{i}": rng.choice([w.id for w in workers] + ["gone"]) for i in range(rng.randint(0, 4))}
+        result = pack(pending, running, workers, policy)
+        by_worker = {w.id: w for w in workers}
+        tasks = {t.id: t for t in pending}
+        for task_id, worker_id in result.placements:
+            assert fits(tasks[task_id], by_worker[worker_id])
+        for w in workers:
+            held = sum(1 for wid in running.values() if wid == w.id) + sum(1 for _, wid in result.placements if wid == w.id)
+            assert held <= max(w.slots, sum(1 for wid in running.values() if wid == w.id))
+            assert result.free_slots.get(w.id, 0) >= 0
+        assert set(result.orphaned) == {tid for tid, wid in running.items() if wid == "gone"}
+        placed = {tid for tid, _ in result.placements}
+        # Work conserving: a task left waiting fits no slot that is still free.
+        for task in pending:
+            if task.id not in placed and task.id not in result.unfit:
+                assert not any(fits(task, by_worker[wid]) for wid, free in result.free_slots.items() if free > 0)
