@@ -292,3 +292,25 @@ def test_conditional_specs_are_checked_and_round_trip():
     with pytest.raises(SpecError) as info:
         validate_dict(_conditional_spec("grid"))
     assert "conditional" in info.value.message
+
+
+@pytest.mark.parametrize("policy_class", ["ThompsonBandit", "Reinforce"])
+def test_policies_propose_their_best_assignment_the_study_has_not_had(policy_class):
+    import itertools
+
+    from openautoglm.prompt_generator import policies
+
+    dims = {"prompt": ["a", "b", "c"], "lr": [0.1, 0.01], "epochs": [1, 2]}
+    policy = getattr(policies, policy_class)(dims, seed=0)
+    for params in itertools.product(*dims.values()):  # teach it that ("c", 0.1, 2) is best
+        assignment = dict(zip(dims, params))
+        policy.observe(assignment, 1.0 if assignment == {"prompt": "c", "lr": 0.1, "epochs": 2} else 0.0)
+    everything = [dict(zip(dims, p)) for p in itertools.product(*dims.values())]
+    seen: list[dict] = []
+    for _ in range(len(everything)):
+        proposal = policy.propose(seen)
+        assert proposal not in seen
+        seen.append(proposal)
+    assert sorted(map(str, seen)) == sorted(map(str, everything))  # every assignment, none twice
+    left = everything[5]
+    assert policy.propose([a for a in everything if a != left]) == left

@@ -3,7 +3,11 @@ policy over the discrete slots of the space (the prompt, then each hyper-paramet
 
 Both see the space as named dimensions with a finite list of values each (continuous
 hyper-parameters are discretised into a few points). They propose a full assignment and learn
-from the objective value of each evaluated assignment. Their state is a pure function of the
+from the objective value of each evaluated assignment. A study never trains a candidate twice,
+so a proposal is the best-scoring assignment the study has *not* had yet: each policy scores
+every value of every dimension (a posterior draw, or perturbed log-probabilities), and the
+proposal maximises the sum of its values' scores over the unseen joint assignments (enumerated
+while the joint space is small; beyond that, the per-dimension best). Their state is a pure function of the
 observations, so a restarted prompt-generator rebuilds it by replaying the study's trials.
 """
 from __future__ import annotations
@@ -14,6 +18,8 @@ import numpy as np
 
 # Points a continuous hyper-parameter is discretised into for the bandit and the RL policy.
 CONTINUOUS_POINTS = 5
+# Largest joint space scored assignment by assignment when excluding seen candidates.
+ENUMERATE_LIMIT = 250_000
 
 
 def discretise(hp) -> list:
@@ -36,8 +42,29 @@ class Policy:
         self.dims = dims
         self.rng = np.random.default_rng(seed)
 
-    def propose(self) -> dict:
+    def value_scores(self) -> dict[str, np.ndarray]:
+        """A random score per value of each dimension; higher = propose it."""
         raise NotImplementedError
+
+    def propose(self, seen: list[dict] = ()) -> dict:
+        """The assignment with the highest total score among those not in `seen`."""
+        scores = self.value_scores()
+        names = list(self.dims)
+        best = tuple(int(np.argmax(scores[n])) for n in names)
+        seen_idx = {idx for idx in (self._indices(names, params) for params in seen) if idx is not None}
+        size = math.prod(len(self.dims[n]) for n in names)
+        if best in seen_idx and len(seen_idx) < size and size <= ENUMERATE_LIMIT:
+            total = np.zeros(())
+            for n in names:  # total[i, j, ...] = scores[name0][i] + scores[name1][j] + ...
+                total = np.add.outer(total, scores[n])
+            for idx in seen_idx:
+                total[idx] = -np.inf
+            best = np.unravel_index(int(np.argmax(total)), total.shape)
+        return {n: self.dims[n][int(i)] for n, i in zip(names, best)}
+
+    def _indices(self, names: list[str], params: dict) -> tuple | None:
+        idx = tuple(self._index(n, params[n]) if n in params else None for n in names)
+        return None if None in idx else idx
 
     def observe(self, params: dict, value: float) -> None:
         raise NotImplementedError
@@ -60,16 +87,15 @@ class ThompsonBandit(Policy):
         self.counts = {name: np.zeros(len(v)) for name, v in dims.items()}
         self.values: list[float] = []
 
-    def propose(self) -> dict:
+    def value_scores(self) -> dict[str, np.ndarray]:
         prior = float(np.mean(self.values)) if self.values else 0.0
         spread = float(np.std(self.values)) if len(self.values) > 1 else 1.0
         spread = max(spread, 1e-3)
         out = {}
-        for name, values in self.dims.items():
+        for name in self.dims:
             n = self.counts[name]
             mean = np.where(n > 0, self.sums[name] / np.maximum(n, 1), prior)
-            draw = self.rng.normal(mean, spread / np.sqrt(n + 1))
-            out[name] = values[int(np.argmax(draw))]
+            out[name] = self.rng.normal(mean, spread / np.sqrt(n + 1))
         return out
 
     def observe(self, params: dict, value: float) -> None:
@@ -97,8 +123,10 @@ class Reinforce(Policy):
         p = np.exp(z)
         return p / p.sum()
 
-    def propose(self) -> dict:
-        return {name: values[int(self.rng.choice(len(values), p=self._probs(name)))] for name, values in self.dims.items()}
+    def value_scores(self) -> dict[str, np.ndarray]:
+        """Gumbel-perturbed log-probabilities: their argmax is a draw from the policy."""
+        return {name: np.log(self._probs(name) + 1e-12) + self.rng.gumbel(size=len(values))
+                for name, values in self.dims.items()}
 
     def observe(self, params: dict, value: float) -> None:
         if self.baseline is None:

@@ -285,9 +285,11 @@ class StudySearch:
             duplicates = 0
             while len(out) < count and not self.exhausted and duplicates < MAX_DUPLICATE_DRAWS:
                 if self.policy is not None and duplicates < 3:
-                    # After a few repeats the policy has converged on what the study already
-                    # had: let the random sampler explore an unseen candidate instead.
-                    self.study.enqueue_trial(self.policy.propose(), skip_if_exists=False)
+                    # The policy's best candidate the study has not had; if that still repeats
+                    # one (a conditional space), the random sampler explores after a few tries.
+                    trials = self.study.get_trials(deepcopy=False)
+                    seen = [trials[number].params for number in self.trial_of.values()]
+                    self.study.enqueue_trial(self.policy.propose(seen), skip_if_exists=False)
                 trial = self.study.ask()
                 candidate = self._suggest(trial)
                 if candidate.id in self.trial_of:
