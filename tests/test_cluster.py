@@ -109,6 +109,8 @@ async def test_bad_pack_requests_are_invalid_argument_naming_the_problem(schedul
 
 
 async def test_a_study_whose_trials_fit_no_trainer_is_refused(stack):
+    async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as sched_channel:
+        await _wait_for_workers(scheduler_pb2_grpc.SchedulerStub(sched_channel), {"trainer-0"})
     async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
