@@ -490,6 +490,8 @@ class StudyController:
         if found is None:
             return
         study, trial = found
+        if trial.status == S.TRIAL_STATUS_EVALUATING:
+            return  # a duplicate run stopped because another placement already trained it
         trial.status = S.TRIAL_STATUS_PRUNED
         trial.trainer_id = event.trainer_id
         trial.finished_at.CopyFrom(now_ts())
@@ -505,6 +507,11 @@ class StudyController:
             return
         study, trial = found
         trained = event.trained
+        if trial.status == S.TRIAL_STATUS_EVALUATING and trained.trainer_id != trial.trainer_id:
+            return  # a second placement finished too; the first result is being scored
+        if trial.assigned_worker_id and trained.trainer_id != trial.assigned_worker_id:
+            # Trained on a trainer given up on (it came back): use it, and stop the re-run.
+            await self._request_stop(study.id, trial.id, f"already trained on {trained.trainer_id}")
         trial.status = S.TRIAL_STATUS_EVALUATING
         trial.trainer_id, trial.train_loss = trained.trainer_id, trained.train_loss
         trial.artifact_path, trial.precision = trained.artifact_path, trained.precision
