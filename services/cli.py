@@ -192,6 +192,36 @@ def demo(
         print(json.dumps(study_summary(study)))
 
 
+@app.command()
+def workers(
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", envvar="OPENAUTOGLM_SCHEDULER_ADDR",
+                                            help="gnn-scheduler host:port (default: the stack `openautoglm up` runs)"),
+) -> None:
+    """List the live trainers the scheduler packs work onto, with their capacity."""
+    import grpc
+
+    from openautoglm.common.server import insecure_channel
+    from openautoglm.common.stack import running_stack_endpoint
+    from openautoglm.v1 import scheduler_pb2, scheduler_pb2_grpc
+
+    address = scheduler or running_stack_endpoint(default_data_dir(), "gnn-scheduler")
+    if not address:
+        _err("no scheduler: pass --scheduler HOST:PORT, set OPENAUTOGLM_SCHEDULER_ADDR, or run `openautoglm up`")
+
+    async def list_workers():
+        async with insecure_channel(address) as channel:
+            try:
+                return await scheduler_pb2_grpc.SchedulerStub(channel).ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=10)
+            except grpc.aio.AioRpcError as err:
+                _err(f"ListWorkers: {err.code().name}: {err.details()}", 1)
+
+    reply = asyncio.run(list_workers())
+    table = Table("trainer", "slots", "MiB per slot", "device", "speed", title=f"{len(reply.workers)} live trainer(s)")
+    for w in reply.workers:
+        table.add_row(w.id, str(w.slots), f"{w.memory_mb:.0f}" if w.memory_mb > 0 else "unlimited", w.device_kind, f"{w.speed:g}")
+    Console().print(table)
+
+
 # --- study commands --------------------------------------------------------------------------
 
 
@@ -370,13 +400,15 @@ def _print_study(study, console: Console) -> None:
     table.add_column("variables", max_width=34, no_wrap=True, overflow="ellipsis")
     table.add_column("hyper-parameters", no_wrap=True)
     table.add_column("status", no_wrap=True)
+    table.add_column("trainer", no_wrap=True)
     for name in (*metric_names, "objective"):
         table.add_column(name, justify="right", no_wrap=True)
     for t in study.trials:
         status = common_pb2.TrialStatus.Name(t.status).removeprefix("TRIAL_STATUS_").lower()
         mark = "*" if t.id == study.best_trial_id else ""
         hps = " ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in _hp_plain(t.candidate).items())
-        table.add_row(f"{t.number}{mark}", t.candidate.template_id, " / ".join(t.candidate.variables.values()), hps, status,
+        trainer = (t.trainer_id or t.assigned_worker_id) + (f" (attempt {t.attempt + 1})" if t.attempt else "")
+        table.add_row(f"{t.number}{mark}", t.candidate.template_id, " / ".join(t.candidate.variables.values()), hps, status, trainer,
                       *(f"{t.metrics[m]:.3f}" if m in t.metrics else "" for m in metric_names),
                       f"{t.objective_value:.3f}" if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED else "")
     console.print(table)

@@ -174,3 +174,13 @@ async def test_trials_are_packed_onto_trainers_that_hold_them_and_placed_again_w
     assert not any("cramped" in (t.assigned_worker_id, t.trainer_id) for t in study.trials)
     moved = next(t for t in study.trials if t.id == victim)
     assert moved.attempt >= 1 and moved.trainer_id == moved.assigned_worker_id == "trainer-0"
+
+
+def test_workers_command_lists_the_live_trainers_with_their_capacity(stack):
+    result = subprocess.run([sys.executable, "-m", "openautoglm.cli", "workers", "--scheduler", stack.address("gnn-scheduler")],
+                            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert "trainer-0" in result.stdout and "live trainer" in result.stdout
+    missing = subprocess.run([sys.executable, "-m", "openautoglm.cli", "workers", "--scheduler", "127.0.0.1:9"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "ListWorkers: UNAVAILABLE" in missing.stderr

@@ -183,10 +183,15 @@ class EmbeddedStack:
 
 def running_stack_gateway(data_dir: Path) -> str | None:
     """The gateway address of a stack `openautoglm up` left running in data_dir, if its owner lives."""
+    return running_stack_endpoint(data_dir, "gateway")
+
+
+def running_stack_endpoint(data_dir: Path, service: str) -> str | None:
+    """One service's address in a stack `openautoglm up` left running in data_dir, if its owner lives."""
     path = data_dir / STATE_FILE
     try:
         state = json.loads(path.read_text())
         os.kill(state["pid"], 0)
-        return state["endpoints"]["gateway"]
+        return state["endpoints"][service]
     except (OSError, ValueError, KeyError):
         return None
