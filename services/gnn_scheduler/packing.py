@@ -20,7 +20,16 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from openautoglm.gnn_scheduler.planner import PlanError, TaskNode, WorkerSlots, plan
+from openautoglm.gnn_scheduler.planner import (
+    PlanError,
+    TaskNode,
+    WorkerSlots,
+    check_policy,
+    check_task_values,
+    fits,
+    plan,
+    topological_order,
+)
 
 
 @dataclass
@@ -33,10 +42,6 @@ class Packing:
     free_slots: dict[str, int] = field(default_factory=dict)
 
 
-def fits(task: TaskNode, worker: WorkerSlots) -> bool:
-    return worker.memory_mb <= 0 or task.memory_mb <= worker.memory_mb
-
-
 def pack(
     pending: list[TaskNode],
     running: dict[str, str],
@@ -44,14 +49,12 @@ def pack(
     policy: str = "critical_path",
 ) -> Packing:
     """Place pending tasks onto free slots; `running` maps placed task id -> worker id."""
-    ids = [t.id for t in pending]
-    if len(set(ids)) != len(ids):
-        raise PlanError("pending: duplicate task ids")
-    if set(ids) & set(running):
-        raise PlanError(f"task {sorted(set(ids) & set(running))[0]!r} is both pending and running")
-    for t in pending:
-        if t.compute_seconds < 0 or t.memory_mb < 0:
-            raise PlanError(f"task {t.id!r}: compute_seconds and memory_mb must be >= 0")
+    check_policy(policy)
+    topological_order(pending, [])  # refuses duplicate ids
+    both = sorted({t.id for t in pending} & set(running))
+    if both:
+        raise PlanError(f"task {both[0]!r} is both pending and running")
+    check_task_values(pending)
     live = {w.id: w for w in workers}  # a worker announcing 0 slots is draining: live, takes nothing
     capable = [w for w in workers if w.slots > 0]
     out = Packing()

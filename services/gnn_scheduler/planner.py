@@ -95,6 +95,11 @@ def topological_order(tasks: list[TaskNode], edges: list[tuple[str, str, float]]
     return order
 
 
+def fits(task: TaskNode, worker: WorkerSlots) -> bool:
+    """Whether one slot of the worker holds the task (memory 0: unknown need / unlimited slot)."""
+    return worker.memory_mb <= 0 or task.memory_mb <= worker.memory_mb
+
+
 def cost(task: TaskNode, worker: WorkerSlots) -> float:
     if task.cost_by_worker and worker.id in task.cost_by_worker:
         return float(task.cost_by_worker[worker.id])
@@ -118,16 +123,25 @@ def upward_ranks(tasks, edges, workers: list[WorkerSlots], with_transfers: bool 
     return rank
 
 
-def _check(tasks: list[TaskNode], workers: list[WorkerSlots], policy: str) -> None:
+def check_policy(policy: str) -> None:
     if policy not in POLICIES:
         raise PlanError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
-    if not workers or all(w.slots <= 0 for w in workers):
-        raise PlanError("no worker capacity to plan onto")
-    biggest = max((w.memory_mb for w in workers), default=0.0)
-    unlimited = any(w.memory_mb <= 0 for w in workers)
+
+
+def check_task_values(tasks: list[TaskNode]) -> None:
     for t in tasks:
         if t.compute_seconds < 0 or t.memory_mb < 0:
             raise PlanError(f"task {t.id!r}: compute_seconds and memory_mb must be >= 0")
+
+
+def _check(tasks: list[TaskNode], workers: list[WorkerSlots], policy: str) -> None:
+    check_policy(policy)
+    if not workers or all(w.slots <= 0 for w in workers):
+        raise PlanError("no worker capacity to plan onto")
+    check_task_values(tasks)
+    biggest = max((w.memory_mb for w in workers), default=0.0)
+    unlimited = any(w.memory_mb <= 0 for w in workers)
+    for t in tasks:
         if not unlimited and t.memory_mb > biggest:
             raise PlanError(f"task {t.id!r} needs {t.memory_mb:.0f} MiB but the largest slot has {biggest:.0f} MiB")
 
@@ -185,7 +199,7 @@ def _list_schedule(tasks, edges, workers, priority, earliest_finish: bool, inser
         best = None
         arrivals = [(placed[p].finish, placed[p].worker_id, c) for p, c in preds[tid]]
         for worker in workers:
-            if worker.memory_mb > 0 and task.memory_mb > worker.memory_mb:
+            if not fits(task, worker):
                 continue
             wid = worker.id
             data_ready = max((f if w == wid else f + c for f, w, c in arrivals), default=0.0)

@@ -22,7 +22,7 @@ import grpc
 from openautoglm.common import events, telemetry
 from openautoglm.common.config import ServiceSettings
 from openautoglm.gnn_scheduler.packing import pack
-from openautoglm.gnn_scheduler.planner import POLICIES, PlanError, TaskNode, WorkerSlots, plan
+from openautoglm.gnn_scheduler.planner import PlanError, TaskNode, WorkerSlots, plan
 from openautoglm.v1 import events_pb2, scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -106,11 +106,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
 
     async def Pack(self, request, context):
         policy = request.policy or self.default_policy
-        if policy not in POLICIES:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"policy: unknown {policy!r}; expected one of {', '.join(POLICIES)}")
-        for field, tasks in (("pending", request.pending), ("running", request.running)):
-            for i, t in enumerate(tasks):
-                if not (t.id if field == "pending" else t.task_id):
+        for field, ids in (("pending", [t.id for t in request.pending]), ("running", [a.task_id for a in request.running])):
+            for i, task_id in enumerate(ids):
+                if not task_id:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}[{i}]: task id required")
         workers = list(request.workers) or self.registry.live()
         try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from openautoglm.gnn_scheduler.dags import Job
-from openautoglm.gnn_scheduler.planner import WorkerSlots, cost, topological_order, upward_ranks
+from openautoglm.gnn_scheduler.planner import WorkerSlots, cost, fits, topological_order, upward_ranks
 
 Priority = Callable[[Job, list[WorkerSlots]], dict[str, float]]
 
@@ -87,15 +87,15 @@ def simulate(jobs: list[Job], workers: list[WorkerSlots], priority: Priority | N
             if waiting[nxt] == 0:
                 ready.append(nxt)
 
-    def fits(tid: str, free) -> bool:
-        return any(w.memory_mb <= 0 or by_id[tid].memory_mb <= w.memory_mb for w, _ in free)
+    def fits_a_free_slot(tid: str, free) -> bool:
+        return any(fits(by_id[tid], w) for w, _ in free)
 
     while True:
         while events and events[0][0] <= now + 1e-12:
             _, _, kind, ident = heapq.heappop(events)
             handle(kind, ident)
         free = [(w, s) for w, s in slots if free_at[(w.id, s)] <= now + 1e-12]
-        candidates = [i for i, tid in enumerate(ready) if fits(tid, free)] if free else []
+        candidates = [i for i, tid in enumerate(ready) if fits_a_free_slot(tid, free)] if free else []
         if candidates:
             if sample_scores is not None:
                 import torch
@@ -109,7 +109,7 @@ def simulate(jobs: list[Job], workers: list[WorkerSlots], priority: Priority | N
                 tid = ready.pop(max(candidates, key=lambda i: prio[ready[i]]))
             task, choice = by_id[tid], None
             for w, s in free:
-                if w.memory_mb > 0 and task.memory_mb > w.memory_mb:
+                if not fits(task, w):
                     continue
                 data = max((finish[p] + (0.0 if where[p] == w.id else c) for p, c in preds[tid]), default=now)
                 end = max(now, data) + cost(task, w)
