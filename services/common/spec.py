@@ -37,6 +37,18 @@ TRAINER_HYPERPARAMETERS = {
     "num_virtual_tokens": "soft-prompt length (tuning: prompt_tuning)",
     "few_shot": "demonstrations from the train split put before every input",
 }
+# What the trainer uses for a hyper-parameter the search space leaves out (the gateway's memory
+# and cost estimates read the same values).
+DEFAULT_HYPERPARAMETERS = {
+    "learning_rate": 3e-3,
+    "epochs": 3,
+    "batch_size": 16,
+    "weight_decay": 0.0,
+    "warmup_ratio": 0.1,
+    "few_shot": 0,
+}
+# Longest input in tokens when training.max_length is not given.
+DEFAULT_MAX_LENGTH = 96
 # Prompt dimensions the search adds to the template variables when instructions are given.
 INSTRUCTION_DIMENSIONS = ("instruction_text", "instruction_position")
 # Built-in metrics per task (the evaluator's registry must agree; a test checks it).
@@ -249,7 +261,7 @@ class TrainingModel(_Strict):
     gradient_checkpointing: bool = False
     gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
     checkpoint_every_steps: int = Field(20, ge=1)
-    max_length: int = Field(96, ge=8, le=8192)
+    max_length: int = Field(DEFAULT_MAX_LENGTH, ge=8, le=8192)
     # MiB one trial needs on a trainer slot; 0 = estimated (common/resources.py).
     memory_mb: float = Field(0.0, ge=0)
 
@@ -520,12 +532,17 @@ def _objective_to_proto(objective: "ObjectiveModel") -> common_pb2.Objective:
     )
 
 
+def _objective_from_proto(objective: common_pb2.Objective) -> dict:
+    """The inverse of _objective_to_proto (an unset direction means maximize)."""
+    direction = {v: k for k, v in _DIRECTIONS.items()}.get(objective.direction, "maximize")
+    return {"terms": objective_terms(objective), "direction": direction}
+
+
 def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | None = None) -> StudySpecModel:
     """Validate a gRPC client's spec; raises SpecError with the proto field path."""
-    task = {v: k for k, v in _TASKS.items()}.get(spec.task)
-    if task is None:
+    task = task_name(spec.task)
+    if not task:
         raise SpecError("spec.task", "set task to TASK_TYPE_CLASSIFICATION or TASK_TYPE_GENERATION")
-    direction = {v: k for k, v in _DIRECTIONS.items()}.get(spec.objective.direction, "maximize")
     hps: dict[str, Any] = {}
     for i, hp in enumerate(spec.search_space.hyperparameters):
         kind = hp.WhichOneof("domain")
@@ -560,7 +577,7 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
             "instructions": list(spec.search_space.instructions),
             "instruction_position": list(spec.search_space.instruction_positions) or ["before"],
         },
-        "objective": {"terms": {t.metric: t.weight for t in spec.objective.terms}, "direction": direction},
+        "objective": _objective_from_proto(spec.objective),
         "strategy": spec.strategy or "tpe",
         "budget": {"max_trials": budget.max_trials, "max_wall_seconds": budget.max_wall_seconds, "parallelism": budget.parallelism},
         "seed": spec.seed,
@@ -569,16 +586,12 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
             "gradient_checkpointing": spec.training.gradient_checkpointing,
             "gradient_accumulation_steps": spec.training.gradient_accumulation_steps or 1,
             "checkpoint_every_steps": spec.training.checkpoint_every_steps or 20,
-            "max_length": spec.training.max_length or 96,
+            "max_length": spec.training.max_length or DEFAULT_MAX_LENGTH,
             "memory_mb": spec.training.memory_mb,
         },
         "warm_start": {"from_study_id": spec.warm_start.from_study_id, "trials_path": spec.warm_start.trials_path},
         "pruner": spec.pruner or "none",
-        "extra_objectives": [
-            {"terms": {t.metric: t.weight for t in o.terms},
-             "direction": {v: k for k, v in _DIRECTIONS.items()}.get(o.direction, "maximize")}
-            for o in spec.extra_objectives
-        ],
+        "extra_objectives": [_objective_from_proto(o) for o in spec.extra_objectives],
     }
     try:
         return validate_dict(data, metrics)

@@ -23,21 +23,13 @@ from typing import Callable
 import torch
 
 from openautoglm.common import datasets
-from openautoglm.common.spec import fill_input
+from openautoglm.common.spec import DEFAULT_HYPERPARAMETERS, DEFAULT_MAX_LENGTH, fill_input
 from openautoglm.common.resources import training_memory_mb
 from openautoglm.trainer import loop, models
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned  # noqa: F401  (re-exported for the service)
 
 log = logging.getLogger(__name__)
 
-DEFAULT_HYPERPARAMETERS = {
-    "learning_rate": 3e-3,
-    "epochs": 3,
-    "batch_size": 16,
-    "weight_decay": 0.0,
-    "warmup_ratio": 0.1,
-    "few_shot": 0,
-}
 
 
 class TrialError(Exception):
@@ -64,7 +56,7 @@ class TrialJob:
     gradient_checkpointing: bool = False
     gradient_accumulation_steps: int = 1
     checkpoint_every_steps: int = 20
-    max_length: int = 96
+    max_length: int = DEFAULT_MAX_LENGTH
     seed: int = 0
     report_intermediate: bool = False
 

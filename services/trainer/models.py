@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from openautoglm.common.resources import TINY_SHAPE
+
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "sep_token": "[SEP]", "eos_token": "[EOS]"}
 
 
@@ -43,9 +45,7 @@ def tiny_glm_config(vocab_size: int, tokenizer, max_length: int, **extra):
 
     return GlmConfig(
         vocab_size=vocab_size,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        **TINY_SHAPE,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=16,

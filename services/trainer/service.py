@@ -25,7 +25,7 @@ import grpc
 
 from openautoglm.common import events, telemetry
 from openautoglm.common.config import ServiceSettings
-from openautoglm.common.spec import param_from_proto, task_name
+from openautoglm.common.spec import DEFAULT_MAX_LENGTH, param_from_proto, task_name
 from openautoglm.trainer.core import TrialError, TrialInterrupted, TrialJob, TrialPruned, TrialResult, run_trial
 from openautoglm.v1 import events_pb2, scheduler_pb2, trainer_pb2, trainer_pb2_grpc
 
@@ -53,7 +53,7 @@ def job_from_proto(job: trainer_pb2.TrainJob) -> TrialJob:
         gradient_checkpointing=job.training.gradient_checkpointing,
         gradient_accumulation_steps=job.training.gradient_accumulation_steps or 1,
         checkpoint_every_steps=job.training.checkpoint_every_steps or 20,
-        max_length=job.training.max_length or 96,
+        max_length=job.training.max_length or DEFAULT_MAX_LENGTH,
         seed=job.seed,
         report_intermediate=job.report_intermediate,
     )
@@ -297,21 +297,19 @@ class TrainerApp:
                      extra={"study_id": job.study_id, "trial_id": job.trial_id})
             loop = asyncio.get_running_loop()
 
-            def on_progress(step, total, loss):
+            def publish_progress(**fields):
                 event = events_pb2.TrialProgressEvent(
                     meta=events.new_meta("trainer", job.study_id, job.trial_id),
-                    progress=trainer_pb2.TrialProgress(study_id=job.study_id, trial_id=job.trial_id, step=step,
-                                                       total_steps=total, loss=loss, trainer_id=trainer_id),
+                    progress=trainer_pb2.TrialProgress(study_id=job.study_id, trial_id=job.trial_id, trainer_id=trainer_id,
+                                                       **fields),
                 )
                 loop.create_task(events.publish(self.js, events.SUBJECT_PROGRESS, event))
 
+            def on_progress(step, total, loss):
+                publish_progress(step=step, total_steps=total, loss=loss)
+
             def on_intermediate(epoch, value):
-                event = events_pb2.TrialProgressEvent(
-                    meta=events.new_meta("trainer", job.study_id, job.trial_id),
-                    progress=trainer_pb2.TrialProgress(study_id=job.study_id, trial_id=job.trial_id, epoch=epoch,
-                                                       has_intermediate=True, intermediate_value=value, trainer_id=trainer_id),
-                )
-                loop.create_task(events.publish(self.js, events.SUBJECT_PROGRESS, event))
+                publish_progress(epoch=epoch, has_intermediate=True, intermediate_value=value)
 
             on_progress(0, 0, 0.0)  # "a trainer has it": the gateway marks the trial TRAINING
             try:
