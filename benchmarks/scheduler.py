@@ -5,7 +5,7 @@ critical path, HEFT and the learned GNN, with jobs arriving over time onto a bou
 
 Held-out sets (seeds the GNN never trained or validated on): random layered DAGs, and workflow
 DAGs generated from WfCommons recipes (Montage, Epigenomics, Seismology, Cycles). Every policy
-runs the same workloads in the same simulator (services/gnn_scheduler/simulate.py); they
+runs the same workloads in the same simulator (services/openautoglm/gnn_scheduler/simulate.py); they
 differ only in which ready task they start first. Also: the median time to plan one
 1,000-node DAG with the GNN (features + GCN + placement) and HEFT's schedule length on the
 paper's own example (Topcuoglu et al. 2002: 80).

@@ -1,4 +1,4 @@
-"""Generate the Python gRPC stubs from protos/ into services/v1 (the `openautoglm.v1` package).
+"""Generate the Python gRPC stubs from protos/ into services/openautoglm/v1 (the `openautoglm.v1` package).
 
 One command, reproducible: `python scripts/gen_protos.py` (or `make protos`). The output is
 checked in; tests/test_contract.py regenerates into a temp dir and fails on any drift.
@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
 PROTO_DIR = PROTO_ROOT / "openautoglm" / "v1"
-DEFAULT_OUT = ROOT / "services" / "v1"
+DEFAULT_OUT = ROOT / "services" / "openautoglm" / "v1"
 
 
 def generate(out_dir: Path) -> list[Path]:

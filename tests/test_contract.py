@@ -16,7 +16,7 @@ import gen_protos  # noqa: E402
 def test_checked_in_stubs_match_the_protos(tmp_path):
     out = tmp_path / "v1"
     gen_protos.generate(out)
-    checked_in = ROOT / "services" / "v1"
+    checked_in = ROOT / "services" / "openautoglm" / "v1"
     generated = sorted(p.name for p in out.iterdir())
     assert generated == sorted(p.name for p in checked_in.iterdir() if p.is_file()), "stub file set differs"
     drifted = [name for name in generated if not filecmp.cmp(out / name, checked_in / name, shallow=False)]

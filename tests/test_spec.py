@@ -98,7 +98,7 @@ def test_shipped_example_specs_are_valid():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    specs = [*root.glob("examples/*.yaml"), root / "services" / "common" / "examples" / "demo.yaml"]
+    specs = [*root.glob("examples/*.yaml"), root / "services" / "openautoglm" / "common" / "examples" / "demo.yaml"]
     assert len(specs) >= 3
     for path in specs:
         load_spec_file(path)

@@ -1,7 +1,7 @@
 """One bootstrap for all five services: gRPC aio server, health, reflection, tracing, SIGTERM.
 
 A service provides a `ServiceApp`: it registers its servicers on the server and may start and
-stop background work (NATS consumers, heartbeats). `run_service` does the rest, the same way for
+stop background work (NATS consumers, heartbeats). `serve` does the rest, the same way for
 every service: health reports SERVING only once the app has started, NOT_SERVING as soon as a
 stop is requested; SIGTERM/SIGINT stop accepting RPCs, give in-flight ones `grace_seconds`,
 then stop the app (which hands unfinished queue work back) and flush telemetry.

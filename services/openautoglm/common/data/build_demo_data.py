@@ -1,6 +1,6 @@
 """Rebuild the built-in demo datasets (generated, seeded, so every rebuild is identical).
 
-    python services/common/data/build_demo_data.py
+    python services/openautoglm/common/data/build_demo_data.py
 
 sentiment_demo.jsonl: short reviews labelled positive / negative / neutral, with negations
 ("was not great" is negative) so that a model has to read more than one word.
