@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from search_spaces import SPACES  # noqa: E402
 
-from openautoglm.common.spec import validate_dict  # noqa: E402
+from openautoglm.common.spec.schema import validate_dict  # noqa: E402
 from openautoglm.evaluator.metrics import evaluate  # noqa: E402
 from openautoglm.prompt_generator.search import RenderCache, StudySearch  # noqa: E402
 from openautoglm.trainer.core import TrialJob, run_trial  # noqa: E402

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from openautoglm.common.spec import validate_dict
+from openautoglm.common.spec.schema import validate_dict
 from openautoglm.prompt_generator.search import RenderCache, StudySearch
 
 TABLE = Path(__file__).parent / "data" / "search_table.json"

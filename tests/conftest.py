@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from openautoglm.common.trace_sink import OtlpReceiver
-from openautoglm.common.stack import EmbeddedStack, free_port, nats_server_binary
+from openautoglm.common.net import free_port
+from openautoglm.common.stack import EmbeddedStack, nats_server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 

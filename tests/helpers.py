@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import grpc
 
-from openautoglm.common.spec import spec_to_proto, validate_dict
+from openautoglm.common.spec.protos import spec_to_proto
+from openautoglm.common.spec.schema import validate_dict
 from openautoglm.v1 import common_pb2, studies_pb2, studies_pb2_grpc
 
 TERMINAL = (common_pb2.STUDY_STATE_COMPLETED, common_pb2.STUDY_STATE_FAILED, common_pb2.STUDY_STATE_CANCELLED)

@@ -15,7 +15,8 @@ import pytest
 from helpers import small_spec, spec_proto
 from openautoglm.common import events
 from openautoglm.common.config import ServiceSettings
-from openautoglm.common.spec import spec_to_proto, validate_dict
+from openautoglm.common.spec.protos import spec_to_proto
+from openautoglm.common.spec.schema import validate_dict
 from openautoglm.gnn_scheduler.service import SchedulerApp
 from openautoglm.v1 import (
     common_pb2,

@@ -56,7 +56,7 @@ def test_every_service_of_the_contract_is_served():
     from openautoglm.gateway.service import GatewayApp
     from openautoglm.gnn_scheduler.service import SchedulerApp
     from openautoglm.prompt_generator.service import PromptGeneratorApp
-    from openautoglm.trainer.service import TrainerApp
+    from openautoglm.trainer.app import TrainerApp
 
     served = {n for app in (EvaluatorApp, GatewayApp, SchedulerApp, PromptGeneratorApp, TrainerApp) for n in app.service_names}
     assert served == {

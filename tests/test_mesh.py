@@ -14,7 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from helpers import run_study, small_spec, spec_proto
-from openautoglm.common.spec import spec_to_proto, validate_dict
+from openautoglm.common.spec.protos import spec_to_proto
+from openautoglm.common.spec.schema import validate_dict
 from openautoglm.common.stack import SERVICE_ORDER
 from openautoglm.v1 import (
     common_pb2, evaluator_pb2, evaluator_pb2_grpc, prompt_generator_pb2, prompt_generator_pb2_grpc,
@@ -295,7 +296,7 @@ async def test_a_multi_objective_study_reports_a_pareto_front(stack):
 
 
 def test_multi_objective_specs_are_checked():
-    from openautoglm.common.spec import SpecError
+    from openautoglm.common.spec.schema import SpecError
 
     with pytest.raises(SpecError) as info:
         validate_dict(small_spec(strategy="bandit", extra_objectives=[{"metric": "latency_ms", "direction": "minimize"}]))

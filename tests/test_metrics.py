@@ -9,10 +9,10 @@ from bert_score import score as bert_score
 from rouge_score import rouge_scorer
 from sklearn.metrics import accuracy_score, f1_score
 
-from openautoglm.common.spec import METRICS_BY_TASK
+from openautoglm.common.catalogue import METRICS_BY_TASK
 from openautoglm.evaluator import metrics
 from openautoglm.evaluator.metrics import MetricError, evaluate
-from openautoglm.trainer.models import minilm_path
+from openautoglm.common.catalogue import minilm_path
 
 LABELS_REF = ["pos", "neg", "neu", "pos", "neg", "pos"]
 LABELS_PRED = ["pos", "neg", "pos", "pos", "neu", "neg"]
@@ -143,7 +143,7 @@ def test_user_scorers_plug_in_through_entry_points(tmp_path, monkeypatch):
     try:
         values, score = evaluate("generation", ["HELLO", "quiet"], ["a", "b"], objective={"shout_rate": 2.0})
         assert values["shout_rate"] == 0.5 and score == 1.0
-        from openautoglm.common.spec import known_metrics
+        from openautoglm.common.catalogue import known_metrics
 
         assert "shout_rate" in known_metrics("classification")
     finally:

@@ -2,7 +2,7 @@
 import pytest
 
 from helpers import small_spec
-from openautoglm.common.spec import validate_dict
+from openautoglm.common.spec.schema import validate_dict
 from openautoglm.prompt_generator.search import RenderCache, StudySearch, render_all
 
 
@@ -148,7 +148,7 @@ def test_policies_are_rebuilt_from_storage_after_a_restart(tmp_path, strategy):
 
 
 def test_warm_start_priors_inform_the_search_but_are_not_candidates(tmp_path):
-    from openautoglm.common.spec import prior_params
+    from openautoglm.common.spec.warm_start import prior_params
 
     spec = validate_dict(small_spec(strategy="bandit", budget={"max_trials": 4}))
     params = prior_params(spec.search_space, "asked", {"question": "How does this feel?"}, {"epochs": 2, "learning_rate": 0.003})
@@ -169,7 +169,7 @@ def test_warm_start_priors_inform_the_search_but_are_not_candidates(tmp_path):
     ("plain", {}, {"epochs": 1, "learning_rate": 0.003, "dropout": 0.1}, "dropout are not in the search space"),
 ])
 def test_priors_that_do_not_match_the_space_are_refused(template, variables, hps, message):
-    from openautoglm.common.spec import prior_params
+    from openautoglm.common.spec.warm_start import prior_params
 
     spec = validate_dict(small_spec())
     with pytest.raises(ValueError, match=message):
@@ -179,7 +179,8 @@ def test_priors_that_do_not_match_the_space_are_refused(template, variables, hps
 def test_prior_trials_file_formats(tmp_path):
     import json
 
-    from openautoglm.common.spec import SpecError, load_prior_trials
+    from openautoglm.common.spec.schema import SpecError
+    from openautoglm.common.spec.warm_start import load_prior_trials
 
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text(json.dumps({"template_id": "plain", "hyperparameters": {"epochs": 1}, "objective": 0.5}) + "\n\n{oops\n")
@@ -199,7 +200,7 @@ def test_instructions_and_their_position_are_searched_dimensions(tmp_path):
     spec["search_space"]["instructions"] = ["Be brief.", "Think about tone."]
     spec["search_space"]["instruction_position"] = ["before", "after"]
     model = validate_dict(spec)
-    from openautoglm.common.spec import spec_from_proto, spec_to_proto
+    from openautoglm.common.spec.protos import spec_from_proto, spec_to_proto
 
     assert spec_from_proto(spec_to_proto(model)) == model
     search = StudySearch("instr", model, None, RenderCache())
@@ -212,7 +213,7 @@ def test_instructions_and_their_position_are_searched_dimensions(tmp_path):
 
 
 def test_reserved_dimension_names_are_refused():
-    from openautoglm.common.spec import SpecError
+    from openautoglm.common.spec.schema import SpecError
 
     spec = small_spec()
     spec["search_space"]["variables"]["instruction_text"] = ["x"]
@@ -247,7 +248,7 @@ def test_candidates_a_caller_lost_are_proposed_again(tmp_path):
 
 
 def test_pareto_front_keeps_exactly_the_non_dominated_trials():
-    from openautoglm.common.spec import spec_to_proto
+    from openautoglm.common.spec.protos import spec_to_proto
     from openautoglm.gateway.controller import pareto_front
     from openautoglm.v1 import common_pb2
 
@@ -280,7 +281,8 @@ def test_conditional_parameters_appear_only_when_their_condition_holds(strategy)
 
 
 def test_conditional_specs_are_checked_and_round_trip():
-    from openautoglm.common.spec import SpecError, spec_from_proto, spec_to_proto
+    from openautoglm.common.spec.protos import spec_from_proto, spec_to_proto
+    from openautoglm.common.spec.schema import SpecError
 
     model = validate_dict(_conditional_spec())
     assert spec_from_proto(spec_to_proto(model)) == model

@@ -9,8 +9,10 @@ import sys
 import grpc
 
 from helpers import small_spec
-from openautoglm.common.spec import spec_to_proto, validate_dict
-from openautoglm.common.stack import EmbeddedStack, free_port
+from openautoglm.common.spec.protos import spec_to_proto
+from openautoglm.common.spec.schema import validate_dict
+from openautoglm.common.net import free_port
+from openautoglm.common.stack import EmbeddedStack
 from openautoglm.common.server import wait_serving
 from openautoglm.v1 import common_pb2, studies_pb2, studies_pb2_grpc
 

@@ -2,9 +2,10 @@
 import pytest
 
 from helpers import small_spec
-from openautoglm.common.spec import (
-    SpecError, load_spec_file, render, spec_from_proto, spec_to_proto, template_fields, validate_dict,
-)
+from openautoglm.common.spec.files import load_spec_file
+from openautoglm.common.spec.protos import spec_from_proto, spec_to_proto
+from openautoglm.common.spec.schema import SpecError, validate_dict
+from openautoglm.common.spec.templates import render, template_fields
 from openautoglm.v1 import common_pb2
 
 

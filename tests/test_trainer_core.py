@@ -6,7 +6,8 @@ import pytest
 from safetensors.torch import load_file
 
 from openautoglm.evaluator.metrics import evaluate
-from openautoglm.trainer.core import TrialError, TrialInterrupted, TrialJob, run_trial
+from openautoglm.trainer.core import TrialError, TrialJob, run_trial
+from openautoglm.trainer.loop import TrialInterrupted
 
 
 def _job(**kw):

@@ -9,7 +9,8 @@ import pytest
 
 from helpers import run_study, small_spec
 from openautoglm.common import events
-from openautoglm.common.spec import spec_to_proto, validate_dict
+from openautoglm.common.spec.protos import spec_to_proto
+from openautoglm.common.spec.schema import validate_dict
 from openautoglm.common.stack import EmbeddedStack
 from openautoglm.v1 import common_pb2, events_pb2, studies_pb2, studies_pb2_grpc, trainer_pb2
 

@@ -18,7 +18,7 @@ import torch
 from openautoglm.trainer import loop
 from openautoglm.trainer.core import TrialError, TrialJob, run_trial
 from openautoglm.trainer.export import export
-from openautoglm.common.stack import free_port
+from openautoglm.common.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -242,7 +242,7 @@ def test_few_shot_demonstrations_precede_each_input_and_never_crowd_it_out(tmp_p
 def test_intermediate_scores_every_epoch_and_a_prune_flag_stops_training(tmp_path):
     import threading
 
-    from openautoglm.trainer.core import TrialPruned
+    from openautoglm.trainer.loop import TrialPruned
 
     scores = []
     prune = threading.Event()

@@ -45,7 +45,7 @@ def build_app(settings: ServiceSettings):
     elif settings.service == "gnn-scheduler":
         from openautoglm.gnn_scheduler.service import SchedulerApp as App
     elif settings.service == "trainer":
-        from openautoglm.trainer.service import TrainerApp as App
+        from openautoglm.trainer.app import TrainerApp as App
     else:
         from openautoglm.evaluator.service import EvaluatorApp as App
     return App(settings)
@@ -160,7 +160,9 @@ def demo(
     spec: Path = typer.Option(DEMO_SPEC, help="study spec to run"),
 ) -> None:
     """Run a small study end to end on CPU and print the trials, the best candidate and the trace id."""
-    from openautoglm.common.spec import SpecError, load_spec_file, spec_to_proto
+    from openautoglm.common.spec.files import load_spec_file
+    from openautoglm.common.spec.protos import spec_to_proto
+    from openautoglm.common.spec.schema import SpecError
     from openautoglm.common.stack import EmbeddedStack, running_stack_gateway
 
     try:
@@ -244,7 +246,9 @@ def study_submit(
     watch: bool = typer.Option(False, "--watch", help="follow the study until it ends"),
 ) -> None:
     """Validate a spec file and create the study."""
-    from openautoglm.common.spec import SpecError, load_spec_file, spec_to_proto
+    from openautoglm.common.spec.files import load_spec_file
+    from openautoglm.common.spec.protos import spec_to_proto
+    from openautoglm.common.spec.schema import SpecError
 
     try:
         spec_proto = spec_to_proto(load_spec_file(spec_file))
@@ -354,7 +358,7 @@ async def _watch(address: str, study_id: str, console: Console):
 
 
 def _hp_plain(candidate) -> dict:
-    from openautoglm.common.spec import param_from_proto
+    from openautoglm.common.spec.protos import param_from_proto
 
     return {k: param_from_proto(v) for k, v in sorted(candidate.hyperparameters.items())}
 

@@ -29,7 +29,8 @@ from opentelemetry import trace
 
 from openautoglm.common import events, telemetry
 from openautoglm.common.resources import estimate_trial_memory_mb
-from openautoglm.common.spec import DEFAULT_HYPERPARAMETERS, maximize, param_from_proto
+from openautoglm.common.catalogue import DEFAULT_HYPERPARAMETERS
+from openautoglm.common.spec.protos import maximize, param_from_proto
 from openautoglm.gateway.store import StudyStore, now_ts
 from openautoglm.v1 import (
     common_pb2,

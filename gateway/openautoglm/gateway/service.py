@@ -12,16 +12,9 @@ import grpc
 from openautoglm.common import events
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.server import insecure_channel
-from openautoglm.common.spec import (
-    SpecError,
-    load_prior_trials,
-    param_from_proto,
-    param_to_proto,
-    prior_params,
-    spec_from_proto,
-    spec_to_proto,
-    task_name,
-)
+from openautoglm.common.spec.protos import param_from_proto, param_to_proto, spec_from_proto, spec_to_proto, task_name
+from openautoglm.common.spec.schema import SpecError
+from openautoglm.common.spec.warm_start import load_prior_trials, prior_params
 from openautoglm.gateway.controller import TERMINAL_STUDY, Peers, StudyController, largest_trial_memory_mb
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import (

@@ -11,12 +11,14 @@ import functools
 import json
 from pathlib import Path
 
-from openautoglm.common.spec import DEFAULT_HYPERPARAMETERS, DEFAULT_MAX_LENGTH
+from openautoglm.common.catalogue import (
+    DEFAULT_HYPERPARAMETERS,
+    DEFAULT_MAX_LENGTH,
+    TINY_SHAPE,
+    TINY_VOCAB_ESTIMATE,
+    minilm_path,
+)
 
-# Width and depth of the built-in tiny model (trainer/models.py builds it from these).
-TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}
-# The largest word vocabulary the tiny model's tokenizer is assumed to build from a study's text.
-TINY_VOCAB_ESTIMATE = 8192
 TINY = {**TINY_SHAPE, "vocab_size": TINY_VOCAB_ESTIMATE}
 
 
@@ -33,9 +35,10 @@ def model_shape(builtin: str, path: str) -> dict:
     if builtin == "tiny" or (not builtin and not path):
         return TINY
     if builtin == "minilm":
-        from openautoglm.trainer.models import minilm_path  # no torch at import; models imports this module
-
-        directory = minilm_path()
+        try:
+            directory = minilm_path()
+        except ModuleNotFoundError:
+            return TINY  # the trainer reports the missing package; do not fail the estimate
     else:
         directory = Path(path).expanduser()
     try:

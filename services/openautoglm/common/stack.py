@@ -22,18 +22,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from openautoglm.common.net import free_port
 from openautoglm.common.server import wait_serving
 
 log = logging.getLogger(__name__)
 # Start order: the gateway last, once everything it calls is up.
 SERVICE_ORDER = ("prompt-generator", "gnn-scheduler", "evaluator", "trainer", "gateway")
 STATE_FILE = "stack.json"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 def nats_server_binary() -> str:

@@ -19,10 +19,16 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Callable, Sequence
 
-from openautoglm.common.spec import SCORER_ENTRY_POINTS
+from openautoglm.common.catalogue import (
+    BUILTIN_METRICS,
+    DEFAULT_METRICS,
+    MODEL_COST_METRICS,
+    SCORER_ENTRY_POINTS,
+    TASKS,
+    minilm_path,
+)
 
 log = logging.getLogger(__name__)
-TASKS = ("classification", "generation")
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
 _TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]|[^\W_]+")
 
@@ -110,8 +116,6 @@ _bert_lock = threading.Lock()
 def _bert_scorer():
     from bert_score import BERTScorer
 
-    from openautoglm.trainer.models import minilm_path
-
     # Layer 6 of 6: the encoder's output, as sentence-transformers uses it.
     return BERTScorer(model_type=str(minilm_path()), num_layers=6, batch_size=64, device="cpu")
 
@@ -137,27 +141,21 @@ def _from_model(name: str):
     return missing
 
 
-BUILTIN: dict[str, Metric] = {
-    m.name: m
-    for m in (
-        Metric("accuracy", ("classification",), True, "fraction of exact label matches", accuracy),
-        Metric("macro_f1", ("classification",), True, "unweighted mean of per-label F1 (scikit-learn)", macro_f1),
-        Metric("bleu", ("generation",), True, "corpus BLEU (sacrebleu) / 100", bleu),
-        Metric("chrf", ("generation",), True, "corpus chrF (sacrebleu) / 100", chrf),
-        Metric("rouge_l", ("generation",), True, "mean ROUGE-L F-measure (rouge-score)", rouge_l),
-        Metric("exact_match", ("generation",), True, "fraction of outputs equal to the reference", exact_match),
-        Metric("perplexity", ("generation",), False, "held-out perplexity of the trained model (from the trainer)",
-               _from_model("perplexity"), from_model=True),
-        Metric("params_m", TASKS, False, "parameters of the trained model, in millions (from the trainer)",
-               _from_model("params_m"), from_model=True),
-        Metric("latency_ms", TASKS, False, "held-out inference time per example, ms (from the trainer)",
-               _from_model("latency_ms"), from_model=True),
-        Metric("embedding_similarity", ("generation",), True, "mean BERTScore F1 on all-MiniLM-L6-v2 (bert-score)",
-               embedding_similarity),
-    )
+# The code behind each built-in metric of the catalogue (metrics from the model are passed in).
+_COMPUTE = {
+    "accuracy": accuracy,
+    "macro_f1": macro_f1,
+    "bleu": bleu,
+    "chrf": chrf,
+    "rouge_l": rouge_l,
+    "exact_match": exact_match,
+    "embedding_similarity": embedding_similarity,
 }
-# Computed when a request names no metrics: cheap ones (embedding similarity loads a model).
-DEFAULT_METRICS = {"classification": ("accuracy", "macro_f1"), "generation": ("bleu", "chrf", "rouge_l", "exact_match")}
+BUILTIN: dict[str, Metric] = {
+    name: Metric(name, info.tasks, info.higher_is_better, info.description,
+                 _from_model(name) if info.from_model else _COMPUTE[name], from_model=info.from_model)
+    for name, info in BUILTIN_METRICS.items()
+}
 
 
 def _plugin(entry) -> Metric:
@@ -207,7 +205,7 @@ def evaluate(
     model_metrics = model_metrics or {}
     known = registry()
     requested = list(metrics) or list(DEFAULT_METRICS[task])
-    requested += [m for m in model_metrics if m in known and task in known[m].tasks and m not in ("params_m", "latency_ms")]
+    requested += [m for m in model_metrics if m in known and task in known[m].tasks and m not in MODEL_COST_METRICS]
     wanted = list(dict.fromkeys([*requested, *objective, *(m for extra in extra_objectives for m in extra)]))
     for i, name in enumerate(wanted):
         metric = known.get(name)

@@ -9,12 +9,11 @@ import grpc
 
 from openautoglm.common import events, telemetry
 from openautoglm.common.config import ServiceSettings
-from openautoglm.common.spec import objective_terms, task_name
+from openautoglm.common.spec.protos import objective_terms, task_enum, task_name
 from openautoglm.evaluator import metrics
-from openautoglm.v1 import common_pb2, evaluator_pb2, evaluator_pb2_grpc, events_pb2
+from openautoglm.v1 import evaluator_pb2, evaluator_pb2_grpc, events_pb2
 
 log = logging.getLogger(__name__)
-_TASK_ENUM = {"classification": common_pb2.TASK_TYPE_CLASSIFICATION, "generation": common_pb2.TASK_TYPE_GENERATION}
 
 
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
@@ -59,7 +58,7 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             metrics=[
                 evaluator_pb2.MetricInfo(
                     name=m.name,
-                    tasks=[_TASK_ENUM[t] for t in m.tasks],
+                    tasks=[task_enum(t) for t in m.tasks],
                     higher_is_better=m.higher_is_better,
                     description=m.description,
                 )

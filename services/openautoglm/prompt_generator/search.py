@@ -21,14 +21,9 @@ from dataclasses import dataclass
 import optuna
 
 from openautoglm.prompt_generator.policies import Reinforce, ThompsonBandit, discretise
-from openautoglm.common.spec import (
-    StudySpecModel,
-    candidate_id,
-    render,
-    template_fields,
-    INPUT_SLOT,
-    is_active,
-)
+from openautoglm.common.spec.candidates import candidate_id
+from openautoglm.common.spec.schema import StudySpecModel, is_active
+from openautoglm.common.spec.templates import render, template_fields, INPUT_SLOT
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)

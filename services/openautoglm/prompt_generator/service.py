@@ -13,14 +13,10 @@ import grpc
 
 from openautoglm.common import events, telemetry
 from openautoglm.common.config import ServiceSettings
-from openautoglm.common.spec import (
-    SpecError,
-    param_from_proto,
-    param_to_proto,
-    prior_params,
-    spec_from_proto,
-    template_fields,
-)
+from openautoglm.common.spec.protos import param_from_proto, param_to_proto, spec_from_proto
+from openautoglm.common.spec.schema import SpecError
+from openautoglm.common.spec.templates import template_fields
+from openautoglm.common.spec.warm_start import prior_params
 from openautoglm.prompt_generator.search import RenderCache, StudySearch, render_all
 from openautoglm.v1 import common_pb2, events_pb2, prompt_generator_pb2, prompt_generator_pb2_grpc
 

@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import shutil
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,10 +22,18 @@ from typing import Callable
 import torch
 
 from openautoglm.common import datasets
-from openautoglm.common.spec import DEFAULT_HYPERPARAMETERS, DEFAULT_MAX_LENGTH, fill_input
+from openautoglm.common.catalogue import (
+    DEFAULT_CHECKPOINT_EVERY_STEPS,
+    DEFAULT_EVAL_FRACTION,
+    DEFAULT_HYPERPARAMETERS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MODEL,
+    DEFAULT_PRECISION,
+    DEFAULT_TUNING,
+)
 from openautoglm.common.resources import training_memory_mb
+from openautoglm.common.spec.templates import fill_input
 from openautoglm.trainer import loop, models
-from openautoglm.trainer.loop import TrialInterrupted, TrialPruned  # noqa: F401  (re-exported for the service)
 
 log = logging.getLogger(__name__)
 
@@ -47,15 +54,15 @@ class TrialJob:
     dataset_path: str = ""
     text_field: str = ""
     label_field: str = ""
-    eval_fraction: float = 0.2
+    eval_fraction: float = DEFAULT_EVAL_FRACTION
     max_examples: int = 0
-    model_builtin: str = "tiny"
+    model_builtin: str = DEFAULT_MODEL
     model_path: str = ""
-    tuning: str = "full"
-    precision: str = "fp32"
+    tuning: str = DEFAULT_TUNING
+    precision: str = DEFAULT_PRECISION
     gradient_checkpointing: bool = False
     gradient_accumulation_steps: int = 1
-    checkpoint_every_steps: int = 20
+    checkpoint_every_steps: int = DEFAULT_CHECKPOINT_EVERY_STEPS
     max_length: int = DEFAULT_MAX_LENGTH
     seed: int = 0
     report_intermediate: bool = False
@@ -197,11 +204,11 @@ def run_trial(
     job: TrialJob,
     artifacts_dir: Path,
     progress: ProgressFn | None = None,
-    stop: threading.Event | None = None,
+    stop: loop.Flag | None = None,
     checkpoints_dir: Path | None = None,
     free_memory_mb: float | None = None,
     intermediate: Callable[[int, float], None] | None = None,
-    prune: threading.Event | None = None,
+    prune: loop.Flag | None = None,
 ) -> TrialResult:
     """Train, predict the held-out split, save the model; raises TrialError / TrialInterrupted."""
     started = time.monotonic()

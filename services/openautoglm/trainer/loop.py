@@ -11,9 +11,8 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torch.distributed as dist
@@ -80,6 +79,23 @@ def distributed() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
+class Flag(Protocol):
+    """A stop signal: a threading.Event, or (under torchrun) a flag file the parent writes."""
+
+    def is_set(self) -> bool: ...
+
+
+def _agreed_flags(stop: Flag | None, prune: Flag | None, world: int, device: torch.device) -> tuple[bool, bool]:
+    """(stop, prune) as every rank sees them: under DDP the ranks take the maximum, so all of them
+    leave at the same step (one rank leaving alone would hang the others' all-reduce)."""
+    flags = [bool(stop is not None and stop.is_set()), bool(prune is not None and prune.is_set())]
+    if world > 1:
+        agreed = torch.tensor(flags, dtype=torch.int32, device=device)
+        dist.all_reduce(agreed, op=dist.ReduceOp.MAX)
+        flags = [bool(v) for v in agreed.tolist()]
+    return flags[0], flags[1]
+
+
 def autocast_context(precision: str, device: torch.device):
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -96,8 +112,8 @@ def train(
     checkpoint_dir=None,
     checkpoint_key: str = "",
     progress: Callable[[int, int, float], None] | None = None,
-    stop: threading.Event | None = None,
-    prune: threading.Event | None = None,
+    stop: Flag | None = None,
+    prune: Flag | None = None,
     epoch_end: Callable[[int], None] | None = None,
 ) -> LoopResult:
     from transformers import get_linear_schedule_with_warmup
@@ -132,9 +148,10 @@ def train(
     plan_epoch = -1
     while result.steps < total:
         step = result.steps
-        if stop is not None and stop.is_set():
+        stopping, pruning = _agreed_flags(stop, prune, world, device)
+        if stopping:
             raise TrialInterrupted(f"stopped at step {step}/{total}")
-        if prune is not None and prune.is_set():
+        if pruning:
             raise TrialPruned(step)
         epoch = step // steps_per_epoch
         if epoch != plan_epoch:

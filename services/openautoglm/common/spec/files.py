@@ -1,0 +1,51 @@
+"""Reading a spec file (YAML or JSON): errors name the file, the line and the field."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from openautoglm.common.spec.schema import SpecError, StudySpecModel, validate_dict
+
+
+def load_spec_file(path: str | Path) -> StudySpecModel:
+    """Read a YAML or JSON spec; errors name the file, the line and the field."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError("spec", f"cannot read spec file: {err.strerror}", file=str(path)) from None
+    try:
+        root = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise SpecError(
+            "spec", f"not valid YAML/JSON: {getattr(err, 'problem', err)}",
+            line=mark.line + 1 if mark else None, file=str(path),
+        ) from None
+    try:
+        return validate_dict(data)
+    except SpecError as err:
+        err.file = str(path)
+        err.line = _line_of(root, getattr(err, "loc", ()))
+        err.args = (str(SpecError(err.field, err.message, err.line, err.file)),)
+        raise
+
+
+def _line_of(node, loc: tuple) -> int | None:
+    """1-based line of the deepest YAML node along `loc` that exists."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for key in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(key)), None)
+            key_node = next((k for k, v in node.value if k.value == str(key)), None)
+            if match is None:
+                break
+            line, node = key_node.start_mark.line + 1, match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line

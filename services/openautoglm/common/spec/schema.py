@@ -1,0 +1,366 @@
+"""The study spec: one pydantic model that validates what users write (YAML/JSON) and what gRPC
+clients send (`StudySpec` protos, converted by `protos.spec_from_proto`), with errors that name the
+offending field. Both paths end in the same `StudySpecModel`, so they cannot disagree about what
+is valid.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from openautoglm.common import datasets
+from openautoglm.common.catalogue import (
+    BUILTIN_MODELS,
+    DEFAULT_CHECKPOINT_EVERY_STEPS,
+    DEFAULT_EVAL_FRACTION,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_METRIC,
+    DEFAULT_MODEL,
+    DEFAULT_PRUNER,
+    DEFAULT_STRATEGY,
+    DEFAULT_TEXT_FIELD,
+    MULTI_OBJECTIVE_STRATEGIES,
+    STRATEGIES,
+    TRAINER_HYPERPARAMETERS,
+    known_metrics,
+)
+from openautoglm.common.spec.templates import INPUT_SLOT, INSTRUCTION_DIMENSIONS, template_fields
+
+
+class SpecError(ValueError):
+    """A spec problem: `field` is the dotted path of the offending field."""
+
+    def __init__(self, field: str, message: str, line: int | None = None, file: str | None = None):
+        self.field, self.message, self.line, self.file = field, message, line, file
+        self.loc: tuple = ()
+        where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
+        super().__init__(f"{where}{field}: {message}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetModel(_Strict):
+    builtin: str = ""
+    path: str = ""
+    text_field: str = DEFAULT_TEXT_FIELD
+    label_field: str = ""
+    eval_fraction: float = Field(DEFAULT_EVAL_FRACTION, gt=0.0, lt=1.0)
+    max_examples: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DatasetModel":
+        if bool(self.builtin) == bool(self.path):
+            raise ValueError("give exactly one of 'builtin' or 'path'")
+        if self.builtin and self.builtin not in datasets.BUILTIN:
+            raise ValueError(
+                f"unknown built-in dataset {self.builtin!r}; expected one of {', '.join(datasets.BUILTIN)}"
+            )
+        return self
+
+    @field_validator("path")
+    @classmethod
+    def _path_exists(cls, value: str) -> str:
+        if value and not Path(value).expanduser().is_file():
+            raise ValueError(f"dataset file not found: {value}")
+        return value
+
+
+class ModelModel(_Strict):
+    builtin: str = ""
+    path: str = ""
+    tuning: Literal["full", "lora", "prompt_tuning"] = "full"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelModel":
+        if bool(self.builtin) == bool(self.path):
+            raise ValueError("give exactly one of 'builtin' or 'path'")
+        if self.builtin and self.builtin not in BUILTIN_MODELS:
+            raise ValueError(f"unknown built-in model {self.builtin!r}; expected one of {', '.join(BUILTIN_MODELS)}")
+        if self.path and not Path(self.path).expanduser().is_dir():
+            raise ValueError(f"model directory not found: {self.path}")
+        return self
+
+
+Scalar = Union[bool, int, float, str]
+
+
+class HyperParameterModel(_Strict):
+    type: Literal["choice", "uniform", "loguniform", "int"]
+    values: list[Scalar] = Field(default_factory=list)
+    low: float | None = None
+    high: float | None = None
+    step: int | None = None
+    # Conditional: {other_param: [values]}: searched only when other_param takes one of them.
+    when: dict[str, list[Scalar]] | None = None
+
+    @model_validator(mode="after")
+    def _domain(self) -> "HyperParameterModel":
+        if self.type == "choice":
+            if not self.values:
+                raise ValueError("a 'choice' needs a non-empty 'values' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a '{self.type}' needs 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"'low' ({self.low}) is above 'high' ({self.high})")
+        if self.type == "loguniform" and self.low <= 0:
+            raise ValueError("a 'loguniform' needs 'low' > 0")
+        if self.type == "int":
+            if self.low != int(self.low) or self.high != int(self.high):
+                raise ValueError("an 'int' needs whole-number 'low' and 'high'")
+            if self.step is not None and self.step <= 0:
+                raise ValueError("'step' must be positive")
+        return self
+
+
+class TemplateModel(_Strict):
+    id: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+
+    @field_validator("text")
+    @classmethod
+    def _has_input_slot(cls, value: str) -> str:
+        fields = template_fields(value)
+        if INPUT_SLOT not in fields:
+            raise ValueError("the template must contain the '{input}' slot for the example text")
+        return value
+
+
+class SearchSpaceModel(_Strict):
+    templates: list[TemplateModel] = Field(default_factory=list)
+    variables: dict[str, list[str]] = Field(default_factory=dict)
+    hyperparameters: dict[str, HyperParameterModel] = Field(default_factory=dict)
+    # Instructions tried before or after each rendered template (a searched dimension each).
+    instructions: list[str] = Field(default_factory=list)
+    instruction_position: list[Literal["before", "after"]] = Field(default_factory=lambda: ["before"])
+
+    @field_validator("instruction_position")
+    @classmethod
+    def _positions(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("give at least one of 'before', 'after'")
+        return list(dict.fromkeys(value))
+
+    @field_validator("templates")
+    @classmethod
+    def _templates(cls, value: list[TemplateModel]) -> list[TemplateModel]:
+        if not value:
+            raise ValueError("the search space is empty: give at least one prompt template")
+        ids = [t.id for t in value]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"template ids must be unique; repeated: {', '.join(dupes)}")
+        return value
+
+    @field_validator("variables")
+    @classmethod
+    def _variables(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, values in value.items():
+            if not values:
+                raise ValueError(f"variable {name!r} has no values")
+            if name == INPUT_SLOT or name in INSTRUCTION_DIMENSIONS:
+                raise ValueError(f"{name!r} is a reserved name")
+        return value
+
+    @field_validator("hyperparameters")
+    @classmethod
+    def _known_hyperparameters(cls, value: dict[str, HyperParameterModel]) -> dict[str, HyperParameterModel]:
+        unknown = sorted(set(value) - set(TRAINER_HYPERPARAMETERS))
+        if unknown:
+            raise ValueError(
+                f"unknown hyper-parameter(s) {', '.join(unknown)}; the trainer understands "
+                f"{', '.join(sorted(TRAINER_HYPERPARAMETERS))}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _conditions(self) -> "SearchSpaceModel":
+        names = list(self.hyperparameters)
+        for i, (name, hp) in enumerate(self.hyperparameters.items()):
+            if hp.when is None:
+                continue
+            if len(hp.when) != 1:
+                raise _FieldError(("hyperparameters", name, "when"), "name exactly one hyper-parameter")
+            (parent, values), = hp.when.items()
+            other = self.hyperparameters.get(parent)
+            if other is None or names.index(parent) > i:
+                raise _FieldError(("hyperparameters", name, "when"), f"{parent!r} must be a hyper-parameter declared before {name!r}")
+            if other.type != "choice" or other.when is not None:
+                raise _FieldError(("hyperparameters", name, "when"), f"{parent!r} must be an unconditional 'choice'")
+            bad = [v for v in values if v not in other.values]
+            if not values or bad:
+                raise _FieldError(("hyperparameters", name, "when"), f"values {bad or values} are not choices of {parent!r}")
+        return self
+
+    @model_validator(mode="after")
+    def _variables_defined(self) -> "SearchSpaceModel":
+        for template in self.templates:
+            missing = sorted(template_fields(template.text) - {INPUT_SLOT} - set(self.variables))
+            if missing:
+                raise ValueError(
+                    f"template {template.id!r} uses undefined variable(s): {', '.join(missing)}"
+                )
+        return self
+
+
+class ObjectiveModel(_Strict):
+    metric: str = ""
+    terms: dict[str, float] = Field(default_factory=dict)
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "ObjectiveModel":
+        if self.metric and self.terms:
+            raise ValueError("give either 'metric' or 'terms', not both")
+        if self.metric:
+            self.terms = {self.metric: 1.0}
+            self.metric = ""
+        return self
+
+
+class TrainingModel(_Strict):
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    gradient_checkpointing: bool = False
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024)
+    checkpoint_every_steps: int = Field(DEFAULT_CHECKPOINT_EVERY_STEPS, ge=1)
+    max_length: int = Field(DEFAULT_MAX_LENGTH, ge=8, le=8192)
+    # MiB one trial needs on a trainer slot; 0 = estimated (common/resources.py).
+    memory_mb: float = Field(0.0, ge=0)
+
+
+class WarmStartModel(_Strict):
+    from_study_id: str = ""
+    trials_path: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "WarmStartModel":
+        if self.from_study_id and self.trials_path:
+            raise ValueError("give either 'from_study_id' or 'trials_path', not both")
+        if self.trials_path and not Path(self.trials_path).expanduser().is_file():
+            raise ValueError(f"prior-trials file not found: {self.trials_path}")
+        return self
+
+
+class BudgetModel(_Strict):
+    max_trials: int = Field(gt=0)
+    max_wall_seconds: float = Field(0.0, ge=0.0)
+    parallelism: int = Field(0, ge=0)
+
+
+class StudySpecModel(_Strict):
+    name: str = ""
+    task: Literal["classification", "generation"]
+    dataset: DatasetModel
+    model: ModelModel = Field(default_factory=lambda: ModelModel(builtin=DEFAULT_MODEL))
+    search_space: SearchSpaceModel
+    objective: ObjectiveModel = Field(default_factory=ObjectiveModel)
+    strategy: str = DEFAULT_STRATEGY
+    budget: BudgetModel
+    seed: int = 0
+    training: TrainingModel = Field(default_factory=TrainingModel)
+    warm_start: WarmStartModel = Field(default_factory=WarmStartModel)
+    pruner: Literal["none", "median", "successive_halving"] = DEFAULT_PRUNER
+    extra_objectives: list[ObjectiveModel] = Field(default_factory=list)
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, value: str) -> str:
+        if value not in STRATEGIES:
+            raise ValueError(f"unknown strategy {value!r}; expected one of {', '.join(STRATEGIES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self, info: ValidationInfo) -> "StudySpecModel":
+        if not self.objective.terms:
+            self.objective.terms = {DEFAULT_METRIC[self.task]: 1.0}
+        known = (info.context or {}).get("metrics", {}).get(self.task) or known_metrics(self.task)
+        if self.model.builtin == "minilm" and self.task != "classification":
+            raise _FieldError(("model", "builtin"), "the MiniLM encoder does classification only")
+        for i, extra in enumerate(self.extra_objectives):
+            if not extra.terms:
+                raise _FieldError(("extra_objectives", i, "terms"), "give 'metric' or 'terms'")
+            for metric in extra.terms:
+                if metric not in known:
+                    raise _FieldError(("extra_objectives", i, "terms", metric),
+                                      f"unknown metric {metric!r} for a {self.task} task; expected one of {', '.join(known)}")
+        if self.extra_objectives:
+            if self.strategy not in MULTI_OBJECTIVE_STRATEGIES:
+                raise _FieldError(("strategy",), f"a multi-objective study needs grid, random or tpe, not {self.strategy!r}")
+            if self.pruner != "none":
+                raise _FieldError(("pruner",), "pruning is for single-objective studies")
+            if self.warm_start.from_study_id or self.warm_start.trials_path:
+                raise _FieldError(("warm_start",), "warm start is for single-objective studies")
+        for metric in self.objective.terms:
+            if metric not in known:
+                raise _FieldError(
+                    ("objective", "terms", metric),
+                    f"unknown metric {metric!r} for a {self.task} task; expected one of {', '.join(known)}",
+                )
+        if self.strategy == "grid":
+            for name, hp in self.search_space.hyperparameters.items():
+                if hp.when is not None:
+                    raise _FieldError(("search_space", "hyperparameters", name, "when"),
+                                      "the grid strategy cannot search conditional parameters")
+                if hp.type in ("uniform", "loguniform"):
+                    raise _FieldError(
+                        ("search_space", "hyperparameters", name, "type"),
+                        f"the grid strategy needs discrete values; '{hp.type}' is continuous (use 'choice' or 'int')",
+                    )
+        return self
+
+
+class _FieldError(ValueError):
+    """Raised inside validators to point at a deeper field than the validator's own."""
+
+    def __init__(self, loc: tuple, message: str):
+        super().__init__(message)
+        self.loc = loc
+
+
+
+# --- validation entry points ------------------------------------------------------------------
+
+
+def validate_dict(data: Any, metrics: dict[str, list[str]] | None = None) -> StudySpecModel:
+    """Validate a plain dict (from YAML/JSON); raises SpecError naming the first bad field.
+
+    `metrics` (task -> names) is what the evaluator serves; default: built-ins + local plugins.
+    """
+    if not isinstance(data, dict):
+        raise SpecError("spec", "the spec must be a mapping (YAML/JSON object)")
+    try:
+        return StudySpecModel.model_validate(data, context={"metrics": metrics or {}})
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        ctx_err = first.get("ctx", {}).get("error")
+        if isinstance(ctx_err, _FieldError):
+            loc = loc + ctx_err.loc  # the validator's own place, then the field inside it
+        message = first["msg"].removeprefix("Value error, ")
+        raise _spec_error(loc, message) from None
+
+
+def _spec_error(loc: tuple, message: str) -> SpecError:
+    error = SpecError(_dotted(loc) or "spec", message)
+    error.loc = loc
+    return error
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+
+def is_active(hp: HyperParameterModel, chosen: dict) -> bool:
+    """Whether a (possibly conditional) hyper-parameter applies, given the values chosen so far."""
+    if not hp.when:
+        return True
+    (parent, values), = hp.when.items()
+    return parent in chosen and chosen[parent] in values

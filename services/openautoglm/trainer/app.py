@@ -1,0 +1,158 @@
+"""The trainer service: pulls the jobs the scheduler placed on it from its own subject of the
+JetStream work queue (`autoglm.trial.train.<trainer id>`, a durable consumer named after the
+trainer, explicit ack), runs them with the TrialRunner, and publishes progress / trained /
+failed / pruned events. It announces its capacity (slots, memory per slot) on
+`autoglm.trainer.heartbeat` every few seconds; the scheduler packs work onto it from those.
+
+On SIGTERM the running job is interrupted between two optimiser steps and nak'ed, and a last
+heartbeat marked `leaving` tells the scheduler at once, so the gateway places the trial on
+another trainer (a trainer restarted under the same id resumes its own queue): accepted work
+is never lost. The trainer id must therefore be stable across restarts of one replica (the pod
+name, the compose service's hostname, `trainer-0` in the embedded stack).
+A job that cannot run (bad model dir, malformed dataset) fails its trial instead of retrying.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+from openautoglm.common import events, telemetry
+from openautoglm.common.config import ServiceSettings
+from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
+from openautoglm.trainer.core import TrialError
+from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
+from openautoglm.trainer.runner import TrialRunner
+from openautoglm.trainer.service import TrainerServicer
+from openautoglm.v1 import events_pb2, trainer_pb2, trainer_pb2_grpc
+
+log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 2.0
+
+
+class TrainerApp:
+    service_names = (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name,)
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.runner = TrialRunner(
+            trainer_id=events.subject_token(settings.trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"),
+            slots=settings.trainer_slots,
+            memory_per_slot_mb=settings.trainer_memory_mb,
+            processes=settings.trainer_processes,
+            artifacts=settings.service_dir() / "artifacts",
+            checkpoints=settings.service_dir() / "checkpoints",
+        )
+        self.nc = None
+        self.js = None
+        self.consumer = None
+        self._heartbeat_task = None
+
+    def register(self, server):
+        trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.runner), server)
+
+    async def _beat(self, leaving: bool = False) -> None:
+        capacity = self.runner.capacity()
+        beat = events_pb2.TrainerHeartbeat(
+            meta=events.new_meta("trainer"), worker=worker_to_proto(capacity), busy_slots=capacity.busy, leaving=leaving
+        )
+        with contextlib.suppress(Exception):
+            await self.nc.publish(events.SUBJECT_HEARTBEAT, beat.SerializeToString())
+
+    async def _heartbeat(self):
+        while True:
+            await self._beat()
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+
+    async def _on_job(self, msg, ctx):
+        job = events_pb2.TrainJobEvent.FromString(msg.data).job
+        trainer_id = self.runner.trainer_id
+        with telemetry.tracer().start_as_current_span("trainer.job", context=ctx) as span:
+            span.set_attribute("openautoglm.study_id", job.study_id)
+            span.set_attribute("openautoglm.trial_id", job.trial_id)
+            log.info("training trial %s (delivery %d)", job.trial_id, msg.metadata.num_delivered,
+                     extra={"study_id": job.study_id, "trial_id": job.trial_id})
+            loop = asyncio.get_running_loop()
+
+            def publish_progress(**fields):
+                event = events_pb2.TrialProgressEvent(
+                    meta=events.new_meta("trainer", job.study_id, job.trial_id),
+                    progress=trainer_pb2.TrialProgress(study_id=job.study_id, trial_id=job.trial_id, trainer_id=trainer_id,
+                                                       **fields),
+                )
+                loop.create_task(events.publish(self.js, events.SUBJECT_PROGRESS, event))
+
+            def on_progress(step, total, loss):
+                publish_progress(step=step, total_steps=total, loss=loss)
+
+            def on_intermediate(epoch, value):
+                publish_progress(epoch=epoch, has_intermediate=True, intermediate_value=value)
+
+            on_progress(0, 0, 0.0)  # "a trainer has it": the gateway marks the trial TRAINING
+            try:
+                result = await self.runner.run(job_from_proto(job), on_progress, on_intermediate)
+            except TrialError as err:
+                log.warning("trial %s failed: %s", job.trial_id, err, extra={"trial_id": job.trial_id})
+                await self._publish_failed(job, str(err))
+                return
+            except TrialInterrupted:
+                raise asyncio.CancelledError() from None  # the consumer naks: back to the queue
+            except TrialPruned as err:
+                log.info("trial %s pruned at step %d", job.trial_id, err.step, extra={"trial_id": job.trial_id})
+                await events.publish(self.js, events.SUBJECT_PRUNED, events_pb2.TrialPrunedEvent(
+                    meta=events.new_meta("trainer", job.study_id, job.trial_id, f"pruned-{job.trial_id}"),
+                    trainer_id=trainer_id))
+                return
+            trained = events_pb2.TrialTrainedEvent(
+                meta=events.new_meta("trainer", job.study_id, job.trial_id, f"trained-{job.trial_id}"),
+                trained=trained_message(job, result, trainer_id),
+            )
+            await events.publish(self.js, events.SUBJECT_TRAINED, trained)
+            log.info("trial %s trained in %.1fs (loss %.4f)", job.trial_id, result.seconds, result.train_loss,
+                     extra={"trial_id": job.trial_id})
+
+    async def _on_stop_request(self, msg) -> None:
+        request = events_pb2.TrialStopRequest.FromString(msg.data)
+        log.info("stop requested for trial %s: %s", request.meta.trial_id, request.reason, extra={"trial_id": request.meta.trial_id})
+        self.runner.request_stop(request.meta.trial_id)
+
+    async def _publish_failed(self, job: trainer_pb2.TrainJob, reason: str) -> None:
+        failed = events_pb2.TrialFailedEvent(
+            meta=events.new_meta("trainer", job.study_id, job.trial_id, f"failed-{job.trial_id}"),
+            reason=reason, trainer_id=self.runner.trainer_id,
+        )
+        await events.publish(self.js, events.SUBJECT_FAILED, failed)
+
+    async def _give_up(self, msg, err: Exception) -> None:
+        """A job that crashed every delivery (not a clean TrialError): fail its trial."""
+        job = events_pb2.TrainJobEvent.FromString(msg.data).job
+        await self._publish_failed(job, f"training crashed {msg.metadata.num_delivered} times; last error: {err!r}")
+
+    async def start(self):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.nc = await events.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}")
+        self.js = self.nc.jetstream()
+        await events.ensure_streams(self.js)
+        self._heartbeat_task = asyncio.create_task(self._heartbeat())
+        await self.nc.subscribe(events.SUBJECT_STOP, cb=self._on_stop_request)
+        self.consumer = events.DurableConsumer(
+            self.js, events.JOBS_STREAM.name, self.runner.trainer_id, [events.train_subject(self.runner.trainer_id)], self._on_job,
+            ack_wait=self.settings.trainer_ack_wait, max_deliver=5, concurrency=self.settings.trainer_slots,
+            on_give_up=self._give_up,
+        )
+        await self.consumer.start()
+
+    async def stop(self):
+        self.runner.stop_event.set()  # running training stops at its next step
+        if self.consumer:
+            await self.consumer.stop()
+        if self._heartbeat_task:
+            self._heartbeat_task.cancel()
+            if self.nc is not None and not self.nc.is_closed:
+                await self._beat(leaving=True)  # the scheduler re-plans now, not after the timeout
+        await events.close(self.nc)

@@ -1,0 +1,67 @@
+"""The trainer's protobuf edge: jobs in, results and capacity out (no logic of their own)."""
+from __future__ import annotations
+
+from openautoglm.common.catalogue import (
+    DEFAULT_CHECKPOINT_EVERY_STEPS,
+    DEFAULT_EVAL_FRACTION,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_PRECISION,
+    DEFAULT_TUNING,
+)
+from openautoglm.common.spec.protos import param_from_proto, task_name
+from openautoglm.trainer.core import TrialJob, TrialResult
+from openautoglm.trainer.runner import Capacity
+from openautoglm.v1 import scheduler_pb2, trainer_pb2
+
+
+def job_from_proto(job: trainer_pb2.TrainJob) -> TrialJob:
+    """A TrainJob as the runner takes it; proto3 fields left unset take the catalogue's defaults."""
+    return TrialJob(
+        study_id=job.study_id,
+        trial_id=job.trial_id,
+        task=task_name(job.task),
+        prompt=job.candidate.prompt,
+        hyperparameters={k: param_from_proto(v) for k, v in job.candidate.hyperparameters.items()},
+        dataset_builtin=job.dataset.builtin,
+        dataset_path=job.dataset.path,
+        text_field=job.dataset.text_field,
+        label_field=job.dataset.label_field,
+        eval_fraction=job.dataset.eval_fraction or DEFAULT_EVAL_FRACTION,
+        max_examples=job.dataset.max_examples,
+        model_builtin=job.model.builtin,
+        model_path=job.model.path,
+        tuning=job.model.tuning or DEFAULT_TUNING,
+        precision=job.training.precision or DEFAULT_PRECISION,
+        gradient_checkpointing=job.training.gradient_checkpointing,
+        gradient_accumulation_steps=job.training.gradient_accumulation_steps or 1,
+        checkpoint_every_steps=job.training.checkpoint_every_steps or DEFAULT_CHECKPOINT_EVERY_STEPS,
+        max_length=job.training.max_length or DEFAULT_MAX_LENGTH,
+        seed=job.seed,
+        report_intermediate=job.report_intermediate,
+    )
+
+
+def trained_message(job: trainer_pb2.TrainJob, result: TrialResult, trainer_id: str) -> trainer_pb2.TrialTrained:
+    return trainer_pb2.TrialTrained(
+        study_id=job.study_id,
+        trial_id=job.trial_id,
+        trainer_id=trainer_id,
+        task=job.task,
+        predictions=result.predictions,
+        references=result.references,
+        train_loss=result.train_loss,
+        train_seconds=result.seconds,
+        steps=result.steps,
+        artifact_path=result.artifact_path,
+        model_metrics=result.model_metrics,
+        skipped_steps=result.skipped_steps,
+        resumed_from_step=result.resumed_from_step,
+        precision=result.precision,
+    )
+
+
+def worker_to_proto(capacity: Capacity) -> scheduler_pb2.Worker:
+    return scheduler_pb2.Worker(
+        id=capacity.trainer_id, slots=capacity.slots, memory_mb=capacity.memory_per_slot_mb, speed=1.0,
+        device_kind=capacity.device_kind,
+    )

@@ -1,0 +1,185 @@
+"""The trainer's gRPC-free core: runs trial jobs on this machine's slots and remembers them.
+
+One job per slot, each in a worker thread (`core.run_trial`), or, when the trainer has several
+GPUs (or `processes` says so), under torchrun with one process per GPU (`ddp.py`). Both paths
+behave the same: progress, per-epoch intermediate scores for the pruner, a stop request from
+the pruner, and the memory check before training. No gRPC and no NATS here: the servicer and
+the app translate at the edge.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from openautoglm.common import telemetry
+from openautoglm.common.net import free_port
+from openautoglm.trainer import hardware
+from openautoglm.trainer.core import TrialError, TrialJob, TrialResult, run_trial
+
+log = logging.getLogger(__name__)
+ProgressCallback = Callable[[int, int, float], None]
+IntermediateCallback = Callable[[int, float], None]
+# Trials asked to stop before they started here that are remembered (oldest forgotten first).
+STOP_EARLY_LIMIT = 1024
+# File a torchrun trial's ranks poll for a stop request from the pruner (ddp.py).
+PRUNE_FLAG_FILE = "prune"
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """What this trainer offers the scheduler, and how much of it is in use."""
+
+    trainer_id: str
+    slots: int
+    memory_per_slot_mb: float
+    device_kind: str
+    busy: int
+
+
+class TrialRunner:
+    """Runs jobs, one per slot; knows which trials run here and which were asked to stop."""
+
+    def __init__(self, trainer_id: str, slots: int, memory_per_slot_mb: float, processes: int,
+                 artifacts: Path, checkpoints: Path):
+        self.trainer_id = trainer_id
+        self.slots = slots
+        # Announced per slot and held steady, so packing does not chase this trainer's own usage.
+        self.memory_per_slot_mb = memory_per_slot_mb or hardware.free_memory_mb() / slots
+        # Data-parallel processes per trial: every local GPU by default (DDP via torchrun).
+        self.processes = processes or max(1, hardware.gpu_count())
+        self.artifacts = artifacts
+        # On the shared data volume, so a job redelivered to another replica resumes too.
+        self.checkpoints = checkpoints
+        self.stop_event = threading.Event()
+        self.busy = 0
+        # Running trials' prune flags: set when the study's pruner asks to stop one.
+        self.prune_flags: dict[str, threading.Event] = {}
+        # Trials asked to stop before they started here (most recent last, bounded).
+        self.stop_early: dict[str, None] = {}
+
+    def capacity(self) -> Capacity:
+        return Capacity(self.trainer_id, self.slots, self.memory_per_slot_mb, hardware.device_kind(), self.busy)
+
+    def request_stop(self, trial_id: str) -> None:
+        """Stop a running trial at its next step, or as soon as it starts here."""
+        flag = self.prune_flags.get(trial_id)
+        if flag is not None:
+            flag.set()
+            return
+        self.stop_early[trial_id] = None
+        while len(self.stop_early) > STOP_EARLY_LIMIT:
+            self.stop_early.pop(next(iter(self.stop_early)))
+
+    def memory_budget_mb(self) -> float:
+        """What one trial may use now: its slot's share of the free memory, at most the announced size."""
+        return min(hardware.free_memory_mb() / self.slots, self.memory_per_slot_mb)
+
+    async def run(self, job: TrialJob, on_progress: ProgressCallback,
+                  on_intermediate: IntermediateCallback | None = None) -> TrialResult:
+        """Train one job; the callbacks are called on the event loop. Raises TrialError,
+        TrialInterrupted (trainer stopping) or TrialPruned (stopped by its study's pruner)."""
+        loop = asyncio.get_running_loop()
+
+        def progress(step: int, total: int, loss: float) -> None:
+            loop.call_soon_threadsafe(on_progress, step, total, loss)
+
+        def intermediate(epoch: int, value: float) -> None:
+            if on_intermediate is not None:
+                loop.call_soon_threadsafe(on_intermediate, epoch, value)
+
+        prune = self.prune_flags.setdefault(job.trial_id, threading.Event())
+        if job.trial_id in self.stop_early:  # stopped while it still waited in this trainer's queue
+            prune.set()
+        self.busy += 1
+        try:
+            with telemetry.tracer().start_as_current_span("train") as span:
+                span.set_attribute("openautoglm.trial_id", job.trial_id)
+                span.set_attribute("openautoglm.processes", self.processes)
+                if self.processes > 1:
+                    result = await self._run_distributed(job, on_progress, on_intermediate, prune)
+                else:
+                    result = await asyncio.to_thread(
+                        run_trial, job, self.artifacts, progress, self.stop_event, self.checkpoints,
+                        self.memory_budget_mb(), intermediate, prune,
+                    )
+                if result.resumed_from_step:
+                    log.info("trial %s resumed from its checkpoint at step %d", job.trial_id, result.resumed_from_step,
+                             extra={"trial_id": job.trial_id})
+                span.set_attribute("openautoglm.resumed_from_step", result.resumed_from_step)
+                span.set_attribute("openautoglm.skipped_steps", result.skipped_steps)
+                span.set_attribute("openautoglm.steps", result.steps)
+                span.set_attribute("openautoglm.train_loss", result.train_loss)
+                return result
+        finally:
+            self.busy -= 1
+            self.prune_flags.pop(job.trial_id, None)
+
+    async def _run_distributed(self, job: TrialJob, on_progress: ProgressCallback,
+                               on_intermediate: IntermediateCallback | None, prune: threading.Event) -> TrialResult:
+        """Run the trial under torchrun (ddp.py). Rank 0 streams progress and intermediate
+        scores as JSON lines on stdout; a prune request reaches every rank through a flag file
+        that the ranks agree on each step, so they stop at the same step."""
+        log.info("trial %s: data-parallel over %d processes (torchrun)", job.trial_id, self.processes,
+                 extra={"trial_id": job.trial_id})
+        with tempfile.TemporaryDirectory(prefix="autoglm-ddp-") as tmp:
+            job_file, result_file, flag_file = Path(tmp, "job.json"), Path(tmp, "result.json"), Path(tmp, PRUNE_FLAG_FILE)
+            job_file.write_text(json.dumps(asdict(job)))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={self.processes}",
+                f"--master_port={free_port()}", "-m", "openautoglm.trainer.ddp", str(job_file), str(result_file),
+                str(self.artifacts), str(self.checkpoints), f"{self.memory_budget_mb():.3f}", str(flag_file),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )
+            assert proc.stdout is not None and proc.stderr is not None
+            watcher = asyncio.create_task(self._forward_stop(prune, flag_file))
+            try:
+                async for line in proc.stdout:
+                    if not line.startswith(b"{"):
+                        continue
+                    report = json.loads(line)
+                    if "epoch" in report:
+                        if on_intermediate is not None:
+                            on_intermediate(report["epoch"], report["value"])
+                    else:
+                        on_progress(report["step"], report["total"], report["loss"])
+                stderr = (await proc.stderr.read()).decode(errors="replace")
+                code = await proc.wait()
+            except asyncio.CancelledError:
+                proc.terminate()  # ranks stop; the checkpoint stays for the redelivered job
+                await proc.wait()
+                raise
+            finally:
+                watcher.cancel()
+            if code != 0:
+                raise _rank_error(stderr, code)
+            return TrialResult(**json.loads(result_file.read_text()))
+
+    async def _forward_stop(self, prune: threading.Event, flag_file: Path) -> None:
+        """Turn the pruner's request (or this trainer stopping) into the ranks' flag file."""
+        while not (prune.is_set() or self.stop_event.is_set()):
+            await asyncio.sleep(0.1)
+        flag_file.write_text("interrupted" if self.stop_event.is_set() and not prune.is_set() else "pruned")
+
+
+def _rank_error(stderr: str, code: int) -> Exception:
+    """The exception a failed torchrun run stands for: the ranks' own TrialError/TrialPruned/
+    TrialInterrupted when one was raised, else a crash."""
+    from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
+
+    lines = stderr.splitlines()
+    for name, kind in (("TrialError", TrialError), ("TrialPruned", TrialPruned), ("TrialInterrupted", TrialInterrupted)):
+        found = [ln for ln in lines if f"{name}:" in ln]
+        if not found:
+            continue
+        detail = found[-1].split(f"{name}:", 1)[-1].strip()
+        if kind is TrialPruned:
+            return TrialPruned(int(detail.split()[-1]) if detail.split() and detail.split()[-1].isdigit() else 0)
+        return kind(detail)
+    return RuntimeError(f"torchrun exited with {code}: {stderr[-2000:]}")
