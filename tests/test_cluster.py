@@ -13,11 +13,11 @@ import grpc
 import pytest
 
 from helpers import small_spec, spec_proto
-from openautoglm.common import events
+from openautoglm.common import events, subjects
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.spec.protos import spec_to_proto
 from openautoglm.common.spec.schema import validate_dict
-from openautoglm.gnn_scheduler.service import SchedulerApp
+from openautoglm.gnn_scheduler.app import SchedulerApp
 from openautoglm.v1 import (
     common_pb2,
     events_pb2,
@@ -29,9 +29,9 @@ from openautoglm.v1 import (
 
 
 async def _beat(nc, worker_id: str, slots: int, memory_mb: float, leaving: bool = False) -> None:
-    beat = events_pb2.TrainerHeartbeat(meta=events.new_meta("test"), leaving=leaving,
+    beat = events_pb2.TrainerHeartbeat(meta=subjects.new_meta("test"), leaving=leaving,
                                        worker=scheduler_pb2.Worker(id=worker_id, slots=slots, memory_mb=memory_mb, speed=1.0))
-    await nc.publish(events.SUBJECT_HEARTBEAT, beat.SerializeToString())
+    await nc.publish(subjects.SUBJECT_HEARTBEAT, beat.SerializeToString())
     await nc.flush()
 
 
@@ -58,7 +58,7 @@ async def scheduler(nats_url, tmp_path):
 async def test_joins_leaves_and_silent_trainers_are_announced_and_packing_follows(scheduler, nats_url):
     nc = await events.connect(nats_url, "test-cluster")
     changes: asyncio.Queue = asyncio.Queue()
-    await nc.subscribe(events.SUBJECT_CLUSTER, cb=changes.put)
+    await nc.subscribe(subjects.SUBJECT_CLUSTER, cb=changes.put)
     try:
         await _beat(nc, "big", 1, 8000)
         assert list((await _next_change(changes)).joined) == ["big"]

@@ -52,10 +52,10 @@ def test_buf_lint_passes():
 
 
 def test_every_service_of_the_contract_is_served():
-    from openautoglm.evaluator.service import EvaluatorApp
-    from openautoglm.gateway.service import GatewayApp
-    from openautoglm.gnn_scheduler.service import SchedulerApp
-    from openautoglm.prompt_generator.service import PromptGeneratorApp
+    from openautoglm.evaluator.app import EvaluatorApp
+    from openautoglm.gateway.app import GatewayApp
+    from openautoglm.gnn_scheduler.app import SchedulerApp
+    from openautoglm.prompt_generator.app import PromptGeneratorApp
     from openautoglm.trainer.app import TrainerApp
 
     served = {n for app in (EvaluatorApp, GatewayApp, SchedulerApp, PromptGeneratorApp, TrainerApp) for n in app.service_names}

@@ -7,13 +7,13 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from openautoglm.common import events
+from openautoglm.common import events, subjects
 from openautoglm.v1 import events_pb2, trainer_pb2
 
 
 def _job_event(trial_id: str) -> events_pb2.TrainJobEvent:
     return events_pb2.TrainJobEvent(
-        meta=events.new_meta("test", "study", trial_id, event_id=f"train-{trial_id}"),
+        meta=subjects.new_meta("test", "study", trial_id, event_id=f"train-{trial_id}"),
         job=trainer_pb2.TrainJob(study_id="study", trial_id=trial_id),
     )
 
@@ -32,13 +32,13 @@ async def js(nats_url):
 
 
 def _consumer(js, name, handler, **kw):
-    return events.DurableConsumer(js, events.JOBS_STREAM.name, name, [events.train_subject("w")], handler, **kw)
+    return events.DurableConsumer(js, events.JOBS_STREAM.name, name, [subjects.train_subject("w")], handler, **kw)
 
 
 async def test_duplicate_event_ids_are_stored_once(js):
     await events.ensure_streams(js)  # idempotent
     for _ in range(3):
-        await events.publish(js, events.train_subject("w"), _job_event("dup"))
+        await events.publish(js, subjects.train_subject("w"), _job_event("dup"))
     assert (await js.stream_info(events.JOBS_STREAM.name)).state.messages == 1
 
 
@@ -54,7 +54,7 @@ async def test_failing_handler_leads_to_redelivery_then_ack(js):
 
     consumer = _consumer(js, "redelivery", handler, retry_delay=0.1)
     await consumer.start()
-    await events.publish(js, events.train_subject("w"), _job_event("flaky"))
+    await events.publish(js, subjects.train_subject("w"), _job_event("flaky"))
     await asyncio.wait_for(done.wait(), 15)
     await consumer.stop()
     assert deliveries == [1, 2]
@@ -74,7 +74,7 @@ async def test_the_last_failed_delivery_is_given_up_and_recorded(js):
 
     consumer = _consumer(js, "give-up", always_fails, retry_delay=0.05, max_deliver=3, on_give_up=give_up)
     await consumer.start()
-    await events.publish(js, events.train_subject("w"), _job_event("doomed"))
+    await events.publish(js, subjects.train_subject("w"), _job_event("doomed"))
     assert await asyncio.wait_for(gave_up, 15) == (3, "broken job")
     await consumer.stop()
     assert attempts == [1, 2, 3]
@@ -91,7 +91,7 @@ async def test_stopping_mid_handler_hands_the_message_back(js):
 
     first = _consumer(js, "handback", slow)
     await first.start()
-    await events.publish(js, events.train_subject("w"), _job_event("handback"))
+    await events.publish(js, subjects.train_subject("w"), _job_event("handback"))
     await asyncio.wait_for(started.wait(), 10)
     await first.stop()  # nak: back to the queue at once, not after ack_wait
 
@@ -118,7 +118,7 @@ async def test_trace_context_crosses_nats_headers(js):
     consumer = _consumer(js, "trace", handler)
     await consumer.start()
     with tracer.start_as_current_span("publisher") as span:
-        await events.publish(js, events.train_subject("w"), _job_event("traced"))
+        await events.publish(js, subjects.train_subject("w"), _job_event("traced"))
         sent = span.get_span_context()
     got = await asyncio.wait_for(received, 10)
     await consumer.stop()

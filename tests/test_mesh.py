@@ -278,7 +278,7 @@ async def test_scheduler_plans_with_the_gnn_by_default(stack):
 
 
 async def test_a_multi_objective_study_reports_a_pareto_front(stack):
-    from openautoglm.gateway.controller import pareto_front
+    from openautoglm.gateway.results import pareto_front
 
     spec = small_spec(strategy="tpe", budget={"max_trials": 4},
                       objective={"metric": "accuracy"},

@@ -249,7 +249,7 @@ def test_candidates_a_caller_lost_are_proposed_again(tmp_path):
 
 def test_pareto_front_keeps_exactly_the_non_dominated_trials():
     from openautoglm.common.spec.protos import spec_to_proto
-    from openautoglm.gateway.controller import pareto_front
+    from openautoglm.gateway.results import pareto_front
     from openautoglm.v1 import common_pb2
 
     spec = spec_to_proto(validate_dict(small_spec(objective={"metric": "accuracy"},

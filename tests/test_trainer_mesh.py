@@ -8,7 +8,7 @@ import grpc
 import pytest
 
 from helpers import run_study, small_spec
-from openautoglm.common import events
+from openautoglm.common import events, subjects
 from openautoglm.common.spec.protos import spec_to_proto
 from openautoglm.common.spec.schema import validate_dict
 from openautoglm.common.stack import EmbeddedStack
@@ -20,7 +20,7 @@ async def _failed_events(stack, study_id: str, count: int, timeout: float = 60) 
     nc = await events.connect(stack.nats_url, "test-reader")
     try:
         js = nc.jetstream()
-        sub = await js.subscribe(events.SUBJECT_FAILED, ordered_consumer=True)
+        sub = await js.subscribe(subjects.SUBJECT_FAILED, ordered_consumer=True)
         found = []
         deadline = asyncio.get_running_loop().time() + timeout
         while len(found) < count and asyncio.get_running_loop().time() < deadline:
@@ -56,8 +56,8 @@ async def test_a_job_naming_a_missing_model_directory_fails_with_a_reason_event(
             model=common_pb2.ModelSpec(path="/nowhere/model"),
             candidate=common_pb2.Candidate(prompt="{input}"),
         )
-        await events.publish(nc.jetstream(), events.train_subject("trainer-0"), events_pb2.TrainJobEvent(
-            meta=events.new_meta("test", job.study_id, job.trial_id, "train-st-direct-t000"), job=job))
+        await events.publish(nc.jetstream(), subjects.train_subject("trainer-0"), events_pb2.TrainJobEvent(
+            meta=subjects.new_meta("test", job.study_id, job.trial_id, "train-st-direct-t000"), job=job))
     finally:
         await events.close(nc)
     (failed,) = await _failed_events(stack, "st-direct", 1)

@@ -39,15 +39,15 @@ def _err(message: str, code: int = 2) -> None:
 def build_app(settings: ServiceSettings):
     """The ServiceApp for a service name (imports are lazy: only the trainer loads torch)."""
     if settings.service == "gateway":
-        from openautoglm.gateway.service import GatewayApp as App
+        from openautoglm.gateway.app import GatewayApp as App
     elif settings.service == "prompt-generator":
-        from openautoglm.prompt_generator.service import PromptGeneratorApp as App
+        from openautoglm.prompt_generator.app import PromptGeneratorApp as App
     elif settings.service == "gnn-scheduler":
-        from openautoglm.gnn_scheduler.service import SchedulerApp as App
+        from openautoglm.gnn_scheduler.app import SchedulerApp as App
     elif settings.service == "trainer":
         from openautoglm.trainer.app import TrainerApp as App
     else:
-        from openautoglm.evaluator.service import EvaluatorApp as App
+        from openautoglm.evaluator.app import EvaluatorApp as App
     return App(settings)
 
 

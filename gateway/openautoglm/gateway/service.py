@@ -6,25 +6,20 @@ INVALID_ARGUMENT naming the field, and nothing is stored.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import grpc
 
-from openautoglm.common import events
-from openautoglm.common.config import ServiceSettings
-from openautoglm.common.server import insecure_channel
-from openautoglm.common.spec.protos import param_from_proto, param_to_proto, spec_from_proto, spec_to_proto, task_name
+from openautoglm.common.spec.protos import param_from_proto, param_to_proto, spec_from_proto, spec_to_proto
 from openautoglm.common.spec.schema import SpecError
 from openautoglm.common.spec.warm_start import load_prior_trials, prior_params
-from openautoglm.gateway.controller import TERMINAL_STUDY, Peers, StudyController, largest_trial_memory_mb
-from openautoglm.gateway.store import StudyStore
+from openautoglm.gateway.controller import StudyController
+from openautoglm.gateway.estimates import largest_trial_memory_mb
+from openautoglm.gateway.peers import PeerError
+from openautoglm.gateway.states import TERMINAL_STUDY
 from openautoglm.v1 import (
     common_pb2,
-    evaluator_pb2,
-    evaluator_pb2_grpc,
-    prompt_generator_pb2_grpc,
-    trainer_pb2_grpc,
     scheduler_pb2,
-    scheduler_pb2_grpc,
     studies_pb2,
     studies_pb2_grpc,
 )
@@ -33,12 +28,18 @@ log = logging.getLogger(__name__)
 MAX_PAGE = 500
 
 
+if TYPE_CHECKING:
+    from openautoglm.gateway.app import GatewayApp
+
+
 class StudiesServicer(studies_pb2_grpc.StudiesServicer):
     def __init__(self, app: "GatewayApp"):
         self.app = app
 
     @property
     def controller(self) -> StudyController:
+        if self.app.controller is None:  # health is NOT_SERVING until start() has built it
+            raise RuntimeError("the gateway has not started")
         return self.app.controller
 
     async def CreateStudy(self, request, context):
@@ -61,7 +62,7 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         has reported yet: then its trials wait for one)."""
         try:
             reply = await self.controller.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=5)
-        except grpc.aio.AioRpcError:
+        except PeerError:
             return ""
         workers = [w for w in reply.workers if w.slots > 0]
         if not workers or any(w.memory_mb <= 0 for w in workers):
@@ -131,7 +132,7 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
 
     async def WatchStudy(self, request, context):
         study = await self._get(request.study_id, context)
-        queue = self.controller.subscribe(study.id)
+        queue = self.controller.watchers.subscribe(study.id)
         try:
             yield studies_pb2.WatchStudyResponse(study=study, change="snapshot")
             while study.state not in TERMINAL_STUDY:
@@ -141,7 +142,7 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
                 study = self.app.store.study(study.id)
                 yield studies_pb2.WatchStudyResponse(study=study, change=change)
         finally:
-            self.controller.unsubscribe(study.id, queue)
+            self.controller.watchers.unsubscribe(study.id, queue)
 
     async def ExportBest(self, request, context):
         study = await self._get(request.study_id, context)
@@ -157,71 +158,3 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         await self._get(request.study_id, context)
         study = await self.controller.cancel(request.study_id)
         return studies_pb2.CancelStudyResponse(study=study)
-
-
-class GatewayApp:
-    service_names = (studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name,)
-
-    def __init__(self, settings: ServiceSettings):
-        self.settings = settings
-        self.store = StudyStore(settings.service_dir() / "studies.sqlite")
-        self.controller: StudyController | None = None
-        self.nc = None
-        self.consumer = None
-        self.channels = []
-
-    async def evaluator_metrics(self) -> dict[str, list[str]] | None:
-        """Metric names per task that the evaluator serves (its plugins included), for spec
-        validation; None (use the built-ins) when the evaluator does not answer."""
-        try:
-            reply = await self.controller.peers.evaluator.ListMetrics(evaluator_pb2.ListMetricsRequest(), timeout=5)
-        except grpc.aio.AioRpcError as err:
-            log.warning("evaluator ListMetrics failed (%s); validating metrics against the built-ins", err.code().name)
-            return None
-        names: dict[str, list[str]] = {"classification": [], "generation": []}
-        for metric in reply.metrics:
-            for task in metric.tasks:
-                if name := task_name(task):
-                    names[name].append(metric.name)
-        return names
-
-    def register(self, server):
-        studies_pb2_grpc.add_StudiesServicer_to_server(StudiesServicer(self), server)
-
-    async def start(self):
-        self.nc = await events.connect(self.settings.nats_url, "gateway")
-        js = self.nc.jetstream()
-        await events.ensure_streams(js)
-        self.channels = [insecure_channel(a) for a in (
-            self.settings.prompt_generator_addr, self.settings.scheduler_addr, self.settings.evaluator_addr)]
-        trainer = None
-        if self.settings.trainer_addr:
-            self.channels.append(insecure_channel(self.settings.trainer_addr))
-            trainer = trainer_pb2_grpc.TrainerStub(self.channels[-1])
-        peers = Peers(
-            prompt_generator_pb2_grpc.PromptGeneratorStub(self.channels[0]),
-            scheduler_pb2_grpc.SchedulerStub(self.channels[1]),
-            evaluator_pb2_grpc.EvaluatorStub(self.channels[2]),
-            trainer,
-        )
-        self.controller = StudyController(self.store, js, peers, self.nc)
-        self.consumer = events.DurableConsumer(
-            js, events.EVENTS_STREAM.name, "gateway-trials",
-            [events.SUBJECT_PROGRESS, events.SUBJECT_TRAINED, events.SUBJECT_FAILED, events.SUBJECT_PRUNED],
-            self.controller.on_trial_event, ack_wait=150.0, max_deliver=20, retry_delay=2.0, concurrency=2,
-            on_give_up=self.controller.on_give_up,
-        )
-        await self.consumer.start()
-        await self.nc.subscribe(events.SUBJECT_CLUSTER, cb=self.controller.on_cluster_changed)
-        self.controller.start_packer()
-        self.controller.resume_running()
-
-    async def stop(self):
-        if self.consumer:
-            await self.consumer.stop()
-        if self.controller:
-            await self.controller.stop()
-        for channel in self.channels:
-            await channel.close()
-        await events.close(self.nc)
-        self.store.close()

@@ -1,6 +1,7 @@
 """NATS JetStream plumbing shared by the services: streams, publishing, durable consumers.
 
-Subjects and the event messages on them are listed in protos/openautoglm/v1/events.proto.
+Subjects (`subjects.py`) and the event messages on them are listed in
+protos/openautoglm/v1/events.proto. Every service starts NATS the same way: `NatsBus.connect`.
 Everything that must survive a crash goes through JetStream: train jobs sit in a work-queue
 stream (one subject per trainer, chosen by the scheduler's packing) until that trainer
 acknowledges them, and trial/study events in a limits stream. Each event
@@ -13,14 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-import uuid
 from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import nats
 from google.protobuf.message import Message
-from google.protobuf.timestamp_pb2 import Timestamp
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -35,40 +33,13 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError
 from opentelemetry import context as otel_context
 
-from openautoglm.common import telemetry
-from openautoglm.v1 import events_pb2
+from openautoglm.common import subjects, telemetry
 
 log = logging.getLogger(__name__)
 
-SUBJECT_TRAIN = "autoglm.trial.train"  # + ".<worker id>": the scheduler places each job on one trainer
-SUBJECT_PROGRESS = "autoglm.trial.progress"
-SUBJECT_TRAINED = "autoglm.trial.trained"
-SUBJECT_FAILED = "autoglm.trial.failed"
-SUBJECT_EVALUATED = "autoglm.trial.evaluated"
-SUBJECT_PRUNED = "autoglm.trial.pruned"
-SUBJECT_STOP = "autoglm.trial.stop"  # core NATS: only the trainer running the trial acts on it
-SUBJECT_HEARTBEAT = "autoglm.trainer.heartbeat"  # core NATS: a missed beat needs no replay
-SUBJECT_CLUSTER = "autoglm.cluster.changed"  # core NATS: the gateway also re-packs on a timer
-
-
-def subject_token(name: str) -> str:
-    """`name` made safe as one NATS subject token (no dots, spaces or wildcards)."""
-    return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "_"
-
-
-def train_subject(worker_id: str) -> str:
-    """The work-queue subject of one trainer's placed jobs."""
-    return f"{SUBJECT_TRAIN}.{subject_token(worker_id)}"
-
-
-def study_subject(state: str) -> str:
-    """autoglm.study.created | running | completed | failed | cancelled"""
-    return f"autoglm.study.{state}"
-
-
 JOBS_STREAM = StreamConfig(
     name="AUTOGLM_JOBS",
-    subjects=[f"{SUBJECT_TRAIN}.*"],
+    subjects=[f"{subjects.SUBJECT_TRAIN}.*"],
     retention=RetentionPolicy.WORK_QUEUE,
     storage=StorageType.FILE,
     duplicate_window=600.0,
@@ -76,12 +47,12 @@ JOBS_STREAM = StreamConfig(
 EVENTS_STREAM = StreamConfig(
     name="AUTOGLM_EVENTS",
     subjects=[
-        "autoglm.study.*",
-        SUBJECT_PROGRESS,
-        SUBJECT_TRAINED,
-        SUBJECT_FAILED,
-        SUBJECT_EVALUATED,
-        SUBJECT_PRUNED,
+        f"{subjects.SUBJECT_STUDY}.*",
+        subjects.SUBJECT_PROGRESS,
+        subjects.SUBJECT_TRAINED,
+        subjects.SUBJECT_FAILED,
+        subjects.SUBJECT_EVALUATED,
+        subjects.SUBJECT_PRUNED,
     ],
     retention=RetentionPolicy.LIMITS,
     storage=StorageType.FILE,
@@ -115,16 +86,36 @@ async def ensure_streams(js: JetStreamContext) -> None:
             await js.update_stream(config=config)
 
 
-def new_meta(source: str, study_id: str = "", trial_id: str = "", event_id: str = "") -> events_pb2.EventMeta:
-    stamp = Timestamp()
-    stamp.GetCurrentTime()
-    return events_pb2.EventMeta(
-        event_id=event_id or uuid.uuid4().hex,
-        study_id=study_id,
-        trial_id=trial_id,
-        time=stamp,
-        source=source,
-    )
+class NatsBus:
+    """A service's NATS connection: core NATS, JetStream with the mesh's streams ensured, and
+    the publishing every service does. One start-up (`connect`) and one shutdown (`close`)."""
+
+    def __init__(self, nc: NATS, js: JetStreamContext):
+        self.nc = nc
+        self.js = js
+
+    @classmethod
+    async def connect(cls, url: str, name: str, streams: bool = True) -> "NatsBus":
+        nc = await connect(url, name)
+        js = nc.jetstream()
+        if streams:
+            await ensure_streams(js)
+        return cls(nc, js)
+
+    async def publish(self, subject: str, event: Message, ctx: otel_context.Context | None = None) -> None:
+        """A durable event on JetStream (de-duplicated by its event id, trace context in headers)."""
+        await publish(self.js, subject, event, ctx=ctx)
+
+    async def notify(self, subject: str, event: Message) -> None:
+        """A core-NATS message (stop requests, heartbeats): fire and forget, trace context in headers."""
+        await self.nc.publish(subject, event.SerializeToString(), headers=telemetry.inject_headers())
+
+    async def purge_jobs(self, worker_id: str) -> None:
+        """Drop every job still queued for one trainer."""
+        await self.js.purge_stream(JOBS_STREAM.name, subject=subjects.train_subject(worker_id))
+
+    async def close(self) -> None:
+        await close(self.nc)
 
 
 async def publish(js: JetStreamContext, subject: str, event: Message, ctx=None) -> None:

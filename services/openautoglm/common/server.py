@@ -44,6 +44,42 @@ class ServiceApp(Protocol):
     async def stop(self) -> None: ...
 
 
+class ReadyGate(grpc.aio.ServerInterceptor):
+    """Answers the app's own RPCs with UNAVAILABLE (retry) until `app.start()` has finished, so a
+    call that races start-up never meets a half-built service (health and reflection pass)."""
+
+    def __init__(self, app_services: tuple[str, ...]):
+        self._prefixes = tuple(f"/{name}/" for name in app_services)
+        self.ready = False
+
+    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = await continuation(handler_call_details)
+        if self.ready or handler is None or not handler_call_details.method.startswith(self._prefixes):
+            return handler
+        return _unavailable_like(handler)
+
+
+def _unavailable_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same shape as `handler` that aborts with UNAVAILABLE."""
+    message = "the service is starting; retry shortly"
+
+    async def unary(request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+
+    async def streaming(request, context):  # type: ignore[no-untyped-def]
+        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
+        yield  # an async generator, as a streaming handler must be
+
+    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary, **codec)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(streaming, **codec)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary, **codec)
+    return grpc.stream_stream_rpc_method_handler(streaming, **codec)
+
+
 def insecure_channel(address: str) -> grpc.aio.Channel:
     """A client channel that carries the current trace context to `address`."""
     return grpc.aio.insecure_channel(
@@ -51,9 +87,11 @@ def insecure_channel(address: str) -> grpc.aio.Channel:
     )
 
 
-async def serve(settings: ServiceSettings, app: ServiceApp) -> None:
-    """Run `app` until SIGTERM/SIGINT; returns after a clean stop."""
-    server = grpc.aio.server(interceptors=telemetry.server_interceptors(), options=CHANNEL_OPTIONS)
+async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyncio.Event | None = None) -> None:
+    """Run `app` until SIGTERM/SIGINT (or until `stop_requested` is set, when given); returns after
+    a clean stop."""
+    gate = ReadyGate(app.service_names)
+    server = grpc.aio.server(interceptors=[gate, *telemetry.server_interceptors()], options=CHANNEL_OPTIONS)
     app.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -66,16 +104,18 @@ async def serve(settings: ServiceSettings, app: ServiceApp) -> None:
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
 
-    stop_requested = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop_requested.set)
+    if stop_requested is None:
+        stop_requested = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop_requested.set)
 
     try:
         await app.start()
     except BaseException:
         await server.stop(0)
         raise
+    gate.ready = True
     for name in ("", *app.service_names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("%s serving on %s:%d", settings.service, settings.host, bound)

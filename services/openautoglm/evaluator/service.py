@@ -7,8 +7,7 @@ import logging
 
 import grpc
 
-from openautoglm.common import events, telemetry
-from openautoglm.common.config import ServiceSettings
+from openautoglm.common import subjects, telemetry
 from openautoglm.common.spec.protos import objective_terms, task_enum, task_name
 from openautoglm.evaluator import metrics
 from openautoglm.v1 import evaluator_pb2, evaluator_pb2_grpc, events_pb2
@@ -45,12 +44,12 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         if request.study_id and request.trial_id:
             event = events_pb2.TrialEvaluatedEvent(
-                meta=events.new_meta("evaluator", request.study_id, request.trial_id, f"evaluated-{request.trial_id}"),
+                meta=subjects.new_meta("evaluator", request.study_id, request.trial_id, f"evaluated-{request.trial_id}"),
                 metrics=values,
                 objective_value=score,
                 candidate_id=request.candidate_id,
             )
-            await self._publish(events.SUBJECT_EVALUATED, event)
+            await self._publish(subjects.SUBJECT_EVALUATED, event)
         return evaluator_pb2.EvaluateResponse(metrics=values, objective_value=score, extra_objective_values=extras)
 
     async def ListMetrics(self, request, context):
@@ -65,26 +64,3 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
                 for m in metrics.registry().values()
             ]
         )
-
-
-class EvaluatorApp:
-    service_names = (evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"].full_name,)
-
-    def __init__(self, settings: ServiceSettings):
-        self.settings = settings
-        self.nc = None
-        self.js = None
-
-    async def _publish(self, subject, event):
-        await events.publish(self.js, subject, event)
-
-    def register(self, server):
-        evaluator_pb2_grpc.add_EvaluatorServicer_to_server(EvaluatorServicer(self._publish), server)
-
-    async def start(self):
-        self.nc = await events.connect(self.settings.nats_url, "evaluator")
-        self.js = self.nc.jetstream()
-        await events.ensure_streams(self.js)
-
-    async def stop(self):
-        await events.close(self.nc)

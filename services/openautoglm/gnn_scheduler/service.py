@@ -6,55 +6,21 @@ critical_path, heft and fifo, which are also the GNN's baselines and its fallbac
 weights cannot be loaded.
 
 The scheduler keeps no work of its own (the gateway's store is the one record of it): Pack is a
-function of the request and the live trainers, so a restarted scheduler loses nothing. It does
-own the cluster view, and announces every change (a trainer joined, left, or stopped beating) on
-`autoglm.cluster.changed`, which makes the gateway pack again at once.
+function of the request and the live trainers (cluster.py), so a restarted scheduler loses nothing.
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 
 import grpc
 
-from openautoglm.common import events, telemetry
-from openautoglm.common.config import ServiceSettings
+from openautoglm.common import telemetry
+from openautoglm.gnn_scheduler.cluster import CapacityRegistry
 from openautoglm.gnn_scheduler.packing import pack
 from openautoglm.gnn_scheduler.planner import PlanError, TaskNode, WorkerSlots, plan
-from openautoglm.v1 import events_pb2, scheduler_pb2, scheduler_pb2_grpc
+from openautoglm.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-
-class CapacityRegistry:
-    """Latest heartbeat per trainer; a trainer that stops beating for `ttl` seconds is gone."""
-
-    def __init__(self, ttl: float = 15.0):
-        self.ttl = ttl
-        self._beats: dict[str, tuple[float, scheduler_pb2.Worker]] = {}
-
-    def update(self, beat: events_pb2.TrainerHeartbeat) -> tuple[list[str], list[str]]:
-        """Record a beat; returns (joined, left) trainer ids."""
-        worker_id = beat.worker.id
-        if beat.leaving:
-            return ([], [worker_id]) if self._beats.pop(worker_id, None) else ([], [])
-        known = worker_id in self._beats
-        self._beats[worker_id] = (time.monotonic(), beat.worker)
-        return ([] if known else [worker_id]), []
-
-    def expire(self) -> list[str]:
-        """Forget trainers silent for longer than the ttl; returns their ids."""
-        now = time.monotonic()
-        gone = sorted(k for k, (seen, _) in self._beats.items() if now - seen > self.ttl)
-        for worker_id in gone:
-            del self._beats[worker_id]
-        return gone
-
-    def live(self) -> list[scheduler_pb2.Worker]:
-        self.expire()
-        return [w for _, w in sorted(self._beats.values(), key=lambda v: v[1].id)]
 
 
 def _task_nodes(tasks) -> list[TaskNode]:
@@ -130,66 +96,3 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             free_slots=[result.free_slots.get(w.id, 0) for w in workers],
             policy=policy,
         )
-
-
-class SchedulerApp:
-    service_names = (scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,)
-
-    def __init__(self, settings: ServiceSettings):
-        self.settings = settings
-        self.registry = CapacityRegistry(settings.heartbeat_ttl)
-        self.nc = None
-        self._sweeper = None
-
-    def register(self, server):
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self.registry, self._default_policy()), server)
-
-    @staticmethod
-    def _default_policy() -> str:
-        try:
-            from openautoglm.gnn_scheduler.gnn import load_default
-
-            load_default()
-            return "gnn"
-        except Exception as err:  # missing weights or torch-geometric: plan with the heuristic
-            log.warning("GNN policy unavailable (%s); planning with critical_path", err)
-            return "critical_path"
-
-    async def _on_heartbeat(self, msg):
-        try:
-            beat = events_pb2.TrainerHeartbeat.FromString(msg.data)
-        except Exception:
-            log.warning("ignoring undecodable heartbeat on %s", msg.subject)
-            return
-        joined, left = self.registry.update(beat)
-        if joined or left:
-            await self._announce(joined, left)
-
-    async def _announce(self, joined: list[str], left: list[str]) -> None:
-        workers = self.registry.live()
-        for worker_id in joined:
-            log.info("trainer %s joined (%d live)", worker_id, len(workers))
-        for worker_id in left:
-            log.warning("trainer %s left (%d live)", worker_id, len(workers))
-        change = events_pb2.ClusterChanged(meta=events.new_meta("gnn-scheduler"), workers=workers,
-                                           joined=joined, left=left)
-        with contextlib.suppress(Exception):
-            await self.nc.publish(events.SUBJECT_CLUSTER, change.SerializeToString())
-
-    async def _sweep(self):
-        """Notice trainers that stopped beating (crashed, partitioned) within a second or so."""
-        while True:
-            await asyncio.sleep(min(1.0, self.registry.ttl / 4))
-            gone = self.registry.expire()
-            if gone:
-                await self._announce([], gone)
-
-    async def start(self):
-        self.nc = await events.connect(self.settings.nats_url, "gnn-scheduler")
-        await self.nc.subscribe(events.SUBJECT_HEARTBEAT, cb=self._on_heartbeat)
-        self._sweeper = asyncio.create_task(self._sweep())
-
-    async def stop(self):
-        if self._sweeper:
-            self._sweeper.cancel()
-        await events.close(self.nc)

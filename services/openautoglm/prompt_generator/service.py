@@ -11,56 +11,15 @@ import logging
 
 import grpc
 
-from openautoglm.common import events, telemetry
-from openautoglm.common.config import ServiceSettings
-from openautoglm.common.spec.protos import param_from_proto, param_to_proto, spec_from_proto
+from openautoglm.common import telemetry
+from openautoglm.common.spec.protos import param_to_proto
 from openautoglm.common.spec.schema import SpecError
 from openautoglm.common.spec.templates import template_fields
-from openautoglm.common.spec.warm_start import prior_params
-from openautoglm.prompt_generator.search import RenderCache, StudySearch, render_all
-from openautoglm.v1 import common_pb2, events_pb2, prompt_generator_pb2, prompt_generator_pb2_grpc
+from openautoglm.prompt_generator.search import render_all
+from openautoglm.prompt_generator.studies import PromptGeneratorCore
+from openautoglm.v1 import common_pb2, prompt_generator_pb2, prompt_generator_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-
-class PromptGeneratorCore:
-    """The studies this replica searches, created on first Propose (or reloaded from storage)."""
-
-    def __init__(self, storage: str | None):
-        self.storage = storage
-        self.cache = RenderCache()
-        self.studies: dict[str, StudySearch] = {}
-        self._lock = asyncio.Lock()
-
-    async def search_for(self, study_id: str, spec_proto, prior_trials=()) -> StudySearch:
-        async with self._lock:
-            search = self.studies.get(study_id)
-            if search is None:
-                spec = spec_from_proto(spec_proto)
-                priors = []
-                for i, prior in enumerate(prior_trials):
-                    hps = {k: param_from_proto(v) for k, v in prior.hyperparameters.items()}
-                    try:
-                        params = prior_params(spec.search_space, prior.template_id, dict(prior.variables), hps)
-                    except ValueError as err:
-                        raise SpecError(f"prior_trials[{i}]", str(err)) from None
-                    priors.append((prior.template_id, dict(prior.variables), params, prior.objective_value))
-                search = await asyncio.to_thread(StudySearch, study_id, spec, self.storage, self.cache, priors)
-                self.studies[study_id] = search
-            return search
-
-    async def feedback(self, study_id: str, candidate_id: str, value: float | None, pruned: bool = False,
-                       extra: list[float] = ()) -> bool:
-        search = self.studies.get(study_id)
-        if search is None:
-            raise KeyError(study_id)
-        return await asyncio.to_thread(search.feedback, candidate_id, value, pruned, list(extra))
-
-    async def report(self, study_id: str, candidate_id: str, step: int, value: float) -> bool:
-        search = self.studies.get(study_id)
-        if search is None:
-            raise KeyError(study_id)
-        return await asyncio.to_thread(search.report, candidate_id, step, value)
 
 
 class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer):
@@ -137,46 +96,3 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
         except KeyError as err:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown study or candidate: {err.args[0]}")
         return prompt_generator_pb2.ReportIntermediateResponse(should_prune=prune)
-
-
-class PromptGeneratorApp:
-    service_names = (prompt_generator_pb2.DESCRIPTOR.services_by_name["PromptGenerator"].full_name,)
-
-    def __init__(self, settings: ServiceSettings):
-        self.settings = settings
-        storage = settings.optuna_storage or f"sqlite:///{settings.service_dir() / 'optuna.db'}"
-        self.core = PromptGeneratorCore(storage)
-        self.nc = None
-        self.consumer = None
-
-    def register(self, server):
-        prompt_generator_pb2_grpc.add_PromptGeneratorServicer_to_server(PromptGeneratorServicer(self.core), server)
-
-    async def _on_evaluated(self, msg, ctx):
-        event = events_pb2.TrialEvaluatedEvent.FromString(msg.data)
-        with telemetry.tracer().start_as_current_span("reward", context=ctx):
-            search = self.core.studies.get(event.meta.study_id)
-            if search is not None and search.spec.extra_objectives:
-                return  # multi-objective rewards need every objective: they come through Feedback
-            try:
-                await self.core.feedback(event.meta.study_id, event.candidate_id, event.objective_value)
-            except KeyError:
-                pass  # a study another replica searches, or one from before a storage reset
-
-    async def start(self):
-        if not self.settings.nats_url:
-            log.info("no NATS URL: rewards come only through the Feedback RPC")
-            return
-        self.nc = await events.connect(self.settings.nats_url, "prompt-generator")
-        js = self.nc.jetstream()
-        await events.ensure_streams(js)
-        self.consumer = events.DurableConsumer(
-            js, events.EVENTS_STREAM.name, "prompt-generator-rewards", [events.SUBJECT_EVALUATED],
-            self._on_evaluated, deliver_new_only=True,
-        )
-        await self.consumer.start()
-
-    async def stop(self):
-        if self.consumer:
-            await self.consumer.stop()
-        await events.close(self.nc)

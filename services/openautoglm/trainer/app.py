@@ -20,7 +20,7 @@ import os
 import socket
 import uuid
 
-from openautoglm.common import events, telemetry
+from openautoglm.common import events, subjects, telemetry
 from openautoglm.common.config import ServiceSettings
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
 from openautoglm.trainer.core import TrialError
@@ -39,17 +39,21 @@ class TrainerApp:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         self.runner = TrialRunner(
-            trainer_id=events.subject_token(settings.trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"),
+            trainer_id=subjects.subject_token(settings.trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"),
             slots=settings.trainer_slots,
             memory_per_slot_mb=settings.trainer_memory_mb,
             processes=settings.trainer_processes,
             artifacts=settings.service_dir() / "artifacts",
             checkpoints=settings.service_dir() / "checkpoints",
         )
-        self.nc = None
-        self.js = None
+        self.bus: events.NatsBus | None = None
         self.consumer = None
         self._heartbeat_task = None
+
+    @property
+    def _bus(self) -> events.NatsBus:
+        assert self.bus is not None, "NATS used before start()"
+        return self.bus
 
     def register(self, server):
         trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.runner), server)
@@ -57,10 +61,10 @@ class TrainerApp:
     async def _beat(self, leaving: bool = False) -> None:
         capacity = self.runner.capacity()
         beat = events_pb2.TrainerHeartbeat(
-            meta=events.new_meta("trainer"), worker=worker_to_proto(capacity), busy_slots=capacity.busy, leaving=leaving
+            meta=subjects.new_meta("trainer"), worker=worker_to_proto(capacity), busy_slots=capacity.busy, leaving=leaving
         )
         with contextlib.suppress(Exception):
-            await self.nc.publish(events.SUBJECT_HEARTBEAT, beat.SerializeToString())
+            await self._bus.notify(subjects.SUBJECT_HEARTBEAT, beat)
 
     async def _heartbeat(self):
         while True:
@@ -79,11 +83,11 @@ class TrainerApp:
 
             def publish_progress(**fields):
                 event = events_pb2.TrialProgressEvent(
-                    meta=events.new_meta("trainer", job.study_id, job.trial_id),
+                    meta=subjects.new_meta("trainer", job.study_id, job.trial_id),
                     progress=trainer_pb2.TrialProgress(study_id=job.study_id, trial_id=job.trial_id, trainer_id=trainer_id,
                                                        **fields),
                 )
-                loop.create_task(events.publish(self.js, events.SUBJECT_PROGRESS, event))
+                loop.create_task(self._bus.publish(subjects.SUBJECT_PROGRESS, event))
 
             def on_progress(step, total, loss):
                 publish_progress(step=step, total_steps=total, loss=loss)
@@ -102,15 +106,15 @@ class TrainerApp:
                 raise asyncio.CancelledError() from None  # the consumer naks: back to the queue
             except TrialPruned as err:
                 log.info("trial %s pruned at step %d", job.trial_id, err.step, extra={"trial_id": job.trial_id})
-                await events.publish(self.js, events.SUBJECT_PRUNED, events_pb2.TrialPrunedEvent(
-                    meta=events.new_meta("trainer", job.study_id, job.trial_id, f"pruned-{job.trial_id}"),
+                await self._bus.publish(subjects.SUBJECT_PRUNED, events_pb2.TrialPrunedEvent(
+                    meta=subjects.new_meta("trainer", job.study_id, job.trial_id, f"pruned-{job.trial_id}"),
                     trainer_id=trainer_id))
                 return
             trained = events_pb2.TrialTrainedEvent(
-                meta=events.new_meta("trainer", job.study_id, job.trial_id, f"trained-{job.trial_id}"),
+                meta=subjects.new_meta("trainer", job.study_id, job.trial_id, f"trained-{job.trial_id}"),
                 trained=trained_message(job, result, trainer_id),
             )
-            await events.publish(self.js, events.SUBJECT_TRAINED, trained)
+            await self._bus.publish(subjects.SUBJECT_TRAINED, trained)
             log.info("trial %s trained in %.1fs (loss %.4f)", job.trial_id, result.seconds, result.train_loss,
                      extra={"trial_id": job.trial_id})
 
@@ -121,10 +125,10 @@ class TrainerApp:
 
     async def _publish_failed(self, job: trainer_pb2.TrainJob, reason: str) -> None:
         failed = events_pb2.TrialFailedEvent(
-            meta=events.new_meta("trainer", job.study_id, job.trial_id, f"failed-{job.trial_id}"),
+            meta=subjects.new_meta("trainer", job.study_id, job.trial_id, f"failed-{job.trial_id}"),
             reason=reason, trainer_id=self.runner.trainer_id,
         )
-        await events.publish(self.js, events.SUBJECT_FAILED, failed)
+        await self._bus.publish(subjects.SUBJECT_FAILED, failed)
 
     async def _give_up(self, msg, err: Exception) -> None:
         """A job that crashed every delivery (not a clean TrialError): fail its trial."""
@@ -135,13 +139,11 @@ class TrainerApp:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        self.nc = await events.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}")
-        self.js = self.nc.jetstream()
-        await events.ensure_streams(self.js)
+        self.bus = await events.NatsBus.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}")
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
-        await self.nc.subscribe(events.SUBJECT_STOP, cb=self._on_stop_request)
+        await self.bus.nc.subscribe(subjects.SUBJECT_STOP, cb=self._on_stop_request)
         self.consumer = events.DurableConsumer(
-            self.js, events.JOBS_STREAM.name, self.runner.trainer_id, [events.train_subject(self.runner.trainer_id)], self._on_job,
+            self.bus.js, events.JOBS_STREAM.name, self.runner.trainer_id, [subjects.train_subject(self.runner.trainer_id)], self._on_job,
             ack_wait=self.settings.trainer_ack_wait, max_deliver=5, concurrency=self.settings.trainer_slots,
             on_give_up=self._give_up,
         )
@@ -153,6 +155,7 @@ class TrainerApp:
             await self.consumer.stop()
         if self._heartbeat_task:
             self._heartbeat_task.cancel()
-            if self.nc is not None and not self.nc.is_closed:
+            if self.bus is not None and not self.bus.nc.is_closed:
                 await self._beat(leaving=True)  # the scheduler re-plans now, not after the timeout
-        await events.close(self.nc)
+        if self.bus is not None:
+            await self.bus.close()

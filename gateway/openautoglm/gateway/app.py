@@ -1,0 +1,96 @@
+"""The gateway's wiring: the Studies servicer, the study store, gRPC clients of the peers, and
+NATS (trial events in, study events and jobs out) around the gRPC-free StudyController."""
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from openautoglm.common import events, subjects
+from openautoglm.common.config import ServiceSettings
+from openautoglm.common.server import insecure_channel
+from openautoglm.common.spec.protos import task_name
+from openautoglm.gateway.clients import PeerClient
+from openautoglm.gateway.controller import StudyController
+from openautoglm.gateway.peers import PeerError, Peers
+from openautoglm.gateway.service import StudiesServicer
+from openautoglm.gateway.store import StudyStore
+from openautoglm.v1 import (
+    evaluator_pb2,
+    evaluator_pb2_grpc,
+    prompt_generator_pb2_grpc,
+    scheduler_pb2_grpc,
+    studies_pb2,
+    studies_pb2_grpc,
+    trainer_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+
+class GatewayApp:
+    service_names = (studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name,)
+
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        self.store = StudyStore(settings.service_dir() / "studies.sqlite")
+        self.controller: StudyController | None = None
+        self.bus: events.NatsBus | None = None
+        self.consumer: events.DurableConsumer | None = None
+        self.channels: list[grpc.aio.Channel] = []
+
+    async def evaluator_metrics(self) -> dict[str, list[str]] | None:
+        """Metric names per task that the evaluator serves (its plugins included), for spec
+        validation; None (use the built-ins) when the evaluator does not answer."""
+        try:
+            assert self.controller is not None
+            reply = await self.controller.peers.evaluator.ListMetrics(evaluator_pb2.ListMetricsRequest(), timeout=5)
+        except PeerError as err:
+            log.warning("evaluator ListMetrics failed (%s); validating metrics against the built-ins", err.code)
+            return None
+        names: dict[str, list[str]] = {"classification": [], "generation": []}
+        for metric in reply.metrics:
+            for task in metric.tasks:
+                if name := task_name(task):
+                    names[name].append(metric.name)
+        return names
+
+    def register(self, server):
+        studies_pb2_grpc.add_StudiesServicer_to_server(StudiesServicer(self), server)
+
+    async def start(self):
+        self.bus = await events.NatsBus.connect(self.settings.nats_url, "gateway")
+        self.channels = [insecure_channel(a) for a in (
+            self.settings.prompt_generator_addr, self.settings.scheduler_addr, self.settings.evaluator_addr)]
+        trainer = None
+        if self.settings.trainer_addr:
+            self.channels.append(insecure_channel(self.settings.trainer_addr))
+            trainer = PeerClient("trainer", trainer_pb2_grpc.TrainerStub(self.channels[-1]))
+        peers = Peers(
+            PeerClient("prompt-generator", prompt_generator_pb2_grpc.PromptGeneratorStub(self.channels[0])),
+            PeerClient("gnn-scheduler", scheduler_pb2_grpc.SchedulerStub(self.channels[1])),
+            PeerClient("evaluator", evaluator_pb2_grpc.EvaluatorStub(self.channels[2])),
+            trainer,
+        )
+        self.controller = controller = StudyController(self.store, self.bus, peers)
+        self.consumer = events.DurableConsumer(
+            self.bus.js, events.EVENTS_STREAM.name, "gateway-trials",
+            [subjects.SUBJECT_PROGRESS, subjects.SUBJECT_TRAINED, subjects.SUBJECT_FAILED, subjects.SUBJECT_PRUNED],
+            controller.trial_events.on_trial_event, ack_wait=150.0, max_deliver=20, retry_delay=2.0, concurrency=2,
+            on_give_up=controller.trial_events.on_give_up,
+        )
+        await self.consumer.start()
+        await self.bus.nc.subscribe(subjects.SUBJECT_CLUSTER, cb=controller.on_cluster_changed)
+        controller.packer.start()
+        controller.resume_running()
+
+    async def stop(self):
+        if self.consumer:
+            await self.consumer.stop()
+        if self.controller:
+            await self.controller.stop()
+        for channel in self.channels:
+            await channel.close()
+        if self.bus is not None:
+            await self.bus.close()
+        self.store.close()

@@ -1,0 +1,138 @@
+"""Placement: every running study's queued trials onto the trainers' free slots.
+
+One packer serves all studies. It asks the scheduler to pack the queued trials (each with the
+memory it needs) around the trials already holding slots, records each placement, then publishes
+the trial's job on that trainer's own subject. It packs when asked (work queued, a slot freed, a
+trainer joined or left) and, as a safety net for a lost event, every few seconds. Trials placed
+on a trainer that is gone are re-queued (their attempt counts up) and placed again.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from opentelemetry import context as otel_context
+
+from openautoglm.common import subjects, telemetry
+from openautoglm.gateway.estimates import trial_compute_seconds
+from openautoglm.gateway.peers import PeerError, Peers
+from openautoglm.gateway.store import StudyStore
+from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
+
+log = logging.getLogger(__name__)
+S = common_pb2
+RPC_DEADLINE = 30.0
+# The packer runs at least this often, so a lost cluster event only delays placement.
+PACK_INTERVAL_SECONDS = 2.0
+
+
+class Packer:
+    def __init__(self, store: StudyStore, bus, peers: Peers, study_context: Callable[[str], otel_context.Context],
+                 notify: Callable[[str, str], None]):
+        self.store = store
+        self.bus = bus
+        self.peers = peers
+        self.study_context = study_context
+        self.notify = notify
+        self.tracer = telemetry.tracer("openautoglm.gateway")
+        self._lock = asyncio.Lock()
+        self._repack = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unfit_logged: set[str] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="packer")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def request(self) -> None:
+        """Something changed (a slot freed, a trainer joined or left): pack again soon."""
+        self._repack.set()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._repack.wait(), timeout=PACK_INTERVAL_SECONDS)
+            self._repack.clear()
+            try:
+                await self.pack()
+            except asyncio.CancelledError:
+                raise
+            except PeerError as err:
+                log.warning("packing deferred: %s", err)
+            except Exception:
+                log.exception("packing failed; trying again shortly")
+
+    async def pack(self) -> None:
+        """Place what fits now; re-queue trials whose trainer is gone and place them again."""
+        async with self._lock:
+            for _ in range(2):  # a second round places the trials re-queued by the first
+                if not await self._pack_once():
+                    return
+
+    async def _pack_once(self) -> bool:
+        """One Pack call; returns True when trials were re-queued (pack again)."""
+        active = self.store.trials_of_running_studies(S.TRIAL_STATUS_QUEUED, S.TRIAL_STATUS_TRAINING)
+        pending = [t for t in active if t.status == S.TRIAL_STATUS_QUEUED and not t.assigned_worker_id]
+        running = [t for t in active if t.assigned_worker_id]
+        if not pending and not running:
+            return False
+        reply = await self.peers.scheduler.Pack(scheduler_pb2.PackRequest(
+            pending=[scheduler_pb2.Task(id=t.id, kind="train", compute_seconds=trial_compute_seconds(t.candidate),
+                                        memory_mb=t.memory_mb, study_id=t.study_id, trial_id=t.id) for t in pending],
+            running=[scheduler_pb2.Assignment(task_id=t.id, worker_id=t.assigned_worker_id) for t in running],
+        ), timeout=RPC_DEADLINE)
+        by_id = {t.id: t for t in active}
+        for trial_id in reply.unfit_task_ids:
+            if trial_id not in self._unfit_logged:
+                self._unfit_logged.add(trial_id)
+                biggest = max((w.memory_mb for w in reply.workers), default=0.0)
+                log.warning("trial %s needs %.0f MiB; no live trainer has a slot that large (largest %.0f MiB): it waits",
+                            trial_id, by_id[trial_id].memory_mb, biggest, extra={"trial_id": trial_id})
+        for placement in reply.placements:
+            trial = by_id[placement.task_id]
+            trial.assigned_worker_id = placement.worker_id
+            self.store.save_trial(trial)  # recorded before published: a crash in between re-publishes
+            self._unfit_logged.discard(trial.id)
+            study = self.store.study(trial.study_id, with_trials=False)
+            assert study is not None
+            with self.tracer.start_as_current_span("place", context=self.study_context(study.id)) as span:
+                span.set_attribute("openautoglm.trial_id", trial.id)
+                span.set_attribute("openautoglm.worker_id", placement.worker_id)
+                span.set_attribute("openautoglm.attempt", trial.attempt)
+                span.set_attribute("openautoglm.memory_mb", trial.memory_mb)
+                await self.publish_job(study, trial)
+            log.info("trial %s placed on %s", trial.id, placement.worker_id, extra={"study_id": study.id, "trial_id": trial.id})
+        gone_workers = set()
+        for trial_id in reply.orphaned_task_ids:
+            trial = by_id[trial_id]
+            gone_workers.add(trial.assigned_worker_id)
+            log.warning("trial %s: trainer %s is gone; placing it again", trial.id, trial.assigned_worker_id,
+                        extra={"study_id": trial.study_id, "trial_id": trial.id})
+            trial.status, trial.assigned_worker_id, trial.trainer_id = S.TRIAL_STATUS_QUEUED, "", ""
+            trial.attempt += 1
+            self.store.save_trial(trial)
+            self.notify(trial.study_id, "trial.queued")
+        for worker_id in gone_workers:
+            # Its queue must not replay these jobs if the trainer comes back under the same id.
+            with contextlib.suppress(Exception):
+                await self.bus.purge_jobs(worker_id)
+        return bool(reply.orphaned_task_ids)
+
+    async def publish_job(self, study: common_pb2.Study, trial: common_pb2.Trial) -> None:
+        """Enqueue a placed trial's job on its trainer's subject (the id, per attempt,
+        de-duplicates a repeat within the window)."""
+        job = trainer_pb2.TrainJob(
+            study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
+            model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed, training=study.spec.training,
+            report_intermediate=study.spec.pruner not in ("", "none"),
+        )
+        await self.bus.publish(subjects.train_subject(trial.assigned_worker_id), events_pb2.TrainJobEvent(
+            meta=subjects.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}-a{trial.attempt}"), job=job),
+            ctx=self.study_context(study.id))

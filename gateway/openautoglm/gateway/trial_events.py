@@ -1,0 +1,190 @@
+"""Trial events from the trainers (progress, trained, pruned, failed), handled idempotently.
+
+A trained trial is scored by the evaluator and its objective fed back to the prompt-generator; a
+progress report with an intermediate score goes to the study's pruner, whose "stop" reaches the
+trainer as a stop request. An event for a trial or study that is already finished is acknowledged
+and ignored, so redeliveries are harmless. A peer that is unavailable makes the handler raise:
+the event is redelivered and handled again later.
+"""
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import context as otel_context
+
+from openautoglm.common import subjects
+from openautoglm.gateway.peers import PeerError, PeerRefused
+from openautoglm.gateway.states import TERMINAL_STUDY, TERMINAL_TRIAL
+from openautoglm.gateway.store import now_ts
+from openautoglm.v1 import common_pb2, evaluator_pb2, events_pb2, prompt_generator_pb2
+
+if TYPE_CHECKING:
+    from openautoglm.gateway.controller import StudyController
+
+log = logging.getLogger(__name__)
+S = common_pb2
+RPC_DEADLINE = 30.0
+EVALUATE_DEADLINE = 120.0
+
+
+class TrialEvents:
+    """Handler of the gateway's durable consumer of trial events."""
+
+    def __init__(self, controller: "StudyController"):
+        self.c = controller
+
+    async def on_trial_event(self, msg: Any, ctx: otel_context.Context) -> None:
+        """Handler of the gateway's durable consumer (progress, trained, failed)."""
+        if msg.subject == subjects.SUBJECT_PROGRESS:
+            await self._on_progress(events_pb2.TrialProgressEvent.FromString(msg.data))
+            return
+        with self.c.tracer.start_as_current_span(f"gateway.{msg.subject.rsplit('.', 1)[-1]}", context=ctx):
+            if msg.subject == subjects.SUBJECT_TRAINED:
+                await self._on_trained(events_pb2.TrialTrainedEvent.FromString(msg.data))
+            elif msg.subject == subjects.SUBJECT_PRUNED:
+                await self._on_pruned(events_pb2.TrialPrunedEvent.FromString(msg.data))
+            elif msg.subject == subjects.SUBJECT_FAILED:
+                await self._on_failed(events_pb2.TrialFailedEvent.FromString(msg.data))
+
+    async def on_give_up(self, msg: Any, err: Exception) -> None:
+        """A trial event that could not be handled after every redelivery: fail the trial."""
+        if msg.subject == subjects.SUBJECT_PROGRESS:
+            return
+        decoder = {subjects.SUBJECT_TRAINED: events_pb2.TrialTrainedEvent, subjects.SUBJECT_PRUNED: events_pb2.TrialPrunedEvent}
+        event = decoder.get(msg.subject, events_pb2.TrialFailedEvent).FromString(msg.data)
+        found = self._live_trial(event.meta.trial_id)
+        if found is not None:
+            await self._fail_trial(*found, f"could not record {msg.subject.rsplit('.', 1)[-1]} result: {err!r}", announce=True)
+
+    def _live_trial(self, trial_id: str) -> tuple[common_pb2.Study, common_pb2.Trial] | None:
+        trial = self.c.store.trial(trial_id)
+        if trial is None or trial.status in TERMINAL_TRIAL:
+            return None
+        study = self.c.store.study(trial.study_id, with_trials=False)
+        if study is None or study.state in TERMINAL_STUDY:
+            return None
+        return study, trial
+
+    async def _on_progress(self, event: events_pb2.TrialProgressEvent) -> None:
+        found = self._live_trial(event.meta.trial_id)
+        if found is None:
+            return
+        study, trial = found
+        if trial.status == S.TRIAL_STATUS_EVALUATING:
+            return
+        if not trial.assigned_worker_id or event.progress.trainer_id not in ("", trial.assigned_worker_id):
+            return  # from an earlier placement, on a trainer that was given up on
+        trial.status = S.TRIAL_STATUS_TRAINING
+        trial.trainer_id = event.progress.trainer_id
+        if event.progress.step:
+            trial.train_loss = event.progress.loss
+        if event.progress.has_intermediate:
+            trial.metrics["intermediate_score"] = event.progress.intermediate_value
+        self.c.store.save_trial(trial)
+        self.c.watchers.notify(study.id, "trial.progress")
+        if event.progress.has_intermediate and study.spec.pruner not in ("", "none"):
+            await self._maybe_prune(study, trial, event.progress)
+
+    async def _maybe_prune(self, study, trial, progress) -> None:
+        """Ask the study's pruner about an epoch's score; tell the trainer to stop if so."""
+        try:
+            reply = await self.c.peers.prompt_generator.ReportIntermediate(prompt_generator_pb2.ReportIntermediateRequest(
+                study_id=study.id, candidate_id=trial.candidate.id, step=progress.epoch, value=progress.intermediate_value,
+            ), timeout=RPC_DEADLINE)
+        except PeerError as err:
+            log.warning("intermediate report for %s not delivered: %s", trial.id, err.code)
+            return
+        if reply.should_prune:
+            log.info("pruning trial %s after epoch %d (score %.4f)", trial.id, progress.epoch, progress.intermediate_value,
+                     extra={"study_id": study.id, "trial_id": trial.id})
+            await self.c.request_stop(study.id, trial.id, f"pruned after epoch {progress.epoch}")
+
+    async def _on_pruned(self, event: events_pb2.TrialPrunedEvent) -> None:
+        found = self._live_trial(event.meta.trial_id)
+        if found is None:
+            return
+        study, trial = found
+        if trial.status == S.TRIAL_STATUS_EVALUATING:
+            return  # a duplicate run stopped because another placement already trained it
+        trial.status = S.TRIAL_STATUS_PRUNED
+        trial.trainer_id = event.trainer_id
+        trial.finished_at.CopyFrom(now_ts())
+        self.c.store.save_trial(trial)
+        self.c.packer.request()
+        await self._feedback(study.id, trial, 0.0, failed=False, pruned=True)
+        self.c.watchers.notify(study.id, "trial.pruned")
+        self.c.wake(study.id)
+
+    async def _on_trained(self, event: events_pb2.TrialTrainedEvent) -> None:
+        found = self._live_trial(event.meta.trial_id)
+        if found is None:
+            return
+        study, trial = found
+        trained = event.trained
+        if trial.status == S.TRIAL_STATUS_EVALUATING and trained.trainer_id != trial.trainer_id:
+            return  # a second placement finished too; the first result is being scored
+        if trial.assigned_worker_id and trained.trainer_id != trial.assigned_worker_id:
+            # Trained on a trainer given up on (it came back): use it, and stop the re-run.
+            await self.c.request_stop(study.id, trial.id, f"already trained on {trained.trainer_id}")
+        trial.status = S.TRIAL_STATUS_EVALUATING
+        trial.trainer_id, trial.train_loss = trained.trainer_id, trained.train_loss
+        trial.artifact_path, trial.precision = trained.artifact_path, trained.precision
+        trial.skipped_steps = trained.skipped_steps
+        self.c.store.save_trial(trial)
+        self.c.packer.request()  # its trainer slot is free
+        self.c.watchers.notify(study.id, "trial.evaluating")
+        try:
+            reply = await self.c.peers.evaluator.Evaluate(evaluator_pb2.EvaluateRequest(
+                study_id=study.id, trial_id=trial.id, task=trained.task, predictions=trained.predictions,
+                references=trained.references, objective=study.spec.objective, candidate_id=trial.candidate.id,
+                model_metrics=trained.model_metrics, extra_objectives=study.spec.extra_objectives,
+            ), timeout=EVALUATE_DEADLINE)
+        except PeerRefused as err:
+            await self._fail_trial(study, trial, f"evaluation refused: {err.details}", announce=True)
+            return
+        # PeerUnavailable propagates: the event is redelivered and scoring is tried again.
+        trial.metrics.update(reply.metrics)
+        trial.objective_value = reply.objective_value
+        trial.extra_objective_values[:] = reply.extra_objective_values
+        trial.status = S.TRIAL_STATUS_SUCCEEDED
+        trial.finished_at.CopyFrom(now_ts())
+        self.c.store.save_trial(trial)
+        await self._feedback(study.id, trial, reply.objective_value, failed=False)
+        log.info("trial %s scored %.4f", trial.id, reply.objective_value, extra={"study_id": study.id, "trial_id": trial.id})
+        self.c.watchers.notify(study.id, "trial.succeeded")
+        self.c.wake(study.id)
+
+    async def _on_failed(self, event: events_pb2.TrialFailedEvent) -> None:
+        found = self._live_trial(event.meta.trial_id)
+        if found is None:
+            return
+        study, trial = found
+        trial.trainer_id = event.trainer_id
+        await self._fail_trial(study, trial, event.reason)
+
+    async def _fail_trial(self, study, trial, reason: str, announce: bool = False) -> None:
+        """Record a failed trial; `announce` publishes autoglm.trial.failed (when the gateway,
+        not a trainer, found the failure) so every consumer of trial events sees it."""
+        trial.status = S.TRIAL_STATUS_FAILED
+        trial.error = reason
+        trial.finished_at.CopyFrom(now_ts())
+        self.c.store.save_trial(trial)
+        self.c.packer.request()
+        if announce:
+            await self.c.bus.publish(subjects.SUBJECT_FAILED, events_pb2.TrialFailedEvent(
+                meta=subjects.new_meta("gateway", study.id, trial.id, f"failed-{trial.id}"), reason=reason))
+        await self._feedback(study.id, trial, 0.0, failed=True)
+        log.warning("trial %s failed: %s", trial.id, reason, extra={"study_id": study.id, "trial_id": trial.id})
+        self.c.watchers.notify(study.id, "trial.failed")
+        self.c.wake(study.id)
+
+    async def _feedback(self, study_id: str, trial, value: float, failed: bool, pruned: bool = False) -> None:
+        try:
+            await self.c.peers.prompt_generator.Feedback(prompt_generator_pb2.FeedbackRequest(
+                study_id=study_id, candidate_id=trial.candidate.id, objective_value=value, failed=failed, pruned=pruned,
+                extra_objective_values=[] if failed or pruned else list(trial.extra_objective_values),
+            ), timeout=RPC_DEADLINE)
+        except PeerError as err:
+            # The evaluated event carries the reward too; a lost call only delays learning.
+            log.warning("feedback for %s not delivered: %s", trial.id, err.code)

@@ -1,0 +1,51 @@
+"""The NATS subjects of the mesh and the metadata every event carries (no NATS client here).
+
+Subjects and the event messages on them are listed in protos/openautoglm/v1/events.proto. The
+gRPC-free cores name subjects and build event metadata from here; `events.py` moves them.
+"""
+from __future__ import annotations
+
+import re
+import uuid
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from openautoglm.v1 import events_pb2
+
+SUBJECT_TRAIN = "autoglm.trial.train"  # + ".<worker id>": the scheduler places each job on one trainer
+SUBJECT_PROGRESS = "autoglm.trial.progress"
+SUBJECT_TRAINED = "autoglm.trial.trained"
+SUBJECT_FAILED = "autoglm.trial.failed"
+SUBJECT_EVALUATED = "autoglm.trial.evaluated"
+SUBJECT_PRUNED = "autoglm.trial.pruned"
+SUBJECT_STOP = "autoglm.trial.stop"  # core NATS: only the trainer running the trial acts on it
+SUBJECT_HEARTBEAT = "autoglm.trainer.heartbeat"  # core NATS: a missed beat needs no replay
+SUBJECT_CLUSTER = "autoglm.cluster.changed"  # core NATS: the gateway also re-packs on a timer
+SUBJECT_STUDY = "autoglm.study"  # + ".<state>"
+
+
+def subject_token(name: str) -> str:
+    """`name` made safe as one NATS subject token (no dots, spaces or wildcards)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "_"
+
+
+def train_subject(worker_id: str) -> str:
+    """The work-queue subject of one trainer's placed jobs."""
+    return f"{SUBJECT_TRAIN}.{subject_token(worker_id)}"
+
+
+def study_subject(state: str) -> str:
+    """autoglm.study.created | running | completed | failed | cancelled"""
+    return f"{SUBJECT_STUDY}.{state}"
+
+
+def new_meta(source: str, study_id: str = "", trial_id: str = "", event_id: str = "") -> events_pb2.EventMeta:
+    stamp = Timestamp()
+    stamp.GetCurrentTime()
+    return events_pb2.EventMeta(
+        event_id=event_id or uuid.uuid4().hex,
+        study_id=study_id,
+        trial_id=trial_id,
+        time=stamp,
+        source=source,
+    )
