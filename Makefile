@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 #   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test up protos lint lint-protos clean
+.PHONY: setup demo test up protos lint lint-protos typecheck clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -29,11 +29,15 @@ demo: setup
 up: setup
 	$(VENV)/bin/openautoglm up
 
-test: setup lint lint-protos
+test: setup lint lint-protos typecheck
 	$(PY) -m pytest -q
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check services gateway tests benchmarks scripts
+
+# mypy over both source roots (config in pyproject.toml: strict on the gRPC-free cores).
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
 
 protos: $(VENV)/.installed
 	$(PY) scripts/gen_protos.py

@@ -23,7 +23,8 @@ import torch
 
 from openautoglm.gnn_scheduler import gnn
 from openautoglm.gnn_scheduler.dags import WFCOMMONS_RECIPES, WFCOMMONS_SIZES, random_layered, wfcommons_job
-from openautoglm.gnn_scheduler.planner import TaskNode, WorkerSlots, plan
+from openautoglm.gnn_scheduler.graph import TaskNode, WorkerSlots
+from openautoglm.gnn_scheduler.planner import plan
 from openautoglm.gnn_scheduler.simulate import (
     critical_path_priority, fifo_priority, heft_priority, poisson_arrivals, simulate,
 )

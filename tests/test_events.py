@@ -24,22 +24,22 @@ async def js(nats_url):
     nc = await events.connect(nats_url, "test")
     context = nc.jetstream()
     await events.ensure_streams(context)
-    await context.purge_stream(events.JOBS_STREAM.name)
+    await context.purge_stream(events.JOBS_STREAM_NAME)
     yield context
-    for info in await context.consumers_info(events.JOBS_STREAM.name):
-        await context.delete_consumer(events.JOBS_STREAM.name, info.name)
+    for info in await context.consumers_info(events.JOBS_STREAM_NAME):
+        await context.delete_consumer(events.JOBS_STREAM_NAME, info.name)
     await events.close(nc)
 
 
 def _consumer(js, name, handler, **kw):
-    return events.DurableConsumer(js, events.JOBS_STREAM.name, name, [subjects.train_subject("w")], handler, **kw)
+    return events.DurableConsumer(js, events.JOBS_STREAM_NAME, name, [subjects.train_subject("w")], handler, **kw)
 
 
 async def test_duplicate_event_ids_are_stored_once(js):
     await events.ensure_streams(js)  # idempotent
     for _ in range(3):
         await events.publish(js, subjects.train_subject("w"), _job_event("dup"))
-    assert (await js.stream_info(events.JOBS_STREAM.name)).state.messages == 1
+    assert (await js.stream_info(events.JOBS_STREAM_NAME)).state.messages == 1
 
 
 async def test_failing_handler_leads_to_redelivery_then_ack(js):
@@ -59,7 +59,7 @@ async def test_failing_handler_leads_to_redelivery_then_ack(js):
     await consumer.stop()
     assert deliveries == [1, 2]
     await asyncio.sleep(0.3)
-    assert (await js.stream_info(events.JOBS_STREAM.name)).state.messages == 0  # acked: gone from the queue
+    assert (await js.stream_info(events.JOBS_STREAM_NAME)).state.messages == 0  # acked: gone from the queue
 
 
 async def test_the_last_failed_delivery_is_given_up_and_recorded(js):
@@ -79,7 +79,7 @@ async def test_the_last_failed_delivery_is_given_up_and_recorded(js):
     await consumer.stop()
     assert attempts == [1, 2, 3]
     await asyncio.sleep(0.3)
-    assert (await js.stream_info(events.JOBS_STREAM.name)).state.messages == 0
+    assert (await js.stream_info(events.JOBS_STREAM_NAME)).state.messages == 0
 
 
 async def test_stopping_mid_handler_hands_the_message_back(js):

@@ -6,7 +6,8 @@ import torch
 
 from openautoglm.gnn_scheduler import gnn
 from openautoglm.gnn_scheduler.dags import random_layered, wfcommons_job
-from openautoglm.gnn_scheduler.planner import WorkerSlots, plan
+from openautoglm.gnn_scheduler.graph import WorkerSlots
+from openautoglm.gnn_scheduler.planner import plan
 from openautoglm.gnn_scheduler.simulate import heft_priority, fifo_priority, poisson_arrivals, simulate
 from openautoglm.gnn_scheduler.train_gnn import CLUSTER, train
 

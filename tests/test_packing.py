@@ -4,7 +4,8 @@ import random
 import pytest
 
 from openautoglm.gnn_scheduler.packing import fits, pack
-from openautoglm.gnn_scheduler.planner import POLICIES, PlanError, TaskNode, WorkerSlots
+from openautoglm.gnn_scheduler.graph import PlanError, TaskNode, WorkerSlots
+from openautoglm.gnn_scheduler.planner import POLICIES
 
 
 def test_never_places_a_task_where_it_does_not_fit_and_prefers_the_tightest_slot():

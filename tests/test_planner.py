@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from openautoglm.gnn_scheduler.planner import PlanError, TaskNode, WorkerSlots, plan, upward_ranks
+from openautoglm.gnn_scheduler.graph import PlanError, TaskNode, WorkerSlots, upward_ranks
+from openautoglm.gnn_scheduler.planner import plan
 
 
 def _chain_and_fan():

@@ -13,13 +13,16 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from openautoglm.common.config import SERVICES, ConfigError, ServiceSettings, default_data_dir
+
+if TYPE_CHECKING:
+    from openautoglm.common.server import ServiceApp
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 study_app = typer.Typer(no_args_is_help=True, help="Create and follow studies through the gateway.")
@@ -28,7 +31,7 @@ DEMO_SPEC = Path(__file__).parent / "common" / "examples" / "demo.yaml"
 GATEWAY_ENV = "OPENAUTOGLM_GATEWAY"
 
 
-def _err(message: str, code: int = 2) -> None:
+def _err(message: str, code: int = 2) -> NoReturn:
     Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
 
@@ -36,19 +39,27 @@ def _err(message: str, code: int = 2) -> None:
 # --- serve -----------------------------------------------------------------------------------
 
 
-def build_app(settings: ServiceSettings):
+def build_app(settings: ServiceSettings) -> ServiceApp:
     """The ServiceApp for a service name (imports are lazy: only the trainer loads torch)."""
     if settings.service == "gateway":
-        from openautoglm.gateway.app import GatewayApp as App
-    elif settings.service == "prompt-generator":
-        from openautoglm.prompt_generator.app import PromptGeneratorApp as App
-    elif settings.service == "gnn-scheduler":
-        from openautoglm.gnn_scheduler.app import SchedulerApp as App
-    elif settings.service == "trainer":
-        from openautoglm.trainer.app import TrainerApp as App
-    else:
-        from openautoglm.evaluator.app import EvaluatorApp as App
-    return App(settings)
+        from openautoglm.gateway.app import GatewayApp
+
+        return GatewayApp(settings)
+    if settings.service == "prompt-generator":
+        from openautoglm.prompt_generator.app import PromptGeneratorApp
+
+        return PromptGeneratorApp(settings)
+    if settings.service == "gnn-scheduler":
+        from openautoglm.gnn_scheduler.app import SchedulerApp
+
+        return SchedulerApp(settings)
+    if settings.service == "trainer":
+        from openautoglm.trainer.app import TrainerApp
+
+        return TrainerApp(settings)
+    from openautoglm.evaluator.app import EvaluatorApp
+
+    return EvaluatorApp(settings)
 
 
 @app.command()

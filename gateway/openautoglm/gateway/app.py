@@ -74,7 +74,7 @@ class GatewayApp:
         )
         self.controller = controller = StudyController(self.store, self.bus, peers)
         self.consumer = events.DurableConsumer(
-            self.bus.js, events.EVENTS_STREAM.name, "gateway-trials",
+            self.bus.js, events.EVENTS_STREAM_NAME, "gateway-trials",
             [subjects.SUBJECT_PROGRESS, subjects.SUBJECT_TRAINED, subjects.SUBJECT_FAILED, subjects.SUBJECT_PRUNED],
             controller.trial_events.on_trial_event, ack_wait=150.0, max_deliver=20, retry_delay=2.0, concurrency=2,
             on_give_up=controller.trial_events.on_give_up,

@@ -25,7 +25,7 @@ from opentelemetry import trace
 
 from openautoglm.common import subjects, telemetry
 from openautoglm.gateway.estimates import trial_memory_mb
-from openautoglm.gateway.peers import PeerRefused, PeerUnavailable, Peers
+from openautoglm.gateway.peers import Bus, PeerRefused, PeerUnavailable, Peers
 from openautoglm.gateway.placement import Packer
 from openautoglm.gateway.results import best_trial, pareto_front
 from openautoglm.gateway.states import IN_FLIGHT, STATE_SUBJECT, TERMINAL_STUDY
@@ -42,14 +42,14 @@ CAPACITY_TTL_SECONDS = 5.0
 
 
 class StudyController:
-    def __init__(self, store: StudyStore, bus: Any, peers: Peers):
+    def __init__(self, store: StudyStore, bus: Bus, peers: Peers):
         self.store = store
-        self.bus = bus  # events.NatsBus (publish, notify, purge_jobs), or a test double
+        self.bus = bus
         self.peers = peers
         self.tracer = telemetry.tracer("openautoglm.gateway")
         self.watchers = Watchers()
         self.packer = Packer(store, bus, peers, self.study_context, self.watchers.notify)
-        self.trial_events = TrialEvents(self)
+        self.trial_events = TrialEvents(store, bus, peers, self.watchers, self.packer, self.wake)
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._root_spans: dict[str, trace.Span] = {}
@@ -60,7 +60,7 @@ class StudyController:
         if request_id:
             existing = self.store.study_by_request(request_id)
             if existing:
-                return self.store.study(existing)
+                return self.store.existing_study(existing)
         study_id = "st-" + uuid.uuid4().hex[:12]
         root = self.tracer.start_span("study", attributes={"openautoglm.study_id": study_id, "openautoglm.strategy": spec.strategy})
         study = common_pb2.Study(
@@ -102,7 +102,7 @@ class StudyController:
                 trial.finished_at.CopyFrom(now_ts())
                 self.store.save_trial(trial)
                 if placed:  # free its trainer slot for other studies' work
-                    await self.request_stop(study.id, trial.id, "study cancelled")
+                    await self.packer.request_stop(study.id, trial.id, "study cancelled")
         await self._finish(study_id, S.STUDY_STATE_CANCELLED, "cancelled by request")
         self.packer.request()
         return self.store.study(study_id)
@@ -141,12 +141,12 @@ class StudyController:
             if resumed:
                 # A crash between recording trials and enqueueing their jobs must not strand
                 # them: enqueue every still-queued trial again (de-duplicated by job id).
-                study = self.store.study(study_id)
+                study = self.store.existing_study(study_id)
                 for trial in study.trials:
                     if trial.status == S.TRIAL_STATUS_QUEUED and trial.assigned_worker_id:
                         await self.packer.publish_job(study, trial)
             while True:
-                study = self.store.study(study_id)
+                study = self.store.existing_study(study_id)
                 if study.state in TERMINAL_STUDY:
                     return
                 budget = study.spec.budget
@@ -189,7 +189,7 @@ class StudyController:
             self._capacity = (time.monotonic(), slots)
         return slots
 
-    async def _dispatch(self, study: common_pb2.Study, in_flight: int, ctx) -> bool:
+    async def _dispatch(self, study: common_pb2.Study, in_flight: int, ctx: otel_context.Context) -> bool:
         """Propose and record trials for the free slots, then pack; returns True when the space is exhausted."""
         slots = await self._slots(study)
         free = min(slots - in_flight, study.spec.budget.max_trials - len(study.trials))
@@ -206,7 +206,7 @@ class StudyController:
             if reply.render_cache_lookups:
                 span.set_attribute("openautoglm.render_cache_hit_rate", reply.render_cache_hits / reply.render_cache_lookups)
             if not reply.candidates:
-                return reply.exhausted
+                return bool(reply.exhausted)
             number = len(study.trials)
             for candidate in reply.candidates:
                 trial = common_pb2.Trial(
@@ -218,10 +218,10 @@ class StudyController:
                 self.watchers.notify(study.id, "trial.queued")
                 number += 1
             await self.packer.pack()  # in this span: the scheduler's pack joins the study's trace
-            return reply.exhausted
+            return bool(reply.exhausted)
 
-    async def _finish(self, study_id: str, state: int, error: str = "") -> None:
-        study = self.store.study(study_id)
+    async def _finish(self, study_id: str, state: common_pb2.StudyState, error: str = "") -> None:
+        study = self.store.existing_study(study_id)
         if study.state in TERMINAL_STUDY:
             return
         study.state = state
@@ -250,9 +250,3 @@ class StudyController:
         with self.tracer.start_as_current_span("export_best", context=self.study_context(study.id)):
             reply = await self.peers.trainer.Export(trainer_pb2.ExportRequest(artifact_path=best.artifact_path), timeout=600)
         return best.id, list(reply.files)
-
-    async def request_stop(self, study_id: str, trial_id: str, reason: str) -> None:
-        """Ask the trainer that has the trial to stop it (now, or as soon as it starts it)."""
-        request = events_pb2.TrialStopRequest(meta=subjects.new_meta("gateway", study_id, trial_id), reason=reason)
-        with contextlib.suppress(Exception):
-            await self.bus.notify(subjects.SUBJECT_STOP, request)

@@ -1,4 +1,4 @@
-"""The services the gateway's core calls, as the core sees them: no gRPC types.
+"""The services and the messaging the gateway's core uses, as the core sees them: no gRPC or NATS types.
 
 A call either answers, is refused on purpose (`PeerRefused`: the request itself is wrong, or
 the peer cannot do it), or cannot happen now (`PeerUnavailable`: the peer is down, slow or
@@ -7,7 +7,11 @@ restarting; retry later). `clients.py` builds these from gRPC stubs and status c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from opentelemetry import context as otel_context
+
+from openautoglm.common.subjects import Event
 
 
 class PeerError(Exception):
@@ -24,6 +28,19 @@ class PeerRefused(PeerError):
 
 class PeerUnavailable(PeerError):
     """A transient failure (unavailable, deadline exceeded, ...): retry later."""
+
+
+class Bus(Protocol):
+    """The messaging the gateway's core needs (events.NatsBus provides it over NATS)."""
+
+    async def publish(self, subject: str, event: Event, ctx: otel_context.Context | None = None) -> None:
+        """A durable event (JetStream), de-duplicated by its event id."""
+
+    async def notify(self, subject: str, event: Event) -> None:
+        """A fire-and-forget message (core NATS)."""
+
+    async def purge_jobs(self, worker_id: str) -> None:
+        """Drop every job still queued for one trainer."""
 
 
 @dataclass

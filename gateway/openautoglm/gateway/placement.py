@@ -17,7 +17,7 @@ from opentelemetry import context as otel_context
 
 from openautoglm.common import subjects, telemetry
 from openautoglm.gateway.estimates import trial_compute_seconds
-from openautoglm.gateway.peers import PeerError, Peers
+from openautoglm.gateway.peers import Bus, PeerError, Peers
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
 
@@ -29,7 +29,7 @@ PACK_INTERVAL_SECONDS = 2.0
 
 
 class Packer:
-    def __init__(self, store: StudyStore, bus, peers: Peers, study_context: Callable[[str], otel_context.Context],
+    def __init__(self, store: StudyStore, bus: Bus, peers: Peers, study_context: Callable[[str], otel_context.Context],
                  notify: Callable[[str, str], None]):
         self.store = store
         self.bus = bus
@@ -100,8 +100,7 @@ class Packer:
             trial.assigned_worker_id = placement.worker_id
             self.store.save_trial(trial)  # recorded before published: a crash in between re-publishes
             self._unfit_logged.discard(trial.id)
-            study = self.store.study(trial.study_id, with_trials=False)
-            assert study is not None
+            study = self.store.existing_study(trial.study_id, with_trials=False)
             with self.tracer.start_as_current_span("place", context=self.study_context(study.id)) as span:
                 span.set_attribute("openautoglm.trial_id", trial.id)
                 span.set_attribute("openautoglm.worker_id", placement.worker_id)
@@ -136,3 +135,9 @@ class Packer:
         await self.bus.publish(subjects.train_subject(trial.assigned_worker_id), events_pb2.TrainJobEvent(
             meta=subjects.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}-a{trial.attempt}"), job=job),
             ctx=self.study_context(study.id))
+
+    async def request_stop(self, study_id: str, trial_id: str, reason: str) -> None:
+        """Ask the trainer that has the trial to stop it (now, or as soon as it starts it)."""
+        request = events_pb2.TrialStopRequest(meta=subjects.new_meta("gateway", study_id, trial_id), reason=reason)
+        with contextlib.suppress(Exception):
+            await self.bus.notify(subjects.SUBJECT_STOP, request)

@@ -6,7 +6,7 @@ INVALID_ARGUMENT naming the field, and nothing is stored.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import grpc
 
@@ -17,6 +17,7 @@ from openautoglm.gateway.controller import StudyController
 from openautoglm.gateway.estimates import largest_trial_memory_mb
 from openautoglm.gateway.peers import PeerError
 from openautoglm.gateway.states import TERMINAL_STUDY
+from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import (
     common_pb2,
     scheduler_pb2,
@@ -28,12 +29,18 @@ log = logging.getLogger(__name__)
 MAX_PAGE = 500
 
 
-if TYPE_CHECKING:
-    from openautoglm.gateway.app import GatewayApp
+class GatewayState(Protocol):
+    """What the servicer needs of the gateway app (app.py): its store, its controller (None until
+    the app has started; the bootstrap's ReadyGate holds calls until then) and the evaluator's metrics."""
+
+    store: StudyStore
+    controller: StudyController | None
+
+    async def evaluator_metrics(self) -> dict[str, list[str]] | None: ...
 
 
 class StudiesServicer(studies_pb2_grpc.StudiesServicer):
-    def __init__(self, app: "GatewayApp"):
+    def __init__(self, app: GatewayState):
         self.app = app
 
     @property

@@ -88,13 +88,21 @@ class StudyStore:
             study.trials.extend(self.trials(study_id))
         return study
 
+    def existing_study(self, study_id: str, with_trials: bool = True) -> common_pb2.Study:
+        """A study the caller knows exists (its own id, a trial's study): KeyError otherwise."""
+        study = self.study(study_id, with_trials)
+        if study is None:
+            raise KeyError(f"no study {study_id!r} in the store")
+        return study
+
     def study_by_request(self, request_id: str) -> str | None:
         row = self.db.execute("SELECT id FROM studies WHERE request_id=?", (request_id,)).fetchone()
         return row[0] if row else None
 
     def trace_info(self, study_id: str) -> tuple[str, float]:
         """(traceparent of the study's root span, wall-clock start)."""
-        return self.db.execute("SELECT traceparent, started FROM studies WHERE id=?", (study_id,)).fetchone()
+        traceparent, started = self.db.execute("SELECT traceparent, started FROM studies WHERE id=?", (study_id,)).fetchone()
+        return str(traceparent), float(started)
 
     def list_studies(self, limit: int, before: float | None) -> list[tuple[float, common_pb2.Study]]:
         rows = self.db.execute(

@@ -9,18 +9,18 @@ the event is redelivered and handled again later.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import context as otel_context
 
-from openautoglm.common import subjects
-from openautoglm.gateway.peers import PeerError, PeerRefused
+from openautoglm.common import subjects, telemetry
+from openautoglm.gateway.peers import Bus, PeerError, PeerRefused, Peers
+from openautoglm.gateway.placement import Packer
 from openautoglm.gateway.states import TERMINAL_STUDY, TERMINAL_TRIAL
-from openautoglm.gateway.store import now_ts
-from openautoglm.v1 import common_pb2, evaluator_pb2, events_pb2, prompt_generator_pb2
-
-if TYPE_CHECKING:
-    from openautoglm.gateway.controller import StudyController
+from openautoglm.gateway.store import StudyStore, now_ts
+from openautoglm.gateway.watchers import Watchers
+from openautoglm.v1 import common_pb2, evaluator_pb2, events_pb2, prompt_generator_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
 S = common_pb2
@@ -31,15 +31,22 @@ EVALUATE_DEADLINE = 120.0
 class TrialEvents:
     """Handler of the gateway's durable consumer of trial events."""
 
-    def __init__(self, controller: "StudyController"):
-        self.c = controller
+    def __init__(self, store: StudyStore, bus: Bus, peers: Peers, watchers: Watchers, packer: Packer,
+                 wake: Callable[[str], None]):
+        self.store = store
+        self.bus = bus
+        self.peers = peers
+        self.watchers = watchers
+        self.packer = packer
+        self.wake = wake  # the study's driver: a slot or a result is new
+        self.tracer = telemetry.tracer("openautoglm.gateway")
 
     async def on_trial_event(self, msg: Any, ctx: otel_context.Context) -> None:
         """Handler of the gateway's durable consumer (progress, trained, failed)."""
         if msg.subject == subjects.SUBJECT_PROGRESS:
             await self._on_progress(events_pb2.TrialProgressEvent.FromString(msg.data))
             return
-        with self.c.tracer.start_as_current_span(f"gateway.{msg.subject.rsplit('.', 1)[-1]}", context=ctx):
+        with self.tracer.start_as_current_span(f"gateway.{msg.subject.rsplit('.', 1)[-1]}", context=ctx):
             if msg.subject == subjects.SUBJECT_TRAINED:
                 await self._on_trained(events_pb2.TrialTrainedEvent.FromString(msg.data))
             elif msg.subject == subjects.SUBJECT_PRUNED:
@@ -51,17 +58,20 @@ class TrialEvents:
         """A trial event that could not be handled after every redelivery: fail the trial."""
         if msg.subject == subjects.SUBJECT_PROGRESS:
             return
-        decoder = {subjects.SUBJECT_TRAINED: events_pb2.TrialTrainedEvent, subjects.SUBJECT_PRUNED: events_pb2.TrialPrunedEvent}
-        event = decoder.get(msg.subject, events_pb2.TrialFailedEvent).FromString(msg.data)
+        decoders: dict[str, Callable[[bytes], subjects.Event]] = {
+            subjects.SUBJECT_TRAINED: events_pb2.TrialTrainedEvent.FromString,
+            subjects.SUBJECT_PRUNED: events_pb2.TrialPrunedEvent.FromString,
+        }
+        event = decoders.get(msg.subject, events_pb2.TrialFailedEvent.FromString)(msg.data)
         found = self._live_trial(event.meta.trial_id)
         if found is not None:
             await self._fail_trial(*found, f"could not record {msg.subject.rsplit('.', 1)[-1]} result: {err!r}", announce=True)
 
     def _live_trial(self, trial_id: str) -> tuple[common_pb2.Study, common_pb2.Trial] | None:
-        trial = self.c.store.trial(trial_id)
+        trial = self.store.trial(trial_id)
         if trial is None or trial.status in TERMINAL_TRIAL:
             return None
-        study = self.c.store.study(trial.study_id, with_trials=False)
+        study = self.store.study(trial.study_id, with_trials=False)
         if study is None or study.state in TERMINAL_STUDY:
             return None
         return study, trial
@@ -81,15 +91,15 @@ class TrialEvents:
             trial.train_loss = event.progress.loss
         if event.progress.has_intermediate:
             trial.metrics["intermediate_score"] = event.progress.intermediate_value
-        self.c.store.save_trial(trial)
-        self.c.watchers.notify(study.id, "trial.progress")
+        self.store.save_trial(trial)
+        self.watchers.notify(study.id, "trial.progress")
         if event.progress.has_intermediate and study.spec.pruner not in ("", "none"):
             await self._maybe_prune(study, trial, event.progress)
 
-    async def _maybe_prune(self, study, trial, progress) -> None:
+    async def _maybe_prune(self, study: common_pb2.Study, trial: common_pb2.Trial, progress: trainer_pb2.TrialProgress) -> None:
         """Ask the study's pruner about an epoch's score; tell the trainer to stop if so."""
         try:
-            reply = await self.c.peers.prompt_generator.ReportIntermediate(prompt_generator_pb2.ReportIntermediateRequest(
+            reply = await self.peers.prompt_generator.ReportIntermediate(prompt_generator_pb2.ReportIntermediateRequest(
                 study_id=study.id, candidate_id=trial.candidate.id, step=progress.epoch, value=progress.intermediate_value,
             ), timeout=RPC_DEADLINE)
         except PeerError as err:
@@ -98,7 +108,7 @@ class TrialEvents:
         if reply.should_prune:
             log.info("pruning trial %s after epoch %d (score %.4f)", trial.id, progress.epoch, progress.intermediate_value,
                      extra={"study_id": study.id, "trial_id": trial.id})
-            await self.c.request_stop(study.id, trial.id, f"pruned after epoch {progress.epoch}")
+            await self.packer.request_stop(study.id, trial.id, f"pruned after epoch {progress.epoch}")
 
     async def _on_pruned(self, event: events_pb2.TrialPrunedEvent) -> None:
         found = self._live_trial(event.meta.trial_id)
@@ -110,11 +120,11 @@ class TrialEvents:
         trial.status = S.TRIAL_STATUS_PRUNED
         trial.trainer_id = event.trainer_id
         trial.finished_at.CopyFrom(now_ts())
-        self.c.store.save_trial(trial)
-        self.c.packer.request()
+        self.store.save_trial(trial)
+        self.packer.request()
         await self._feedback(study.id, trial, 0.0, failed=False, pruned=True)
-        self.c.watchers.notify(study.id, "trial.pruned")
-        self.c.wake(study.id)
+        self.watchers.notify(study.id, "trial.pruned")
+        self.wake(study.id)
 
     async def _on_trained(self, event: events_pb2.TrialTrainedEvent) -> None:
         found = self._live_trial(event.meta.trial_id)
@@ -126,16 +136,16 @@ class TrialEvents:
             return  # a second placement finished too; the first result is being scored
         if trial.assigned_worker_id and trained.trainer_id != trial.assigned_worker_id:
             # Trained on a trainer given up on (it came back): use it, and stop the re-run.
-            await self.c.request_stop(study.id, trial.id, f"already trained on {trained.trainer_id}")
+            await self.packer.request_stop(study.id, trial.id, f"already trained on {trained.trainer_id}")
         trial.status = S.TRIAL_STATUS_EVALUATING
         trial.trainer_id, trial.train_loss = trained.trainer_id, trained.train_loss
         trial.artifact_path, trial.precision = trained.artifact_path, trained.precision
         trial.skipped_steps = trained.skipped_steps
-        self.c.store.save_trial(trial)
-        self.c.packer.request()  # its trainer slot is free
-        self.c.watchers.notify(study.id, "trial.evaluating")
+        self.store.save_trial(trial)
+        self.packer.request()  # its trainer slot is free
+        self.watchers.notify(study.id, "trial.evaluating")
         try:
-            reply = await self.c.peers.evaluator.Evaluate(evaluator_pb2.EvaluateRequest(
+            reply = await self.peers.evaluator.Evaluate(evaluator_pb2.EvaluateRequest(
                 study_id=study.id, trial_id=trial.id, task=trained.task, predictions=trained.predictions,
                 references=trained.references, objective=study.spec.objective, candidate_id=trial.candidate.id,
                 model_metrics=trained.model_metrics, extra_objectives=study.spec.extra_objectives,
@@ -149,11 +159,11 @@ class TrialEvents:
         trial.extra_objective_values[:] = reply.extra_objective_values
         trial.status = S.TRIAL_STATUS_SUCCEEDED
         trial.finished_at.CopyFrom(now_ts())
-        self.c.store.save_trial(trial)
+        self.store.save_trial(trial)
         await self._feedback(study.id, trial, reply.objective_value, failed=False)
         log.info("trial %s scored %.4f", trial.id, reply.objective_value, extra={"study_id": study.id, "trial_id": trial.id})
-        self.c.watchers.notify(study.id, "trial.succeeded")
-        self.c.wake(study.id)
+        self.watchers.notify(study.id, "trial.succeeded")
+        self.wake(study.id)
 
     async def _on_failed(self, event: events_pb2.TrialFailedEvent) -> None:
         found = self._live_trial(event.meta.trial_id)
@@ -163,25 +173,25 @@ class TrialEvents:
         trial.trainer_id = event.trainer_id
         await self._fail_trial(study, trial, event.reason)
 
-    async def _fail_trial(self, study, trial, reason: str, announce: bool = False) -> None:
+    async def _fail_trial(self, study: common_pb2.Study, trial: common_pb2.Trial, reason: str, announce: bool = False) -> None:
         """Record a failed trial; `announce` publishes autoglm.trial.failed (when the gateway,
         not a trainer, found the failure) so every consumer of trial events sees it."""
         trial.status = S.TRIAL_STATUS_FAILED
         trial.error = reason
         trial.finished_at.CopyFrom(now_ts())
-        self.c.store.save_trial(trial)
-        self.c.packer.request()
+        self.store.save_trial(trial)
+        self.packer.request()
         if announce:
-            await self.c.bus.publish(subjects.SUBJECT_FAILED, events_pb2.TrialFailedEvent(
+            await self.bus.publish(subjects.SUBJECT_FAILED, events_pb2.TrialFailedEvent(
                 meta=subjects.new_meta("gateway", study.id, trial.id, f"failed-{trial.id}"), reason=reason))
         await self._feedback(study.id, trial, 0.0, failed=True)
         log.warning("trial %s failed: %s", trial.id, reason, extra={"study_id": study.id, "trial_id": trial.id})
-        self.c.watchers.notify(study.id, "trial.failed")
-        self.c.wake(study.id)
+        self.watchers.notify(study.id, "trial.failed")
+        self.wake(study.id)
 
-    async def _feedback(self, study_id: str, trial, value: float, failed: bool, pruned: bool = False) -> None:
+    async def _feedback(self, study_id: str, trial: common_pb2.Trial, value: float, failed: bool, pruned: bool = False) -> None:
         try:
-            await self.c.peers.prompt_generator.Feedback(prompt_generator_pb2.FeedbackRequest(
+            await self.peers.prompt_generator.Feedback(prompt_generator_pb2.FeedbackRequest(
                 study_id=study_id, candidate_id=trial.candidate.id, objective_value=value, failed=failed, pruned=pruned,
                 extra_objective_values=[] if failed or pruned else list(trial.extra_objective_values),
             ), timeout=RPC_DEADLINE)

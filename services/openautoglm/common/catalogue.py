@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import Final
 
 TASKS = ("classification", "generation")
 STRATEGIES = ("grid", "random", "tpe", "cmaes", "bandit", "rl")
@@ -59,6 +60,10 @@ DEFAULT_HYPERPARAMETERS: dict[str, float | int] = {
     "weight_decay": 0.0,
     "warmup_ratio": 0.1,
     "few_shot": 0,
+    "lora_r": 8,
+    "lora_alpha": 16,
+    "lora_dropout": 0.0,
+    "num_virtual_tokens": 8,
 }
 # Longest input in tokens when training.max_length is not given.
 DEFAULT_MAX_LENGTH = 96
@@ -66,12 +71,12 @@ DEFAULT_MAX_LENGTH = 96
 DEFAULT_EVAL_FRACTION = 0.2
 # Optimiser steps between two checkpoints when training.checkpoint_every_steps is not given.
 DEFAULT_CHECKPOINT_EVERY_STEPS = 20
-DEFAULT_PRECISION = "fp32"
-DEFAULT_TUNING = "full"
-DEFAULT_STRATEGY = "tpe"
-DEFAULT_PRUNER = "none"
-DEFAULT_MODEL = "tiny"
-DEFAULT_TEXT_FIELD = "text"
+DEFAULT_PRECISION: Final = "fp32"
+DEFAULT_TUNING: Final = "full"
+DEFAULT_STRATEGY: Final = "tpe"
+DEFAULT_PRUNER: Final = "none"
+DEFAULT_MODEL: Final = "tiny"
+DEFAULT_TEXT_FIELD: Final = "text"
 # The label (classification) or target (generation) field of a JSONL dataset when none is named.
 DEFAULT_LABEL_FIELD = {"classification": "label", "generation": "target"}
 

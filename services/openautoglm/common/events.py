@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Awaitable, Callable
 
 import nats
-from google.protobuf.message import Message
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -37,15 +36,17 @@ from openautoglm.common import subjects, telemetry
 
 log = logging.getLogger(__name__)
 
+JOBS_STREAM_NAME = "AUTOGLM_JOBS"
+EVENTS_STREAM_NAME = "AUTOGLM_EVENTS"
 JOBS_STREAM = StreamConfig(
-    name="AUTOGLM_JOBS",
+    name=JOBS_STREAM_NAME,
     subjects=[f"{subjects.SUBJECT_TRAIN}.*"],
     retention=RetentionPolicy.WORK_QUEUE,
     storage=StorageType.FILE,
     duplicate_window=600.0,
 )
 EVENTS_STREAM = StreamConfig(
-    name="AUTOGLM_EVENTS",
+    name=EVENTS_STREAM_NAME,
     subjects=[
         f"{subjects.SUBJECT_STUDY}.*",
         subjects.SUBJECT_PROGRESS,
@@ -102,23 +103,23 @@ class NatsBus:
             await ensure_streams(js)
         return cls(nc, js)
 
-    async def publish(self, subject: str, event: Message, ctx: otel_context.Context | None = None) -> None:
+    async def publish(self, subject: str, event: subjects.Event, ctx: otel_context.Context | None = None) -> None:
         """A durable event on JetStream (de-duplicated by its event id, trace context in headers)."""
         await publish(self.js, subject, event, ctx=ctx)
 
-    async def notify(self, subject: str, event: Message) -> None:
+    async def notify(self, subject: str, event: subjects.Event) -> None:
         """A core-NATS message (stop requests, heartbeats): fire and forget, trace context in headers."""
         await self.nc.publish(subject, event.SerializeToString(), headers=telemetry.inject_headers())
 
     async def purge_jobs(self, worker_id: str) -> None:
         """Drop every job still queued for one trainer."""
-        await self.js.purge_stream(JOBS_STREAM.name, subject=subjects.train_subject(worker_id))
+        await self.js.purge_stream(JOBS_STREAM_NAME, subject=subjects.train_subject(worker_id))
 
     async def close(self) -> None:
         await close(self.nc)
 
 
-async def publish(js: JetStreamContext, subject: str, event: Message, ctx=None) -> None:
+async def publish(js: JetStreamContext, subject: str, event: subjects.Event, ctx: otel_context.Context | None = None) -> None:
     """Publish an event (its `meta.event_id` as Nats-Msg-Id) with the trace context in headers."""
     headers = telemetry.inject_headers({"Nats-Msg-Id": event.meta.event_id}, ctx=ctx)
     await js.publish(subject, event.SerializeToString(), headers=headers, timeout=10)
@@ -151,7 +152,7 @@ class DurableConsumer:
     on_give_up: GiveUp | None = None
     _tasks: list[asyncio.Task] = field(default_factory=list)
     _stopping: bool = False
-    _sub: object = None
+    _sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
         config = ConsumerConfig(

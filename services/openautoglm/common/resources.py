@@ -29,7 +29,7 @@ def training_memory_mb(params: int, trainable: int, hidden: int, layers: int, ba
 
 
 @functools.lru_cache(maxsize=64)
-def model_shape(builtin: str, path: str) -> dict:
+def model_shape(builtin: str, path: str) -> dict[str, int]:
     """hidden_size, intermediate_size, num_hidden_layers, vocab_size of a model, from its config
     (read once per model: the gateway asks for every trial it queues). Do not modify the result."""
     if builtin == "tiny" or (not builtin and not path):
@@ -54,7 +54,7 @@ def model_shape(builtin: str, path: str) -> dict:
     }
 
 
-def estimate_params(shape: dict) -> int:
+def estimate_params(shape: dict[str, int]) -> int:
     """Embeddings plus per layer: attention (4 h^2) and the MLP (3 h * intermediate, gated)."""
     h, inter, layers = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
     return shape["vocab_size"] * h + layers * (4 * h * h + 3 * h * inter)
@@ -66,4 +66,4 @@ def estimate_trial_memory_mb(builtin: str, path: str, tuning: str, batch_size: i
     # LoRA / prompt tuning train well under 1% of the weights.
     trainable = params if tuning in ("", "full") else params // 100
     return training_memory_mb(params, trainable, shape["hidden_size"], shape["num_hidden_layers"],
-                              batch_size or DEFAULT_HYPERPARAMETERS["batch_size"], max_length or DEFAULT_MAX_LENGTH)
+                              int(batch_size or DEFAULT_HYPERPARAMETERS["batch_size"]), max_length or DEFAULT_MAX_LENGTH)

@@ -18,7 +18,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from openautoglm.common import telemetry
 from openautoglm.common.config import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -30,18 +29,46 @@ CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
 
+# Not traced: a probe every few seconds would bury the studies' spans.
+HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+REFLECTION_SERVICE = reflection.SERVICE_NAME
+
 
 class ServiceApp(Protocol):
     """What each service plugs into the bootstrap."""
 
-    # Fully qualified gRPC service names, for health and reflection.
-    service_names: tuple[str, ...]
+    @property
+    def service_names(self) -> tuple[str, ...]:
+        """Fully qualified gRPC service names, for health and reflection."""
+        ...
 
     def register(self, server: grpc.aio.Server) -> None: ...
 
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
+
+
+def trace_server_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """gRPC server interceptors that continue the caller's trace (health checks excluded)."""
+    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+    return [
+        aio_server_interceptor(
+            filter_=filters.negate(
+                filters.any_of(
+                    filters.service_name(HEALTH_SERVICE), filters.service_name(REFLECTION_SERVICE)
+                )
+            )
+        )
+    ]
+
+
+def trace_client_interceptors() -> list[grpc.aio.ClientInterceptor]:
+    """gRPC client interceptors that send the current trace context in the call's metadata."""
+    from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
+
+    return aio_client_interceptors(filter_=filters.negate(filters.service_name(HEALTH_SERVICE)))
 
 
 class ReadyGate(grpc.aio.ServerInterceptor):
@@ -52,7 +79,7 @@ class ReadyGate(grpc.aio.ServerInterceptor):
         self._prefixes = tuple(f"/{name}/" for name in app_services)
         self.ready = False
 
-    async def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
         if self.ready or handler is None or not handler_call_details.method.startswith(self._prefixes):
             return handler
@@ -63,10 +90,10 @@ def _unavailable_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """A handler of the same shape as `handler` that aborts with UNAVAILABLE."""
     message = "the service is starting; retry shortly"
 
-    async def unary(request, context):  # type: ignore[no-untyped-def]
+    async def unary(request, context):
         await context.abort(grpc.StatusCode.UNAVAILABLE, message)
 
-    async def streaming(request, context):  # type: ignore[no-untyped-def]
+    async def streaming(request, context):
         await context.abort(grpc.StatusCode.UNAVAILABLE, message)
         yield  # an async generator, as a streaming handler must be
 
@@ -83,7 +110,7 @@ def _unavailable_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 def insecure_channel(address: str) -> grpc.aio.Channel:
     """A client channel that carries the current trace context to `address`."""
     return grpc.aio.insecure_channel(
-        address, options=CHANNEL_OPTIONS, interceptors=telemetry.client_interceptors()
+        address, options=CHANNEL_OPTIONS, interceptors=trace_client_interceptors()
     )
 
 
@@ -91,7 +118,7 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     """Run `app` until SIGTERM/SIGINT (or until `stop_requested` is set, when given); returns after
     a clean stop."""
     gate = ReadyGate(app.service_names)
-    server = grpc.aio.server(interceptors=[gate, *telemetry.server_interceptors()], options=CHANNEL_OPTIONS)
+    server = grpc.aio.server(interceptors=[gate, *trace_server_interceptors()], options=CHANNEL_OPTIONS)
     app.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -7,10 +7,21 @@ from __future__ import annotations
 
 import re
 import uuid
+from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from openautoglm.v1 import events_pb2
+
+
+class Event(Protocol):
+    """An event message of events.proto: every one starts with an EventMeta."""
+
+    @property
+    def meta(self) -> events_pb2.EventMeta: ...
+
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
 
 SUBJECT_TRAIN = "autoglm.trial.train"  # + ".<worker id>": the scheduler places each job on one trainer
 SUBJECT_PROGRESS = "autoglm.trial.progress"

@@ -21,9 +21,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-# Health checks run every few seconds; tracing them would drown the study's trace.
-HEALTH_SERVICE = "grpc.health.v1.Health"
-REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 
 _provider: TracerProvider | None = None
 
@@ -98,28 +95,6 @@ def shutdown_telemetry() -> None:
 
 def tracer(name: str = "openautoglm") -> trace.Tracer:
     return trace.get_tracer(name)
-
-
-def server_interceptors() -> list:
-    """gRPC server interceptors that continue the caller's trace (health checks excluded)."""
-    from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
-
-    return [
-        aio_server_interceptor(
-            filter_=filters.negate(
-                filters.any_of(
-                    filters.service_name(HEALTH_SERVICE), filters.service_name(REFLECTION_SERVICE)
-                )
-            )
-        )
-    ]
-
-
-def client_interceptors() -> list:
-    """gRPC client interceptors that send the current trace context in the call's metadata."""
-    from opentelemetry.instrumentation.grpc import aio_client_interceptors, filters
-
-    return aio_client_interceptors(filter_=filters.negate(filters.service_name(HEALTH_SERVICE)))
 
 
 def inject_headers(headers: dict[str, str] | None = None, ctx=None) -> dict[str, str]:

@@ -1,9 +1,7 @@
 """The evaluator's wiring: its gRPC servicer on the shared bootstrap, and NATS for its events."""
 from __future__ import annotations
 
-from google.protobuf.message import Message
-
-from openautoglm.common import events
+from openautoglm.common import events, subjects
 from openautoglm.common.config import ServiceSettings
 from openautoglm.evaluator.service import EvaluatorServicer
 from openautoglm.v1 import evaluator_pb2, evaluator_pb2_grpc
@@ -16,7 +14,7 @@ class EvaluatorApp:
         self.settings = settings
         self.bus: events.NatsBus | None = None
 
-    async def _publish(self, subject: str, event: Message) -> None:
+    async def _publish(self, subject: str, event: subjects.Event) -> None:
         assert self.bus is not None, "publishing before start()"
         await self.bus.publish(subject, event)
 

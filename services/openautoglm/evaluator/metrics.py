@@ -16,8 +16,8 @@ import re
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib.metadata import entry_points
-from typing import Callable, Sequence
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any, Callable, Sequence
 
 from openautoglm.common.catalogue import (
     BUILTIN_METRICS,
@@ -56,13 +56,13 @@ class ScorerFailed(RuntimeError):
     """A metric's own code raised (a user scorer's bug, say): the trial cannot be scored."""
 
 
-def accuracy(predictions, references) -> float:
+def accuracy(predictions: Sequence[str], references: Sequence[str]) -> float:
     from sklearn.metrics import accuracy_score
 
     return float(accuracy_score(list(references), list(predictions)))
 
 
-def macro_f1(predictions, references) -> float:
+def macro_f1(predictions: Sequence[str], references: Sequence[str]) -> float:
     from sklearn.metrics import f1_score
 
     return float(f1_score(list(references), list(predictions), average="macro", zero_division=0))
@@ -72,13 +72,13 @@ def sacrebleu_tokenizer(references: Sequence[str]) -> str:
     return "zh" if any(_CJK.search(r) for r in references) else "13a"
 
 
-def bleu(predictions, references) -> float:
+def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
     import sacrebleu
 
     return float(sacrebleu.corpus_bleu(list(predictions), [list(references)], tokenize=sacrebleu_tokenizer(references)).score / 100.0)
 
 
-def chrf(predictions, references) -> float:
+def chrf(predictions: Sequence[str], references: Sequence[str]) -> float:
     import sacrebleu
 
     return float(sacrebleu.corpus_chrf(list(predictions), [list(references)]).score / 100.0)
@@ -92,19 +92,19 @@ class RougeTokenizer:
 
 
 @lru_cache(maxsize=1)
-def _rouge_scorer():
+def _rouge_scorer() -> Any:
     from rouge_score import rouge_scorer
 
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False, tokenizer=RougeTokenizer())
 
 
-def rouge_l(predictions, references) -> float:
+def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
     scorer = _rouge_scorer()
     scores = [scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references)]
     return float(sum(scores) / len(scores)) if scores else 0.0
 
 
-def exact_match(predictions, references) -> float:
+def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
     hits = sum(p.strip() == r.strip() for p, r in zip(predictions, references))
     return hits / len(references) if references else 0.0
 
@@ -113,14 +113,14 @@ _bert_lock = threading.Lock()
 
 
 @lru_cache(maxsize=1)
-def _bert_scorer():
+def _bert_scorer() -> Any:
     from bert_score import BERTScorer
 
     # Layer 6 of 6: the encoder's output, as sentence-transformers uses it.
     return BERTScorer(model_type=str(minilm_path()), num_layers=6, batch_size=64, device="cpu")
 
 
-def embedding_similarity(predictions, references) -> float:
+def embedding_similarity(predictions: Sequence[str], references: Sequence[str]) -> float:
     """Mean BERTScore F1 (bert-score sorts by length and batches, so padding stays small).
 
     A pair with an empty side scores 0, as bert-score documents for empty candidates (its own
@@ -134,8 +134,8 @@ def embedding_similarity(predictions, references) -> float:
     return float(f1.sum()) / len(references)
 
 
-def _from_model(name: str):
-    def missing(predictions, references) -> float:
+def _from_model(name: str) -> Callable[[Sequence[str], Sequence[str]], float]:
+    def missing(predictions: Sequence[str], references: Sequence[str]) -> float:
         raise MetricError("model_metrics", f"{name} is measured by the trainer on its model; none was given")
 
     return missing
@@ -158,7 +158,7 @@ BUILTIN: dict[str, Metric] = {
 }
 
 
-def _plugin(entry) -> Metric:
+def _plugin(entry: EntryPoint) -> Metric:
     obj = entry.load()
     if isinstance(obj, Metric):
         return obj

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from openautoglm.gnn_scheduler.planner import TaskNode, WorkerSlots, _mean_cost, topological_order, upward_ranks
+from openautoglm.gnn_scheduler.graph import TaskNode, WorkerSlots, mean_cost, topological_order, upward_ranks
 
 WEIGHTS = Path(__file__).parent / "weights" / "gnn_policy.pt"
 FEATURES = (
@@ -25,11 +25,12 @@ FEATURES = (
 SCALE = 100.0  # seconds per unit of the absolute-time features
 
 
-def node_features(tasks: list[TaskNode], edges, workers: list[WorkerSlots]) -> tuple[torch.Tensor, torch.Tensor]:
+def node_features(tasks: list[TaskNode], edges: list[tuple[str, str, float]],
+                  workers: list[WorkerSlots]) -> tuple[torch.Tensor, torch.Tensor]:
     """(x [n, len(FEATURES)], edge_index [2, 2E]) for one job; edges are used both ways."""
     order = topological_order(tasks, edges)
     index = {t.id: i for i, t in enumerate(tasks)}
-    compute = [_mean_cost(t, workers) for t in tasks]
+    compute = [mean_cost(t, workers) for t in tasks]
     total = sum(compute) or 1.0
     mean = total / len(tasks)
     bottom = upward_ranks(tasks, edges, workers, True, order)
@@ -81,12 +82,15 @@ class PriorityGNN(nn.Module):
         h = torch.relu(self.conv1(h, edge_index))
         h = torch.relu(self.conv2(h, edge_index))
         job = h.mean(dim=0, keepdim=True).expand_as(h)
-        return self.head(torch.cat([h, job, x], dim=1)).squeeze(-1)
+        out: torch.Tensor = self.head(torch.cat([h, job, x], dim=1)).squeeze(-1)
+        return out
 
 
-def scores(model: PriorityGNN, tasks, edges, workers) -> torch.Tensor:
+def scores(model: PriorityGNN, tasks: list[TaskNode], edges: list[tuple[str, str, float]],
+           workers: list[WorkerSlots]) -> torch.Tensor:
     x, edge_index = node_features(tasks, edges, workers)
-    return model(x, edge_index)
+    out: torch.Tensor = model(x, edge_index)
+    return out
 
 
 @lru_cache(maxsize=1)
@@ -98,7 +102,8 @@ def load_default() -> PriorityGNN:
     return model.eval()
 
 
-def priority_order(tasks, edges, workers, model: PriorityGNN | None = None) -> list[str]:
+def priority_order(tasks: list[TaskNode], edges: list[tuple[str, str, float]], workers: list[WorkerSlots],
+                   model: PriorityGNN | None = None) -> list[str]:
     """Task ids by decreasing learned priority (for planner.plan)."""
     model = model or load_default()
     with torch.no_grad():

@@ -20,16 +20,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from openautoglm.gnn_scheduler.planner import (
-    PlanError,
-    TaskNode,
-    WorkerSlots,
-    check_policy,
-    check_task_values,
-    fits,
-    plan,
-    topological_order,
-)
+from openautoglm.gnn_scheduler.graph import PlanError, TaskNode, WorkerSlots, fits, topological_order
+from openautoglm.gnn_scheduler.planner import check_policy, check_task_values, plan
 
 
 @dataclass
@@ -61,10 +53,11 @@ def pack(
     out.orphaned = sorted(tid for tid, wid in running.items() if wid not in live)
     used = Counter(wid for wid in running.values() if wid in live)
     free = {wid: max(0, w.slots - used[wid]) for wid, w in live.items()}
-    placeable = []
+    placeable: list[TaskNode] = []
+    unfit: list[TaskNode] = []
     for task in pending:
-        (placeable if any(fits(task, w) for w in capable) else out.unfit).append(task)
-    out.unfit = [t.id for t in out.unfit]
+        (placeable if any(fits(task, w) for w in capable) else unfit).append(task)
+    out.unfit = [t.id for t in unfit]
     if placeable and any(free.values()):
         planned = plan(placeable, [], capable, policy)
         ranked = sorted(planned.placements, key=lambda p: p.order)

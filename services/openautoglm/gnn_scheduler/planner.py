@@ -1,6 +1,6 @@
 """Planning a task DAG onto trainer slots, with no gRPC in sight.
 
-Three list-scheduling policies, each a priority order plus a placement rule:
+List-scheduling policies over the model in graph.py, each a priority order plus a placement rule:
 
 - `fifo`: tasks in arrival order, each on the slot where it can start earliest.
 - `critical_path`: tasks by bottom level (longest compute-only path to an exit), each on the
@@ -18,109 +18,20 @@ task that no worker can hold in memory is refused.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+
+from openautoglm.gnn_scheduler.graph import (
+    Placement,
+    Plan,
+    PlanError,
+    TaskNode,
+    WorkerSlots,
+    cost,
+    fits,
+    topological_order,
+    upward_ranks,
+)
 
 POLICIES = ("critical_path", "fifo", "heft", "gnn")
-
-
-class PlanError(ValueError):
-    """The graph or capacity cannot be planned; the message names the problem."""
-
-
-@dataclass(frozen=True)
-class TaskNode:
-    id: str
-    compute_seconds: float
-    memory_mb: float = 0.0
-    kind: str = ""
-    # Per-worker compute time (worker id -> seconds), overriding compute_seconds / speed.
-    cost_by_worker: dict | None = None
-
-
-@dataclass(frozen=True)
-class WorkerSlots:
-    id: str
-    slots: int
-    memory_mb: float  # per slot; 0 = unlimited
-    speed: float = 1.0
-
-
-@dataclass
-class Placement:
-    task_id: str
-    worker_id: str
-    slot: int
-    start: float
-    finish: float
-    order: int = 0
-
-
-@dataclass
-class Plan:
-    placements: list[Placement] = field(default_factory=list)
-    makespan: float = 0.0
-
-
-def topological_order(tasks: list[TaskNode], edges: list[tuple[str, str, float]]) -> list[str]:
-    """Kahn's algorithm in input order; raises PlanError naming a task on a cycle."""
-    ids = [t.id for t in tasks]
-    known = set(ids)
-    if len(known) != len(ids):
-        seen, dupes = set(), set()
-        for i in ids:
-            (dupes if i in seen else seen).add(i)
-        raise PlanError(f"duplicate task id(s): {', '.join(sorted(dupes))}")
-    indegree = dict.fromkeys(ids, 0)
-    succ: dict[str, list[str]] = {i: [] for i in ids}
-    for src, dst, _ in edges:
-        for end in (src, dst):
-            if end not in known:
-                raise PlanError(f"dependency names unknown task {end!r}")
-        succ[src].append(dst)
-        indegree[dst] += 1
-    ready = [i for i in ids if indegree[i] == 0]
-    order = []
-    head = 0
-    while head < len(ready):
-        node = ready[head]
-        head += 1
-        order.append(node)
-        for nxt in succ[node]:
-            indegree[nxt] -= 1
-            if indegree[nxt] == 0:
-                ready.append(nxt)
-    if len(order) != len(ids):
-        stuck = sorted(i for i in ids if indegree[i] > 0)
-        raise PlanError(f"the task graph has a cycle through: {', '.join(stuck[:5])}")
-    return order
-
-
-def fits(task: TaskNode, worker: WorkerSlots) -> bool:
-    """Whether one slot of the worker holds the task (memory 0: unknown need / unlimited slot)."""
-    return worker.memory_mb <= 0 or task.memory_mb <= worker.memory_mb
-
-
-def cost(task: TaskNode, worker: WorkerSlots) -> float:
-    if task.cost_by_worker and worker.id in task.cost_by_worker:
-        return float(task.cost_by_worker[worker.id])
-    return task.compute_seconds / (worker.speed or 1.0)
-
-
-def _mean_cost(task: TaskNode, workers: list[WorkerSlots]) -> float:
-    return sum(cost(task, w) for w in workers) / len(workers)
-
-
-def upward_ranks(tasks, edges, workers: list[WorkerSlots], with_transfers: bool = True, order=None) -> dict[str, float]:
-    """Longest path (mean compute [+ transfer]) from each task to an exit task, inclusive."""
-    order = order or topological_order(tasks, edges)
-    compute = {t.id: _mean_cost(t, workers) for t in tasks}
-    succ: dict[str, list[tuple[str, float]]] = {t.id: [] for t in tasks}
-    for src, dst, transfer in edges:
-        succ[src].append((dst, transfer if with_transfers else 0.0))
-    rank: dict[str, float] = {}
-    for node in reversed(order):
-        rank[node] = compute[node] + max((c + rank[dst] for dst, c in succ[node]), default=0.0)
-    return rank
 
 
 def check_policy(policy: str) -> None:
@@ -174,7 +85,8 @@ def plan(
     return _list_schedule(tasks, edges, workers, priority, earliest_finish=policy == "heft", insertion=policy == "heft")
 
 
-def _list_schedule(tasks, edges, workers, priority, earliest_finish: bool, insertion: bool) -> Plan:
+def _list_schedule(tasks: list[TaskNode], edges: list[tuple[str, str, float]], workers: list[WorkerSlots], priority: list[str],
+                   earliest_finish: bool, insertion: bool) -> Plan:
     by_id = {t.id: t for t in tasks}
     preds: dict[str, list[tuple[str, float]]] = {t.id: [] for t in tasks}
     for src, dst, transfer in edges:
@@ -214,6 +126,7 @@ def _list_schedule(tasks, edges, workers, priority, earliest_finish: bool, inser
                 key = (start + duration) if earliest_finish else start
                 if best is None or key < best[0] - 1e-12:
                     best = (key, Placement(tid, wid, slot, start, start + duration))
+        assert best is not None, f"no worker can hold task {tid!r}"  # _check refused such tasks
         placement = best[1]
         intervals = busy[(placement.worker_id, placement.slot)]
         intervals.append((placement.start, placement.finish))

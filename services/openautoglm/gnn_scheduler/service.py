@@ -17,7 +17,8 @@ import grpc
 from openautoglm.common import telemetry
 from openautoglm.gnn_scheduler.cluster import CapacityRegistry
 from openautoglm.gnn_scheduler.packing import pack
-from openautoglm.gnn_scheduler.planner import PlanError, TaskNode, WorkerSlots, plan
+from openautoglm.gnn_scheduler.graph import PlanError, TaskNode, WorkerSlots
+from openautoglm.gnn_scheduler.planner import plan
 from openautoglm.v1 import scheduler_pb2, scheduler_pb2_grpc
 
 log = logging.getLogger(__name__)

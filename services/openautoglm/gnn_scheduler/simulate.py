@@ -10,25 +10,26 @@ from __future__ import annotations
 
 import heapq
 import math
+import random
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from openautoglm.gnn_scheduler.dags import Job
-from openautoglm.gnn_scheduler.planner import WorkerSlots, cost, fits, topological_order, upward_ranks
+from openautoglm.gnn_scheduler.graph import TaskNode, WorkerSlots, cost, fits, topological_order, upward_ranks
 
 Priority = Callable[[Job, list[WorkerSlots]], dict[str, float]]
 
 
-def fifo_priority(job: Job, workers) -> dict[str, float]:
+def fifo_priority(job: Job, workers: list[WorkerSlots]) -> dict[str, float]:
     order = topological_order(job.tasks, job.edges)
     return {tid: -job.arrival * 1e6 - i for i, tid in enumerate(order)}
 
 
-def critical_path_priority(job: Job, workers) -> dict[str, float]:
+def critical_path_priority(job: Job, workers: list[WorkerSlots]) -> dict[str, float]:
     return upward_ranks(job.tasks, job.edges, workers, with_transfers=False)
 
 
-def heft_priority(job: Job, workers) -> dict[str, float]:
+def heft_priority(job: Job, workers: list[WorkerSlots]) -> dict[str, float]:
     return upward_ranks(job.tasks, job.edges, workers, with_transfers=True)
 
 
@@ -36,16 +37,24 @@ def heft_priority(job: Job, workers) -> dict[str, float]:
 class Outcome:
     avg_jct: float
     makespan: float
-    log_probs: list | None = None
+    log_probs: list[Any] | None = None
 
 
-def simulate(jobs: list[Job], workers: list[WorkerSlots], priority: Priority | None = None, sample_scores=None) -> Outcome:
+def simulate(jobs: list[Job], workers: list[WorkerSlots], priority: Priority | None = None,
+             sample_scores: Callable[[Job], Any] | None = None) -> Outcome:
     """Run the jobs; with `sample_scores(job) -> tensor` the choices are sampled (GNN training)."""
     import itertools
 
     slots = [(w, s) for w in workers for s in range(w.slots)]
     free_at = {(w.id, s): 0.0 for w, s in slots}
-    by_id, preds, succ, waiting, prio, job_of, scores_t, remaining = {}, {}, {}, {}, {}, {}, {}, {}
+    by_id: dict[str, TaskNode] = {}
+    preds: dict[str, list[tuple[str, float]]] = {}
+    succ: dict[str, list[str]] = {}
+    waiting: dict[str, int] = {}
+    prio: dict[str, float] = {}
+    job_of: dict[str, str] = {}
+    scores_t: dict[str, Any] = {}
+    remaining: dict[str, int] = {}
     finish: dict[str, float] = {}
     where: dict[str, str] = {}
     done_at: dict[str, float] = {}
@@ -54,7 +63,7 @@ def simulate(jobs: list[Job], workers: list[WorkerSlots], priority: Priority | N
     heapq.heapify(events)
     jobs_by_id = {j.id: j for j in jobs}
     ready: list[str] = []
-    log_probs = [] if sample_scores is not None else None
+    log_probs: list[Any] = []
     now = 0.0
 
     def handle(kind: str, ident: str) -> None:
@@ -67,6 +76,7 @@ def simulate(jobs: list[Job], workers: list[WorkerSlots], priority: Priority | N
                     scores_t[t.id] = values[i]
                     prio[t.id] = float(values[i])
             else:
+                assert priority is not None, "simulate() needs a priority or sample_scores"
                 prio.update(priority(job, workers))
             for t in job.tasks:
                 by_id[t.id], preds[t.id], succ[t.id], job_of[t.id] = t, [], [], job.id
@@ -87,7 +97,7 @@ def simulate(jobs: list[Job], workers: list[WorkerSlots], priority: Priority | N
             if waiting[nxt] == 0:
                 ready.append(nxt)
 
-    def fits_a_free_slot(tid: str, free) -> bool:
+    def fits_a_free_slot(tid: str, free: list[tuple[WorkerSlots, int]]) -> bool:
         return any(fits(by_id[tid], w) for w, _ in free)
 
     while True:
@@ -115,6 +125,7 @@ def simulate(jobs: list[Job], workers: list[WorkerSlots], priority: Priority | N
                 end = max(now, data) + cost(task, w)
                 if choice is None or end < choice[0]:
                     choice = (end, w, s)
+            assert choice is not None, f"no free slot holds task {tid!r}"
             end, w, s = choice
             free_at[(w.id, s)] = end
             finish[tid], where[tid] = end, w.id
@@ -126,10 +137,11 @@ def simulate(jobs: list[Job], workers: list[WorkerSlots], priority: Priority | N
     if len(done_at) != len(jobs):
         raise RuntimeError("simulation ended with unfinished jobs (a task fits no worker)")
     jcts = [done_at[j.id] - j.arrival for j in jobs]
-    return Outcome(sum(jcts) / len(jcts), max(done_at.values()) - min(j.arrival for j in jobs), log_probs)
+    return Outcome(sum(jcts) / len(jcts), max(done_at.values()) - min(j.arrival for j in jobs),
+                   log_probs if sample_scores is not None else None)
 
 
-def poisson_arrivals(jobs: list[Job], mean_gap: float, rng) -> list[Job]:
+def poisson_arrivals(jobs: list[Job], mean_gap: float, rng: random.Random) -> list[Job]:
     t = 0.0
     for job in jobs:
         job.arrival = t

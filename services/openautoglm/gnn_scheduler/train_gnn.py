@@ -24,7 +24,7 @@ import torch
 
 from openautoglm.gnn_scheduler import gnn
 from openautoglm.gnn_scheduler.dags import Job, random_layered
-from openautoglm.gnn_scheduler.planner import WorkerSlots, upward_ranks
+from openautoglm.gnn_scheduler.graph import WorkerSlots, upward_ranks
 from openautoglm.gnn_scheduler.simulate import poisson_arrivals, simulate
 
 CLUSTER = [WorkerSlots("a", 2, 4000, 1.0), WorkerSlots("b", 2, 4000, 2.0), WorkerSlots("c", 2, 1500, 0.5)]
@@ -88,7 +88,8 @@ def train(episodes: int, seed: int = 0, log=print, imitation_jobs: int = 300, im
                     for _ in range(rollouts)]
         rewards = torch.tensor([-o.avg_jct for o in outcomes])
         advantages = (rewards - rewards.mean()) / (rewards.std() + 1e-6)
-        loss = -sum(a * torch.stack(o.log_probs).mean() for a, o in zip(advantages.tolist(), outcomes)) / rollouts
+        weighted = (a * torch.stack(o.log_probs or []).mean() for a, o in zip(advantages.tolist(), outcomes))
+        loss = -sum(weighted, torch.zeros(())) / rollouts
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -43,7 +43,7 @@ class PromptGeneratorApp:
             return
         self.bus = await events.NatsBus.connect(self.settings.nats_url, "prompt-generator")
         self.consumer = events.DurableConsumer(
-            self.bus.js, events.EVENTS_STREAM.name, "prompt-generator-rewards", [subjects.SUBJECT_EVALUATED],
+            self.bus.js, events.EVENTS_STREAM_NAME, "prompt-generator-rewards", [subjects.SUBJECT_EVALUATED],
             self._on_evaluated, deliver_new_only=True,
         )
         await self.consumer.start()

@@ -13,6 +13,8 @@ observations, so a restarted prompt-generator rebuilds it by replaying the study
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -27,12 +29,13 @@ def discretise(hp) -> list:
     if hp.type == "choice":
         return list(hp.values)
     if hp.type == "int":
-        return list(range(int(hp.low), int(hp.high) + 1, hp.step or 1))
+        return hp.int_values()
+    low, high = hp.bounds
     if hp.type == "loguniform":
-        points = np.exp(np.linspace(math.log(hp.low), math.log(hp.high), CONTINUOUS_POINTS))
+        points = np.exp(np.linspace(math.log(low), math.log(high), CONTINUOUS_POINTS))
     else:
-        points = np.linspace(hp.low, hp.high, CONTINUOUS_POINTS)
-    return [float(min(max(p, hp.low), hp.high)) for p in points]
+        points = np.linspace(low, high, CONTINUOUS_POINTS)
+    return [float(min(max(p, low), high)) for p in points]
 
 
 class Policy:
@@ -46,7 +49,7 @@ class Policy:
         """A random score per value of each dimension; higher = propose it."""
         raise NotImplementedError
 
-    def propose(self, seen: list[dict] = ()) -> dict:
+    def propose(self, seen: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
         """The assignment with the highest total score among those not in `seen`."""
         scores = self.value_scores()
         names = list(self.dims)
@@ -59,7 +62,7 @@ class Policy:
                 total = np.add.outer(total, scores[n])
             for idx in seen_idx:
                 total[idx] = -np.inf
-            best = np.unravel_index(int(np.argmax(total)), total.shape)
+            best = tuple(int(i) for i in np.unravel_index(int(np.argmax(total)), total.shape))
         return {n: self.dims[n][int(i)] for n, i in zip(names, best)}
 
     def _indices(self, names: list[str], params: dict) -> tuple | None:

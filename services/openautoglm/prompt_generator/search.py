@@ -16,7 +16,9 @@ import itertools
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 
@@ -81,8 +83,8 @@ def render_all(
     variables: dict[str, list[str]],
     model_version: str,
     cache: RenderCache,
-    instructions: list[str] = (),
-    positions: list[str] = ("before",),
+    instructions: Sequence[str] = (),
+    positions: Sequence[str] = ("before",),
 ) -> list[RenderedPrompt]:
     """Every template x every combination of the values of the variables it uses
     (x every instruction x every position, when instructions are given)."""
@@ -111,7 +113,7 @@ def _distribution_size(space) -> int | None:
         if hp.type == "choice":
             size *= len(hp.values)
         elif hp.type == "int":
-            size *= (int(hp.high) - int(hp.low)) // (hp.step or 1) + 1
+            size *= len(hp.int_values())
         else:
             return None
     return size
@@ -121,7 +123,7 @@ class StudySearch:
     """One study's search state: its rendered prompts, its optuna study and what was proposed."""
 
     def __init__(self, study_id: str, spec: StudySpecModel, storage: str | None, cache: RenderCache,
-                 priors: list[tuple[str, dict, dict, float]] = ()):
+                 priors: Sequence[tuple[str, dict[str, str], dict[str, Any], float]] = ()):
         self.study_id = study_id
         self.spec = spec
         space = spec.search_space
@@ -154,6 +156,7 @@ class StudySearch:
         self.policy = self._policy()
         if self.policy is not None:  # replay what the study has learnt so far
             for trial in self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                assert trial.value is not None  # a complete single-objective trial has its value
                 self.policy.observe(trial.params, self._reward(trial.value))
 
     def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -164,9 +167,10 @@ class StudySearch:
             if hp.type == "choice":
                 dists[name] = optuna.distributions.CategoricalDistribution(list(hp.values))
             elif hp.type == "int":
-                dists[name] = optuna.distributions.IntDistribution(int(hp.low), int(hp.high), step=hp.step or 1)
+                low, high = hp.bounds
+                dists[name] = optuna.distributions.IntDistribution(int(low), int(high), step=hp.step or 1)
             else:
-                dists[name] = optuna.distributions.FloatDistribution(hp.low, hp.high, log=hp.type == "loguniform")
+                dists[name] = optuna.distributions.FloatDistribution(*hp.bounds, log=hp.type == "loguniform")
         return dists
 
     def _add_priors(self, priors) -> None:
@@ -221,7 +225,7 @@ class StudySearch:
                 if hp.type == "choice":
                     grid[name] = list(hp.values)
                 else:
-                    grid[name] = list(range(int(hp.low), int(hp.high) + 1, hp.step or 1))
+                    grid[name] = hp.int_values()
             return optuna.samplers.GridSampler(grid, seed=seed)
         if self.spec.strategy in ("random", "bandit", "rl"):  # bandit/rl enqueue their own choices
             return optuna.samplers.RandomSampler(seed=seed)
@@ -238,11 +242,12 @@ class StudySearch:
             if hp.type == "choice":
                 params[name] = trial.suggest_categorical(name, list(hp.values))
             elif hp.type == "uniform":
-                params[name] = trial.suggest_float(name, hp.low, hp.high)
+                params[name] = trial.suggest_float(name, *hp.bounds)
             elif hp.type == "loguniform":
-                params[name] = trial.suggest_float(name, hp.low, hp.high, log=True)
+                params[name] = trial.suggest_float(name, *hp.bounds, log=True)
             else:
-                params[name] = trial.suggest_int(name, int(hp.low), int(hp.high), step=hp.step or 1)
+                low, high = hp.bounds
+                params[name] = trial.suggest_int(name, int(low), int(high), step=hp.step or 1)
         return ProposedCandidate(
             id=candidate_id(prompt.prompt, params),
             template_id=prompt.template_id,
@@ -299,7 +304,7 @@ class StudySearch:
             exhausted = self.exhausted or duplicates >= MAX_DUPLICATE_DRAWS
         return out, exhausted
 
-    def feedback(self, candidate_id: str, value: float | None, pruned: bool = False, extra: list[float] = ()) -> bool:
+    def feedback(self, candidate_id: str, value: float | None, pruned: bool = False, extra: Sequence[float] = ()) -> bool:
         """Record a candidate's objective value (None = failed); False if already recorded."""
         with self.lock:
             number = self.trial_of.get(candidate_id)

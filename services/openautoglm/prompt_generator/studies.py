@@ -3,8 +3,9 @@ spec (and warm-start priors) on first use, or reloaded from the optuna storage. 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from openautoglm.common.spec.protos import param_from_proto, spec_from_proto
+from openautoglm.common.spec.protos import params_from_proto, spec_from_proto
 from openautoglm.common.spec.schema import SpecError
 from openautoglm.common.spec.warm_start import prior_params
 from openautoglm.prompt_generator.search import RenderCache, StudySearch
@@ -26,7 +27,7 @@ class PromptGeneratorCore:
                 spec = spec_from_proto(spec_proto)
                 priors = []
                 for i, prior in enumerate(prior_trials):
-                    hps = {k: param_from_proto(v) for k, v in prior.hyperparameters.items()}
+                    hps = params_from_proto(prior.hyperparameters, f"prior_trials[{i}].hyperparameters")
                     try:
                         params = prior_params(spec.search_space, prior.template_id, dict(prior.variables), hps)
                     except ValueError as err:
@@ -37,7 +38,7 @@ class PromptGeneratorCore:
             return search
 
     async def feedback(self, study_id: str, candidate_id: str, value: float | None, pruned: bool = False,
-                       extra: list[float] = ()) -> bool:
+                       extra: Sequence[float] = ()) -> bool:
         search = self.studies.get(study_id)
         if search is None:
             raise KeyError(study_id)

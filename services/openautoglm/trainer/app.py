@@ -47,8 +47,8 @@ class TrainerApp:
             checkpoints=settings.service_dir() / "checkpoints",
         )
         self.bus: events.NatsBus | None = None
-        self.consumer = None
-        self._heartbeat_task = None
+        self.consumer: events.DurableConsumer | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
 
     @property
     def _bus(self) -> events.NatsBus:
@@ -143,7 +143,7 @@ class TrainerApp:
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         await self.bus.nc.subscribe(subjects.SUBJECT_STOP, cb=self._on_stop_request)
         self.consumer = events.DurableConsumer(
-            self.bus.js, events.JOBS_STREAM.name, self.runner.trainer_id, [subjects.train_subject(self.runner.trainer_id)], self._on_job,
+            self.bus.js, events.JOBS_STREAM_NAME, self.runner.trainer_id, [subjects.train_subject(self.runner.trainer_id)], self._on_job,
             ack_wait=self.settings.trainer_ack_wait, max_deliver=5, concurrency=self.settings.trainer_slots,
             on_give_up=self._give_up,
         )

@@ -11,27 +11,28 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import torch
 
 FILE = "checkpoint.pt"
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save(directory: Path, state: dict) -> Path:
+def save(directory: Path, state: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / FILE
     temp = directory / f".{FILE}.tmp-{os.getpid()}"
@@ -42,7 +43,7 @@ def save(directory: Path, state: dict) -> Path:
     return target
 
 
-def load(directory: Path, key: str) -> dict | None:
+def load(directory: Path, key: str) -> dict[str, Any] | None:
     """The checkpoint in `directory` if it belongs to this exact job (`key`), else None."""
     target = directory / FILE
     if not target.is_file():

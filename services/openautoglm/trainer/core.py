@@ -17,11 +17,13 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from collections.abc import Sequence
+from typing import Any, Callable
 
 import torch
 
 from openautoglm.common import datasets
+from openautoglm.common.datasets import Example
 from openautoglm.common.catalogue import (
     DEFAULT_CHECKPOINT_EVERY_STEPS,
     DEFAULT_EVAL_FRACTION,
@@ -49,7 +51,7 @@ class TrialJob:
     trial_id: str
     task: str  # "classification" | "generation"
     prompt: str  # rendered template with the "{input}" slot
-    hyperparameters: dict
+    hyperparameters: dict[str, Any]
     dataset_builtin: str = ""
     dataset_path: str = ""
     text_field: str = ""
@@ -110,7 +112,7 @@ def estimate_memory_mb(model: torch.nn.Module, batch_size: int, max_length: int)
     return training_memory_mb(params, trainable, hidden, layers, batch_size, max_length)
 
 
-def _hyperparameters(job: TrialJob) -> dict:
+def _hyperparameters(job: TrialJob) -> dict[str, Any]:
     hp = {**DEFAULT_HYPERPARAMETERS, **job.hyperparameters}
     try:
         hp["epochs"], hp["batch_size"], hp["few_shot"] = int(hp["epochs"]), int(hp["batch_size"]), int(hp["few_shot"])
@@ -125,7 +127,7 @@ def _hyperparameters(job: TrialJob) -> dict:
     return hp
 
 
-def demonstrations(train, k: int, seed: int) -> list:
+def demonstrations(train: list[Example], k: int, seed: int) -> list[Example]:
     """The k few-shot examples of a trial: a seeded sample of the train split."""
     import random
 
@@ -137,7 +139,7 @@ class Encoder:
     from the left to max_length (the example itself is never cut for its demonstrations),
     padded per batch."""
 
-    def __init__(self, tokenizer, job: TrialJob, labels: list[str], demos=()):
+    def __init__(self, tokenizer: Any, job: TrialJob, labels: list[str], demos: Sequence[Example] = ()):
         self.tokenizer, self.job = tokenizer, job
         tokenizer.truncation_side = "left"
         self.prefix = " ".join(f"{fill_input(job.prompt, d.text)} {d.label}" for d in demos)
@@ -151,10 +153,11 @@ class Encoder:
         return f"{self.prefix} {prompt}" if self.prefix else prompt
 
     def prompt_ids(self, text: str, limit: int | None = None) -> list[int]:
-        return self.tokenizer(self.text(text), add_special_tokens=self.job.task == "classification",
-                              truncation=True, max_length=limit or self.job.max_length)["input_ids"]
+        ids: list[int] = self.tokenizer(self.text(text), add_special_tokens=self.job.task == "classification",
+                                        truncation=True, max_length=limit or self.job.max_length)["input_ids"]
+        return ids
 
-    def encode(self, example) -> tuple[list[int], list[int] | int]:
+    def encode(self, example: Example) -> tuple[list[int], list[int] | int]:
         if self.job.task == "classification":
             return self.prompt_ids(example.text), self.label_ids[example.label]
         prompt = self.prompt_ids(example.text, self.job.max_length - 1) + self.sep
@@ -162,7 +165,7 @@ class Encoder:
         target = target + [self.tokenizer.eos_token_id]
         return prompt + target, [-100] * len(prompt) + target
 
-    def collate(self, rows: list[tuple[list[int], list[int] | int]]) -> dict:
+    def collate(self, rows: list[tuple[list[int], list[int] | int]]) -> dict[str, torch.Tensor]:
         width = max(len(ids) for ids, _ in rows)
         batch = {
             "input_ids": torch.tensor([ids + [self.pad] * (width - len(ids)) for ids, _ in rows]),
@@ -171,11 +174,18 @@ class Encoder:
         if self.job.task == "classification":
             batch["labels"] = torch.tensor([label for _, label in rows])
         else:
-            batch["labels"] = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+            batch["labels"] = torch.tensor([_token_labels(lab) + [-100] * (width - len(_token_labels(lab))) for _, lab in rows])
         return batch
 
 
-def prepare(job: TrialJob):
+def _token_labels(label: list[int] | int) -> list[int]:
+    """A generation example's target token ids (classification examples carry a class index)."""
+    if isinstance(label, int):
+        raise TypeError("a generation batch got a class label")
+    return label
+
+
+def prepare(job: TrialJob) -> tuple[list[Example], list[Example], list[str], Any, Any, dict[str, Any]]:
     """(train, held_out, labels, tokenizer, model, hyper-parameters) for a job, seeded."""
     hp = _hyperparameters(job)
     try:
@@ -261,7 +271,8 @@ def run_trial(
     )
 
 
-def held_out_score(model, tokenizer, encoder, job: TrialJob, held_out, labels, device) -> float:
+def held_out_score(model: Any, tokenizer: Any, encoder: Encoder, job: TrialJob, held_out: list[Example], labels: list[str],
+                   device: torch.device) -> float:
     """A cheap intermediate score, higher is better: held-out accuracy (classification) or
     minus the log-perplexity of the references (generation, no decoding)."""
     if job.task == "classification":
@@ -271,7 +282,7 @@ def held_out_score(model, tokenizer, encoder, job: TrialJob, held_out, labels, d
 
 
 @torch.no_grad()
-def _perplexity(model, encoder: Encoder, job: TrialJob, held_out, device) -> float:
+def _perplexity(model: Any, encoder: Encoder, job: TrialJob, held_out: list[Example], device: torch.device) -> float:
     """exp(mean NLL per reference token), teacher-forced on the held-out split."""
     model.eval()
     autocast = loop.autocast_context(job.precision, device)
@@ -293,12 +304,13 @@ def _perplexity(model, encoder: Encoder, job: TrialJob, held_out, device) -> flo
 
 
 @torch.no_grad()
-def _predict(model, tokenizer, encoder: Encoder, job: TrialJob, held_out, labels, device) -> tuple[list[str], dict]:
+def _predict(model: Any, tokenizer: Any, encoder: Encoder, job: TrialJob, held_out: list[Example], labels: list[str],
+             device: torch.device) -> tuple[list[str], dict[str, float]]:
     model.eval()
     out: list[str] = []
     autocast = loop.autocast_context(job.precision, device)
     if job.task == "classification":
-        rows = [(encoder.prompt_ids(ex.text), 0) for ex in held_out]
+        rows: list[tuple[list[int], list[int] | int]] = [(encoder.prompt_ids(ex.text), 0) for ex in held_out]
         for i in range(0, len(rows), 64):
             batch = encoder.collate(rows[i : i + 64])
             batch.pop("labels")
@@ -319,7 +331,7 @@ def _predict(model, tokenizer, encoder: Encoder, job: TrialJob, held_out, labels
     return out, {"perplexity": perplexity}
 
 
-def _save(model, tokenizer, target: Path) -> Path:
+def _save(model: Any, tokenizer: Any, target: Path) -> Path:
     """Write the model (merged, for LoRA) and tokenizer beside the target, then rename."""
     if hasattr(model, "merge_and_unload") and getattr(model, "peft_type", None) is not None:
         from peft import PeftType

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import torch
 import torch.distributed as dist
@@ -96,7 +97,7 @@ def _agreed_flags(stop: Flag | None, prune: Flag | None, world: int, device: tor
     return flags[0], flags[1]
 
 
-def autocast_context(precision: str, device: torch.device):
+def autocast_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -106,10 +107,10 @@ def autocast_context(precision: str, device: torch.device):
 def train(
     model: torch.nn.Module,
     lengths: list[int],
-    make_batch: Callable[[list[int]], dict],
+    make_batch: Callable[[list[int]], dict[str, torch.Tensor]],
     cfg: LoopConfig,
     device: torch.device,
-    checkpoint_dir=None,
+    checkpoint_dir: Path | None = None,
     checkpoint_key: str = "",
     progress: Callable[[int, int, float], None] | None = None,
     stop: Flag | None = None,
@@ -127,7 +128,7 @@ def train(
     schedule = get_linear_schedule_with_warmup(optimizer, int(total * cfg.warmup_ratio), total)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     autocast = autocast_context(cfg.precision, device)
-    ddp_model = model
+    ddp_model: Any = model  # the model, or its DistributedDataParallel wrapper (no_sync)
     if world > 1:
         ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 

@@ -26,7 +26,7 @@ def build_word_tokenizer(texts: list[str]):
 
     normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
     pre = pre_tokenizers.BertPreTokenizer()
-    words = set()
+    words: set[str] = set()
     for text in texts:
         words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS.values())}
@@ -45,7 +45,9 @@ def tiny_glm_config(vocab_size: int, tokenizer, max_length: int, **extra):
 
     return GlmConfig(
         vocab_size=vocab_size,
-        **TINY_SHAPE,
+        hidden_size=TINY_SHAPE["hidden_size"],
+        intermediate_size=TINY_SHAPE["intermediate_size"],
+        num_hidden_layers=TINY_SHAPE["num_hidden_layers"],
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=16,
@@ -66,14 +68,15 @@ def load(builtin: str, path: str, task: str, labels: list[str], texts: list[str]
         AutoTokenizer,
         GlmForCausalLM,
         GlmForSequenceClassification,
+        PreTrainedModel,
     )
 
     classification = task == "classification"
     if builtin == "tiny":
         tokenizer = build_word_tokenizer(texts)
         config = tiny_glm_config(len(tokenizer), tokenizer, max_length, num_labels=max(len(labels), 2))
-        model = GlmForSequenceClassification(config) if classification else GlmForCausalLM(config)
-        return tokenizer, model
+        tiny: PreTrainedModel = GlmForSequenceClassification(config) if classification else GlmForCausalLM(config)
+        return tokenizer, tiny
     try:
         directory = minilm_path() if builtin == "minilm" else Path(path).expanduser()
     except ModuleNotFoundError as err:
@@ -86,6 +89,7 @@ def load(builtin: str, path: str, task: str, labels: list[str], texts: list[str]
         tokenizer = AutoTokenizer.from_pretrained(directory)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        model: PreTrainedModel
         if classification:
             model = AutoModelForSequenceClassification.from_pretrained(
                 directory, num_labels=max(len(labels), 2), ignore_mismatched_sizes=True
@@ -113,14 +117,16 @@ def apply_tuning(model, tuning: str, task: str, hp: dict):
     from peft import LoraConfig, PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
     task_type = TaskType.SEQ_CLS if task == "classification" else TaskType.CAUSAL_LM
+    config: LoraConfig | PromptTuningConfig
     if tuning == "lora":
         config = LoraConfig(
-            task_type=task_type, r=int(hp.get("lora_r", 8)), lora_alpha=float(hp.get("lora_alpha", 16)),
-            lora_dropout=float(hp.get("lora_dropout", 0.0)), target_modules=_lora_targets(model),
+            # peft annotates lora_alpha as int but scales by alpha / r: a float alpha works as searched.
+            task_type=task_type, r=int(hp["lora_r"]), lora_alpha=float(hp["lora_alpha"]),  # type: ignore[arg-type]
+            lora_dropout=float(hp["lora_dropout"]), target_modules=_lora_targets(model),
         )
     elif tuning == "prompt_tuning":
         config = PromptTuningConfig(
-            task_type=task_type, num_virtual_tokens=int(hp.get("num_virtual_tokens", 8)),
+            task_type=task_type, num_virtual_tokens=int(hp["num_virtual_tokens"]),
             prompt_tuning_init=PromptTuningInit.RANDOM,
         )
     else:

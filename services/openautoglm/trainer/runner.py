@@ -22,6 +22,7 @@ from openautoglm.common import telemetry
 from openautoglm.common.net import free_port
 from openautoglm.trainer import hardware
 from openautoglm.trainer.core import TrialError, TrialJob, TrialResult, run_trial
+from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[int, int, float], None]
@@ -169,17 +170,19 @@ class TrialRunner:
 
 
 def _rank_error(stderr: str, code: int) -> Exception:
-    """The exception a failed torchrun run stands for: the ranks' own TrialError/TrialPruned/
+    """The exception a failed torchrun run stands for: the ranks' own TrialError, TrialPruned or
     TrialInterrupted when one was raised, else a crash."""
-    from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
-
     lines = stderr.splitlines()
-    for name, kind in (("TrialError", TrialError), ("TrialPruned", TrialPruned), ("TrialInterrupted", TrialInterrupted)):
-        found = [ln for ln in lines if f"{name}:" in ln]
-        if not found:
-            continue
-        detail = found[-1].split(f"{name}:", 1)[-1].strip()
-        if kind is TrialPruned:
-            return TrialPruned(int(detail.split()[-1]) if detail.split() and detail.split()[-1].isdigit() else 0)
-        return kind(detail)
+
+    def last(name: str) -> str | None:
+        found = [ln.split(f"{name}:", 1)[-1].strip() for ln in lines if f"{name}:" in ln]
+        return found[-1] if found else None
+
+    if (detail := last("TrialError")) is not None:
+        return TrialError(detail)
+    if (detail := last("TrialPruned")) is not None:  # "pruned at step N"
+        words = detail.split()
+        return TrialPruned(int(words[-1]) if words and words[-1].isdigit() else 0)
+    if (detail := last("TrialInterrupted")) is not None:
+        return TrialInterrupted(detail)
     return RuntimeError(f"torchrun exited with {code}: {stderr[-2000:]}")

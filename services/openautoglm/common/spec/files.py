@@ -33,16 +33,15 @@ def load_spec_file(path: str | Path) -> StudySpecModel:
         raise
 
 
-def _line_of(node, loc: tuple) -> int | None:
+def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:
     """1-based line of the deepest YAML node along `loc` that exists."""
     line = node.start_mark.line + 1 if node is not None else None
     for key in loc:
         if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == str(key)), None)
-            key_node = next((k for k, v in node.value if k.value == str(key)), None)
-            if match is None:
+            pair = next(((k, v) for k, v in node.value if k.value == str(key)), None)
+            if pair is None:
                 break
-            line, node = key_node.start_mark.line + 1, match
+            line, node = pair[0].start_mark.line + 1, pair[1]
         elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
             node = node.value[key]
             line = node.start_mark.line + 1

@@ -5,6 +5,7 @@ field left unset (zero) takes the model's default, so the defaults have one sour
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from google.protobuf.message import Message
@@ -13,7 +14,7 @@ from openautoglm.common.catalogue import DEFAULT_MODEL
 from openautoglm.common.spec.schema import ObjectiveModel, Scalar, SpecError, StudySpecModel, validate_dict
 from openautoglm.v1 import common_pb2
 
-_TASKS = {
+_TASKS: dict[str, common_pb2.TaskType] = {
     "classification": common_pb2.TASK_TYPE_CLASSIFICATION,
     "generation": common_pb2.TASK_TYPE_GENERATION,
 }
@@ -35,6 +36,18 @@ def param_from_proto(value: common_pb2.ParamValue) -> Scalar | None:
     return getattr(value, kind) if kind else None
 
 
+def params_from_proto(values: Mapping[str, common_pb2.ParamValue], field: str) -> dict[str, Scalar]:
+    """Named parameter values (a candidate's hyper-parameters); one with no value set is refused
+    as a SpecError naming `field`[name]."""
+    out: dict[str, Scalar] = {}
+    for name, value in values.items():
+        scalar = param_from_proto(value)
+        if scalar is None:
+            raise SpecError(f"{field}[{name}]", "no value set")
+        out[name] = scalar
+    return out
+
+
 def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
     space = model.search_space
     hps = []
@@ -47,7 +60,8 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
         elif hp.type == "loguniform":
             msg.log_uniform.CopyFrom(common_pb2.RealDomain(low=hp.low, high=hp.high))
         else:
-            msg.int_range.CopyFrom(common_pb2.IntDomain(low=int(hp.low), high=int(hp.high), step=hp.step or 1))
+            low, high = hp.bounds
+            msg.int_range.CopyFrom(common_pb2.IntDomain(low=int(low), high=int(high), step=hp.step or 1))
         if hp.when:
             (parent, values), = hp.when.items()
             msg.when_param = parent
@@ -83,7 +97,7 @@ def _objective_to_proto(objective: "ObjectiveModel") -> common_pb2.Objective:
     )
 
 
-def _objective_from_proto(objective: common_pb2.Objective) -> dict:
+def _objective_from_proto(objective: common_pb2.Objective) -> dict[str, Any]:
     """The inverse of _objective_to_proto (an unset direction means maximize)."""
     direction = {v: k for k, v in _DIRECTIONS.items()}.get(objective.direction, "maximize")
     return {"terms": objective_terms(objective), "direction": direction}
@@ -148,10 +162,11 @@ def set_fields(message: Message, names: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def task_name(task: int) -> str:
     """'classification' / 'generation' for a TaskType value ('' when unspecified)."""
-    return {v: k for k, v in _TASKS.items()}.get(task, "")
+    names: dict[int, str] = {v: k for k, v in _TASKS.items()}
+    return names.get(task, "")
 
 
-def task_enum(name: str) -> int:
+def task_enum(name: str) -> common_pb2.TaskType:
     """The TaskType value of 'classification' / 'generation'."""
     return _TASKS[name]
 

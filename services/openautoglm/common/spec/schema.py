@@ -34,7 +34,7 @@ class SpecError(ValueError):
 
     def __init__(self, field: str, message: str, line: int | None = None, file: str | None = None):
         self.field, self.message, self.line, self.file = field, message, line, file
-        self.loc: tuple = ()
+        self.loc: tuple[str | int, ...] = ()
         where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
         super().__init__(f"{where}{field}: {message}")
 
@@ -97,6 +97,18 @@ class HyperParameterModel(_Strict):
     # Conditional: {other_param: [values]}: searched only when other_param takes one of them.
     when: dict[str, list[Scalar]] | None = None
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a numeric domain (validation guarantees both for every non-choice)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"a '{self.type}' hyper-parameter has no bounds")
+        return self.low, self.high
+
+    def int_values(self) -> list[int]:
+        """Every value of an 'int' domain, low to high by step."""
+        low, high = self.bounds
+        return list(range(int(low), int(high) + 1, self.step or 1))
+
     @model_validator(mode="after")
     def _domain(self) -> "HyperParameterModel":
         if self.type == "choice":
@@ -136,7 +148,7 @@ class SearchSpaceModel(_Strict):
     hyperparameters: dict[str, HyperParameterModel] = Field(default_factory=dict)
     # Instructions tried before or after each rendered template (a searched dimension each).
     instructions: list[str] = Field(default_factory=list)
-    instruction_position: list[Literal["before", "after"]] = Field(default_factory=lambda: ["before"])
+    instruction_position: list[Literal["before", "after"]] = ["before"]
 
     @field_validator("instruction_position")
     @classmethod
@@ -316,7 +328,7 @@ class StudySpecModel(_Strict):
 class _FieldError(ValueError):
     """Raised inside validators to point at a deeper field than the validator's own."""
 
-    def __init__(self, loc: tuple, message: str):
+    def __init__(self, loc: tuple[str | int, ...], message: str):
         super().__init__(message)
         self.loc = loc
 
@@ -344,13 +356,13 @@ def validate_dict(data: Any, metrics: dict[str, list[str]] | None = None) -> Stu
         raise _spec_error(loc, message) from None
 
 
-def _spec_error(loc: tuple, message: str) -> SpecError:
+def _spec_error(loc: tuple[str | int, ...], message: str) -> SpecError:
     error = SpecError(_dotted(loc) or "spec", message)
     error.loc = loc
     return error
 
 
-def _dotted(loc: tuple) -> str:
+def _dotted(loc: tuple[str | int, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -358,7 +370,7 @@ def _dotted(loc: tuple) -> str:
 
 
 
-def is_active(hp: HyperParameterModel, chosen: dict) -> bool:
+def is_active(hp: HyperParameterModel, chosen: dict[str, Scalar]) -> bool:
     """Whether a (possibly conditional) hyper-parameter applies, given the values chosen so far."""
     if not hp.when:
         return True

@@ -2,22 +2,24 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 from pathlib import Path
 
-from openautoglm.common.spec.schema import SearchSpaceModel, SpecError, is_active
+from openautoglm.common.spec.schema import Scalar, SearchSpaceModel, SpecError, is_active
 from openautoglm.common.spec.templates import INPUT_SLOT, template_fields
 
 
-def prior_params(space: SearchSpaceModel, template_id: str, variables: dict, hyperparameters: dict) -> dict:
+def prior_params(space: SearchSpaceModel, template_id: str, variables: dict[str, str],
+                 hyperparameters: dict[str, Scalar]) -> dict[str, Scalar]:
     """Check one earlier trial against a search space; returns its hyper-parameters as the
     space types them. Raises ValueError saying what does not match."""
     template = next((t for t in space.templates if t.id == template_id), None)
     if template is None:
         raise ValueError(f"template {template_id!r} is not in the search space")
     for name in sorted(template_fields(template.text) - {INPUT_SLOT}):
-        value = variables.get(name)
-        if value not in space.variables.get(name, []):
-            raise ValueError(f"variable {name!r} = {value!r} is not one of its values in the search space")
+        chosen = variables.get(name)
+        if chosen not in space.variables.get(name, []):
+            raise ValueError(f"variable {name!r} = {chosen!r} is not one of its values in the search space")
     if space.instructions:
         if variables.get("instruction_text") not in space.instructions:
             raise ValueError(f"instruction {variables.get('instruction_text')!r} is not in the search space")
@@ -26,7 +28,7 @@ def prior_params(space: SearchSpaceModel, template_id: str, variables: dict, hyp
     unknown = sorted(set(hyperparameters) - set(space.hyperparameters))
     if unknown:
         raise ValueError(f"hyper-parameter(s) {', '.join(unknown)} are not in the search space")
-    out = {}
+    out: dict[str, Scalar] = {}
     for name, hp in space.hyperparameters.items():
         if not is_active(hp, out):
             if name in hyperparameters:
@@ -39,18 +41,19 @@ def prior_params(space: SearchSpaceModel, template_id: str, variables: dict, hyp
             if value not in hp.values:
                 raise ValueError(f"hyper-parameter {name!r} = {value!r} is not one of {hp.values}")
         else:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not hp.low <= value <= hp.high:
+            low, high = hp.bounds
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
                 raise ValueError(f"hyper-parameter {name!r} = {value!r} is outside [{hp.low}, {hp.high}]")
             if hp.type == "int":
                 step = hp.step or 1
-                if value != int(value) or (int(value) - int(hp.low)) % step:
+                if value != int(value) or (int(value) - int(low)) % step:
                     raise ValueError(f"hyper-parameter {name!r} = {value!r} is not on the int grid")
                 value = int(value)
         out[name] = value
     return out
 
 
-def load_prior_trials(path: str | Path) -> list[dict]:
+def load_prior_trials(path: str | Path) -> list[dict[str, Any]]:
     """Prior trials from a file: JSON lines of {template_id, variables, hyperparameters,
     objective}, or a JSON object with a "trials" list as `openautoglm demo --json` prints
     (failed trials skipped). Each row gets its source "line". Raises SpecError naming the line."""
