@@ -49,3 +49,11 @@ def test_scheduler_quick_reports_every_policy_on_both_sets():
             assert set(values) == {"fifo", "critical_path", "heft", "gnn"}
     assert report["heft_paper_example"] == 80
     assert report["plan_ms_1000_nodes"] > 0
+
+
+def test_mesh_overhead_quick_reports_its_figures():
+    report = _run("mesh_overhead.py", "--quick")
+    assert report["trials"] == report["trainings"] == 8
+    assert 0.0 <= report["idle_share"] < 1.0 and report["mean_trial_ms"] > 0
+    assert report["messages_per_trial"] > 0 and report["in_process_ratio"] > 0
+    assert report["rpcs"] and report["nats_messages"]

@@ -9,10 +9,12 @@ from concurrent import futures
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+from opentelemetry.proto.common.v1 import common_pb2
 
 
 class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
-    """Collects every exported span as a dict: service, name, trace_id, span_id, parent_id (hex)."""
+    """Collects every exported span as a dict: service, name, trace_id, span_id, parent_id (hex),
+    kind (the OTLP SpanKind number), start_ns, end_ns and attributes."""
 
     def __init__(self):
         self.spans: list[dict] = []
@@ -32,6 +34,10 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             "trace_id": span.trace_id.hex(),
                             "span_id": span.span_id.hex(),
                             "parent_id": span.parent_span_id.hex(),
+                            "kind": span.kind,
+                            "start_ns": span.start_time_unix_nano,
+                            "end_ns": span.end_time_unix_nano,
+                            "attributes": {a.key: _value(a.value) for a in span.attributes},
                         })
         return trace_service_pb2.ExportTraceServiceResponse()
 
@@ -45,6 +51,10 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
             counts[span["service"]] = counts.get(span["service"], 0) + 1
         return dict(sorted(counts.items()))
 
+    def all_spans(self) -> list[dict]:
+        with self._lock:
+            return list(self.spans)
+
     def start(self, host: str = "127.0.0.1") -> "OtlpReceiver":
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, self._server)
@@ -56,3 +66,9 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop(0)
+
+
+def _value(value: common_pb2.AnyValue) -> object:
+    """An OTLP attribute value as plain Python (strings, numbers, booleans)."""
+    kind = value.WhichOneof("value")
+    return getattr(value, kind) if kind in ("string_value", "int_value", "double_value", "bool_value") else None

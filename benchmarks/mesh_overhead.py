@@ -1,0 +1,233 @@
+"""What the mesh itself costs: a study run through all five services against the same trials run
+in one process.
+
+    python benchmarks/mesh_overhead.py [--quick] [--json]
+
+It starts the embedded stack (a real NATS server, the five services as processes, one trainer
+slot) with tracing to an in-process OTLP receiver, runs a TPE study on the built-in tiny model
+(24 trials; 8 with --quick), and reads off the trainer's `train` spans and the mesh's traffic:
+
+- `idle_share`: share of the time between the first training start and the last training end
+  in which no trial trains (the trainer waits for the mesh);
+- `median_gap_ms`: median pause between one training's end and the next one's start;
+- `mean_trial_ms`: mean duration of a `train` span;
+- `messages_per_trial`: the mesh's own RPCs (gRPC server spans of every service but the public
+  Studies API) plus NATS messages on `autoglm.*` (seen by a wiretap subscription), per trial;
+  per-epoch progress reports, heartbeats and cluster announcements are not counted (one
+  "started" progress report per trial is), nor is JetStream's own protocol traffic (the acks
+  consumers send are reported apart, as `jetstream_acks_per_trial`);
+- `in_process_ratio`: the study's wall time (CreateStudy to its end) divided by the wall time of
+  the same trials (same candidates, same jobs) trained by `trainer.core.run_trial` and scored by
+  `evaluator.metrics.evaluate` one after another in this process, measured in the same run.
+
+Goals (issue 9): idle_share <= 0.05, messages_per_trial <= 8, in_process_ratio <= 1.10.
+The last line with --json is one JSON object with these figures.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from openautoglm.common.stack import EmbeddedStack
+from openautoglm.common.trace_sink import OtlpReceiver
+from openautoglm.v1 import common_pb2, events_pb2, studies_pb2, studies_pb2_grpc
+
+SPAN_KIND_SERVER = 2
+PUBLIC_API = "/openautoglm.v1.Studies/"
+# Periodic cluster traffic, not caused by any one trial.
+NOT_PER_TRIAL = ("autoglm.trainer.heartbeat", "autoglm.cluster.changed")
+
+
+def study_spec(trials: int) -> dict:
+    """A TPE study on the tiny model whose trials are short, so the mesh's own cost shows."""
+    return {
+        "name": "mesh-overhead",
+        "task": "classification",
+        "dataset": {"builtin": "sentiment-demo", "max_examples": 160},
+        "model": {"builtin": "tiny"},
+        "search_space": {
+            "templates": [{"id": "plain", "text": "Review: {input} Sentiment:"},
+                          {"id": "asked", "text": "{question} {input}"}],
+            "variables": {"question": ["How does this feel?", "What is the tone?"]},
+            "hyperparameters": {"learning_rate": {"type": "loguniform", "low": 0.0005, "high": 0.01},
+                                "epochs": {"type": "choice", "values": [1, 2]},
+                                "batch_size": {"type": "choice", "values": [16, 32]}},
+        },
+        "objective": {"terms": {"accuracy": 0.5, "macro_f1": 0.5}},
+        "strategy": "tpe",
+        "budget": {"max_trials": trials},
+        "seed": 11,
+    }
+
+
+def spec_proto(spec: dict) -> common_pb2.StudySpec:
+    from openautoglm.common.spec.protos import spec_to_proto
+    from openautoglm.common.spec.schema import validate_dict
+
+    return spec_to_proto(validate_dict(spec))
+
+
+class Wiretap:
+    """Counts the messages on `autoglm.>` by subject (a plain core-NATS subscription sees
+    JetStream-published messages too)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.progress_reports = 0
+        self.acks = 0
+
+    async def start(self, url: str) -> None:
+        import nats
+
+        self.nc = await nats.connect(url, name="mesh-overhead-wiretap")
+
+        async def count(msg) -> None:
+            subject = msg.subject
+            if subject == "autoglm.trial.progress":
+                progress = events_pb2.TrialProgressEvent.FromString(msg.data).progress
+                if progress.step or progress.has_intermediate:
+                    self.progress_reports += 1  # a progress report, not counted as a message
+                    return
+            self.counts[subject] = self.counts.get(subject, 0) + 1
+
+        async def ack(msg) -> None:
+            self.acks += 1
+
+        await self.nc.subscribe("autoglm.>", cb=count)
+        await self.nc.subscribe("$JS.ACK.>", cb=ack)
+        await self.nc.flush()
+
+    async def stop(self) -> None:
+        await self.nc.close()
+
+    def per_trial_messages(self) -> int:
+        return sum(n for subject, n in self.counts.items() if not subject.startswith(NOT_PER_TRIAL))
+
+
+def intervals_report(spans: list[dict]) -> dict:
+    """idle share, gaps and mean length of the trainer's `train` spans."""
+    train = sorted((s["start_ns"], s["end_ns"]) for s in spans if s["service"] == "trainer" and s["name"] == "train")
+    if not train:
+        raise SystemExit("no train spans were received")
+    busy, gaps = 0, []
+    cover_end = train[0][0]
+    for start, end in train:
+        if start > cover_end:
+            gaps.append(start - cover_end)
+        busy += max(0, end - max(start, cover_end))
+        cover_end = max(cover_end, end)
+    window = train[-1][1] - train[0][0]
+    window = max(window, max(end for _, end in train) - train[0][0])
+    return {
+        "trainings": len(train),
+        "idle_share": round(1 - busy / window, 4),
+        "median_gap_ms": round(statistics.median(gaps) / 1e6, 1) if gaps else 0.0,
+        "mean_trial_ms": round(statistics.mean((e - s) for s, e in train) / 1e6, 1),
+    }
+
+
+def in_process_seconds(study: common_pb2.Study) -> float:
+    """The study's trials, trained and scored one after another in this process."""
+    from openautoglm.common.spec.protos import param_from_proto, task_name
+    from openautoglm.evaluator.metrics import evaluate
+    from openautoglm.trainer.core import TrialJob, run_trial
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    spec = study.spec
+    terms = {t.metric: t.weight for t in spec.objective.terms}
+    with tempfile.TemporaryDirectory(prefix="autoglm-inproc-") as tmp:
+        started = time.perf_counter()
+        for trial in sorted(study.trials, key=lambda t: t.number):
+            job = TrialJob(
+                study_id=study.id, trial_id=trial.id, task=task_name(spec.task), prompt=trial.candidate.prompt,
+                hyperparameters={k: param_from_proto(v) for k, v in trial.candidate.hyperparameters.items()},
+                dataset_builtin=spec.dataset.builtin, eval_fraction=spec.dataset.eval_fraction,
+                max_examples=spec.dataset.max_examples, model_builtin=spec.model.builtin, seed=spec.seed,
+                max_length=spec.training.max_length,
+            )
+            result = run_trial(job, Path(tmp))
+            evaluate(job.task, result.predictions, result.references, objective=terms, model_metrics=result.model_metrics)
+        return time.perf_counter() - started
+
+
+async def run_mesh(trials: int, data_dir: Path, receiver: OtlpReceiver) -> tuple[common_pb2.Study, float, Wiretap]:
+    stack = EmbeddedStack(data_dir, env={
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    })
+    await stack.start()
+    tap = Wiretap()
+    try:
+        await tap.start(stack.nats_url)
+        async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+            stub = studies_pb2_grpc.StudiesStub(channel)
+            started = time.perf_counter()
+            study = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec_proto(study_spec(trials))), timeout=60)).study
+            async for update in stub.WatchStudy(studies_pb2.WatchStudyRequest(study_id=study.id), timeout=900):
+                study = update.study
+            wall = time.perf_counter() - started
+        await asyncio.sleep(1.5)  # the services export their last span batches
+        await tap.stop()
+    finally:
+        stack.stop()
+    if study.state != common_pb2.STUDY_STATE_COMPLETED:
+        raise SystemExit(f"the study ended {common_pb2.StudyState.Name(study.state)}: {study.error}")
+    return study, wall, tap
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="8 trials instead of 24")
+    parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    args = parser.parse_args()
+    trials = 8 if args.quick else 24
+    receiver = OtlpReceiver().start()
+    with tempfile.TemporaryDirectory(prefix="autoglm-mesh-") as tmp:
+        study, mesh_wall, tap = asyncio.run(run_mesh(trials, Path(tmp), receiver))
+    spans = [s for s in receiver.all_spans()]
+    receiver.stop()
+    rpcs = [s for s in spans if s["kind"] == SPAN_KIND_SERVER and s["name"].startswith("/openautoglm.v1.")
+            and not s["name"].startswith(PUBLIC_API)]
+    rpc_counts: dict[str, int] = {}
+    for span in rpcs:
+        rpc_counts[span["name"]] = rpc_counts.get(span["name"], 0) + 1
+    done = len(study.trials)
+    report = {
+        "trials": done,
+        **intervals_report(spans),
+        "messages_per_trial": round((len(rpcs) + tap.per_trial_messages()) / done, 2),
+        "rpcs": dict(sorted(rpc_counts.items())),
+        "nats_messages": dict(sorted(tap.counts.items())),
+        "progress_reports_not_counted": tap.progress_reports,
+        "jetstream_acks_per_trial": round(tap.acks / done, 2),
+        "mesh_wall_s": round(mesh_wall, 2),
+    }
+    in_process = in_process_seconds(study)
+    report["in_process_wall_s"] = round(in_process, 2)
+    report["in_process_ratio"] = round(mesh_wall / in_process, 3)
+    print(f"{done} trials through the mesh in {mesh_wall:.2f} s; the same trials in one process in {in_process:.2f} s "
+          f"(ratio {report['in_process_ratio']:.3f}, goal <= 1.10)")
+    print(f"trainer idle {report['idle_share']:.1%} of the time between the first and last training "
+          f"(goal <= 5%); median gap {report['median_gap_ms']} ms; mean trial {report['mean_trial_ms']} ms")
+    print(f"messages per trial: {report['messages_per_trial']} (goal <= 8)")
+    for name, count in report["rpcs"].items():
+        print(f"  rpc  {name:<45} {count}")
+    for name, count in report["nats_messages"].items():
+        print(f"  nats {name:<45} {count}")
+    if args.json:
+        print(json.dumps(report))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
