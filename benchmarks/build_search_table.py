@@ -18,7 +18,7 @@ from search_spaces import SPACES  # noqa: E402
 
 from openautoglm.common.spec.schema import validate_dict  # noqa: E402
 from openautoglm.evaluator.metrics import evaluate  # noqa: E402
-from openautoglm.prompt_generator.search import RenderCache, StudySearch  # noqa: E402
+from openautoglm.prompt_generator.replay import LocalStudy  # noqa: E402
 from openautoglm.trainer.core import TrialJob, run_trial  # noqa: E402
 
 OUT = Path(__file__).parent / "data" / "search_table.json"
@@ -26,8 +26,8 @@ OUT = Path(__file__).parent / "data" / "search_table.json"
 
 def build_space(name: str, raw: dict) -> dict:
     spec = validate_dict(raw)
-    search = StudySearch(f"table-{name}", spec, None, RenderCache())
-    candidates, _ = search.propose(search.space_size)
+    search = LocalStudy(spec)
+    candidates, _ = search.propose(search.search.space_size or 0)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for c in sorted(candidates, key=lambda c: c.id):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -38,6 +39,7 @@ import grpc
 
 from openautoglm.common.stack import EmbeddedStack
 from openautoglm.common.trace_sink import OtlpReceiver
+from openautoglm.trainer.core import TrialJob
 from openautoglm.v1 import common_pb2, events_pb2, studies_pb2, studies_pb2_grpc
 
 SPAN_KIND_SERVER = 2
@@ -51,14 +53,14 @@ def study_spec(trials: int) -> dict:
     return {
         "name": "mesh-overhead",
         "task": "classification",
-        "dataset": {"builtin": "sentiment-demo", "max_examples": 160},
+        "dataset": {"builtin": "sentiment-demo", "max_examples": 320},
         "model": {"builtin": "tiny"},
         "search_space": {
             "templates": [{"id": "plain", "text": "Review: {input} Sentiment:"},
                           {"id": "asked", "text": "{question} {input}"}],
             "variables": {"question": ["How does this feel?", "What is the tone?"]},
             "hyperparameters": {"learning_rate": {"type": "loguniform", "low": 0.0005, "high": 0.01},
-                                "epochs": {"type": "choice", "values": [1, 2]},
+                                "epochs": {"type": "choice", "values": [2, 3]},
                                 "batch_size": {"type": "choice", "values": [16, 32]}},
         },
         "objective": {"terms": {"accuracy": 0.5, "macro_f1": 0.5}},
@@ -131,36 +133,56 @@ def intervals_report(spans: list[dict]) -> dict:
         "idle_share": round(1 - busy / window, 4),
         "median_gap_ms": round(statistics.median(gaps) / 1e6, 1) if gaps else 0.0,
         "mean_trial_ms": round(statistics.mean((e - s) for s, e in train) / 1e6, 1),
+        "longest_gaps_ms": [round(g / 1e6, 1) for g in sorted(gaps, reverse=True)[:5]],
     }
 
 
 def in_process_seconds(study: common_pb2.Study) -> float:
     """The study's trials, trained and scored one after another in this process."""
-    from openautoglm.common.spec.protos import param_from_proto, task_name
+    from openautoglm.evaluator import metrics
     from openautoglm.evaluator.metrics import evaluate
-    from openautoglm.trainer.core import TrialJob, run_trial
-
+    from openautoglm.trainer import models
+    from openautoglm.trainer.core import run_trial
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     spec = study.spec
     terms = {t.metric: t.weight for t in spec.objective.terms}
+    trials = sorted(study.trials, key=lambda t: t.number)
     with tempfile.TemporaryDirectory(prefix="autoglm-inproc-") as tmp:
+        # Warm, as the services are before a study: libraries loaded and one trial run, untimed.
+        models.preload()
+        metrics.warm_up()
+        run_trial(job_of(study, trials[0]), Path(tmp) / "warm-up")
         started = time.perf_counter()
-        for trial in sorted(study.trials, key=lambda t: t.number):
-            job = TrialJob(
-                study_id=study.id, trial_id=trial.id, task=task_name(spec.task), prompt=trial.candidate.prompt,
-                hyperparameters={k: param_from_proto(v) for k, v in trial.candidate.hyperparameters.items()},
-                dataset_builtin=spec.dataset.builtin, eval_fraction=spec.dataset.eval_fraction,
-                max_examples=spec.dataset.max_examples, model_builtin=spec.model.builtin, seed=spec.seed,
-                max_length=spec.training.max_length,
-            )
+        for trial in trials:
+            job = job_of(study, trial)
             result = run_trial(job, Path(tmp))
             evaluate(job.task, result.predictions, result.references, objective=terms, model_metrics=result.model_metrics)
         return time.perf_counter() - started
 
 
-async def run_mesh(trials: int, data_dir: Path, receiver: OtlpReceiver) -> tuple[common_pb2.Study, float, Wiretap]:
+def job_of(study: common_pb2.Study, trial: common_pb2.Trial) -> TrialJob:
+    """The job the gateway sends a trainer for this trial."""
+    from openautoglm.common.spec.protos import param_from_proto, task_name
+
+    spec = study.spec
+    return TrialJob(
+        study_id=study.id, trial_id=trial.id, task=task_name(spec.task), prompt=trial.candidate.prompt,
+        hyperparameters={k: param_from_proto(v) for k, v in trial.candidate.hyperparameters.items()},
+        dataset_builtin=spec.dataset.builtin, eval_fraction=spec.dataset.eval_fraction,
+        max_examples=spec.dataset.max_examples, model_builtin=spec.model.builtin, seed=spec.seed,
+        max_length=spec.training.max_length,
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_mesh(trials: int, data_dir: Path, receiver: OtlpReceiver) -> tuple[common_pb2.Study, float, Wiretap, dict[str, float]]:
     stack = EmbeddedStack(data_dir, env={
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "200",
@@ -171,18 +193,20 @@ async def run_mesh(trials: int, data_dir: Path, receiver: OtlpReceiver) -> tuple
         await tap.start(stack.nats_url)
         async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
             stub = studies_pb2_grpc.StudiesStub(channel)
+            cpu_before = {name: cpu_seconds(proc.pid) for name, proc in stack.processes.items()}
             started = time.perf_counter()
             study = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec_proto(study_spec(trials))), timeout=60)).study
             async for update in stub.WatchStudy(studies_pb2.WatchStudyRequest(study_id=study.id), timeout=900):
                 study = update.study
             wall = time.perf_counter() - started
+            cpu = {name: round(cpu_seconds(proc.pid) - cpu_before[name], 2) for name, proc in stack.processes.items()}
         await asyncio.sleep(1.5)  # the services export their last span batches
         await tap.stop()
     finally:
         stack.stop()
     if study.state != common_pb2.STUDY_STATE_COMPLETED:
         raise SystemExit(f"the study ended {common_pb2.StudyState.Name(study.state)}: {study.error}")
-    return study, wall, tap
+    return study, wall, tap, cpu
 
 
 def main() -> None:
@@ -193,7 +217,7 @@ def main() -> None:
     trials = 8 if args.quick else 24
     receiver = OtlpReceiver().start()
     with tempfile.TemporaryDirectory(prefix="autoglm-mesh-") as tmp:
-        study, mesh_wall, tap = asyncio.run(run_mesh(trials, Path(tmp), receiver))
+        study, mesh_wall, tap, cpu = asyncio.run(run_mesh(trials, Path(tmp), receiver))
     spans = [s for s in receiver.all_spans()]
     receiver.stop()
     rpcs = [s for s in spans if s["kind"] == SPAN_KIND_SERVER and s["name"].startswith("/openautoglm.v1.")
@@ -211,6 +235,9 @@ def main() -> None:
         "progress_reports_not_counted": tap.progress_reports,
         "jetstream_acks_per_trial": round(tap.acks / done, 2),
         "mesh_wall_s": round(mesh_wall, 2),
+        # CPU seconds each process used during the study (2 cores: whatever is not the trainer's
+        # competes with training).
+        "cpu_s": cpu,
     }
     in_process = in_process_seconds(study)
     report["in_process_wall_s"] = round(in_process, 2)

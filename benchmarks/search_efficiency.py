@@ -4,7 +4,7 @@ real results (benchmarks/data/search_table.json, rebuilt by build_search_table.p
     python benchmarks/search_efficiency.py [--quick] [--json] [--seeds N]
 
 For every task and strategy, each seed runs the prompt-generator's own search (StudySearch, the
-code the service uses) against the table: propose one candidate, look up its real objective,
+code the service uses, with the trial records kept in process by LocalStudy) against the table: propose one candidate, look up its real objective,
 feed it back, until a candidate reaches 95% of the table's best objective. Reported:
 `trials_to_95` (task -> strategy -> mean trials over seeds) and each strategy's ratio to random
 search measured in the same run.
@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from openautoglm.common.spec.schema import validate_dict
-from openautoglm.prompt_generator.search import RenderCache, StudySearch
+from openautoglm.prompt_generator.replay import LocalStudy
 
 TABLE = Path(__file__).parent / "data" / "search_table.json"
 STRATEGIES = ("random", "grid", "tpe", "cmaes", "bandit", "rl")
@@ -27,7 +27,7 @@ STRATEGIES = ("random", "grid", "tpe", "cmaes", "bandit", "rl")
 
 def trials_to_target(raw: dict, rows: dict, strategy: str, seed: int, target: float) -> int:
     spec = validate_dict({**raw, "strategy": strategy, "seed": seed, "budget": {"max_trials": len(rows)}})
-    search = StudySearch(f"replay-{strategy}-{seed}", spec, None, RenderCache())
+    search = LocalStudy(spec)
     for trial in range(1, len(rows) + 1):
         batch, _ = search.propose(1)
         if not batch:

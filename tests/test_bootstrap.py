@@ -22,10 +22,7 @@ class SlowStartingEvaluator:
         self.release = asyncio.Event()
 
     def register(self, server):
-        async def publish(subject, event):
-            return None
-
-        evaluator_pb2_grpc.add_EvaluatorServicer_to_server(EvaluatorServicer(publish), server)
+        evaluator_pb2_grpc.add_EvaluatorServicer_to_server(EvaluatorServicer(), server)
 
     async def start(self):
         await self.release.wait()
@@ -41,7 +38,7 @@ async def test_calls_before_start_finishes_get_unavailable_then_succeed(tmp_path
     server = asyncio.create_task(serve(settings, app, stop))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            await channel.channel_ready()
+            await asyncio.wait_for(channel.channel_ready(), 15)
             health = health_pb2_grpc.HealthStub(channel)
             assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.NOT_SERVING
             stub = evaluator_pb2_grpc.EvaluatorStub(channel)

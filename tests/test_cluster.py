@@ -124,7 +124,8 @@ def _start_trainer(stack, trainer_id: str, memory_mb: float) -> subprocess.Popen
     log = open(stack.log_dir / f"{trainer_id}.log", "w")
     return subprocess.Popen(
         [sys.executable, "-m", "openautoglm.cli", "serve", "trainer", "--port", "0", "--trainer-id", trainer_id,
-         "--trainer-memory-mb", str(memory_mb), "--nats-url", stack.nats_url, "--data-dir", str(stack.data_dir)],
+         "--trainer-memory-mb", str(memory_mb), "--nats-url", stack.nats_url, "--evaluator", stack.address("evaluator"),
+         "--data-dir", str(stack.data_dir)],
         stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "OTEL_TRACES_EXPORTER": "none"},
     )
 

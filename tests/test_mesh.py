@@ -175,7 +175,8 @@ async def test_services_refuse_bad_requests_with_invalid_argument(stack):
              dependencies=[scheduler_pb2.Dependency(from_task="a", to_task="b"), scheduler_pb2.Dependency(from_task="b", to_task="a")]),
              workers=[scheduler_pb2.Worker(id="w", slots=1)]), "cycle"),
         ("prompt-generator", prompt_generator_pb2_grpc.PromptGeneratorStub, "Propose",
-         prompt_generator_pb2.ProposeRequest(study_id="x", count=1, spec=common_pb2.StudySpec()), "spec.task"),
+         prompt_generator_pb2.ProposeRequest(study_id="x", count=1, registration=prompt_generator_pb2.RegisterStudyRequest(
+             study_id="x", spec=common_pb2.StudySpec())), "spec.task"),
         ("prompt-generator", prompt_generator_pb2_grpc.PromptGeneratorStub, "Render",
          prompt_generator_pb2.RenderRequest(templates=[common_pb2.PromptTemplate(id="a", text="{ghost} {input}")]), "templates[0].text"),
     ]
@@ -310,7 +311,9 @@ async def test_propose_reports_the_render_cache_hit_rate(stack):
     spec = spec_proto()
     async with grpc.aio.insecure_channel(stack.address("prompt-generator")) as channel:
         stub = prompt_generator_pb2_grpc.PromptGeneratorStub(channel)
-        await stub.Propose(prompt_generator_pb2.ProposeRequest(study_id="cache-a", spec=spec, count=1), timeout=10)
-        reply = await stub.Propose(prompt_generator_pb2.ProposeRequest(study_id="cache-b", spec=spec, count=1), timeout=10)
+        for study_id in ("cache-a", "cache-b"):
+            await stub.RegisterStudy(prompt_generator_pb2.RegisterStudyRequest(study_id=study_id, spec=spec), timeout=10)
+        await stub.Propose(prompt_generator_pb2.ProposeRequest(study_id="cache-a", count=1), timeout=10)
+        reply = await stub.Propose(prompt_generator_pb2.ProposeRequest(study_id="cache-b", count=1), timeout=10)
     # Study b renders the same templates for the same model: every one of its renders is a hit.
     assert reply.render_cache_lookups >= 4 and reply.render_cache_hits >= 2

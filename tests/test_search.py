@@ -1,9 +1,15 @@
-"""The prompt-generator's search core: rendering, strategies, de-duplication, feedback."""
+"""The prompt-generator's search core: rendering, strategies, de-duplication, feedback.
+
+The search keeps no trial state: `LocalStudy` keeps the records the way the gateway does, and a
+"restarted" search is a new one given the same records.
+"""
 import pytest
 
 from helpers import small_spec
 from openautoglm.common.spec.schema import validate_dict
-from openautoglm.prompt_generator.search import RenderCache, StudySearch, render_all
+from openautoglm.prompt_generator.prompts import RenderCache, render_all
+from openautoglm.prompt_generator.replay import LocalStudy
+from openautoglm.prompt_generator.search import Prior, StudySearch, TrialRecord
 
 
 def test_render_is_a_cartesian_product_over_used_variables_only():
@@ -22,14 +28,14 @@ def test_render_is_a_cartesian_product_over_used_variables_only():
     assert cache.hits == 2  # another model version is another cache key
 
 
-def _search(tmp_path, strategy="grid", max_trials=4, **overrides):
+def _search(tmp_path, strategy="grid", max_trials=4, records=(), **overrides):
     spec = validate_dict(small_spec(strategy=strategy, budget={"max_trials": max_trials}, **overrides))
-    return StudySearch("study-1", spec, f"sqlite:///{tmp_path / 'optuna.db'}", RenderCache())
+    return LocalStudy(spec, records=records)
 
 
 def test_grid_covers_the_space_once_then_reports_exhausted(tmp_path):
     search = _search(tmp_path)
-    assert search.space_size == 4
+    assert search.search.space_size == 4
     first, exhausted = search.propose(3)
     assert len(first) == 3 and not exhausted
     rest, exhausted = search.propose(3)
@@ -57,7 +63,7 @@ def test_adaptive_strategies_never_repeat_a_candidate(tmp_path, strategy):
 def test_tpe_learns_from_feedback(tmp_path):
     spec = small_spec(strategy="tpe", budget={"max_trials": 30})
     spec["search_space"]["hyperparameters"] = {"learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1.0}}
-    search = StudySearch("s", validate_dict(spec), None, RenderCache())
+    search = LocalStudy(validate_dict(spec))
     values = []
     for _ in range(30):
         (c,), _ = search.propose(1)
@@ -75,7 +81,7 @@ def test_feedback_is_idempotent_and_survives_a_restart(tmp_path):
     assert search.feedback(c.id, 0.7) is False
     with pytest.raises(KeyError):
         search.feedback("nope", 1.0)
-    reloaded = _search(tmp_path)
+    reloaded = _search(tmp_path, records=search.records)  # a restarted replica, given the gateway's records
     assert reloaded.feedback(c.id, 0.7) is False
     more, _ = reloaded.propose(4)
     assert c.id not in {m.id for m in more} and len(more) == 3
@@ -90,7 +96,7 @@ def _learning_curve(tmp_path, strategy, trials=40, seed=0):
         "learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1.0},
         "epochs": {"type": "int", "low": 1, "high": 8},
     }
-    search = StudySearch("s", validate_dict(spec), None, RenderCache())
+    search = LocalStudy(validate_dict(spec))
     scores = []
     for _ in range(trials):
         batch, exhausted = search.propose(1)
@@ -116,7 +122,7 @@ def _mean_score(tmp_path, strategy, trials=20, seeds=range(4)):
             "learning_rate": {"type": "loguniform", "low": 1e-5, "high": 1.0},
             "epochs": {"type": "int", "low": 1, "high": 8},
         }
-        search = StudySearch("s", validate_dict(spec), None, RenderCache())
+        search = LocalStudy(validate_dict(spec))
         for _ in range(trials):
             (c,), _ = search.propose(1)
             score = (-abs(math.log10(c.hyperparameters["learning_rate"]) + 2) - 0.1 * abs(c.hyperparameters["epochs"] - 6)
@@ -132,19 +138,19 @@ def test_adaptive_strategies_beat_random_search(tmp_path, strategy):
 
 
 @pytest.mark.parametrize("strategy", ["bandit", "rl"])
-def test_policies_are_rebuilt_from_storage_after_a_restart(tmp_path, strategy):
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+def test_policies_are_rebuilt_from_the_records_after_a_restart(tmp_path, strategy):
     spec = validate_dict(small_spec(strategy=strategy, budget={"max_trials": 4}))
-    search = StudySearch("study-r", spec, storage, RenderCache())
+    search = LocalStudy(spec)
     for _ in range(2):
         (c,), _ = search.propose(1)
         search.feedback(c.id, 1.0 if c.template_id == "asked" else 0.0)
-    reloaded = StudySearch("study-r", spec, storage, RenderCache())
+    reloaded = LocalStudy(spec, records=search.records)  # a restarted replica, given the gateway's records
+    policy, again = search.policy(), reloaded.policy()
     if strategy == "bandit":
-        assert all((reloaded.policy.counts[k] == search.policy.counts[k]).all() for k in search.policy.counts)
-        assert len(reloaded.policy.values) == 2
+        assert all((again.counts[k] == policy.counts[k]).all() for k in policy.counts)
+        assert len(again.values) == 2
     else:
-        assert all((reloaded.policy.logits[k] == search.policy.logits[k]).all() for k in search.policy.logits)
+        assert all((again.logits[k] == policy.logits[k]).all() for k in policy.logits)
 
 
 def test_warm_start_priors_inform_the_search_but_are_not_candidates(tmp_path):
@@ -152,13 +158,14 @@ def test_warm_start_priors_inform_the_search_but_are_not_candidates(tmp_path):
 
     spec = validate_dict(small_spec(strategy="bandit", budget={"max_trials": 4}))
     params = prior_params(spec.search_space, "asked", {"question": "How does this feel?"}, {"epochs": 2, "learning_rate": 0.003})
-    search = StudySearch("warm", spec, f"sqlite:///{tmp_path / 'o.db'}", RenderCache(), [("asked", {"question": "How does this feel?"}, params, 0.9)])
-    assert len(search.study.trials) == 1 and search.trial_of == {}
-    assert len(search.policy.values) == 1  # the bandit has learnt from it
+    priors = [Prior("asked", {"question": "How does this feel?"}, params, 0.9)]
+    search = LocalStudy(spec, priors)
+    assert len(search.search.rebuild(search.records).trials) == 1 and search.records == []
+    assert len(search.policy().values) == 1  # the bandit has learnt from it
     batch, _ = search.propose(4)
     assert len(batch) == 4  # the prior's candidate can still be trained in this study
-    again = StudySearch("warm", spec, f"sqlite:///{tmp_path / 'o.db'}", RenderCache(), [("asked", {"question": "How does this feel?"}, params, 0.9)])
-    assert sum(t.user_attrs.get("prior", False) for t in again.study.trials) == 1  # not added twice
+    again = LocalStudy(spec, priors, records=search.records)
+    assert sum(t.user_attrs.get("prior", False) for t in again.search.rebuild(again.records).trials) == 1  # not added twice
 
 
 @pytest.mark.parametrize("template,variables,hps,message", [
@@ -203,9 +210,9 @@ def test_instructions_and_their_position_are_searched_dimensions(tmp_path):
     from openautoglm.common.spec.protos import spec_from_proto, spec_to_proto
 
     assert spec_from_proto(spec_to_proto(model)) == model
-    search = StudySearch("instr", model, None, RenderCache())
-    assert len(search.prompts) == 2 * 2 * 2 and search.space_size == 8 * 2
-    prompts = {p.prompt for p in search.prompts}
+    search = LocalStudy(model)
+    assert len(search.search.prompts) == 2 * 2 * 2 and search.search.space_size == 8 * 2
+    prompts = {p.prompt for p in search.search.prompts}
     assert "Be brief. Review: {input} Sentiment:" in prompts and "Review: {input} Sentiment: Be brief." in prompts
     batch, exhausted = search.propose(16)
     assert len(batch) == 16 and exhausted
@@ -224,7 +231,7 @@ def test_reserved_dimension_names_are_refused():
 @pytest.mark.parametrize("pruner", ["median", "successive_halving"])
 def test_the_pruner_stops_a_trial_that_trails_the_others(pruner):
     spec = small_spec(strategy="random", budget={"max_trials": 4}, pruner=pruner)
-    search = StudySearch("p", validate_dict(spec), None, RenderCache())
+    search = LocalStudy(validate_dict(spec))
     batch, _ = search.propose(4)
     for c in batch[:3]:
         for epoch in (1, 2, 3):
@@ -232,18 +239,25 @@ def test_the_pruner_stops_a_trial_that_trails_the_others(pruner):
         search.feedback(c.id, 0.85)
     assert search.report(batch[3].id, 1, 0.1) is True
     assert search.feedback(batch[3].id, None, pruned=True) is True
-    assert search.study.trials[search.trial_of[batch[3].id]].state.name == "PRUNED"
+    rebuilt = {t.user_attrs["number"]: t for t in search.search.rebuild(search.records).trials}
+    assert rebuilt[batch[3].number].state.name == "PRUNED"
+
+
+def _record(candidate, **fields):
+    return TrialRecord(candidate.number, candidate.template_id, candidate.variables, candidate.hyperparameters,
+                       search_state=candidate.search_state, **fields)
 
 
 def test_candidates_a_caller_lost_are_proposed_again(tmp_path):
     """The gateway crashed after Propose but before recording the answer: nothing is lost."""
-    search = _search(tmp_path)
-    first, _ = search.propose(2, known=set())
+    search = StudySearch(validate_dict(small_spec(strategy="grid", budget={"max_trials": 4})), RenderCache())
+    first, _ = search.propose([], 2, 0)
     lost = first[1]
-    again, _ = search.propose(1, known={first[0].id})
+    recorded = [_record(first[0])]  # only the first answer was recorded
+    again, _ = search.propose(recorded, 1, 1)
     assert [c.id for c in again] == [lost.id] and again[0].prompt == lost.prompt
     assert again[0].hyperparameters == lost.hyperparameters
-    rest, exhausted = search.propose(4, known={first[0].id, lost.id})
+    rest, exhausted = search.propose(recorded + [_record(lost)], 4, 2)
     assert len(rest) == 2 and exhausted and lost.id not in {c.id for c in rest}
 
 
@@ -272,7 +286,7 @@ def _conditional_spec(strategy="tpe"):
 
 @pytest.mark.parametrize("strategy", ["random", "tpe", "bandit", "rl"])
 def test_conditional_parameters_appear_only_when_their_condition_holds(strategy):
-    search = StudySearch("cond", validate_dict(_conditional_spec(strategy)), None, RenderCache())
+    search = LocalStudy(validate_dict(_conditional_spec(strategy)))
     batch, _ = search.propose(12)
     assert batch
     for c in batch:
@@ -316,3 +330,28 @@ def test_policies_propose_their_best_assignment_the_study_has_not_had(policy_cla
     assert sorted(map(str, seen)) == sorted(map(str, everything))  # every assignment, none twice
     left = everything[5]
     assert policy.propose([a for a in everything if a != left]) == left
+
+
+@pytest.mark.parametrize("strategy", ["grid", "random", "tpe", "cmaes", "bandit", "rl"])
+def test_the_same_records_give_the_same_proposal_on_any_replica(strategy):
+    """Two searches (two replicas, or one before and after a restart) asked with the same records
+    answer the same, and proposing several at once equals proposing them one by one."""
+    spec = small_spec(strategy=strategy, budget={"max_trials": 12})
+    spec["search_space"]["hyperparameters"]["epochs"] = {"type": "int", "low": 1, "high": 8}
+    if strategy != "grid":
+        spec["search_space"]["hyperparameters"]["learning_rate"] = {"type": "loguniform", "low": 1e-4, "high": 1e-1}
+    model = validate_dict(spec)
+    one = LocalStudy(model)
+    for _ in range(6):
+        batch, _ = one.propose(1)
+        for c in batch:
+            one.feedback(c.id, 0.1 * len(c.prompt) % 1.0)
+    records = list(one.records)
+    replica = StudySearch(model, RenderCache())
+    ahead, _ = replica.propose(records, 3, len(records))
+    stepwise = []
+    for _ in range(3):
+        (c,), _ = one.propose(1)
+        stepwise.append(c)
+    assert [(c.id, c.search_state) for c in ahead] == [(c.id, c.search_state) for c in stepwise]
+    assert len({r.number for r in one.records}) == len(one.records) == 9

@@ -24,7 +24,8 @@ async def test_sigterm_mid_training_hands_the_job_to_another_trainer(tmp_path):
     try:
         spec = small_spec(budget={"max_trials": 1}, dataset={"builtin": "sentiment-demo"})
         spec["search_space"]["templates"] = spec["search_space"]["templates"][:1]
-        spec["search_space"]["hyperparameters"] = {"epochs": {"type": "choice", "values": [40]}}
+        # Long enough (about 4,500 steps) to still be training once a second trainer has started.
+        spec["search_space"]["hyperparameters"] = {"epochs": {"type": "choice", "values": [150]}}
         async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
             stub = studies_pb2_grpc.StudiesStub(channel)
             study = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec_to_proto(validate_dict(spec))))).study
@@ -44,7 +45,8 @@ async def test_sigterm_mid_training_hands_the_job_to_another_trainer(tmp_path):
             port = free_port()
             second = subprocess.Popen(
                 [sys.executable, "-m", "openautoglm.cli", "serve", "trainer", "--port", str(port), "--trainer-id", "trainer-second"],
-                env={**os.environ, "OPENAUTOGLM_NATS_URL": stack.nats_url, "OPENAUTOGLM_DATA_DIR": str(tmp_path / "second")},
+                env={**os.environ, "OPENAUTOGLM_NATS_URL": stack.nats_url, "OPENAUTOGLM_DATA_DIR": str(tmp_path / "second"),
+                     "OPENAUTOGLM_EVALUATOR_ADDR": stack.address("evaluator")},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             await wait_serving(f"127.0.0.1:{port}", 120)

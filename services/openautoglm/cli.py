@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import tempfile
 import time
@@ -37,6 +38,8 @@ def _err(message: str, code: int = 2) -> NoReturn:
 
 
 # --- serve -----------------------------------------------------------------------------------
+# Thread-pool sizes of the numeric libraries (OpenMP, MKL, OpenBLAS), read when they load.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def build_app(settings: ServiceSettings) -> ServiceApp:
@@ -74,11 +77,14 @@ def serve(
     evaluator: str = typer.Option("", envvar="OPENAUTOGLM_EVALUATOR_ADDR", help="host:port"),
     trainer: str = typer.Option("", envvar="OPENAUTOGLM_TRAINER_ADDR", help="host:port (gateway: for ExportBest)"),
     trainer_slots: int = typer.Option(1, envvar="OPENAUTOGLM_TRAINER_SLOTS", help="trainer: concurrent jobs"),
+    trainer_prefetch: int = typer.Option(1, envvar="OPENAUTOGLM_TRAINER_PREFETCH",
+                                         help="trainer: jobs held waiting per slot, ready when one ends"),
     trainer_id: str = typer.Option("", envvar="OPENAUTOGLM_TRAINER_ID"),
     trainer_ack_wait: float = typer.Option(30.0, envvar="OPENAUTOGLM_TRAINER_ACK_WAIT",
                                            help="trainer: seconds of silence before a job is redelivered"),
-    optuna_storage: str = typer.Option("", envvar="OPENAUTOGLM_OPTUNA_STORAGE",
-                                       help="prompt-generator: optuna storage URL (default SQLite in the data dir)"),
+    prompt_generator_storage: str = typer.Option("", envvar="OPENAUTOGLM_PROMPT_GENERATOR_STORAGE",
+                                                 help="prompt-generator: where study registrations live for every "
+                                                      "replica, a SQLAlchemy URL (default SQLite in the data dir)"),
     trainer_processes: int = typer.Option(0, envvar="OPENAUTOGLM_TRAINER_PROCESSES",
                                           help="trainer: DDP processes per trial (0 = one per GPU)"),
     trainer_memory_mb: float = typer.Option(0.0, envvar="OPENAUTOGLM_TRAINER_MEMORY_MB",
@@ -96,12 +102,19 @@ def serve(
             service=service, host=host, port=port, nats_url=nats_url,
             data_dir=data_dir or default_data_dir(), prompt_generator_addr=prompt_generator,
             scheduler_addr=scheduler, evaluator_addr=evaluator, trainer_addr=trainer, grace_seconds=grace,
-            trainer_slots=trainer_slots, trainer_id=trainer_id, trainer_ack_wait=trainer_ack_wait,
-            trainer_processes=trainer_processes, optuna_storage=optuna_storage,
+            trainer_slots=trainer_slots, trainer_prefetch=trainer_prefetch, trainer_id=trainer_id,
+            trainer_ack_wait=trainer_ack_wait,
+            trainer_processes=trainer_processes, prompt_generator_storage=prompt_generator_storage,
             trainer_memory_mb=trainer_memory_mb, heartbeat_ttl=heartbeat_ttl,
         ).check_required()
     except ConfigError as err:
         _err(str(err))
+    if service != "trainer":
+        # The trainer owns the compute. Every other service's tensor work (the scheduler's GNN, the
+        # evaluator's BERTScore) is small and latency-bound: one thread each, so their thread pools
+        # never spin on the cores training needs. Set before any library that reads it loads.
+        for variable in THREAD_VARIABLES:
+            os.environ.setdefault(variable, "1")
     telemetry.setup_logging(service)
     telemetry.setup_telemetry(service)
     try:

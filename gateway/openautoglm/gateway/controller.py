@@ -23,22 +23,24 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from openautoglm.common import subjects, telemetry
+from openautoglm.common import telemetry
 from openautoglm.gateway.estimates import trial_memory_mb
-from openautoglm.gateway.peers import Bus, PeerRefused, PeerUnavailable, Peers
+from openautoglm.gateway.peers import Bus, PeerError, PeerRefused, PeerUnavailable, Peers
 from openautoglm.gateway.placement import Packer
 from openautoglm.gateway.results import best_trial, pareto_front
-from openautoglm.gateway.states import IN_FLIGHT, STATE_SUBJECT, TERMINAL_STUDY
+from openautoglm.gateway.records import proposals_due
+from openautoglm.gateway.search_client import SearchClient
+from openautoglm.gateway.states import IN_FLIGHT, STATE_NAME, TERMINAL_STUDY
 from openautoglm.gateway.store import StudyStore, now_ts
 from openautoglm.gateway.trial_events import TrialEvents
 from openautoglm.gateway.watchers import Watchers
-from openautoglm.v1 import common_pb2, events_pb2, prompt_generator_pb2, scheduler_pb2, trainer_pb2
+from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
 S = common_pb2
 RPC_DEADLINE = 30.0
-# How long a reading of the trainers' total slots is reused before asking the scheduler again.
-CAPACITY_TTL_SECONDS = 5.0
+# A study's window when no trainer has reported yet: one trial training, one waiting.
+DEFAULT_WINDOW = 2
 
 
 class StudyController:
@@ -49,11 +51,11 @@ class StudyController:
         self.tracer = telemetry.tracer("openautoglm.gateway")
         self.watchers = Watchers()
         self.packer = Packer(store, bus, peers, self.study_context, self.watchers.notify)
-        self.trial_events = TrialEvents(store, bus, peers, self.watchers, self.packer, self.wake)
+        self.search = SearchClient(peers, store)
+        self.trial_events = TrialEvents(store, self.search, self.watchers, self.packer, self.wake)
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
         self._root_spans: dict[str, trace.Span] = {}
-        self._capacity: tuple[float, int] = (0.0, 0)
 
     async def create(self, spec: common_pb2.StudySpec, request_id: str,
                      priors: common_pb2.PriorTrials | None = None) -> common_pb2.Study:
@@ -65,25 +67,33 @@ class StudyController:
         root = self.tracer.start_span("study", attributes={"openautoglm.study_id": study_id, "openautoglm.strategy": spec.strategy})
         study = common_pb2.Study(
             id=study_id, spec=spec, state=S.STUDY_STATE_RUNNING, trace_id=telemetry.trace_id_hex(root),
-            created_at=now_ts(), updated_at=now_ts(),
+            created_at=now_ts(), updated_at=now_ts(), window=await self._window(spec),
         )
         self.store.insert_study(study, request_id, telemetry.traceparent_of(root), priors)
         self._root_spans[study_id] = root
-        ctx = trace.set_span_in_context(root)
-        for state in ("created", "running"):
-            await self.bus.publish(subjects.study_subject(state), events_pb2.StudyEvent(
-                meta=subjects.new_meta("gateway", study_id, event_id=f"{study_id}-{state}"), state=study.state), ctx=ctx)
         log.info("study %s created (%s, %d trials)", study_id, spec.strategy, spec.budget.max_trials, extra={"study_id": study_id})
         self._start_driver(study_id)
         return study
+
+    async def _window(self, spec: common_pb2.StudySpec) -> int:
+        """Trials a study keeps in flight: every training place of the live trainers plus the
+        job each holds waiting (or twice the study's own parallelism), fixed at creation."""
+        if spec.budget.parallelism > 0:
+            return 2 * spec.budget.parallelism
+        try:
+            reply = await self.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=RPC_DEADLINE)
+        except PeerError as err:
+            log.warning("no capacity reading (%s); the study keeps %d trials in flight", err, DEFAULT_WINDOW)
+            return DEFAULT_WINDOW
+        places: int = sum(w.slots + w.queue_slots for w in reply.workers)
+        return max(DEFAULT_WINDOW, places)
 
     async def on_cluster_changed(self, msg: Any) -> None:
         with contextlib.suppress(Exception):
             change = events_pb2.ClusterChanged.FromString(msg.data)
             log.info("cluster changed: joined %s, left %s; %d trainers live", list(change.joined),
                      list(change.left), len(change.workers))
-            self._capacity = (0.0, 0)  # re-read the slot count at the next dispatch
-        self.packer.request()
+        self.packer.request(check_placements=True)
 
     def resume_running(self) -> None:
         """After a restart: drive every study the store says is still running."""
@@ -161,14 +171,18 @@ class StudyController:
                     else:
                         await self._finish(study_id, S.STUDY_STATE_FAILED, "no trial succeeded")
                     return
-                if can_propose:
+                count = proposals_due(study) if can_propose else 0
+                if count:
                     try:
-                        exhausted = await self._dispatch(study, len(in_flight), ctx)
+                        proposed, exhausted = await self._dispatch(study, count, ctx)
                     except PeerRefused as err:
                         await self._finish(study_id, S.STUDY_STATE_FAILED, f"{err.code}: {err.details}")
                         return
                     except PeerUnavailable as err:
                         log.warning("dispatch for %s deferred: %s", study_id, err, extra={"study_id": study_id})
+                    else:
+                        if proposed or exhausted:
+                            continue  # look again at once: the next trial may be due already
                 wakeup = self._wakeups[study_id]
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(wakeup.wait(), timeout=1.0)
@@ -179,35 +193,15 @@ class StudyController:
             log.exception("driver for %s crashed", study_id, extra={"study_id": study_id})
             await self._finish(study_id, S.STUDY_STATE_FAILED, f"internal error: {err}")
 
-    async def _slots(self, study: common_pb2.Study) -> int:
-        if study.spec.budget.parallelism > 0:
-            return study.spec.budget.parallelism
-        read_at, slots = self._capacity
-        if time.monotonic() - read_at > CAPACITY_TTL_SECONDS or slots == 0:
-            reply = await self.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=RPC_DEADLINE)
-            slots = sum(w.slots for w in reply.workers)
-            self._capacity = (time.monotonic(), slots)
-        return slots
-
-    async def _dispatch(self, study: common_pb2.Study, in_flight: int, ctx: otel_context.Context) -> bool:
-        """Propose and record trials for the free slots, then pack; returns True when the space is exhausted."""
-        slots = await self._slots(study)
-        free = min(slots - in_flight, study.spec.budget.max_trials - len(study.trials))
-        if free <= 0:
-            return False
+    async def _dispatch(self, study: common_pb2.Study, count: int, ctx: otel_context.Context) -> tuple[int, bool]:
+        """Propose and record the next `count` trials, then pack; returns (trials proposed, whether
+        the space is exhausted)."""
+        number = len(study.trials)
         with self.tracer.start_as_current_span("dispatch", context=ctx) as span:
-            reply = await self.peers.prompt_generator.Propose(
-                prompt_generator_pb2.ProposeRequest(study_id=study.id, spec=study.spec, count=free,
-                                                    prior_trials=self.store.priors(study.id).trials,
-                                                    known_candidate_ids=[t.candidate.id for t in study.trials]),
-                timeout=RPC_DEADLINE
-            )
+            reply = await self.search.propose(study, count)
             span.set_attribute("openautoglm.proposed", len(reply.candidates))
             if reply.render_cache_lookups:
                 span.set_attribute("openautoglm.render_cache_hit_rate", reply.render_cache_hits / reply.render_cache_lookups)
-            if not reply.candidates:
-                return bool(reply.exhausted)
-            number = len(study.trials)
             for candidate in reply.candidates:
                 trial = common_pb2.Trial(
                     id=f"{study.id}-t{number:03d}", study_id=study.id, number=number, candidate=candidate,
@@ -217,8 +211,13 @@ class StudyController:
                 self.store.insert_trial(trial)
                 self.watchers.notify(study.id, "trial.queued")
                 number += 1
-            await self.packer.pack()  # in this span: the scheduler's pack joins the study's trace
-            return bool(reply.exhausted)
+            if reply.candidates:
+                try:
+                    await self.packer.pack()  # in this span: the scheduler's pack joins the study's trace
+                except PeerError as err:
+                    log.warning("packing %s's new trials deferred: %s", study.id, err, extra={"study_id": study.id})
+                    self.packer.request()  # the packer tries again shortly
+            return len(reply.candidates), bool(reply.exhausted)
 
     async def _finish(self, study_id: str, state: common_pb2.StudyState, error: str = "") -> None:
         study = self.store.existing_study(study_id)
@@ -230,17 +229,14 @@ class StudyController:
         study.best_trial_id = best.id if best else ""
         study.pareto_trial_ids[:] = pareto_front(study) if study.spec.extra_objectives else []
         self.store.save_study(study)
-        ctx = self.study_context(study_id)
-        await self.bus.publish(subjects.study_subject(STATE_SUBJECT[state]), events_pb2.StudyEvent(
-            meta=subjects.new_meta("gateway", study_id, event_id=f"{study_id}-{STATE_SUBJECT[state]}"),
-            state=state, best_trial_id=study.best_trial_id, error=error), ctx=ctx)
         root = self._root_spans.pop(study_id, None)
         if root is not None:
             root.set_attribute("openautoglm.state", common_pb2.StudyState.Name(state))
             root.set_attribute("openautoglm.best_trial_id", study.best_trial_id)
             root.end()
-        log.info("study %s %s%s", study_id, STATE_SUBJECT[state], f": {error}" if error else "", extra={"study_id": study_id})
-        self.watchers.notify(study_id, f"study.{STATE_SUBJECT[state]}")
+        name = STATE_NAME[state]
+        log.info("study %s %s%s", study_id, name, f": {error}" if error else "", extra={"study_id": study_id})
+        self.watchers.notify(study_id, f"study.{name}")
 
     async def export_best(self, study: common_pb2.Study) -> tuple[str, list[str]]:
         """Export the best trial's model through a trainer; raises LookupError if there is none."""

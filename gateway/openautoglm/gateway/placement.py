@@ -1,10 +1,12 @@
 """Placement: every running study's queued trials onto the trainers' free slots.
 
 One packer serves all studies. It asks the scheduler to pack the queued trials (each with the
-memory it needs) around the trials already holding slots, records each placement, then publishes
-the trial's job on that trainer's own subject. It packs when asked (work queued, a slot freed, a
-trainer joined or left) and, as a safety net for a lost event, every few seconds. Trials placed
-on a trainer that is gone are re-queued (their attempt counts up) and placed again.
+memory it needs) around the trials already holding places (a trainer's slots plus the jobs it
+holds waiting), records each placement, then publishes the trial's job on that trainer's own
+subject. Packing is driven by events: trials queued, a place freed, a trainer joined or left
+(which also checks every placement: trials placed on a trainer that is gone are re-queued, their
+attempt counting up, and placed again). A slow timer repeats the full check in case an event was
+lost.
 """
 from __future__ import annotations
 
@@ -24,8 +26,10 @@ from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
 log = logging.getLogger(__name__)
 S = common_pb2
 RPC_DEADLINE = 30.0
-# The packer runs at least this often, so a lost cluster event only delays placement.
-PACK_INTERVAL_SECONDS = 2.0
+# The full check runs at least this often, so a lost event only delays placement.
+SAFETY_INTERVAL_SECONDS = 30.0
+# After a failed pack (the scheduler unreachable, say), the next try comes this soon.
+RETRY_SECONDS = 1.0
 
 
 class Packer:
@@ -39,6 +43,7 @@ class Packer:
         self.tracer = telemetry.tracer("openautoglm.gateway")
         self._lock = asyncio.Lock()
         self._repack = asyncio.Event()
+        self._check_placements = True
         self._task: asyncio.Task[None] | None = None
         self._unfit_logged: set[str] = set()
 
@@ -51,14 +56,18 @@ class Packer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def request(self) -> None:
-        """Something changed (a slot freed, a trainer joined or left): pack again soon."""
+    def request(self, check_placements: bool = False) -> None:
+        """Something changed (a place freed; with `check_placements`, a trainer joined or left):
+        pack again soon."""
+        self._check_placements |= check_placements
         self._repack.set()
 
     async def _loop(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._repack.wait(), timeout=PACK_INTERVAL_SECONDS)
+            try:
+                await asyncio.wait_for(self._repack.wait(), timeout=SAFETY_INTERVAL_SECONDS)
+            except asyncio.TimeoutError:
+                self._check_placements = True
             self._repack.clear()
             try:
                 await self.pack()
@@ -66,8 +75,13 @@ class Packer:
                 raise
             except PeerError as err:
                 log.warning("packing deferred: %s", err)
+                self._retry_soon()
             except Exception:
                 log.exception("packing failed; trying again shortly")
+                self._retry_soon()
+
+    def _retry_soon(self) -> None:
+        asyncio.get_running_loop().call_later(RETRY_SECONDS, self._repack.set)
 
     async def pack(self) -> None:
         """Place what fits now; re-queue trials whose trainer is gone and place them again."""
@@ -77,17 +91,23 @@ class Packer:
                     return
 
     async def _pack_once(self) -> bool:
-        """One Pack call; returns True when trials were re-queued (pack again)."""
+        """One Pack call, when there is work to place or placements to check; returns True when
+        trials were re-queued (pack again)."""
         active = self.store.trials_of_running_studies(S.TRIAL_STATUS_QUEUED, S.TRIAL_STATUS_TRAINING)
         pending = [t for t in active if t.status == S.TRIAL_STATUS_QUEUED and not t.assigned_worker_id]
         running = [t for t in active if t.assigned_worker_id]
-        if not pending and not running:
+        checking, self._check_placements = self._check_placements, False
+        if not pending and not (checking and running):
             return False
-        reply = await self.peers.scheduler.Pack(scheduler_pb2.PackRequest(
-            pending=[scheduler_pb2.Task(id=t.id, kind="train", compute_seconds=trial_compute_seconds(t.candidate),
-                                        memory_mb=t.memory_mb, study_id=t.study_id, trial_id=t.id) for t in pending],
-            running=[scheduler_pb2.Assignment(task_id=t.id, worker_id=t.assigned_worker_id) for t in running],
-        ), timeout=RPC_DEADLINE)
+        try:
+            reply = await self.peers.scheduler.Pack(scheduler_pb2.PackRequest(
+                pending=[scheduler_pb2.Task(id=t.id, kind="train", compute_seconds=trial_compute_seconds(t.candidate),
+                                            memory_mb=t.memory_mb, study_id=t.study_id, trial_id=t.id) for t in pending],
+                running=[scheduler_pb2.Assignment(task_id=t.id, worker_id=t.assigned_worker_id) for t in running],
+            ), timeout=RPC_DEADLINE)
+        except BaseException:
+            self._check_placements |= checking  # not done: the next pack checks them
+            raise
         by_id = {t.id: t for t in active}
         for trial_id in reply.unfit_task_ids:
             if trial_id not in self._unfit_logged:
@@ -131,6 +151,7 @@ class Packer:
             study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
             model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed, training=study.spec.training,
             report_intermediate=study.spec.pruner not in ("", "none"),
+            objective=study.spec.objective, extra_objectives=study.spec.extra_objectives,
         )
         await self.bus.publish(subjects.train_subject(trial.assigned_worker_id), events_pb2.TrainJobEvent(
             meta=subjects.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}-a{trial.attempt}"), job=job),

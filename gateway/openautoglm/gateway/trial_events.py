@@ -1,10 +1,10 @@
 """Trial events from the trainers (progress, trained, pruned, failed), handled idempotently.
 
-A trained trial is scored by the evaluator and its objective fed back to the prompt-generator; a
-progress report with an intermediate score goes to the study's pruner, whose "stop" reaches the
-trainer as a stop request. An event for a trial or study that is already finished is acknowledged
-and ignored, so redeliveries are harmless. A peer that is unavailable makes the handler raise:
-the event is redelivered and handled again later.
+A trained event carries the trial's scores (the trainer had the evaluator score its predictions),
+so recording it is all there is to do; the search learns of it from the study's trials at its next
+proposal. A progress report with an intermediate score goes to the study's pruner, whose "stop"
+reaches the trainer as a stop request. An event for a trial or study that is already finished is
+acknowledged and ignored, so redeliveries are harmless.
 """
 from __future__ import annotations
 
@@ -15,27 +15,25 @@ from typing import Any
 from opentelemetry import context as otel_context
 
 from openautoglm.common import subjects, telemetry
-from openautoglm.gateway.peers import Bus, PeerError, PeerRefused, Peers
+from openautoglm.gateway.peers import PeerError
 from openautoglm.gateway.placement import Packer
+from openautoglm.gateway.search_client import SearchClient
 from openautoglm.gateway.states import TERMINAL_STUDY, TERMINAL_TRIAL
 from openautoglm.gateway.store import StudyStore, now_ts
 from openautoglm.gateway.watchers import Watchers
-from openautoglm.v1 import common_pb2, evaluator_pb2, events_pb2, prompt_generator_pb2, trainer_pb2
+from openautoglm.v1 import common_pb2, events_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
 S = common_pb2
-RPC_DEADLINE = 30.0
-EVALUATE_DEADLINE = 120.0
 
 
 class TrialEvents:
     """Handler of the gateway's durable consumer of trial events."""
 
-    def __init__(self, store: StudyStore, bus: Bus, peers: Peers, watchers: Watchers, packer: Packer,
+    def __init__(self, store: StudyStore, search: SearchClient, watchers: Watchers, packer: Packer,
                  wake: Callable[[str], None]):
         self.store = store
-        self.bus = bus
-        self.peers = peers
+        self.search = search
         self.watchers = watchers
         self.packer = packer
         self.wake = wake  # the study's driver: a slot or a result is new
@@ -65,7 +63,7 @@ class TrialEvents:
         event = decoders.get(msg.subject, events_pb2.TrialFailedEvent.FromString)(msg.data)
         found = self._live_trial(event.meta.trial_id)
         if found is not None:
-            await self._fail_trial(*found, f"could not record {msg.subject.rsplit('.', 1)[-1]} result: {err!r}", announce=True)
+            self._fail_trial(*found, f"could not record {msg.subject.rsplit('.', 1)[-1]} result: {err!r}")
 
     def _live_trial(self, trial_id: str) -> tuple[common_pb2.Study, common_pb2.Trial] | None:
         trial = self.store.trial(trial_id)
@@ -81,8 +79,6 @@ class TrialEvents:
         if found is None:
             return
         study, trial = found
-        if trial.status == S.TRIAL_STATUS_EVALUATING:
-            return
         if not trial.assigned_worker_id or event.progress.trainer_id not in ("", trial.assigned_worker_id):
             return  # from an earlier placement, on a trainer that was given up on
         trial.status = S.TRIAL_STATUS_TRAINING
@@ -90,21 +86,24 @@ class TrialEvents:
         if event.progress.step:
             trial.train_loss = event.progress.loss
         if event.progress.has_intermediate:
+            trial.intermediate_values[event.progress.epoch] = event.progress.intermediate_value
             trial.metrics["intermediate_score"] = event.progress.intermediate_value
         self.store.save_trial(trial)
         self.watchers.notify(study.id, "trial.progress")
         if event.progress.has_intermediate and study.spec.pruner not in ("", "none"):
-            await self._maybe_prune(study, trial, event.progress)
+            await self._maybe_prune(trial, event.progress)
 
-    async def _maybe_prune(self, study: common_pb2.Study, trial: common_pb2.Trial, progress: trainer_pb2.TrialProgress) -> None:
+    async def _maybe_prune(self, trial: common_pb2.Trial, progress: trainer_pb2.TrialProgress) -> None:
         """Ask the study's pruner about an epoch's score; tell the trainer to stop if so."""
+        study = self.store.existing_study(trial.study_id)
         try:
-            reply = await self.peers.prompt_generator.ReportIntermediate(prompt_generator_pb2.ReportIntermediateRequest(
-                study_id=study.id, candidate_id=trial.candidate.id, step=progress.epoch, value=progress.intermediate_value,
-            ), timeout=RPC_DEADLINE)
+            reply = await self.search.should_prune(study, trial, progress.epoch)
         except PeerError as err:
-            log.warning("intermediate report for %s not delivered: %s", trial.id, err.code)
+            log.warning("pruning decision for %s not made: %s", trial.id, err)
             return
+        if reply.search_state != trial.candidate.search_state:
+            trial.candidate.search_state = reply.search_state
+            self.store.save_trial(trial)
         if reply.should_prune:
             log.info("pruning trial %s after epoch %d (score %.4f)", trial.id, progress.epoch, progress.intermediate_value,
                      extra={"study_id": study.id, "trial_id": trial.id})
@@ -115,55 +114,34 @@ class TrialEvents:
         if found is None:
             return
         study, trial = found
-        if trial.status == S.TRIAL_STATUS_EVALUATING:
-            return  # a duplicate run stopped because another placement already trained it
         trial.status = S.TRIAL_STATUS_PRUNED
         trial.trainer_id = event.trainer_id
         trial.finished_at.CopyFrom(now_ts())
         self.store.save_trial(trial)
-        self.packer.request()
-        await self._feedback(study.id, trial, 0.0, failed=False, pruned=True)
         self.watchers.notify(study.id, "trial.pruned")
-        self.wake(study.id)
+        self._freed(study.id)
 
     async def _on_trained(self, event: events_pb2.TrialTrainedEvent) -> None:
         found = self._live_trial(event.meta.trial_id)
         if found is None:
-            return
+            return  # finished already: a duplicate, or a second placement that trained it too
         study, trial = found
         trained = event.trained
-        if trial.status == S.TRIAL_STATUS_EVALUATING and trained.trainer_id != trial.trainer_id:
-            return  # a second placement finished too; the first result is being scored
         if trial.assigned_worker_id and trained.trainer_id != trial.assigned_worker_id:
             # Trained on a trainer given up on (it came back): use it, and stop the re-run.
             await self.packer.request_stop(study.id, trial.id, f"already trained on {trained.trainer_id}")
-        trial.status = S.TRIAL_STATUS_EVALUATING
         trial.trainer_id, trial.train_loss = trained.trainer_id, trained.train_loss
         trial.artifact_path, trial.precision = trained.artifact_path, trained.precision
         trial.skipped_steps = trained.skipped_steps
-        self.store.save_trial(trial)
-        self.packer.request()  # its trainer slot is free
-        self.watchers.notify(study.id, "trial.evaluating")
-        try:
-            reply = await self.peers.evaluator.Evaluate(evaluator_pb2.EvaluateRequest(
-                study_id=study.id, trial_id=trial.id, task=trained.task, predictions=trained.predictions,
-                references=trained.references, objective=study.spec.objective, candidate_id=trial.candidate.id,
-                model_metrics=trained.model_metrics, extra_objectives=study.spec.extra_objectives,
-            ), timeout=EVALUATE_DEADLINE)
-        except PeerRefused as err:
-            await self._fail_trial(study, trial, f"evaluation refused: {err.details}", announce=True)
-            return
-        # PeerUnavailable propagates: the event is redelivered and scoring is tried again.
-        trial.metrics.update(reply.metrics)
-        trial.objective_value = reply.objective_value
-        trial.extra_objective_values[:] = reply.extra_objective_values
+        trial.metrics.update(trained.metrics)
+        trial.objective_value = trained.objective_value
+        trial.extra_objective_values[:] = trained.extra_objective_values
         trial.status = S.TRIAL_STATUS_SUCCEEDED
         trial.finished_at.CopyFrom(now_ts())
         self.store.save_trial(trial)
-        await self._feedback(study.id, trial, reply.objective_value, failed=False)
-        log.info("trial %s scored %.4f", trial.id, reply.objective_value, extra={"study_id": study.id, "trial_id": trial.id})
+        log.info("trial %s scored %.4f", trial.id, trained.objective_value, extra={"study_id": study.id, "trial_id": trial.id})
         self.watchers.notify(study.id, "trial.succeeded")
-        self.wake(study.id)
+        self._freed(study.id)
 
     async def _on_failed(self, event: events_pb2.TrialFailedEvent) -> None:
         found = self._live_trial(event.meta.trial_id)
@@ -171,30 +149,19 @@ class TrialEvents:
             return
         study, trial = found
         trial.trainer_id = event.trainer_id
-        await self._fail_trial(study, trial, event.reason)
+        self._fail_trial(study, trial, event.reason)
 
-    async def _fail_trial(self, study: common_pb2.Study, trial: common_pb2.Trial, reason: str, announce: bool = False) -> None:
-        """Record a failed trial; `announce` publishes autoglm.trial.failed (when the gateway,
-        not a trainer, found the failure) so every consumer of trial events sees it."""
+    def _fail_trial(self, study: common_pb2.Study, trial: common_pb2.Trial, reason: str) -> None:
         trial.status = S.TRIAL_STATUS_FAILED
         trial.error = reason
         trial.finished_at.CopyFrom(now_ts())
         self.store.save_trial(trial)
-        self.packer.request()
-        if announce:
-            await self.bus.publish(subjects.SUBJECT_FAILED, events_pb2.TrialFailedEvent(
-                meta=subjects.new_meta("gateway", study.id, trial.id, f"failed-{trial.id}"), reason=reason))
-        await self._feedback(study.id, trial, 0.0, failed=True)
         log.warning("trial %s failed: %s", trial.id, reason, extra={"study_id": study.id, "trial_id": trial.id})
         self.watchers.notify(study.id, "trial.failed")
-        self.wake(study.id)
+        self._freed(study.id)
 
-    async def _feedback(self, study_id: str, trial: common_pb2.Trial, value: float, failed: bool, pruned: bool = False) -> None:
-        try:
-            await self.peers.prompt_generator.Feedback(prompt_generator_pb2.FeedbackRequest(
-                study_id=study_id, candidate_id=trial.candidate.id, objective_value=value, failed=failed, pruned=pruned,
-                extra_objective_values=[] if failed or pruned else list(trial.extra_objective_values),
-            ), timeout=RPC_DEADLINE)
-        except PeerError as err:
-            # The evaluated event carries the reward too; a lost call only delays learning.
-            log.warning("feedback for %s not delivered: %s", trial.id, err.code)
+    def _freed(self, study_id: str) -> None:
+        """A trial finished: its study may propose the next one (which packs it), and other
+        studies' queued work may take the place it held."""
+        self.wake(study_id)
+        self.packer.request()

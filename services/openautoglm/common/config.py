@@ -17,8 +17,8 @@ REQUIRED = {
     "gateway": ("nats_url", "prompt_generator_addr", "scheduler_addr", "evaluator_addr"),
     "prompt-generator": (),
     "gnn-scheduler": ("nats_url",),
-    "trainer": ("nats_url",),
-    "evaluator": ("nats_url",),
+    "trainer": ("nats_url", "evaluator_addr"),
+    "evaluator": (),
 }
 
 FLAG_AND_ENV = {
@@ -53,6 +53,8 @@ class ServiceSettings(BaseModel):
     grace_seconds: float = 10.0
     # Trainer only: concurrent jobs (slots) this replica takes.
     trainer_slots: int = Field(1, ge=1)
+    # Trainer only: jobs held waiting per slot, so the next trial starts the moment one ends.
+    trainer_prefetch: int = Field(1, ge=0)
     trainer_id: str = ""
     # Trainer only: seconds without a sign of life before JetStream redelivers a job elsewhere.
     trainer_ack_wait: float = Field(30.0, gt=0)
@@ -61,12 +63,12 @@ class ServiceSettings(BaseModel):
     # Trainer only: memory per slot to announce, in MiB (0 = measure: free GPU memory, or free RAM
     # on a CPU trainer, at start-up, divided by the slots). The scheduler packs against it.
     trainer_memory_mb: float = Field(0.0, ge=0)
+    # Prompt-generator only: where study registrations live for every replica, any SQLAlchemy URL
+    # (PostgreSQL for replicas on several machines); empty = SQLite under the data dir.
+    prompt_generator_storage: str = ""
     # Scheduler only: seconds without a heartbeat after which a trainer counts as failed and its
     # trials are placed elsewhere.
     heartbeat_ttl: float = Field(15.0, gt=0)
-    # Prompt-generator only: optuna storage, any SQLAlchemy URL (PostgreSQL for several
-    # replicas); empty = SQLite under the data dir.
-    optuna_storage: str = ""
 
     def check_required(self) -> "ServiceSettings":
         """Raise ConfigError naming every missing required setting of this service."""

@@ -48,11 +48,9 @@ JOBS_STREAM = StreamConfig(
 EVENTS_STREAM = StreamConfig(
     name=EVENTS_STREAM_NAME,
     subjects=[
-        f"{subjects.SUBJECT_STUDY}.*",
         subjects.SUBJECT_PROGRESS,
         subjects.SUBJECT_TRAINED,
         subjects.SUBJECT_FAILED,
-        subjects.SUBJECT_EVALUATED,
         subjects.SUBJECT_PRUNED,
     ],
     retention=RetentionPolicy.LIMITS,

@@ -9,6 +9,7 @@ then stop the app (which hands unfinished queue work back) and flush telemetry.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import signal
 from typing import Protocol
@@ -28,6 +29,9 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
 ]
+# Calls spread over every address a target resolves to (a Kubernetes headless Service's pods,
+# or an `ipv4:a,b` list), instead of sticking to the first connection.
+CLIENT_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))]
 
 # Not traced: a probe every few seconds would bury the studies' spans.
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -110,7 +114,7 @@ def _unavailable_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 def insecure_channel(address: str) -> grpc.aio.Channel:
     """A client channel that carries the current trace context to `address`."""
     return grpc.aio.insecure_channel(
-        address, options=CHANNEL_OPTIONS, interceptors=trace_client_interceptors()
+        address, options=CLIENT_OPTIONS, interceptors=trace_client_interceptors()
     )
 
 
@@ -136,6 +140,7 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop_requested.set)
+        loop.add_signal_handler(signal.SIGUSR1, log_task_stacks)
 
     try:
         await app.start()
@@ -153,6 +158,14 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     await server.stop(settings.grace_seconds)
     await app.stop()
     log.info("%s stopped", settings.service)
+
+
+def log_task_stacks() -> None:
+    """Log where every asyncio task of this process is waiting (SIGUSR1: for a service that hangs)."""
+    for task in asyncio.all_tasks():
+        frames = task.get_stack()
+        where = " <- ".join(f"{f.f_code.co_filename.rsplit('/', 1)[-1]}:{f.f_lineno} {f.f_code.co_name}" for f in reversed(frames))
+        log.warning("task %s: %s", task.get_name(), where or "(not started)")
 
 
 async def wait_serving(address: str, timeout: float = 60.0, service: str = "") -> None:

@@ -51,6 +51,9 @@ class EmbeddedStack:
     host: str = "127.0.0.1"
     env: dict[str, str] = field(default_factory=dict)
     trainer_slots: int = 1
+    # More than one runs that many prompt-generator processes behind the gateway's one channel
+    # (client-side round-robin), as a Kubernetes headless Service would.
+    prompt_generator_replicas: int = 1
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _launch: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
@@ -65,6 +68,11 @@ class EmbeddedStack:
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    def process_names(self) -> list[str]:
+        """Every service process in start order (extra prompt-generator replicas after the first)."""
+        extra = [f"prompt-generator-{i}" for i in range(2, self.prompt_generator_replicas + 1)]
+        return [name for service in SERVICE_ORDER for name in ([service, *extra] if service == "prompt-generator" else [service])]
 
     def endpoints(self) -> dict[str, str]:
         return {"nats": self.nats_url, **{s: self.address(s) for s in SERVICE_ORDER}}
@@ -81,22 +89,25 @@ class EmbeddedStack:
                 "OPENAUTOGLM_DATA_DIR": str(self.data_dir),
                 "PYTHONUNBUFFERED": "1",
             }
-            for service in SERVICE_ORDER:
-                self.ports[service] = free_port(self.host)
+            names = self.process_names()
+            for name in names:
+                self.ports[name] = free_port(self.host)
+            generators = [self.address(n) for n in names if n.startswith("prompt-generator")]
             base_env.update({
-                "OPENAUTOGLM_PROMPT_GENERATOR_ADDR": self.address("prompt-generator"),
+                "OPENAUTOGLM_PROMPT_GENERATOR_ADDR": generators[0] if len(generators) == 1 else "ipv4:" + ",".join(generators),
                 "OPENAUTOGLM_SCHEDULER_ADDR": self.address("gnn-scheduler"),
                 "OPENAUTOGLM_EVALUATOR_ADDR": self.address("evaluator"),
                 "OPENAUTOGLM_TRAINER_ADDR": self.address("trainer"),
             })
-            for service in SERVICE_ORDER:
+            for name in names:
+                service = name if name in SERVICE_ORDER else "prompt-generator"
                 args = [sys.executable, "-m", "openautoglm.cli", "serve", service,
-                        "--host", self.host, "--port", str(self.ports[service])]
+                        "--host", self.host, "--port", str(self.ports[name])]
                 if service == "trainer":
                     # A stable id: a restarted trainer picks its own queue up again.
                     args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", "trainer-0"]
-                self._spawn(service, args, base_env)
-            await asyncio.gather(*(self._wait(s, timeout) for s in SERVICE_ORDER))
+                self._spawn(name, args, base_env)
+            await asyncio.gather(*(self._wait(name, timeout) for name in names))
         except BaseException:
             self.stop()
             raise
@@ -149,7 +160,7 @@ class EmbeddedStack:
 
     def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
         """SIGTERM everything (gateway first, NATS last); returns each process's exit code."""
-        order = [s for s in reversed(SERVICE_ORDER) if s in self.processes]
+        order = [s for s in reversed(self.process_names()) if s in self.processes]
         for name in order:
             if self.processes[name].poll() is None:
                 self.processes[name].send_signal(signal.SIGTERM)
@@ -159,7 +170,9 @@ class EmbeddedStack:
             try:
                 proc.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("%s did not stop within %.0fs; killing it", name, timeout)
+                log.warning("%s did not stop within %.0fs; killing it (its task stacks are in its log)", name, timeout)
+                proc.send_signal(signal.SIGUSR1)  # the bootstrap logs where every task waits
+                time.sleep(0.5)
                 proc.kill()
                 proc.wait()
         nats = self.processes.get("nats")

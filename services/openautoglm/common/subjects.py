@@ -27,12 +27,10 @@ SUBJECT_TRAIN = "autoglm.trial.train"  # + ".<worker id>": the scheduler places 
 SUBJECT_PROGRESS = "autoglm.trial.progress"
 SUBJECT_TRAINED = "autoglm.trial.trained"
 SUBJECT_FAILED = "autoglm.trial.failed"
-SUBJECT_EVALUATED = "autoglm.trial.evaluated"
 SUBJECT_PRUNED = "autoglm.trial.pruned"
 SUBJECT_STOP = "autoglm.trial.stop"  # core NATS: only the trainer running the trial acts on it
 SUBJECT_HEARTBEAT = "autoglm.trainer.heartbeat"  # core NATS: a missed beat needs no replay
 SUBJECT_CLUSTER = "autoglm.cluster.changed"  # core NATS: the gateway also re-packs on a timer
-SUBJECT_STUDY = "autoglm.study"  # + ".<state>"
 
 
 def subject_token(name: str) -> str:
@@ -43,11 +41,6 @@ def subject_token(name: str) -> str:
 def train_subject(worker_id: str) -> str:
     """The work-queue subject of one trainer's placed jobs."""
     return f"{SUBJECT_TRAIN}.{subject_token(worker_id)}"
-
-
-def study_subject(state: str) -> str:
-    """autoglm.study.created | running | completed | failed | cancelled"""
-    return f"{SUBJECT_STUDY}.{state}"
 
 
 def new_meta(source: str, study_id: str = "", trial_id: str = "", event_id: str = "") -> events_pb2.EventMeta:

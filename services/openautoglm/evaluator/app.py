@@ -1,8 +1,9 @@
-"""The evaluator's wiring: its gRPC servicer on the shared bootstrap, and NATS for its events."""
+"""The evaluator's wiring: its servicer on the shared bootstrap. It needs no NATS: trainers call
+Evaluate with their predictions and publish the scores themselves."""
 from __future__ import annotations
 
-from openautoglm.common import events, subjects
 from openautoglm.common.config import ServiceSettings
+from openautoglm.evaluator import metrics
 from openautoglm.evaluator.service import EvaluatorServicer
 from openautoglm.v1 import evaluator_pb2, evaluator_pb2_grpc
 
@@ -12,18 +13,15 @@ class EvaluatorApp:
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
-        self.bus: events.NatsBus | None = None
-
-    async def _publish(self, subject: str, event: subjects.Event) -> None:
-        assert self.bus is not None, "publishing before start()"
-        await self.bus.publish(subject, event)
+        # Before the gRPC server exists (its threads must not see the forks some libraries make
+        # while loading), and before SERVING: no study waits for these seconds of loading.
+        metrics.warm_up()
 
     def register(self, server):
-        evaluator_pb2_grpc.add_EvaluatorServicer_to_server(EvaluatorServicer(self._publish), server)
+        evaluator_pb2_grpc.add_EvaluatorServicer_to_server(EvaluatorServicer(), server)
 
     async def start(self):
-        self.bus = await events.NatsBus.connect(self.settings.nats_url, "evaluator")
+        return None
 
     async def stop(self):
-        if self.bus is not None:
-            await self.bus.close()
+        return None

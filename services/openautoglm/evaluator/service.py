@@ -1,5 +1,5 @@
-"""gRPC face of the evaluator: converts requests to metrics.evaluate calls and publishes
-`autoglm.trial.evaluated` for trials (the prompt-generator takes it as reward)."""
+"""gRPC face of the evaluator: converts requests to metrics.evaluate calls (trainers send their
+held-out predictions here directly)."""
 from __future__ import annotations
 
 import asyncio
@@ -7,18 +7,15 @@ import logging
 
 import grpc
 
-from openautoglm.common import subjects, telemetry
+from openautoglm.common import telemetry
 from openautoglm.common.spec.protos import objective_terms, task_enum, task_name
 from openautoglm.evaluator import metrics
-from openautoglm.v1 import evaluator_pb2, evaluator_pb2_grpc, events_pb2
+from openautoglm.v1 import evaluator_pb2, evaluator_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
-    def __init__(self, publisher):
-        self._publish = publisher
-
     async def Evaluate(self, request, context):
         task = task_name(request.task)
         if not task:
@@ -42,14 +39,6 @@ class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
         except metrics.ScorerFailed as err:
             log.exception("scoring trial %s failed", request.trial_id)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
-        if request.study_id and request.trial_id:
-            event = events_pb2.TrialEvaluatedEvent(
-                meta=subjects.new_meta("evaluator", request.study_id, request.trial_id, f"evaluated-{request.trial_id}"),
-                metrics=values,
-                objective_value=score,
-                candidate_id=request.candidate_id,
-            )
-            await self._publish(subjects.SUBJECT_EVALUATED, event)
         return evaluator_pb2.EvaluateResponse(metrics=values, objective_value=score, extra_objective_values=extras)
 
     async def ListMetrics(self, request, context):

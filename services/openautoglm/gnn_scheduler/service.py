@@ -29,8 +29,10 @@ def _task_nodes(tasks) -> list[TaskNode]:
             for t in tasks]
 
 
-def _worker_slots(workers) -> list[WorkerSlots]:
-    return [WorkerSlots(w.id, w.slots, w.memory_mb, w.speed or 1.0) for w in workers]
+def _worker_slots(workers, with_queues: bool = False) -> list[WorkerSlots]:
+    """Workers as the planner sees them; `with_queues` counts the jobs a worker holds waiting
+    beside its slots as places too (packing fills them, so the next trial is already there)."""
+    return [WorkerSlots(w.id, w.slots + (w.queue_slots if with_queues else 0), w.memory_mb, w.speed or 1.0) for w in workers]
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
@@ -81,7 +83,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         try:
             with telemetry.tracer().start_as_current_span("pack") as span:
                 result = pack(_task_nodes(request.pending), {a.task_id: a.worker_id for a in request.running},
-                              _worker_slots(workers), policy)
+                              _worker_slots(workers, with_queues=True), policy)
                 span.set_attribute("openautoglm.pending", len(request.pending))
                 span.set_attribute("openautoglm.running", len(request.running))
                 span.set_attribute("openautoglm.workers", len(workers))

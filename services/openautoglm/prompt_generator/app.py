@@ -1,16 +1,12 @@
-"""The prompt-generator's wiring: its servicer on the shared bootstrap, the optuna storage, and
-the rewards taken from `autoglm.trial.evaluated` events."""
+"""The prompt-generator's wiring: its servicer on the shared bootstrap, and the storage its
+replicas share for study registrations. It needs no NATS: every question carries the trials it
+is about, from the gateway that owns them."""
 from __future__ import annotations
 
-import logging
-
-from openautoglm.common import events, subjects, telemetry
 from openautoglm.common.config import ServiceSettings
 from openautoglm.prompt_generator.service import PromptGeneratorServicer
-from openautoglm.prompt_generator.studies import PromptGeneratorCore
-from openautoglm.v1 import events_pb2, prompt_generator_pb2, prompt_generator_pb2_grpc
-
-log = logging.getLogger(__name__)
+from openautoglm.prompt_generator.studies import StudyRegistry
+from openautoglm.v1 import prompt_generator_pb2, prompt_generator_pb2_grpc
 
 
 class PromptGeneratorApp:
@@ -18,38 +14,14 @@ class PromptGeneratorApp:
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
-        storage = settings.optuna_storage or f"sqlite:///{settings.service_dir() / 'optuna.db'}"
-        self.core = PromptGeneratorCore(storage)
-        self.bus: events.NatsBus | None = None
-        self.consumer: events.DurableConsumer | None = None
+        storage = settings.prompt_generator_storage or f"sqlite:///{settings.service_dir() / 'registrations.db'}"
+        self.registry = StudyRegistry(storage)
 
     def register(self, server):
-        prompt_generator_pb2_grpc.add_PromptGeneratorServicer_to_server(PromptGeneratorServicer(self.core), server)
-
-    async def _on_evaluated(self, msg, ctx):
-        event = events_pb2.TrialEvaluatedEvent.FromString(msg.data)
-        with telemetry.tracer().start_as_current_span("reward", context=ctx):
-            search = self.core.studies.get(event.meta.study_id)
-            if search is not None and search.spec.extra_objectives:
-                return  # multi-objective rewards need every objective: they come through Feedback
-            try:
-                await self.core.feedback(event.meta.study_id, event.candidate_id, event.objective_value)
-            except KeyError:
-                pass  # a study another replica searches, or one from before a storage reset
+        prompt_generator_pb2_grpc.add_PromptGeneratorServicer_to_server(PromptGeneratorServicer(self.registry), server)
 
     async def start(self):
-        if not self.settings.nats_url:
-            log.info("no NATS URL: rewards come only through the Feedback RPC")
-            return
-        self.bus = await events.NatsBus.connect(self.settings.nats_url, "prompt-generator")
-        self.consumer = events.DurableConsumer(
-            self.bus.js, events.EVENTS_STREAM_NAME, "prompt-generator-rewards", [subjects.SUBJECT_EVALUATED],
-            self._on_evaluated, deliver_new_only=True,
-        )
-        await self.consumer.start()
+        return None
 
     async def stop(self):
-        if self.consumer:
-            await self.consumer.stop()
-        if self.bus is not None:
-            await self.bus.close()
+        return None

@@ -1,51 +1,122 @@
-"""The studies this prompt-generator replica searches: each one's StudySearch, set up from its
-spec (and warm-start priors) on first use, or reloaded from the optuna storage. No gRPC here."""
+"""The studies registered with the prompt-generator. A registration (a study's spec and its
+warm-start results) is written once, to storage every replica shares (an optuna RDB storage:
+SQLite under the data dir by default, PostgreSQL for replicas on several machines), and each
+replica keeps the searches it has built from them in memory. No trial state lives here: every
+question carries the study's trials from the gateway. No gRPC here."""
 from __future__ import annotations
 
 import asyncio
+import logging
+import threading
+import time
 from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
 
-from openautoglm.common.spec.protos import params_from_proto, spec_from_proto
-from openautoglm.common.spec.schema import SpecError
+import optuna
+from optuna.exceptions import DuplicatedStudyError
+from optuna.study import StudyDirection
+from sqlalchemy.exc import SQLAlchemyError
+
+from openautoglm.common.spec.schema import SpecError, StudySpecModel, validate_dict
 from openautoglm.common.spec.warm_start import prior_params
-from openautoglm.prompt_generator.search import RenderCache, StudySearch
+from openautoglm.prompt_generator.prompts import RenderCache
+from openautoglm.prompt_generator.search import Prior, ProposedCandidate, StudySearch, TrialRecord
+
+log = logging.getLogger(__name__)
+# Searches a replica keeps built (least recently used forgotten first; rebuilt from storage).
+MAX_STUDIES = 1024
+SPEC_ATTR, PRIORS_ATTR = "spec", "priors"
 
 
-class PromptGeneratorCore:
-    """The studies this replica searches, created on first Propose (or reloaded from storage)."""
+class UnknownStudy(KeyError):
+    """The study was never registered (or its storage was reset): register it again."""
 
-    def __init__(self, storage: str | None):
-        self.storage = storage
+
+class Registrations:
+    """Registered studies in shared storage: an optuna study per registration, its spec and
+    priors as user attributes (optuna's own schema, so any SQLAlchemy database works)."""
+
+    def __init__(self, url: str | None):
+        self._storage: optuna.storages.BaseStorage = _open(url) if url else optuna.storages.InMemoryStorage()
+
+    def save(self, study_id: str, spec: StudySpecModel, priors: Sequence[Prior]) -> None:
+        try:
+            key = self._storage.create_new_study([StudyDirection.MAXIMIZE], study_id)
+        except DuplicatedStudyError:
+            key = self._storage.get_study_id_from_name(study_id)
+        self._storage.set_study_user_attr(key, SPEC_ATTR, spec.model_dump(mode="json"))
+        self._storage.set_study_user_attr(key, PRIORS_ATTR, [asdict(p) for p in priors])
+
+    def load(self, study_id: str) -> tuple[StudySpecModel, list[Prior]] | None:
+        try:
+            key = self._storage.get_study_id_from_name(study_id)
+        except KeyError:
+            return None
+        attrs: dict[str, Any] = self._storage.get_study_user_attrs(key)
+        if SPEC_ATTR not in attrs:
+            return None
+        priors = [Prior(p["template_id"], p["variables"], p["hyperparameters"], p["value"]) for p in attrs.get(PRIORS_ATTR, [])]
+        return validate_dict(attrs[SPEC_ATTR]), priors
+
+
+def _open(url: str, attempts: int = 10) -> optuna.storages.RDBStorage:
+    """The shared storage; replicas starting together may race to create its tables: try again."""
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except SQLAlchemyError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+class StudyRegistry:
+    def __init__(self, storage_url: str | None = None) -> None:
         self.cache = RenderCache()
-        self.studies: dict[str, StudySearch] = {}
-        self._lock = asyncio.Lock()
+        self.registrations = Registrations(storage_url)
+        self._studies: dict[str, StudySearch] = {}
+        self._lock = threading.Lock()
 
-    async def search_for(self, study_id: str, spec_proto, prior_trials=()) -> StudySearch:
-        async with self._lock:
-            search = self.studies.get(study_id)
-            if search is None:
-                spec = spec_from_proto(spec_proto)
-                priors = []
-                for i, prior in enumerate(prior_trials):
-                    hps = params_from_proto(prior.hyperparameters, f"prior_trials[{i}].hyperparameters")
-                    try:
-                        params = prior_params(spec.search_space, prior.template_id, dict(prior.variables), hps)
-                    except ValueError as err:
-                        raise SpecError(f"prior_trials[{i}]", str(err)) from None
-                    priors.append((prior.template_id, dict(prior.variables), params, prior.objective_value))
-                search = await asyncio.to_thread(StudySearch, study_id, spec, self.storage, self.cache, priors)
-                self.studies[study_id] = search
-            return search
+    def register(self, study_id: str, spec: StudySpecModel, priors: Sequence[Prior]) -> StudySearch:
+        """Set the study's search up (again) and store its registration; every prior is checked
+        against the space first."""
+        for i, prior in enumerate(priors):
+            try:
+                prior_params(spec.search_space, prior.template_id, dict(prior.variables), dict(prior.hyperparameters))
+            except ValueError as err:
+                raise SpecError(f"prior_trials[{i}]", str(err)) from None
+        self.registrations.save(study_id, spec, priors)
+        return self._keep(study_id, StudySearch(spec, self.cache, priors))
 
-    async def feedback(self, study_id: str, candidate_id: str, value: float | None, pruned: bool = False,
-                       extra: Sequence[float] = ()) -> bool:
-        search = self.studies.get(study_id)
-        if search is None:
-            raise KeyError(study_id)
-        return await asyncio.to_thread(search.feedback, candidate_id, value, pruned, list(extra))
+    def search(self, study_id: str) -> StudySearch:
+        """The study's search: built already, or rebuilt from its stored registration."""
+        with self._lock:
+            search = self._studies.get(study_id)
+            if search is not None:
+                self._studies[study_id] = self._studies.pop(study_id)  # most recently used last
+                return search
+        stored = self.registrations.load(study_id)
+        if stored is None:
+            raise UnknownStudy(study_id)
+        log.info("study %s set up from its stored registration", study_id, extra={"study_id": study_id})
+        return self._keep(study_id, StudySearch(stored[0], self.cache, stored[1]))
 
-    async def report(self, study_id: str, candidate_id: str, step: int, value: float) -> bool:
-        search = self.studies.get(study_id)
-        if search is None:
-            raise KeyError(study_id)
-        return await asyncio.to_thread(search.report, candidate_id, step, value)
+    def _keep(self, study_id: str, search: StudySearch) -> StudySearch:
+        with self._lock:
+            self._studies.pop(study_id, None)
+            self._studies[study_id] = search
+            while len(self._studies) > MAX_STUDIES:
+                self._studies.pop(next(iter(self._studies)))
+        return search
+
+    async def propose(self, study_id: str, records: Sequence[TrialRecord], count: int,
+                      next_number: int) -> tuple[list[ProposedCandidate], bool]:
+        search = await asyncio.to_thread(self.search, study_id)
+        return await asyncio.to_thread(search.propose, records, count, next_number)
+
+    async def should_prune(self, study_id: str, records: Sequence[TrialRecord], number: int,
+                           step: int) -> tuple[bool, dict[str, Any]]:
+        search = await asyncio.to_thread(self.search, study_id)
+        return await asyncio.to_thread(search.should_prune, records, number, step)

@@ -1,7 +1,9 @@
 """The trainer service: pulls the jobs the scheduler placed on it from its own subject of the
 JetStream work queue (`autoglm.trial.train.<trainer id>`, a durable consumer named after the
-trainer, explicit ack), runs them with the TrialRunner, and publishes progress / trained /
-failed / pruned events. It announces its capacity (slots, memory per slot) on
+trainer, explicit ack), runs them with the TrialRunner, has the evaluator score each trained
+model's predictions, and publishes progress / trained (with the scores) / failed / pruned events.
+It holds one job waiting per slot beside the running ones (`--trainer-prefetch`), so a slot that
+frees starts its next trial at once while the finished one is scored. It announces its capacity (slots, memory per slot) on
 `autoglm.trainer.heartbeat` every few seconds; the scheduler packs work onto it from those.
 
 On SIGTERM the running job is interrupted between two optimiser steps and nak'ed, and a last
@@ -18,19 +20,27 @@ import contextlib
 import logging
 import os
 import socket
+import time
 import uuid
+
+import grpc
 
 from openautoglm.common import events, subjects, telemetry
 from openautoglm.common.config import ServiceSettings
+from openautoglm.common.server import insecure_channel
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
+from openautoglm.trainer import models
 from openautoglm.trainer.core import TrialError
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
 from openautoglm.trainer.runner import TrialRunner
+from openautoglm.trainer.scoring import ScoringRefused, Scorer
 from openautoglm.trainer.service import TrainerServicer
 from openautoglm.v1 import events_pb2, trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
+# Step progress goes on NATS at most this often per trial (epoch scores and the start always do).
+PROGRESS_REPORT_SECONDS = 2.0
 
 
 class TrainerApp:
@@ -38,6 +48,9 @@ class TrainerApp:
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
+        # Before the gRPC server exists (its threads must not see the forks some libraries make
+        # while loading), and before SERVING: the first trial starts at once.
+        models.preload()
         self.runner = TrialRunner(
             trainer_id=subjects.subject_token(settings.trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"),
             slots=settings.trainer_slots,
@@ -45,8 +58,10 @@ class TrainerApp:
             processes=settings.trainer_processes,
             artifacts=settings.service_dir() / "artifacts",
             checkpoints=settings.service_dir() / "checkpoints",
+            queue_slots=settings.trainer_slots * settings.trainer_prefetch,
         )
         self.bus: events.NatsBus | None = None
+        self.evaluator: grpc.aio.Channel | None = None
         self.consumer: events.DurableConsumer | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
 
@@ -55,8 +70,13 @@ class TrainerApp:
         assert self.bus is not None, "NATS used before start()"
         return self.bus
 
+    @property
+    def _scorer(self) -> Scorer:
+        assert self.evaluator is not None, "scoring before start()"
+        return Scorer(self.evaluator)
+
     def register(self, server):
-        trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.runner), server)
+        trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.runner, lambda: self._scorer), server)
 
     async def _beat(self, leaving: bool = False) -> None:
         capacity = self.runner.capacity()
@@ -77,9 +97,10 @@ class TrainerApp:
         with telemetry.tracer().start_as_current_span("trainer.job", context=ctx) as span:
             span.set_attribute("openautoglm.study_id", job.study_id)
             span.set_attribute("openautoglm.trial_id", job.trial_id)
-            log.info("training trial %s (delivery %d)", job.trial_id, msg.metadata.num_delivered,
+            log.info("trial %s received (delivery %d)", job.trial_id, msg.metadata.num_delivered,
                      extra={"study_id": job.study_id, "trial_id": job.trial_id})
             loop = asyncio.get_running_loop()
+            last_report = 0.0
 
             def publish_progress(**fields):
                 event = events_pb2.TrialProgressEvent(
@@ -89,15 +110,21 @@ class TrainerApp:
                 )
                 loop.create_task(self._bus.publish(subjects.SUBJECT_PROGRESS, event))
 
+            def on_start():  # "a trainer has it": the gateway marks the trial TRAINING
+                log.info("training trial %s", job.trial_id, extra={"study_id": job.study_id, "trial_id": job.trial_id})
+                publish_progress(step=0, total_steps=0, loss=0.0)
+
             def on_progress(step, total, loss):
-                publish_progress(step=step, total_steps=total, loss=loss)
+                nonlocal last_report
+                if time.monotonic() - last_report >= PROGRESS_REPORT_SECONDS:  # a watcher's pace, not every step
+                    last_report = time.monotonic()
+                    publish_progress(step=step, total_steps=total, loss=loss)
 
             def on_intermediate(epoch, value):
                 publish_progress(epoch=epoch, has_intermediate=True, intermediate_value=value)
 
-            on_progress(0, 0, 0.0)  # "a trainer has it": the gateway marks the trial TRAINING
             try:
-                result = await self.runner.run(job_from_proto(job), on_progress, on_intermediate)
+                result = await self.runner.run(job_from_proto(job), on_progress, on_intermediate, on_start)
             except TrialError as err:
                 log.warning("trial %s failed: %s", job.trial_id, err, extra={"trial_id": job.trial_id})
                 await self._publish_failed(job, str(err))
@@ -110,13 +137,21 @@ class TrainerApp:
                     meta=subjects.new_meta("trainer", job.study_id, job.trial_id, f"pruned-{job.trial_id}"),
                     trainer_id=trainer_id))
                 return
+            # The slot is free again (the next job is already waiting for it); score meanwhile.
+            try:
+                with telemetry.tracer().start_as_current_span("score"):
+                    scores = await self._scorer.score(job, result)
+            except ScoringRefused as err:
+                log.warning("trial %s: %s", job.trial_id, err, extra={"trial_id": job.trial_id})
+                await self._publish_failed(job, str(err))
+                return
             trained = events_pb2.TrialTrainedEvent(
                 meta=subjects.new_meta("trainer", job.study_id, job.trial_id, f"trained-{job.trial_id}"),
-                trained=trained_message(job, result, trainer_id),
+                trained=trained_message(job, result, trainer_id, scores, outputs=False),
             )
             await self._bus.publish(subjects.SUBJECT_TRAINED, trained)
-            log.info("trial %s trained in %.1fs (loss %.4f)", job.trial_id, result.seconds, result.train_loss,
-                     extra={"trial_id": job.trial_id})
+            log.info("trial %s trained in %.1fs (loss %.4f), scored %.4f", job.trial_id, result.seconds, result.train_loss,
+                     scores.objective_value, extra={"trial_id": job.trial_id})
 
     async def _on_stop_request(self, msg) -> None:
         request = events_pb2.TrialStopRequest.FromString(msg.data)
@@ -139,12 +174,14 @@ class TrainerApp:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        self.evaluator = insecure_channel(self.settings.evaluator_addr)
         self.bus = await events.NatsBus.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}")
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         await self.bus.nc.subscribe(subjects.SUBJECT_STOP, cb=self._on_stop_request)
         self.consumer = events.DurableConsumer(
             self.bus.js, events.JOBS_STREAM_NAME, self.runner.trainer_id, [subjects.train_subject(self.runner.trainer_id)], self._on_job,
-            ack_wait=self.settings.trainer_ack_wait, max_deliver=5, concurrency=self.settings.trainer_slots,
+            ack_wait=self.settings.trainer_ack_wait, max_deliver=5,
+            concurrency=self.runner.slots + self.runner.queue_slots,  # the waiting jobs are fetched too
             on_give_up=self._give_up,
         )
         await self.consumer.start()
@@ -159,3 +196,5 @@ class TrainerApp:
                 await self._beat(leaving=True)  # the scheduler re-plans now, not after the timeout
         if self.bus is not None:
             await self.bus.close()
+        if self.evaluator is not None:
+            await self.evaluator.close()

@@ -11,7 +11,7 @@ from openautoglm.common.catalogue import (
 from openautoglm.common.spec.protos import param_from_proto, task_name
 from openautoglm.trainer.core import TrialJob, TrialResult
 from openautoglm.trainer.runner import Capacity
-from openautoglm.v1 import scheduler_pb2, trainer_pb2
+from openautoglm.v1 import evaluator_pb2, scheduler_pb2, trainer_pb2
 
 
 def job_from_proto(job: trainer_pb2.TrainJob) -> TrialJob:
@@ -41,14 +41,15 @@ def job_from_proto(job: trainer_pb2.TrainJob) -> TrialJob:
     )
 
 
-def trained_message(job: trainer_pb2.TrainJob, result: TrialResult, trainer_id: str) -> trainer_pb2.TrialTrained:
-    return trainer_pb2.TrialTrained(
+def trained_message(job: trainer_pb2.TrainJob, result: TrialResult, trainer_id: str,
+                    scores: evaluator_pb2.EvaluateResponse | None = None, outputs: bool = True) -> trainer_pb2.TrialTrained:
+    """A trained trial with its scores; `outputs` adds the held-out predictions and references
+    (the Train RPC's answer; never an event: bulk data stays off NATS)."""
+    trained = trainer_pb2.TrialTrained(
         study_id=job.study_id,
         trial_id=job.trial_id,
         trainer_id=trainer_id,
         task=job.task,
-        predictions=result.predictions,
-        references=result.references,
         train_loss=result.train_loss,
         train_seconds=result.seconds,
         steps=result.steps,
@@ -58,10 +59,18 @@ def trained_message(job: trainer_pb2.TrainJob, result: TrialResult, trainer_id: 
         resumed_from_step=result.resumed_from_step,
         precision=result.precision,
     )
+    if outputs:
+        trained.predictions.extend(result.predictions)
+        trained.references.extend(result.references)
+    if scores is not None:
+        trained.metrics.update(scores.metrics)
+        trained.objective_value = scores.objective_value
+        trained.extra_objective_values.extend(scores.extra_objective_values)
+    return trained
 
 
 def worker_to_proto(capacity: Capacity) -> scheduler_pb2.Worker:
     return scheduler_pb2.Worker(
         id=capacity.trainer_id, slots=capacity.slots, memory_mb=capacity.memory_per_slot_mb, speed=1.0,
-        device_kind=capacity.device_kind,
+        device_kind=capacity.device_kind, queue_slots=capacity.queue_slots,
     )

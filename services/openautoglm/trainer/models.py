@@ -60,6 +60,19 @@ def tiny_glm_config(vocab_size: int, tokenizer, max_length: int, **extra):
     )
 
 
+def preload() -> None:
+    """Import the model classes trials build (seconds of transformers' lazy imports), so a
+    trainer pays for them while it starts, not in its first trial."""
+    from transformers import (  # noqa: F401
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        GlmForCausalLM,
+        GlmForSequenceClassification,
+        PreTrainedTokenizerFast,
+    )
+
+
 def load(builtin: str, path: str, task: str, labels: list[str], texts: list[str], max_length: int):
     """(tokenizer, model) for a trial; `texts` feed the tiny model's tokenizer."""
     from transformers import (

@@ -39,18 +39,23 @@ class Capacity:
 
     trainer_id: str
     slots: int
+    # Jobs held waiting beside the running ones, so the next starts the moment a slot frees.
+    queue_slots: int
     memory_per_slot_mb: float
     device_kind: str
     busy: int
 
 
 class TrialRunner:
-    """Runs jobs, one per slot; knows which trials run here and which were asked to stop."""
+    """Runs jobs, one per slot (more wait their turn at the slots' gate, so one is always ready
+    to start when a slot frees); knows which trials run here and which were asked to stop."""
 
     def __init__(self, trainer_id: str, slots: int, memory_per_slot_mb: float, processes: int,
-                 artifacts: Path, checkpoints: Path):
+                 artifacts: Path, checkpoints: Path, queue_slots: int = 0):
         self.trainer_id = trainer_id
         self.slots = slots
+        self.queue_slots = queue_slots
+        self._gate = asyncio.Semaphore(slots)
         # Announced per slot and held steady, so packing does not chase this trainer's own usage.
         self.memory_per_slot_mb = memory_per_slot_mb or hardware.free_memory_mb() / slots
         # Data-parallel processes per trial: every local GPU by default (DDP via torchrun).
@@ -66,7 +71,7 @@ class TrialRunner:
         self.stop_early: dict[str, None] = {}
 
     def capacity(self) -> Capacity:
-        return Capacity(self.trainer_id, self.slots, self.memory_per_slot_mb, hardware.device_kind(), self.busy)
+        return Capacity(self.trainer_id, self.slots, self.queue_slots, self.memory_per_slot_mb, hardware.device_kind(), self.busy)
 
     def request_stop(self, trial_id: str) -> None:
         """Stop a running trial at its next step, or as soon as it starts here."""
@@ -83,9 +88,28 @@ class TrialRunner:
         return min(hardware.free_memory_mb() / self.slots, self.memory_per_slot_mb)
 
     async def run(self, job: TrialJob, on_progress: ProgressCallback,
-                  on_intermediate: IntermediateCallback | None = None) -> TrialResult:
-        """Train one job; the callbacks are called on the event loop. Raises TrialError,
+                  on_intermediate: IntermediateCallback | None = None,
+                  on_start: Callable[[], None] | None = None) -> TrialResult:
+        """Train one job once a slot is free (`on_start` says when); the callbacks are called on
+        the event loop. The slot is free again as soon as training ends. Raises TrialError,
         TrialInterrupted (trainer stopping) or TrialPruned (stopped by its study's pruner)."""
+        prune = self.prune_flags.setdefault(job.trial_id, threading.Event())
+        if job.trial_id in self.stop_early:  # stopped while it still waited in this trainer's queue
+            prune.set()
+        try:
+            async with self._gate:
+                self.busy += 1
+                try:
+                    if on_start is not None:
+                        on_start()
+                    return await self._train(job, on_progress, on_intermediate, prune)
+                finally:
+                    self.busy -= 1
+        finally:
+            self.prune_flags.pop(job.trial_id, None)
+
+    async def _train(self, job: TrialJob, on_progress: ProgressCallback, on_intermediate: IntermediateCallback | None,
+                     prune: threading.Event) -> TrialResult:
         loop = asyncio.get_running_loop()
 
         def progress(step: int, total: int, loss: float) -> None:
@@ -95,32 +119,24 @@ class TrialRunner:
             if on_intermediate is not None:
                 loop.call_soon_threadsafe(on_intermediate, epoch, value)
 
-        prune = self.prune_flags.setdefault(job.trial_id, threading.Event())
-        if job.trial_id in self.stop_early:  # stopped while it still waited in this trainer's queue
-            prune.set()
-        self.busy += 1
-        try:
-            with telemetry.tracer().start_as_current_span("train") as span:
-                span.set_attribute("openautoglm.trial_id", job.trial_id)
-                span.set_attribute("openautoglm.processes", self.processes)
-                if self.processes > 1:
-                    result = await self._run_distributed(job, on_progress, on_intermediate, prune)
-                else:
-                    result = await asyncio.to_thread(
-                        run_trial, job, self.artifacts, progress, self.stop_event, self.checkpoints,
-                        self.memory_budget_mb(), intermediate, prune,
-                    )
-                if result.resumed_from_step:
-                    log.info("trial %s resumed from its checkpoint at step %d", job.trial_id, result.resumed_from_step,
-                             extra={"trial_id": job.trial_id})
-                span.set_attribute("openautoglm.resumed_from_step", result.resumed_from_step)
-                span.set_attribute("openautoglm.skipped_steps", result.skipped_steps)
-                span.set_attribute("openautoglm.steps", result.steps)
-                span.set_attribute("openautoglm.train_loss", result.train_loss)
-                return result
-        finally:
-            self.busy -= 1
-            self.prune_flags.pop(job.trial_id, None)
+        with telemetry.tracer().start_as_current_span("train") as span:
+            span.set_attribute("openautoglm.trial_id", job.trial_id)
+            span.set_attribute("openautoglm.processes", self.processes)
+            if self.processes > 1:
+                result = await self._run_distributed(job, on_progress, on_intermediate, prune)
+            else:
+                result = await asyncio.to_thread(
+                    run_trial, job, self.artifacts, progress, self.stop_event, self.checkpoints,
+                    self.memory_budget_mb(), intermediate, prune,
+                )
+            if result.resumed_from_step:
+                log.info("trial %s resumed from its checkpoint at step %d", job.trial_id, result.resumed_from_step,
+                         extra={"trial_id": job.trial_id})
+            span.set_attribute("openautoglm.resumed_from_step", result.resumed_from_step)
+            span.set_attribute("openautoglm.skipped_steps", result.skipped_steps)
+            span.set_attribute("openautoglm.steps", result.steps)
+            span.set_attribute("openautoglm.train_loss", result.train_loss)
+            return result
 
     async def _run_distributed(self, job: TrialJob, on_progress: ProgressCallback,
                                on_intermediate: IntermediateCallback | None, prune: threading.Event) -> TrialResult:

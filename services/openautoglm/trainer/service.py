@@ -1,12 +1,13 @@
 """gRPC face of the trainer (`Trainer`: Train, GetCapacity, Export) over the TrialRunner.
 
-Train streams progress and ends with the trained result; the runner's outcomes map to status
-codes: a trial that cannot run is FAILED_PRECONDITION, a stopping trainer UNAVAILABLE, a trial
+Train streams progress and ends with the trained result (scored by the evaluator when the job
+names an objective); the runner's outcomes map to status codes: a trial that cannot run is FAILED_PRECONDITION, a stopping trainer UNAVAILABLE, a trial
 stopped by its pruner ABORTED.
 """
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import grpc
 
@@ -17,12 +18,14 @@ from openautoglm.trainer.core import TrialError
 from openautoglm.trainer.export import ExportError, export
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
 from openautoglm.trainer.runner import TrialRunner
+from openautoglm.trainer.scoring import ScoringRefused, Scorer
 from openautoglm.v1 import trainer_pb2, trainer_pb2_grpc
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
-    def __init__(self, runner: TrialRunner):
+    def __init__(self, runner: TrialRunner, scorer: Callable[[], Scorer]):
         self.runner = runner
+        self.scorer = scorer  # the app's evaluator client (available once the app has started)
 
     async def Train(self, request, context):
         job = request.job
@@ -54,7 +57,13 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"trainer stopping: {err}")
         except TrialPruned as err:
             await context.abort(grpc.StatusCode.ABORTED, f"trial stopped by its study's pruner: {err}")
-        yield trainer_pb2.TrainResponse(trained=trained_message(job, result, self.runner.trainer_id))
+        scores = None
+        if job.objective.terms:
+            try:
+                scores = await self.scorer().score(job, result)
+            except ScoringRefused as err:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job.objective: {err}")
+        yield trainer_pb2.TrainResponse(trained=trained_message(job, result, self.runner.trainer_id, scores))
 
     async def GetCapacity(self, request, context):
         capacity = self.runner.capacity()

@@ -52,8 +52,8 @@ class EvaluatorServicer:
     """
 
     def Evaluate(self, request, context):
-        """Computes the requested metrics and the objective; publishes `autoglm.trial.evaluated`
-        when study_id and trial_id are set.
+        """Computes the requested metrics and the objective. Trainers call it with a trained trial's
+        held-out predictions; study_id and trial_id only label the call (logs, traces).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

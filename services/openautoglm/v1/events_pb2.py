@@ -23,42 +23,33 @@ _sym_db = _symbol_database.Default()
 
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
-from openautoglm.v1 import common_pb2 as openautoglm_dot_v1_dot_common__pb2
 from openautoglm.v1 import scheduler_pb2 as openautoglm_dot_v1_dot_scheduler__pb2
 from openautoglm.v1 import trainer_pb2 as openautoglm_dot_v1_dot_trainer__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bopenautoglm/v1/events.proto\x12\x0eopenautoglm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1bopenautoglm/v1/common.proto\x1a\x1eopenautoglm/v1/scheduler.proto\x1a\x1copenautoglm/v1/trainer.proto\"{\n\tEventMeta\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x10\n\x08trial_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\"\x86\x01\n\nStudyEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.openautoglm.v1.StudyState\x12\x15\n\rbest_trial_id\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"_\n\rTrainJobEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12%\n\x03job\x18\x02 \x01(\x0b\x32\x18.openautoglm.v1.TrainJob\"n\n\x12TrialProgressEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12/\n\x08progress\x18\x02 \x01(\x0b\x32\x1d.openautoglm.v1.TrialProgress\"k\n\x11TrialTrainedEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12-\n\x07trained\x18\x02 \x01(\x0b\x32\x1c.openautoglm.v1.TrialTrained\"_\n\x10TrialFailedEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ntrainer_id\x18\x03 \x01(\t\"\xe0\x01\n\x13TrialEvaluatedEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12\x41\n\x07metrics\x18\x02 \x03(\x0b\x32\x30.openautoglm.v1.TrialEvaluatedEvent.MetricsEntry\x12\x17\n\x0fobjective_value\x18\x03 \x01(\x01\x12\x14\n\x0c\x63\x61ndidate_id\x18\x04 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"z\n\x10TrialPrunedEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\x1a\n\x12intermediate_value\x18\x03 \x01(\x01\x12\x12\n\ntrainer_id\x18\x04 \x01(\t\"K\n\x10TrialStopRequest\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x88\x01\n\x10TrainerHeartbeat\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12&\n\x06worker\x18\x02 \x01(\x0b\x32\x16.openautoglm.v1.Worker\x12\x12\n\nbusy_slots\x18\x03 \x01(\x05\x12\x0f\n\x07leaving\x18\x04 \x01(\x08\"\x80\x01\n\x0e\x43lusterChanged\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12\'\n\x07workers\x18\x02 \x03(\x0b\x32\x16.openautoglm.v1.Worker\x12\x0e\n\x06joined\x18\x03 \x03(\t\x12\x0c\n\x04left\x18\x04 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bopenautoglm/v1/events.proto\x12\x0eopenautoglm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1eopenautoglm/v1/scheduler.proto\x1a\x1copenautoglm/v1/trainer.proto\"{\n\tEventMeta\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08study_id\x18\x02 \x01(\t\x12\x10\n\x08trial_id\x18\x03 \x01(\t\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\"_\n\rTrainJobEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12%\n\x03job\x18\x02 \x01(\x0b\x32\x18.openautoglm.v1.TrainJob\"n\n\x12TrialProgressEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12/\n\x08progress\x18\x02 \x01(\x0b\x32\x1d.openautoglm.v1.TrialProgress\"k\n\x11TrialTrainedEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12-\n\x07trained\x18\x02 \x01(\x0b\x32\x1c.openautoglm.v1.TrialTrained\"_\n\x10TrialFailedEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x12\n\ntrainer_id\x18\x03 \x01(\t\"z\n\x10TrialPrunedEvent\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12\r\n\x05\x65poch\x18\x02 \x01(\x05\x12\x1a\n\x12intermediate_value\x18\x03 \x01(\x01\x12\x12\n\ntrainer_id\x18\x04 \x01(\t\"K\n\x10TrialStopRequest\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\x88\x01\n\x10TrainerHeartbeat\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12&\n\x06worker\x18\x02 \x01(\x0b\x32\x16.openautoglm.v1.Worker\x12\x12\n\nbusy_slots\x18\x03 \x01(\x05\x12\x0f\n\x07leaving\x18\x04 \x01(\x08\"\x80\x01\n\x0e\x43lusterChanged\x12\'\n\x04meta\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.EventMeta\x12\'\n\x07workers\x18\x02 \x03(\x0b\x32\x16.openautoglm.v1.Worker\x12\x0e\n\x06joined\x18\x03 \x03(\t\x12\x0c\n\x04left\x18\x04 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'openautoglm.v1.events_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRIALEVALUATEDEVENT_METRICSENTRY']._loaded_options = None
-  _globals['_TRIALEVALUATEDEVENT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_EVENTMETA']._serialized_start=171
-  _globals['_EVENTMETA']._serialized_end=294
-  _globals['_STUDYEVENT']._serialized_start=297
-  _globals['_STUDYEVENT']._serialized_end=431
-  _globals['_TRAINJOBEVENT']._serialized_start=433
-  _globals['_TRAINJOBEVENT']._serialized_end=528
-  _globals['_TRIALPROGRESSEVENT']._serialized_start=530
-  _globals['_TRIALPROGRESSEVENT']._serialized_end=640
-  _globals['_TRIALTRAINEDEVENT']._serialized_start=642
-  _globals['_TRIALTRAINEDEVENT']._serialized_end=749
-  _globals['_TRIALFAILEDEVENT']._serialized_start=751
-  _globals['_TRIALFAILEDEVENT']._serialized_end=846
-  _globals['_TRIALEVALUATEDEVENT']._serialized_start=849
-  _globals['_TRIALEVALUATEDEVENT']._serialized_end=1073
-  _globals['_TRIALEVALUATEDEVENT_METRICSENTRY']._serialized_start=1027
-  _globals['_TRIALEVALUATEDEVENT_METRICSENTRY']._serialized_end=1073
-  _globals['_TRIALPRUNEDEVENT']._serialized_start=1075
-  _globals['_TRIALPRUNEDEVENT']._serialized_end=1197
-  _globals['_TRIALSTOPREQUEST']._serialized_start=1199
-  _globals['_TRIALSTOPREQUEST']._serialized_end=1274
-  _globals['_TRAINERHEARTBEAT']._serialized_start=1277
-  _globals['_TRAINERHEARTBEAT']._serialized_end=1413
-  _globals['_CLUSTERCHANGED']._serialized_start=1416
-  _globals['_CLUSTERCHANGED']._serialized_end=1544
+  _globals['_EVENTMETA']._serialized_start=142
+  _globals['_EVENTMETA']._serialized_end=265
+  _globals['_TRAINJOBEVENT']._serialized_start=267
+  _globals['_TRAINJOBEVENT']._serialized_end=362
+  _globals['_TRIALPROGRESSEVENT']._serialized_start=364
+  _globals['_TRIALPROGRESSEVENT']._serialized_end=474
+  _globals['_TRIALTRAINEDEVENT']._serialized_start=476
+  _globals['_TRIALTRAINEDEVENT']._serialized_end=583
+  _globals['_TRIALFAILEDEVENT']._serialized_start=585
+  _globals['_TRIALFAILEDEVENT']._serialized_end=680
+  _globals['_TRIALPRUNEDEVENT']._serialized_start=682
+  _globals['_TRIALPRUNEDEVENT']._serialized_end=804
+  _globals['_TRIALSTOPREQUEST']._serialized_start=806
+  _globals['_TRIALSTOPREQUEST']._serialized_end=881
+  _globals['_TRAINERHEARTBEAT']._serialized_start=884
+  _globals['_TRAINERHEARTBEAT']._serialized_end=1020
+  _globals['_CLUSTERCHANGED']._serialized_start=1023
+  _globals['_CLUSTERCHANGED']._serialized_end=1151
 # @@protoc_insertion_point(module_scope)

@@ -1,7 +1,6 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
-from openautoglm.v1 import common_pb2 as _common_pb2
 from openautoglm.v1 import scheduler_pb2 as _scheduler_pb2
 from openautoglm.v1 import trainer_pb2 as _trainer_pb2
 from google.protobuf.internal import containers as _containers
@@ -25,18 +24,6 @@ class EventMeta(_message.Message):
     time: _timestamp_pb2.Timestamp
     source: str
     def __init__(self, event_id: _Optional[str] = ..., study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., source: _Optional[str] = ...) -> None: ...
-
-class StudyEvent(_message.Message):
-    __slots__ = ("meta", "state", "best_trial_id", "error")
-    META_FIELD_NUMBER: _ClassVar[int]
-    STATE_FIELD_NUMBER: _ClassVar[int]
-    BEST_TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
-    ERROR_FIELD_NUMBER: _ClassVar[int]
-    meta: EventMeta
-    state: _common_pb2.StudyState
-    best_trial_id: str
-    error: str
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., state: _Optional[_Union[_common_pb2.StudyState, str]] = ..., best_trial_id: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
 
 class TrainJobEvent(_message.Message):
     __slots__ = ("meta", "job")
@@ -71,25 +58,6 @@ class TrialFailedEvent(_message.Message):
     reason: str
     trainer_id: str
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., reason: _Optional[str] = ..., trainer_id: _Optional[str] = ...) -> None: ...
-
-class TrialEvaluatedEvent(_message.Message):
-    __slots__ = ("meta", "metrics", "objective_value", "candidate_id")
-    class MetricsEntry(_message.Message):
-        __slots__ = ("key", "value")
-        KEY_FIELD_NUMBER: _ClassVar[int]
-        VALUE_FIELD_NUMBER: _ClassVar[int]
-        key: str
-        value: float
-        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
-    META_FIELD_NUMBER: _ClassVar[int]
-    METRICS_FIELD_NUMBER: _ClassVar[int]
-    OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
-    CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
-    meta: EventMeta
-    metrics: _containers.ScalarMap[str, float]
-    objective_value: float
-    candidate_id: str
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., candidate_id: _Optional[str] = ...) -> None: ...
 
 class TrialPrunedEvent(_message.Message):
     __slots__ = ("meta", "epoch", "intermediate_value", "trainer_id")

@@ -7,24 +7,6 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class ReportIntermediateRequest(_message.Message):
-    __slots__ = ("study_id", "candidate_id", "step", "value")
-    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
-    STEP_FIELD_NUMBER: _ClassVar[int]
-    VALUE_FIELD_NUMBER: _ClassVar[int]
-    study_id: str
-    candidate_id: str
-    step: int
-    value: float
-    def __init__(self, study_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., step: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
-
-class ReportIntermediateResponse(_message.Message):
-    __slots__ = ("should_prune",)
-    SHOULD_PRUNE_FIELD_NUMBER: _ClassVar[int]
-    should_prune: bool
-    def __init__(self, should_prune: _Optional[bool] = ...) -> None: ...
-
 class RenderRequest(_message.Message):
     __slots__ = ("templates", "variables", "model_version")
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
@@ -62,19 +44,56 @@ class RenderResponse(_message.Message):
     cache_lookups: int
     def __init__(self, prompts: _Optional[_Iterable[_Union[RenderedPrompt, _Mapping]]] = ..., cache_hits: _Optional[int] = ..., cache_lookups: _Optional[int] = ...) -> None: ...
 
-class ProposeRequest(_message.Message):
-    __slots__ = ("study_id", "spec", "count", "prior_trials", "known_candidate_ids")
+class RegisterStudyRequest(_message.Message):
+    __slots__ = ("study_id", "spec", "prior_trials")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
-    COUNT_FIELD_NUMBER: _ClassVar[int]
     PRIOR_TRIALS_FIELD_NUMBER: _ClassVar[int]
-    KNOWN_CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     spec: _common_pb2.StudySpec
-    count: int
     prior_trials: _containers.RepeatedCompositeFieldContainer[_common_pb2.PriorTrial]
-    known_candidate_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, study_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., count: _Optional[int] = ..., prior_trials: _Optional[_Iterable[_Union[_common_pb2.PriorTrial, _Mapping]]] = ..., known_candidate_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, study_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., prior_trials: _Optional[_Iterable[_Union[_common_pb2.PriorTrial, _Mapping]]] = ...) -> None: ...
+
+class RegisterStudyResponse(_message.Message):
+    __slots__ = ("space_size",)
+    SPACE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    space_size: int
+    def __init__(self, space_size: _Optional[int] = ...) -> None: ...
+
+class TrialRecord(_message.Message):
+    __slots__ = ("number", "candidate", "status", "values", "intermediate_values")
+    class IntermediateValuesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: int
+        value: float
+        def __init__(self, key: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    INTERMEDIATE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    candidate: _common_pb2.Candidate
+    status: _common_pb2.TrialStatus
+    values: _containers.RepeatedScalarFieldContainer[float]
+    intermediate_values: _containers.ScalarMap[int, float]
+    def __init__(self, number: _Optional[int] = ..., candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., status: _Optional[_Union[_common_pb2.TrialStatus, str]] = ..., values: _Optional[_Iterable[float]] = ..., intermediate_values: _Optional[_Mapping[int, float]] = ...) -> None: ...
+
+class ProposeRequest(_message.Message):
+    __slots__ = ("study_id", "count", "trials", "next_number", "registration")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    count: int
+    trials: _containers.RepeatedCompositeFieldContainer[TrialRecord]
+    next_number: int
+    registration: RegisterStudyRequest
+    def __init__(self, study_id: _Optional[str] = ..., count: _Optional[int] = ..., trials: _Optional[_Iterable[_Union[TrialRecord, _Mapping]]] = ..., next_number: _Optional[int] = ..., registration: _Optional[_Union[RegisterStudyRequest, _Mapping]] = ...) -> None: ...
 
 class ProposeResponse(_message.Message):
     __slots__ = ("candidates", "exhausted", "render_cache_hits", "render_cache_lookups")
@@ -88,24 +107,24 @@ class ProposeResponse(_message.Message):
     render_cache_lookups: int
     def __init__(self, candidates: _Optional[_Iterable[_Union[_common_pb2.Candidate, _Mapping]]] = ..., exhausted: _Optional[bool] = ..., render_cache_hits: _Optional[int] = ..., render_cache_lookups: _Optional[int] = ...) -> None: ...
 
-class FeedbackRequest(_message.Message):
-    __slots__ = ("study_id", "candidate_id", "objective_value", "failed", "pruned", "extra_objective_values")
+class ShouldPruneRequest(_message.Message):
+    __slots__ = ("study_id", "trial_number", "step", "trials", "registration")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
-    CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
-    OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
-    FAILED_FIELD_NUMBER: _ClassVar[int]
-    PRUNED_FIELD_NUMBER: _ClassVar[int]
-    EXTRA_OBJECTIVE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    REGISTRATION_FIELD_NUMBER: _ClassVar[int]
     study_id: str
-    candidate_id: str
-    objective_value: float
-    failed: bool
-    pruned: bool
-    extra_objective_values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, study_id: _Optional[str] = ..., candidate_id: _Optional[str] = ..., objective_value: _Optional[float] = ..., failed: _Optional[bool] = ..., pruned: _Optional[bool] = ..., extra_objective_values: _Optional[_Iterable[float]] = ...) -> None: ...
+    trial_number: int
+    step: int
+    trials: _containers.RepeatedCompositeFieldContainer[TrialRecord]
+    registration: RegisterStudyRequest
+    def __init__(self, study_id: _Optional[str] = ..., trial_number: _Optional[int] = ..., step: _Optional[int] = ..., trials: _Optional[_Iterable[_Union[TrialRecord, _Mapping]]] = ..., registration: _Optional[_Union[RegisterStudyRequest, _Mapping]] = ...) -> None: ...
 
-class FeedbackResponse(_message.Message):
-    __slots__ = ("recorded",)
-    RECORDED_FIELD_NUMBER: _ClassVar[int]
-    recorded: bool
-    def __init__(self, recorded: _Optional[bool] = ...) -> None: ...
+class ShouldPruneResponse(_message.Message):
+    __slots__ = ("should_prune", "search_state")
+    SHOULD_PRUNE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_STATE_FIELD_NUMBER: _ClassVar[int]
+    should_prune: bool
+    search_state: str
+    def __init__(self, should_prune: _Optional[bool] = ..., search_state: _Optional[str] = ...) -> None: ...

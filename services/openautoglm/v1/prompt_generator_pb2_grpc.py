@@ -26,7 +26,9 @@ if _version_not_supported:
 
 
 class PromptGeneratorStub:
-    """The search: renders prompt templates and proposes candidates, learning from feedback.
+    """The search: renders prompt templates and proposes candidates. It keeps no trial state: the
+    gateway owns every trial and sends the study's trials with each question (as Katib's
+    GetSuggestions does), so any replica, or a restarted one, answers exactly as another would.
     """
 
     def __init__(self, channel):
@@ -40,25 +42,27 @@ class PromptGeneratorStub:
                 request_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.RenderRequest.SerializeToString,
                 response_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.RenderResponse.FromString,
                 _registered_method=True)
+        self.RegisterStudy = channel.unary_unary(
+                '/openautoglm.v1.PromptGenerator/RegisterStudy',
+                request_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.RegisterStudyRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.RegisterStudyResponse.FromString,
+                _registered_method=True)
         self.Propose = channel.unary_unary(
                 '/openautoglm.v1.PromptGenerator/Propose',
                 request_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ProposeRequest.SerializeToString,
                 response_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ProposeResponse.FromString,
                 _registered_method=True)
-        self.Feedback = channel.unary_unary(
-                '/openautoglm.v1.PromptGenerator/Feedback',
-                request_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackRequest.SerializeToString,
-                response_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackResponse.FromString,
-                _registered_method=True)
-        self.ReportIntermediate = channel.unary_unary(
-                '/openautoglm.v1.PromptGenerator/ReportIntermediate',
-                request_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateRequest.SerializeToString,
-                response_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateResponse.FromString,
+        self.ShouldPrune = channel.unary_unary(
+                '/openautoglm.v1.PromptGenerator/ShouldPrune',
+                request_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ShouldPruneRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ShouldPruneResponse.FromString,
                 _registered_method=True)
 
 
 class PromptGeneratorServicer:
-    """The search: renders prompt templates and proposes candidates, learning from feedback.
+    """The search: renders prompt templates and proposes candidates. It keeps no trial state: the
+    gateway owns every trial and sends the study's trials with each question (as Katib's
+    GetSuggestions does), so any replica, or a restarted one, answers exactly as another would.
     """
 
     def Render(self, request, context):
@@ -68,22 +72,24 @@ class PromptGeneratorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RegisterStudy(self, request, context):
+        """Sets up a study's search (its spec and warm-start results) on this replica. Idempotent; a
+        replica that does not know a study answers Propose and ShouldPrune with NOT_FOUND, and a
+        question that carries the study's registration registers it first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Propose(self, request, context):
-        """Proposes up to `count` new candidates for a study (never one the study has already had).
+        """Proposes candidates for the study's next trials (never one the study has already had).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def Feedback(self, request, context):
-        """Reports a candidate's objective value (or failure) so the strategy can learn from it.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReportIntermediate(self, request, context):
-        """Reports an intermediate score of a running trial; answers whether the pruner stops it.
+    def ShouldPrune(self, request, context):
+        """Whether the study's pruner stops a running trial, given its intermediate scores so far.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,20 +103,20 @@ def add_PromptGeneratorServicer_to_server(servicer, server):
                     request_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.RenderRequest.FromString,
                     response_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.RenderResponse.SerializeToString,
             ),
+            'RegisterStudy': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterStudy,
+                    request_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.RegisterStudyRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.RegisterStudyResponse.SerializeToString,
+            ),
             'Propose': grpc.unary_unary_rpc_method_handler(
                     servicer.Propose,
                     request_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ProposeRequest.FromString,
                     response_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ProposeResponse.SerializeToString,
             ),
-            'Feedback': grpc.unary_unary_rpc_method_handler(
-                    servicer.Feedback,
-                    request_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackRequest.FromString,
-                    response_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackResponse.SerializeToString,
-            ),
-            'ReportIntermediate': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReportIntermediate,
-                    request_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateRequest.FromString,
-                    response_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateResponse.SerializeToString,
+            'ShouldPrune': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShouldPrune,
+                    request_deserializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ShouldPruneRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_prompt__generator__pb2.ShouldPruneResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -121,7 +127,9 @@ def add_PromptGeneratorServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PromptGenerator:
-    """The search: renders prompt templates and proposes candidates, learning from feedback.
+    """The search: renders prompt templates and proposes candidates. It keeps no trial state: the
+    gateway owns every trial and sends the study's trials with each question (as Katib's
+    GetSuggestions does), so any replica, or a restarted one, answers exactly as another would.
     """
 
     @staticmethod
@@ -141,6 +149,33 @@ class PromptGenerator:
             '/openautoglm.v1.PromptGenerator/Render',
             openautoglm_dot_v1_dot_prompt__generator__pb2.RenderRequest.SerializeToString,
             openautoglm_dot_v1_dot_prompt__generator__pb2.RenderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterStudy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.PromptGenerator/RegisterStudy',
+            openautoglm_dot_v1_dot_prompt__generator__pb2.RegisterStudyRequest.SerializeToString,
+            openautoglm_dot_v1_dot_prompt__generator__pb2.RegisterStudyResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -179,7 +214,7 @@ class PromptGenerator:
             _registered_method=True)
 
     @staticmethod
-    def Feedback(request,
+    def ShouldPrune(request,
             target,
             options=(),
             channel_credentials=None,
@@ -192,36 +227,9 @@ class PromptGenerator:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/openautoglm.v1.PromptGenerator/Feedback',
-            openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackRequest.SerializeToString,
-            openautoglm_dot_v1_dot_prompt__generator__pb2.FeedbackResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ReportIntermediate(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/openautoglm.v1.PromptGenerator/ReportIntermediate',
-            openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateRequest.SerializeToString,
-            openautoglm_dot_v1_dot_prompt__generator__pb2.ReportIntermediateResponse.FromString,
+            '/openautoglm.v1.PromptGenerator/ShouldPrune',
+            openautoglm_dot_v1_dot_prompt__generator__pb2.ShouldPruneRequest.SerializeToString,
+            openautoglm_dot_v1_dot_prompt__generator__pb2.ShouldPruneResponse.FromString,
             options,
             channel_credentials,
             insecure,

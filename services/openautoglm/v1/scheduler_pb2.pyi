@@ -50,18 +50,20 @@ class TaskGraph(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., dependencies: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("id", "slots", "memory_mb", "speed", "device_kind")
+    __slots__ = ("id", "slots", "memory_mb", "speed", "device_kind", "queue_slots")
     ID_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     SPEED_FIELD_NUMBER: _ClassVar[int]
     DEVICE_KIND_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     id: str
     slots: int
     memory_mb: float
     speed: float
     device_kind: str
-    def __init__(self, id: _Optional[str] = ..., slots: _Optional[int] = ..., memory_mb: _Optional[float] = ..., speed: _Optional[float] = ..., device_kind: _Optional[str] = ...) -> None: ...
+    queue_slots: int
+    def __init__(self, id: _Optional[str] = ..., slots: _Optional[int] = ..., memory_mb: _Optional[float] = ..., speed: _Optional[float] = ..., device_kind: _Optional[str] = ..., queue_slots: _Optional[int] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("graph", "workers", "policy")

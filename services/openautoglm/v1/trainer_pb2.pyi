@@ -25,7 +25,7 @@ class ExportResponse(_message.Message):
     def __init__(self, files: _Optional[_Iterable[str]] = ..., onnx_max_abs_diff: _Optional[float] = ...) -> None: ...
 
 class TrainJob(_message.Message):
-    __slots__ = ("study_id", "trial_id", "task", "dataset", "model", "candidate", "seed", "training", "report_intermediate")
+    __slots__ = ("study_id", "trial_id", "task", "dataset", "model", "candidate", "seed", "training", "report_intermediate", "objective", "extra_objectives")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,8 @@ class TrainJob(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     REPORT_INTERMEDIATE_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     trial_id: str
     task: _common_pb2.TaskType
@@ -44,7 +46,9 @@ class TrainJob(_message.Message):
     seed: int
     training: _common_pb2.TrainingOptions
     report_intermediate: bool
-    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[_common_pb2.TrainingOptions, _Mapping]] = ..., report_intermediate: _Optional[bool] = ...) -> None: ...
+    objective: _common_pb2.Objective
+    extra_objectives: _containers.RepeatedCompositeFieldContainer[_common_pb2.Objective]
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., dataset: _Optional[_Union[_common_pb2.DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[_common_pb2.ModelSpec, _Mapping]] = ..., candidate: _Optional[_Union[_common_pb2.Candidate, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[_common_pb2.TrainingOptions, _Mapping]] = ..., report_intermediate: _Optional[bool] = ..., objective: _Optional[_Union[_common_pb2.Objective, _Mapping]] = ..., extra_objectives: _Optional[_Iterable[_Union[_common_pb2.Objective, _Mapping]]] = ...) -> None: ...
 
 class GetCapacityRequest(_message.Message):
     __slots__ = ()
@@ -95,8 +99,15 @@ class TrialProgress(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., trainer_id: _Optional[str] = ..., epoch: _Optional[int] = ..., has_intermediate: _Optional[bool] = ..., intermediate_value: _Optional[float] = ...) -> None: ...
 
 class TrialTrained(_message.Message):
-    __slots__ = ("study_id", "trial_id", "trainer_id", "task", "predictions", "references", "train_loss", "train_seconds", "steps", "artifact_path", "model_metrics", "skipped_steps", "resumed_from_step", "precision")
+    __slots__ = ("study_id", "trial_id", "trainer_id", "task", "predictions", "references", "train_loss", "train_seconds", "steps", "artifact_path", "model_metrics", "skipped_steps", "resumed_from_step", "precision", "metrics", "objective_value", "extra_objective_values")
     class ModelMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +128,9 @@ class TrialTrained(_message.Message):
     SKIPPED_STEPS_FIELD_NUMBER: _ClassVar[int]
     RESUMED_FROM_STEP_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_OBJECTIVE_VALUES_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     trial_id: str
     trainer_id: str
@@ -131,4 +145,7 @@ class TrialTrained(_message.Message):
     skipped_steps: int
     resumed_from_step: int
     precision: str
-    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., trainer_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., train_loss: _Optional[float] = ..., train_seconds: _Optional[float] = ..., steps: _Optional[int] = ..., artifact_path: _Optional[str] = ..., model_metrics: _Optional[_Mapping[str, float]] = ..., skipped_steps: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
+    metrics: _containers.ScalarMap[str, float]
+    objective_value: float
+    extra_objective_values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., trainer_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., train_loss: _Optional[float] = ..., train_seconds: _Optional[float] = ..., steps: _Optional[int] = ..., artifact_path: _Optional[str] = ..., model_metrics: _Optional[_Mapping[str, float]] = ..., skipped_steps: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., precision: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., extra_objective_values: _Optional[_Iterable[float]] = ...) -> None: ...

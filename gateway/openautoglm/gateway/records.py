@@ -1,0 +1,56 @@
+"""What the prompt-generator is told of a study's trials, and when the next proposals are due.
+
+The gateway owns every trial. A proposal for trial n is made from the results of trials
+0 .. n - window - 1 only, and is made once those trials have all finished: the trials after them
+are shown as in flight whatever they have become meanwhile. So what a study proposes depends on
+its spec, seed and results alone, never on timing, on restarts or on which prompt-generator
+replica answers; with `window` trials in flight, a trainer always has its next trial waiting.
+"""
+from __future__ import annotations
+
+from openautoglm.gateway.states import IN_FLIGHT
+from openautoglm.v1 import common_pb2, prompt_generator_pb2
+
+S = common_pb2
+# A study created before windows existed keeps this many trials in flight.
+FALLBACK_WINDOW = 2
+
+
+def window_of(study: common_pb2.Study) -> int:
+    return study.window or FALLBACK_WINDOW
+
+
+def proposals_due(study: common_pb2.Study) -> int:
+    """How many trials may be proposed now (0: wait for a result or a free place)."""
+    window = window_of(study)
+    trials = study.trials
+    number = len(trials)
+    room = min(window - sum(t.status in IN_FLIGHT for t in trials), study.spec.budget.max_trials - number)
+    if room <= 0:
+        return 0
+    if any(t.status in IN_FLIGHT for t in trials if t.number < number - window):
+        return 0  # a result the proposal must see has not arrived yet
+    # Proposals that see the same results may go in one call: those before the first result counts.
+    return min(room, max(1, window - number))
+
+
+def record(trial: common_pb2.Trial, reveal: bool = True) -> prompt_generator_pb2.TrialRecord:
+    """A trial as the search sees it; `reveal=False` shows it in flight, without results."""
+    out = prompt_generator_pb2.TrialRecord(number=trial.number, candidate=trial.candidate, status=S.TRIAL_STATUS_QUEUED)
+    if reveal:
+        out.status = trial.status
+        out.intermediate_values.update(trial.intermediate_values)
+        if trial.status == S.TRIAL_STATUS_SUCCEEDED:
+            out.values.extend([trial.objective_value, *trial.extra_objective_values])
+    return out
+
+
+def proposal_view(study: common_pb2.Study, number: int) -> list[prompt_generator_pb2.TrialRecord]:
+    """The study's trials as the proposal for trial `number` sees them."""
+    horizon = number - window_of(study)
+    return [record(t, reveal=t.number < horizon) for t in study.trials]
+
+
+def pruning_view(study: common_pb2.Study) -> list[prompt_generator_pb2.TrialRecord]:
+    """The study's trials as they stand (a pruner compares a running trial with all of them)."""
+    return [record(t) for t in study.trials]
