@@ -79,6 +79,8 @@ def serve(
     trainer_slots: int = typer.Option(1, envvar="OPENAUTOGLM_TRAINER_SLOTS", help="trainer: concurrent jobs"),
     trainer_prefetch: int = typer.Option(1, envvar="OPENAUTOGLM_TRAINER_PREFETCH",
                                          help="trainer: jobs held waiting per slot, ready when one ends"),
+    trainer_threads: int = typer.Option(0, envvar="OPENAUTOGLM_TRAINER_THREADS",
+                                        help="trainer: CPU threads for training (0 = every core)"),
     trainer_id: str = typer.Option("", envvar="OPENAUTOGLM_TRAINER_ID"),
     trainer_ack_wait: float = typer.Option(30.0, envvar="OPENAUTOGLM_TRAINER_ACK_WAIT",
                                            help="trainer: seconds of silence before a job is redelivered"),
@@ -102,19 +104,21 @@ def serve(
             service=service, host=host, port=port, nats_url=nats_url,
             data_dir=data_dir or default_data_dir(), prompt_generator_addr=prompt_generator,
             scheduler_addr=scheduler, evaluator_addr=evaluator, trainer_addr=trainer, grace_seconds=grace,
-            trainer_slots=trainer_slots, trainer_prefetch=trainer_prefetch, trainer_id=trainer_id,
+            trainer_slots=trainer_slots, trainer_prefetch=trainer_prefetch, trainer_threads=trainer_threads,
+            trainer_id=trainer_id,
             trainer_ack_wait=trainer_ack_wait,
             trainer_processes=trainer_processes, prompt_generator_storage=prompt_generator_storage,
             trainer_memory_mb=trainer_memory_mb, heartbeat_ttl=heartbeat_ttl,
         ).check_required()
     except ConfigError as err:
         _err(str(err))
-    if service != "trainer":
-        # The trainer owns the compute. Every other service's tensor work (the scheduler's GNN, the
-        # evaluator's BERTScore) is small and latency-bound: one thread each, so their thread pools
-        # never spin on the cores training needs. Set before any library that reads it loads.
+    # The trainer owns the compute. Every other service's tensor work (the scheduler's GNN, the
+    # evaluator's BERTScore) is small and latency-bound: one thread each, so their thread pools
+    # never spin on the cores training needs. Set before any library that reads them loads.
+    threads = settings.trainer_threads if service == "trainer" else 1
+    if threads:
         for variable in THREAD_VARIABLES:
-            os.environ.setdefault(variable, "1")
+            os.environ.setdefault(variable, str(threads))
     telemetry.setup_logging(service)
     telemetry.setup_telemetry(service)
     try:

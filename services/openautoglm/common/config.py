@@ -55,6 +55,9 @@ class ServiceSettings(BaseModel):
     trainer_slots: int = Field(1, ge=1)
     # Trainer only: jobs held waiting per slot, so the next trial starts the moment one ends.
     trainer_prefetch: int = Field(1, ge=0)
+    # Trainer only: CPU threads for training (0 = the libraries' default, every core). Set it below
+    # the core count when the trainer shares its machine with the other services.
+    trainer_threads: int = Field(0, ge=0)
     trainer_id: str = ""
     # Trainer only: seconds without a sign of life before JetStream redelivers a job elsewhere.
     trainer_ack_wait: float = Field(30.0, gt=0)

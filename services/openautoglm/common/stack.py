@@ -105,7 +105,9 @@ class EmbeddedStack:
                         "--host", self.host, "--port", str(self.ports[name])]
                 if service == "trainer":
                     # A stable id: a restarted trainer picks its own queue up again.
-                    args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", "trainer-0"]
+                    args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", "trainer-0",
+                             # Every service shares this machine: leave the others a core.
+                             "--trainer-threads", str(max(1, (os.cpu_count() or 2) - 1))]
                 self._spawn(name, args, base_env)
             await asyncio.gather(*(self._wait(name, timeout) for name in names))
         except BaseException:
