@@ -114,12 +114,8 @@ class TrialEvents:
         if found is None:
             return
         study, trial = found
-        trial.status = S.TRIAL_STATUS_PRUNED
         trial.trainer_id = event.trainer_id
-        trial.finished_at.CopyFrom(now_ts())
-        self.store.save_trial(trial)
-        self.watchers.notify(study.id, "trial.pruned")
-        self._freed(study.id)
+        self._end(study, trial, S.TRIAL_STATUS_PRUNED, "trial.pruned")
 
     async def _on_trained(self, event: events_pb2.TrialTrainedEvent) -> None:
         found = self._live_trial(event.meta.trial_id)
@@ -136,12 +132,8 @@ class TrialEvents:
         trial.metrics.update(trained.metrics)
         trial.objective_value = trained.objective_value
         trial.extra_objective_values[:] = trained.extra_objective_values
-        trial.status = S.TRIAL_STATUS_SUCCEEDED
-        trial.finished_at.CopyFrom(now_ts())
-        self.store.save_trial(trial)
         log.info("trial %s scored %.4f", trial.id, trained.objective_value, extra={"study_id": study.id, "trial_id": trial.id})
-        self.watchers.notify(study.id, "trial.succeeded")
-        self._freed(study.id)
+        self._end(study, trial, S.TRIAL_STATUS_SUCCEEDED, "trial.succeeded")
 
     async def _on_failed(self, event: events_pb2.TrialFailedEvent) -> None:
         found = self._live_trial(event.meta.trial_id)
@@ -152,16 +144,16 @@ class TrialEvents:
         self._fail_trial(study, trial, event.reason)
 
     def _fail_trial(self, study: common_pb2.Study, trial: common_pb2.Trial, reason: str) -> None:
-        trial.status = S.TRIAL_STATUS_FAILED
         trial.error = reason
+        log.warning("trial %s failed: %s", trial.id, reason, extra={"study_id": study.id, "trial_id": trial.id})
+        self._end(study, trial, S.TRIAL_STATUS_FAILED, "trial.failed")
+
+    def _end(self, study: common_pb2.Study, trial: common_pb2.Trial, status: common_pb2.TrialStatus, change: str) -> None:
+        """Record a trial's final state. Its study may propose the next trial (which packs it),
+        and other studies' queued work may take the place it held."""
+        trial.status = status
         trial.finished_at.CopyFrom(now_ts())
         self.store.save_trial(trial)
-        log.warning("trial %s failed: %s", trial.id, reason, extra={"study_id": study.id, "trial_id": trial.id})
-        self.watchers.notify(study.id, "trial.failed")
-        self._freed(study.id)
-
-    def _freed(self, study_id: str) -> None:
-        """A trial finished: its study may propose the next one (which packs it), and other
-        studies' queued work may take the place it held."""
-        self.wake(study_id)
+        self.watchers.notify(study.id, change)
+        self.wake(study.id)
         self.packer.request()

@@ -4,8 +4,10 @@ so results reach the search one way only: inside the question that needs them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -70,12 +72,8 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "count: must be positive")
         records = await self._records(request, context)
         with telemetry.tracer().start_as_current_span("propose") as span:
-            try:
+            async with _search_errors(context, request.study_id):
                 candidates, exhausted = await self.registry.propose(request.study_id, records, request.count, request.next_number)
-            except UnknownStudy:
-                await context.abort(grpc.StatusCode.NOT_FOUND, f"study_id: {request.study_id!r} is not registered here")
-            except RecordError as err:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"trials[{err.index}]: {err}")
             span.set_attribute("openautoglm.proposed", len(candidates))
             cache = self.registry.cache
             span.set_attribute("openautoglm.render_cache_hit_rate", cache.hits / cache.lookups if cache.lookups else 0.0)
@@ -89,11 +87,8 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
     async def ShouldPrune(self, request, context):
         records = await self._records(request, context)
         try:
-            prune, state = await self.registry.should_prune(request.study_id, records, request.trial_number, request.step)
-        except UnknownStudy:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"study_id: {request.study_id!r} is not registered here")
-        except RecordError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"trials[{err.index}]: {err}")
+            async with _search_errors(context, request.study_id):
+                prune, state = await self.registry.should_prune(request.study_id, records, request.trial_number, request.step)
         except KeyError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"trial_number: {err.args[0]}")
         return prompt_generator_pb2.ShouldPruneResponse(should_prune=prune,
@@ -112,3 +107,15 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
         except SpecError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         raise AssertionError("unreachable: abort raises")
+
+
+@contextlib.asynccontextmanager
+async def _search_errors(context, study_id: str) -> AsyncIterator[None]:
+    """A question the search cannot answer: an unknown study (NOT_FOUND: the gateway re-asks
+    with the registration) or a trial record that does not fit the space (INVALID_ARGUMENT)."""
+    try:
+        yield
+    except UnknownStudy:
+        await context.abort(grpc.StatusCode.NOT_FOUND, f"study_id: {study_id!r} is not registered here")
+    except RecordError as err:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"trials[{err.index}]: {err}")
