@@ -18,13 +18,15 @@ from typing import Any
 
 import numpy as np
 
+from openautoglm.common.spec.schema import HyperParameterModel
+
 # Points a continuous hyper-parameter is discretised into for the bandit and the RL policy.
 CONTINUOUS_POINTS = 5
 # Largest joint space scored assignment by assignment when excluding seen candidates.
 ENUMERATE_LIMIT = 250_000
 
 
-def discretise(hp) -> list:
+def discretise(hp: HyperParameterModel) -> list[Any]:
     """The finite values a bandit/RL policy chooses from for one hyper-parameter spec."""
     if hp.type == "choice":
         return list(hp.values)
@@ -41,7 +43,7 @@ def discretise(hp) -> list:
 class Policy:
     """Base: `dims` maps a dimension name to its values; higher observed values are better."""
 
-    def __init__(self, dims: dict[str, list], seed: int):
+    def __init__(self, dims: dict[str, list[Any]], seed: int):
         self.dims = dims
         self.rng = np.random.default_rng(seed)
 
@@ -65,14 +67,14 @@ class Policy:
             best = tuple(int(i) for i in np.unravel_index(int(np.argmax(total)), total.shape))
         return {n: self.dims[n][int(i)] for n, i in zip(names, best)}
 
-    def _indices(self, names: list[str], params: dict) -> tuple | None:
-        idx = tuple(self._index(n, params[n]) if n in params else None for n in names)
-        return None if None in idx else idx
+    def _indices(self, names: list[str], params: dict[str, Any]) -> tuple[int, ...] | None:
+        idx = [self._index(n, params[n]) if n in params else None for n in names]
+        return None if None in idx else tuple(i for i in idx if i is not None)
 
-    def observe(self, params: dict, value: float) -> None:
+    def observe(self, params: dict[str, Any], value: float) -> None:
         raise NotImplementedError
 
-    def _index(self, name: str, value) -> int | None:
+    def _index(self, name: str, value: Any) -> int | None:
         values = self.dims[name]
         for i, v in enumerate(values):
             if v == value or (isinstance(v, float) and isinstance(value, float) and math.isclose(v, value, rel_tol=1e-9)):
@@ -84,7 +86,7 @@ class ThompsonBandit(Policy):
     """Per-dimension Gaussian Thompson sampling: each value is an arm whose mean reward has a
     normal posterior around its observed mean (prior: the mean over all observations)."""
 
-    def __init__(self, dims: dict[str, list], seed: int):
+    def __init__(self, dims: dict[str, list[Any]], seed: int):
         super().__init__(dims, seed)
         self.sums = {name: np.zeros(len(v)) for name, v in dims.items()}
         self.counts = {name: np.zeros(len(v)) for name, v in dims.items()}
@@ -101,7 +103,7 @@ class ThompsonBandit(Policy):
             out[name] = self.rng.normal(mean, spread / np.sqrt(n + 1))
         return out
 
-    def observe(self, params: dict, value: float) -> None:
+    def observe(self, params: dict[str, Any], value: float) -> None:
         self.values.append(value)
         for name, v in params.items():
             i = self._index(name, v) if name in self.dims else None
@@ -114,7 +116,7 @@ class Reinforce(Policy):
     """REINFORCE with a moving-average baseline over independent softmax slots: the reward is
     the study's objective; each slot's logits move along (reward - baseline) * grad log pi."""
 
-    def __init__(self, dims: dict[str, list], seed: int, learning_rate: float = 1.0, baseline_decay: float = 0.8):
+    def __init__(self, dims: dict[str, list[Any]], seed: int, learning_rate: float = 1.0, baseline_decay: float = 0.8):
         super().__init__(dims, seed)
         self.logits = {name: np.zeros(len(v)) for name, v in dims.items()}
         self.learning_rate, self.decay = learning_rate, baseline_decay
@@ -123,15 +125,16 @@ class Reinforce(Policy):
 
     def _probs(self, name: str) -> np.ndarray:
         z = self.logits[name] - self.logits[name].max()
-        p = np.exp(z)
-        return p / p.sum()
+        p: np.ndarray = np.exp(z)
+        out: np.ndarray = p / p.sum()
+        return out
 
     def value_scores(self) -> dict[str, np.ndarray]:
         """Gumbel-perturbed log-probabilities: their argmax is a draw from the policy."""
         return {name: np.log(self._probs(name) + 1e-12) + self.rng.gumbel(size=len(values))
                 for name, values in self.dims.items()}
 
-    def observe(self, params: dict, value: float) -> None:
+    def observe(self, params: dict[str, Any], value: float) -> None:
         if self.baseline is None:
             self.baseline = value
             return
