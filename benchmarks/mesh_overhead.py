@@ -218,7 +218,7 @@ def main() -> None:
     receiver = OtlpReceiver().start()
     with tempfile.TemporaryDirectory(prefix="autoglm-mesh-") as tmp:
         study, mesh_wall, tap, cpu = asyncio.run(run_mesh(trials, Path(tmp), receiver))
-    spans = [s for s in receiver.all_spans()]
+    spans = receiver.all_spans()
     receiver.stop()
     rpcs = [s for s in spans if s["kind"] == SPAN_KIND_SERVER and s["name"].startswith("/openautoglm.v1.")
             and not s["name"].startswith(PUBLIC_API)]

@@ -28,7 +28,7 @@ from openautoglm.gateway.estimates import trial_memory_mb
 from openautoglm.gateway.peers import Bus, PeerError, PeerRefused, PeerUnavailable, Peers
 from openautoglm.gateway.placement import Packer
 from openautoglm.gateway.results import best_trial, pareto_front
-from openautoglm.gateway.records import proposals_due
+from openautoglm.gateway.records import proposals_due, window_for
 from openautoglm.gateway.search_client import SearchClient
 from openautoglm.gateway.states import IN_FLIGHT, STATE_NAME, TERMINAL_STUDY
 from openautoglm.gateway.store import StudyStore, now_ts
@@ -38,9 +38,6 @@ from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
 S = common_pb2
-RPC_DEADLINE = 30.0
-# A study's window when no trainer has reported yet: one trial training, one waiting.
-DEFAULT_WINDOW = 2
 
 
 class StudyController:
@@ -57,8 +54,9 @@ class StudyController:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._root_spans: dict[str, trace.Span] = {}
 
-    async def create(self, spec: common_pb2.StudySpec, request_id: str,
-                     priors: common_pb2.PriorTrials | None = None) -> common_pb2.Study:
+    async def create(self, spec: common_pb2.StudySpec, request_id: str, priors: common_pb2.PriorTrials | None = None,
+                     workers: list[scheduler_pb2.Worker] | None = None) -> common_pb2.Study:
+        """Record and start a study; `workers` (the live trainers, None if unknown) size its window."""
         if request_id:
             existing = self.store.study_by_request(request_id)
             if existing:
@@ -67,26 +65,13 @@ class StudyController:
         root = self.tracer.start_span("study", attributes={"openautoglm.study_id": study_id, "openautoglm.strategy": spec.strategy})
         study = common_pb2.Study(
             id=study_id, spec=spec, state=S.STUDY_STATE_RUNNING, trace_id=telemetry.trace_id_hex(root),
-            created_at=now_ts(), updated_at=now_ts(), window=await self._window(spec),
+            created_at=now_ts(), updated_at=now_ts(), window=window_for(spec, workers),
         )
         self.store.insert_study(study, request_id, telemetry.traceparent_of(root), priors)
         self._root_spans[study_id] = root
         log.info("study %s created (%s, %d trials)", study_id, spec.strategy, spec.budget.max_trials, extra={"study_id": study_id})
         self._start_driver(study_id)
         return study
-
-    async def _window(self, spec: common_pb2.StudySpec) -> int:
-        """Trials a study keeps in flight: every training place of the live trainers plus the
-        job each holds waiting (or twice the study's own parallelism), fixed at creation."""
-        if spec.budget.parallelism > 0:
-            return 2 * spec.budget.parallelism
-        try:
-            reply = await self.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=RPC_DEADLINE)
-        except PeerError as err:
-            log.warning("no capacity reading (%s); the study keeps %d trials in flight", err, DEFAULT_WINDOW)
-            return DEFAULT_WINDOW
-        places: int = sum(w.slots + w.queue_slots for w in reply.workers)
-        return max(DEFAULT_WINDOW, places)
 
     async def on_cluster_changed(self, msg: Any) -> None:
         with contextlib.suppress(Exception):

@@ -8,16 +8,27 @@ replica answers; with `window` trials in flight, a trainer always has its next t
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from openautoglm.gateway.states import IN_FLIGHT
-from openautoglm.v1 import common_pb2, prompt_generator_pb2
+from openautoglm.v1 import common_pb2, prompt_generator_pb2, scheduler_pb2
 
 S = common_pb2
-# A study created before windows existed keeps this many trials in flight.
-FALLBACK_WINDOW = 2
+# A study's window when no trainer has reported (or one created before windows existed): one
+# trial training, one waiting.
+DEFAULT_WINDOW = 2
+
+
+def window_for(spec: common_pb2.StudySpec, workers: Sequence[scheduler_pb2.Worker] | None) -> int:
+    """Trials a study keeps in flight, fixed at creation: every training place of the live
+    trainers plus the job each holds waiting (or twice the study's own parallelism)."""
+    if spec.budget.parallelism > 0:
+        return 2 * spec.budget.parallelism
+    return max(DEFAULT_WINDOW, sum(w.slots + w.queue_slots for w in workers or ()))
 
 
 def window_of(study: common_pb2.Study) -> int:
-    return study.window or FALLBACK_WINDOW
+    return study.window or DEFAULT_WINDOW
 
 
 def proposals_due(study: common_pb2.Study) -> int:

@@ -58,28 +58,21 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         except SpecError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         spec = spec_to_proto(model)
-        too_big = await self._larger_than_every_trainer(spec)
+        workers = await self._live_workers()
+        too_big = _larger_than_every_trainer(spec, workers)
         if too_big:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_big)
-        study = await self.controller.create(spec, request.request_id, priors)
+        study = await self.controller.create(spec, request.request_id, priors, workers)
         return studies_pb2.CreateStudyResponse(study=study)
 
-    async def _larger_than_every_trainer(self, spec: common_pb2.StudySpec) -> str:
-        """Why the study's largest trial fits no live trainer slot ("" if it fits, or if no trainer
-        has reported yet: then its trials wait for one)."""
+    async def _live_workers(self) -> list[scheduler_pb2.Worker] | None:
+        """The trainers the scheduler knows now (None when it does not answer)."""
         try:
             reply = await self.controller.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=5)
-        except PeerError:
-            return ""
-        workers = [w for w in reply.workers if w.slots > 0]
-        if not workers or any(w.memory_mb <= 0 for w in workers):
-            return ""
-        need = largest_trial_memory_mb(spec)
-        largest = max(w.memory_mb for w in workers)
-        if need <= largest:
-            return ""
-        return (f"training.memory_mb: a trial of this study needs {need:.0f} MiB, more than any trainer slot offers "
-                f"(largest: {largest:.0f} MiB on {max(workers, key=lambda w: w.memory_mb).id})")
+        except PeerError as err:
+            log.warning("no capacity reading from the scheduler (%s)", err)
+            return None
+        return list(reply.workers)
 
     def _prior_trials(self, model) -> common_pb2.PriorTrials:
         """The warm-start results, each checked against the new study's search space."""
@@ -165,3 +158,17 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         await self._get(request.study_id, context)
         study = await self.controller.cancel(request.study_id)
         return studies_pb2.CancelStudyResponse(study=study)
+
+
+def _larger_than_every_trainer(spec: common_pb2.StudySpec, workers: list[scheduler_pb2.Worker] | None) -> str:
+    """Why the study's largest trial fits no live trainer slot ("" if it fits, or if no trainer
+    has reported yet: then its trials wait for one)."""
+    serving = [w for w in workers or () if w.slots > 0]
+    if not serving or any(w.memory_mb <= 0 for w in serving):
+        return ""
+    need = largest_trial_memory_mb(spec)
+    largest = max(w.memory_mb for w in serving)
+    if need <= largest:
+        return ""
+    return (f"training.memory_mb: a trial of this study needs {need:.0f} MiB, more than any trainer slot offers "
+            f"(largest: {largest:.0f} MiB on {max(serving, key=lambda w: w.memory_mb).id})")

@@ -148,10 +148,9 @@ class StudySearch:
             raise KeyError(number)
         if trial.state != TrialState.RUNNING:
             return False, dict(trial.system_attrs)
-        frozen = study.get_trials(deepcopy=False)[trial.number]
-        if step not in frozen.intermediate_values:
+        if step not in trial.intermediate_values:
             raise KeyError(f"trial {number} has no score for step {step}")
-        prune = bool(study.pruner.prune(study, frozen))
+        prune = bool(study.pruner.prune(study, trial))
         return prune, dict(study.get_trials(deepcopy=False)[trial.number].system_attrs)
 
     def candidate_of(self, record: TrialRecord) -> ProposedCandidate:

@@ -62,6 +62,7 @@ class TrainerApp:
         )
         self.bus: events.NatsBus | None = None
         self.evaluator: grpc.aio.Channel | None = None
+        self.scorer: Scorer | None = None
         self.consumer: events.DurableConsumer | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
 
@@ -72,8 +73,8 @@ class TrainerApp:
 
     @property
     def _scorer(self) -> Scorer:
-        assert self.evaluator is not None, "scoring before start()"
-        return Scorer(self.evaluator)
+        assert self.scorer is not None, "scoring before start()"
+        return self.scorer
 
     def register(self, server):
         trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.runner, lambda: self._scorer), server)
@@ -175,6 +176,7 @@ class TrainerApp:
 
         hf_logging.disable_progress_bar()
         self.evaluator = insecure_channel(self.settings.evaluator_addr)
+        self.scorer = Scorer(self.evaluator)
         self.bus = await events.NatsBus.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}")
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         await self.bus.nc.subscribe(subjects.SUBJECT_STOP, cb=self._on_stop_request)
