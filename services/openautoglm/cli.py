@@ -98,6 +98,9 @@ def serve(
     """Run one service until SIGTERM/SIGINT."""
     from openautoglm.common import telemetry
     from openautoglm.common.server import serve as run
+    from openautoglm.common.stack import exit_with_parent
+
+    exit_with_parent()  # when the embedded stack started this service
 
     try:
         settings = ServiceSettings(

@@ -2,9 +2,14 @@
 processes on free loopback ports — what `openautoglm up` and `openautoglm demo` run, and what the
 integration tests start.
 
-Children die with the parent (PR_SET_PDEATHSIG) even if it is SIGKILLed; a normal stop sends
+Children die with the parent even if it is SIGKILLed (`exit_with_parent`); a normal stop sends
 SIGTERM gateway-first (so it stops dispatching before the workers go), waits, and kills only
 what did not exit in time.
+
+Children are spawned without a `preexec_fn`, so Python uses vfork: a plain fork of a process that
+uses gRPC (the `up` command, a test, a benchmark with its OTLP receiver) runs gRPC's fork
+handlers, which restart its poller in the child, and that aborted the child before it could exec
+(SIGABRT, "epoll_wait error: Bad file descriptor"; grpc/grpc#43055) now and then.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,9 +46,46 @@ def nats_server_binary() -> str:
     return found
 
 
-def _die_with_parent() -> None:
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+# Set by the stack in each service's environment: the pid the service must not outlive.
+PARENT_PID_VARIABLE = "OPENAUTOGLM_PARENT_PID"
+PR_SET_PDEATHSIG = 1
+PARENT_POLL_SECONDS = 1.0
+
+
+def exit_with_parent() -> None:
+    """Called first thing in a service the stack started: SIGTERM this process when the stack's
+    process dies, even by SIGKILL, as a pod's containers end with the pod. Linux arms the kernel's
+    parent-death signal; elsewhere a daemon thread polls the parent pid."""
+    parent = os.environ.get(PARENT_PID_VARIABLE)
+    if not parent:
+        return
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    else:
+        def watch() -> None:
+            while os.getppid() == int(parent):
+                time.sleep(PARENT_POLL_SECONDS)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    if os.getppid() != int(parent):  # the parent died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def with_parent_death_signal(args: list[str]) -> list[str]:
+    """A command that cannot call `exit_with_parent` itself (nats-server), run under util-linux's
+    setpriv, which arms the parent-death signal and execs it in place (Linux only)."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *args] if setpriv else args
+
+
+def spawn(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """Start a child that ends with this process (it calls `exit_with_parent`, or its command was
+    wrapped by `with_parent_death_signal`), its output appended to `log_path`. No preexec_fn, so
+    no fork: see the module docstring."""
+    with open(log_path, "ab") as log_file:
+        return subprocess.Popen(args, env={**env, PARENT_PID_VARIABLE: str(os.getpid())}, stdout=log_file,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 @dataclass
@@ -119,7 +162,7 @@ class EmbeddedStack:
         self.ports["nats"] = free_port(self.host)
         store = self.data_dir / "nats"
         args = [nats_server_binary(), "-js", "-sd", str(store), "-a", self.host, "-p", str(self.ports["nats"])]
-        self._spawn("nats", args, dict(os.environ))
+        self._spawn("nats", with_parent_death_signal(args), dict(os.environ))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.processes["nats"].poll() is not None:
@@ -142,12 +185,7 @@ class EmbeddedStack:
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self._launch[name] = (args, env)
-        log_file = open(self.log_dir / f"{name}.log", "ab")
-        self.processes[name] = subprocess.Popen(
-            args, env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,
-        )
-        log_file.close()
+        self.processes[name] = spawn(args, env, self.log_dir / f"{name}.log")
 
     async def _wait(self, service: str, timeout: float) -> None:
         proc = self.processes[service]

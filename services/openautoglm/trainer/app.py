@@ -29,7 +29,6 @@ from openautoglm.common import events, subjects, telemetry
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.server import insecure_channel
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
-from openautoglm.trainer import models
 from openautoglm.trainer.core import TrialError
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
 from openautoglm.trainer.runner import TrialRunner
@@ -48,9 +47,6 @@ class TrainerApp:
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
-        # Before the gRPC server exists (its threads must not see the forks some libraries make
-        # while loading), and before SERVING: the first trial starts at once.
-        models.preload()
         self.runner = TrialRunner(
             trainer_id=subjects.subject_token(settings.trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"),
             slots=settings.trainer_slots,
@@ -60,6 +56,9 @@ class TrainerApp:
             checkpoints=settings.service_dir() / "checkpoints",
             queue_slots=settings.trainer_slots * settings.trainer_prefetch,
         )
+        # Before the gRPC server exists (its threads must not see the forks some libraries make
+        # while loading), and before SERVING: the first trial starts at once, at full speed.
+        self.runner.warm_up()
         self.bus: events.NatsBus | None = None
         self.evaluator: grpc.aio.Channel | None = None
         self.scorer: Scorer | None = None
@@ -200,3 +199,4 @@ class TrainerApp:
             await self.bus.close()
         if self.evaluator is not None:
             await self.evaluator.close()
+        self.runner.close()

@@ -271,6 +271,19 @@ def run_trial(
     )
 
 
+def warm_up(scratch_dir: Path) -> None:
+    """Run one short trial per task on the built-in model and data, so a trainer pays its one-time
+    costs (transformers' lazy imports, the optimiser's and the kernels' first-call set-up, the
+    safetensors writer) while it starts rather than in a study's first trial, which otherwise
+    took about three times as long as the next ones (benchmarks/mesh_overhead.py)."""
+    models.preload()
+    for dataset, (_, task) in datasets.BUILTIN.items():
+        job = TrialJob(study_id="warm-up", trial_id=task, task=task, prompt="{input}",
+                       hyperparameters={"epochs": 1, "batch_size": 8}, dataset_builtin=dataset, max_examples=24)
+        run_trial(job, scratch_dir)
+    shutil.rmtree(scratch_dir / "warm-up", ignore_errors=True)
+
+
 def held_out_score(model: Any, tokenizer: Any, encoder: Encoder, job: TrialJob, held_out: list[Example], labels: list[str],
                    device: torch.device) -> float:
     """A cheap intermediate score, higher is better: held-out accuracy (classification) or

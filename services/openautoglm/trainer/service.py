@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -73,8 +74,11 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         if not request.artifact_path:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "artifact_path: required")
         try:
-            with telemetry.tracer().start_as_current_span("export"):
-                files, diff = await asyncio.to_thread(export, request.artifact_path, request.output_dir or None)
+            # On a thread that ends with the export: a live thread keeps its OpenMP team, which
+            # would slow every later training step (see TrialRunner).
+            with telemetry.tracer().start_as_current_span("export"), ThreadPoolExecutor(1, "export") as one_off:
+                files, diff = await asyncio.get_running_loop().run_in_executor(
+                    one_off, export, request.artifact_path, request.output_dir or None)
         except ExportError as err:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"artifact_path: {err}")
         return trainer_pb2.ExportResponse(files=[str(f) for f in files], onnx_max_abs_diff=diff)
