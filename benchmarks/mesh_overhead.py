@@ -1,7 +1,7 @@
 """What the mesh itself costs: a study run through all five services against the same trials run
 in one process.
 
-    python benchmarks/mesh_overhead.py [--quick] [--json]
+    python benchmarks/mesh_overhead.py [--quick] [--json] [--trainer-threads N]
 
 It starts the embedded stack (a real NATS server, the five services as processes, one trainer
 slot) with tracing to an in-process OTLP receiver, runs a TPE study on the built-in tiny model
@@ -18,7 +18,16 @@ slot) with tracing to an in-process OTLP receiver, runs a TPE study on the built
   consumers send are reported apart, as `jetstream_acks_per_trial`);
 - `in_process_ratio`: the study's wall time (CreateStudy to its end) divided by the wall time of
   the same trials (same candidates, same jobs) trained by `trainer.core.run_trial` and scored by
-  `evaluator.metrics.evaluate` one after another in this process, measured in the same run.
+  `evaluator.metrics.evaluate` one after another in this process, measured in the same run, with
+  every core (torch's default threads) and nothing else running.
+
+Where the ratio comes from, also reported:
+- `coordination_share`: share of the study's wall time in which the trainer is not training
+  (start-up, gaps, the last scoring): what the mesh's messages and scheduling cost;
+- `in_process_trainer_threads_wall_s` / `in_process_ratio_trainer_threads`: the same in-process
+  trials with the thread count the mesh's trainer trains with (the embedded stack leaves the
+  other services and NATS one core), which separates the cost of sharing the machine from the
+  mesh's own.
 
 Goals (issue 9): idle_share <= 0.05, messages_per_trial <= 8, in_process_ratio <= 1.10.
 The last line with --json is one JSON object with these figures.
@@ -36,6 +45,7 @@ import time
 from pathlib import Path
 
 import grpc
+import torch
 
 from openautoglm.common.stack import EmbeddedStack
 from openautoglm.common.trace_sink import OtlpReceiver
@@ -137,8 +147,9 @@ def intervals_report(spans: list[dict]) -> dict:
     }
 
 
-def in_process_seconds(study: common_pb2.Study) -> float:
-    """The study's trials, trained and scored one after another in this process."""
+def in_process_seconds(study: common_pb2.Study, threads: int = 0) -> float:
+    """The study's trials, trained and scored one after another in this process (with `threads`
+    torch threads; 0: torch's default, every core)."""
     from openautoglm.evaluator import metrics
     from openautoglm.evaluator.metrics import evaluate
     from openautoglm.trainer import models
@@ -146,6 +157,8 @@ def in_process_seconds(study: common_pb2.Study) -> float:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads)
     spec = study.spec
     terms = {t.metric: t.weight for t in spec.objective.terms}
     trials = sorted(study.trials, key=lambda t: t.number)
@@ -159,7 +172,9 @@ def in_process_seconds(study: common_pb2.Study) -> float:
             job = job_of(study, trial)
             result = run_trial(job, Path(tmp))
             evaluate(job.task, result.predictions, result.references, objective=terms, model_metrics=result.model_metrics)
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+    torch.set_num_threads(default_threads)
+    return elapsed
 
 
 def job_of(study: common_pb2.Study, trial: common_pb2.Trial) -> TrialJob:
@@ -182,11 +197,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def run_mesh(trials: int, data_dir: Path, receiver: OtlpReceiver) -> tuple[common_pb2.Study, float, Wiretap, dict[str, float]]:
+async def run_mesh(trials: int, data_dir: Path, receiver: OtlpReceiver,
+                   trainer_threads: int) -> tuple[common_pb2.Study, float, Wiretap, dict[str, float]]:
+    # Spans leave each service in batches on OpenTelemetry's default schedule (every 5 s), as in
+    # production; the last batch is flushed when the stack stops, before the spans are read.
     stack = EmbeddedStack(data_dir, env={
         "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
-        "OTEL_BSP_SCHEDULE_DELAY": "200",
-    })
+    }, trainer_threads=trainer_threads)
     await stack.start()
     tap = Wiretap()
     try:
@@ -200,10 +217,9 @@ async def run_mesh(trials: int, data_dir: Path, receiver: OtlpReceiver) -> tuple
                 study = update.study
             wall = time.perf_counter() - started
             cpu = {name: round(cpu_seconds(proc.pid) - cpu_before[name], 2) for name, proc in stack.processes.items()}
-        await asyncio.sleep(1.5)  # the services export their last span batches
         await tap.stop()
     finally:
-        stack.stop()
+        stack.stop()  # each service flushes its last span batch as it stops
     if study.state != common_pb2.STUDY_STATE_COMPLETED:
         raise SystemExit(f"the study ended {common_pb2.StudyState.Name(study.state)}: {study.error}")
     return study, wall, tap, cpu
@@ -213,11 +229,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="8 trials instead of 24")
     parser.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    parser.add_argument("--trainer-threads", type=int, default=0,
+                        help="the trainer's CPU threads (default: the embedded stack's, every core but one)")
     args = parser.parse_args()
     trials = 8 if args.quick else 24
+    trainer_threads = args.trainer_threads or max(1, (os.cpu_count() or 2) - 1)
     receiver = OtlpReceiver().start()
     with tempfile.TemporaryDirectory(prefix="autoglm-mesh-") as tmp:
-        study, mesh_wall, tap, cpu = asyncio.run(run_mesh(trials, Path(tmp), receiver))
+        study, mesh_wall, tap, cpu = asyncio.run(run_mesh(trials, Path(tmp), receiver, trainer_threads))
     spans = receiver.all_spans()
     receiver.stop()
     rpcs = [s for s in spans if s["kind"] == SPAN_KIND_SERVER and s["name"].startswith("/openautoglm.v1.")
@@ -239,11 +258,20 @@ def main() -> None:
         # competes with training).
         "cpu_s": cpu,
     }
+    train_seconds = sum(s["end_ns"] - s["start_ns"] for s in spans if s["service"] == "trainer" and s["name"] == "train") / 1e9
+    report["coordination_share"] = round(max(0.0, 1 - train_seconds / mesh_wall), 4)
+    report["trainer_threads"] = trainer_threads
     in_process = in_process_seconds(study)
     report["in_process_wall_s"] = round(in_process, 2)
     report["in_process_ratio"] = round(mesh_wall / in_process, 3)
+    same_threads = in_process_seconds(study, trainer_threads)
+    report["in_process_trainer_threads_wall_s"] = round(same_threads, 2)
+    report["in_process_ratio_trainer_threads"] = round(mesh_wall / same_threads, 3)
     print(f"{done} trials through the mesh in {mesh_wall:.2f} s; the same trials in one process in {in_process:.2f} s "
           f"(ratio {report['in_process_ratio']:.3f}, goal <= 1.10)")
+    print(f"with the trainer's {trainer_threads} thread(s) in process too: {same_threads:.2f} s "
+          f"(ratio {report['in_process_ratio_trainer_threads']:.3f}); the mesh coordinates "
+          f"{report['coordination_share']:.1%} of its wall time (the trainer is not training)")
     print(f"trainer idle {report['idle_share']:.1%} of the time between the first and last training "
           f"(goal <= 5%); median gap {report['median_gap_ms']} ms; mean trial {report['mean_trial_ms']} ms")
     print(f"messages per trial: {report['messages_per_trial']} (goal <= 8)")

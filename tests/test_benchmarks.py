@@ -56,4 +56,5 @@ def test_mesh_overhead_quick_reports_its_figures():
     assert report["trials"] == report["trainings"] == 8
     assert 0.0 <= report["idle_share"] < 1.0 and report["mean_trial_ms"] > 0
     assert report["messages_per_trial"] > 0 and report["in_process_ratio"] > 0
+    assert report["in_process_ratio_trainer_threads"] > 0 and 0.0 <= report["coordination_share"] < 1.0
     assert report["rpcs"] and report["nats_messages"]

@@ -97,6 +97,8 @@ class EmbeddedStack:
     # More than one runs that many prompt-generator processes behind the gateway's one channel
     # (client-side round-robin), as a Kubernetes headless Service would.
     prompt_generator_replicas: int = 1
+    # CPU threads the trainer trains with; 0 leaves the other services one core.
+    trainer_threads: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
     _launch: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
@@ -149,8 +151,7 @@ class EmbeddedStack:
                 if service == "trainer":
                     # A stable id: a restarted trainer picks its own queue up again.
                     args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", "trainer-0",
-                             # Every service shares this machine: leave the others a core.
-                             "--trainer-threads", str(max(1, (os.cpu_count() or 2) - 1))]
+                             "--trainer-threads", str(self.trainer_threads or max(1, (os.cpu_count() or 2) - 1))]
                 self._spawn(name, args, base_env)
             await asyncio.gather(*(self._wait(name, timeout) for name in names))
         except BaseException:
