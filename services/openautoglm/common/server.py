@@ -9,6 +9,7 @@ then stop the app (which hands unfinished queue work back) and flush telemetry.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import logging
 import signal
@@ -111,6 +112,96 @@ def _unavailable_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     return grpc.stream_stream_rpc_method_handler(streaming, **codec)
 
 
+class _Undecodable:
+    """Stands for request bytes that did not decode, until the handler can refuse them."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+class DecodeGuard(grpc.aio.ServerInterceptor):
+    """Request bytes that do not decode as the method's request message get INVALID_ARGUMENT on
+    every method of every service. gRPC itself answers a failing deserializer with UNKNOWN
+    ("Unexpected <class 'DecodeError'>"), which tells a client nothing it can act on; here the
+    deserializer hands a marker to the handler, which aborts before any servicer code runs."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        return _refusing_undecodable(handler)
+
+
+def _refusing_undecodable(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    decode = handler.request_deserializer
+    message = getattr(getattr(decode, "__self__", None), "DESCRIPTOR", None)
+    expected = message.full_name if message is not None else "request"
+
+    def tolerant(raw: bytes):
+        try:
+            return decode(raw)
+        except Exception as err:  # protobuf's DecodeError (and anything else a decoder raises)
+            return _Undecodable(type(err).__name__)
+
+    async def refuse(context, bad: _Undecodable) -> None:
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                            f"request: the bytes are not a valid {expected} message ({bad.reason})")
+
+    async def checked(requests, context):
+        async for request in requests:
+            if isinstance(request, _Undecodable):
+                await refuse(context, request)
+            yield request
+
+    async def finish(result):
+        return await result if inspect.isawaitable(result) else result
+
+    codec = {"request_deserializer": tolerant, "response_serializer": handler.response_serializer}
+    if handler.unary_unary:
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request, context):
+            if isinstance(request, _Undecodable):
+                await refuse(context, request)
+            return await finish(inner_uu(request, context))
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
+    if handler.unary_stream:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request, context):
+            if isinstance(request, _Undecodable):
+                await refuse(context, request)
+            result = inner_us(request, context)
+            if hasattr(result, "__aiter__"):
+                async for reply in result:
+                    yield reply
+            else:  # a handler that writes with context.write()
+                await finish(result)
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
+    if handler.stream_unary:
+        inner_su = handler.stream_unary
+
+        async def stream_unary(requests, context):
+            return await finish(inner_su(checked(requests, context), context))
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
+    inner_ss = handler.stream_stream
+
+    async def stream_stream(requests, context):
+        result = inner_ss(checked(requests, context), context)
+        if hasattr(result, "__aiter__"):
+            async for reply in result:
+                yield reply
+        else:
+            await finish(result)
+
+    return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
+
+
 def insecure_channel(address: str) -> grpc.aio.Channel:
     """A client channel that carries the current trace context to `address`."""
     return grpc.aio.insecure_channel(
@@ -122,7 +213,7 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     """Run `app` until SIGTERM/SIGINT (or until `stop_requested` is set, when given); returns after
     a clean stop."""
     gate = ReadyGate(app.service_names)
-    server = grpc.aio.server(interceptors=[gate, *trace_server_interceptors()], options=CHANNEL_OPTIONS)
+    server = grpc.aio.server(interceptors=[DecodeGuard(), gate, *trace_server_interceptors()], options=CHANNEL_OPTIONS)
     app.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from openautoglm.gnn_scheduler.graph import PlanError, TaskNode, WorkerSlots, fits, topological_order
-from openautoglm.gnn_scheduler.planner import check_policy, check_task_values, plan
+from openautoglm.gnn_scheduler.planner import check_policy, check_task_values, check_workers, plan
 
 
 @dataclass
@@ -42,11 +42,12 @@ def pack(
 ) -> Packing:
     """Place pending tasks onto free slots; `running` maps placed task id -> worker id."""
     check_policy(policy)
+    check_workers(workers)
     topological_order(pending, [])  # refuses duplicate ids
     both = sorted({t.id for t in pending} & set(running))
     if both:
         raise PlanError(f"task {both[0]!r} is both pending and running")
-    check_task_values(pending)
+    check_task_values(pending, "pending")
     live = {w.id: w for w in workers}  # a worker announcing 0 slots is draining: live, takes nothing
     capable = [w for w in workers if w.slots > 0]
     out = Packing()

@@ -58,7 +58,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 span.set_attribute("openautoglm.tasks", len(request.graph.tasks))
                 span.set_attribute("openautoglm.makespan_s", result.makespan)
         except PlanError as err:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"graph: {err}")
+            message = str(err)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                message if message.startswith(("graph.", "workers", "policy")) else f"graph: {message}")
         return scheduler_pb2.PlanResponse(
             assignments=[
                 scheduler_pb2.Assignment(task_id=p.task_id, worker_id=p.worker_id, slot=p.slot,

@@ -1,0 +1,127 @@
+"""Hostile bytes get a deliberate answer: request bytes that do not decode are INVALID_ARGUMENT on
+every method of every service (one mechanism in the server bootstrap), and the services stay
+SERVING afterwards. Real servers, real sockets: the embedded stack."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from openautoglm.v1 import evaluator_pb2, prompt_generator_pb2, scheduler_pb2, scheduler_pb2_grpc, studies_pb2, trainer_pb2
+
+# Which process of the stack serves each service of the contract.
+SERVED_BY = {
+    studies_pb2.DESCRIPTOR.services_by_name["Studies"]: "gateway",
+    prompt_generator_pb2.DESCRIPTOR.services_by_name["PromptGenerator"]: "prompt-generator",
+    scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"]: "gnn-scheduler",
+    trainer_pb2.DESCRIPTOR.services_by_name["Trainer"]: "trainer",
+    evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"]: "evaluator",
+}
+METHODS = [(service, method) for service in SERVED_BY for method in service.methods]
+# Field 1, length-delimited, claims 127 bytes and has none: no message type decodes this.
+TRUNCATED = b"\x0a\x7f"
+# A tag with wire type 7, which does not exist.
+BAD_WIRE_TYPE = b"\x0f\x00"
+
+
+def test_every_method_of_the_contract_is_probed():
+    assert len(METHODS) == sum(len(service.methods) for service in SERVED_BY) >= 18
+
+
+@pytest.mark.parametrize("garbage", [TRUNCATED, BAD_WIRE_TYPE], ids=["truncated", "bad-wire-type"])
+def test_undecodable_bytes_are_invalid_argument_on_every_method(stack, garbage):
+    async def probe() -> dict[str, tuple[grpc.StatusCode, str]]:
+        answers = {}
+        for service, method in METHODS:
+            path = f"/{service.full_name}/{method.name}"
+            async with grpc.aio.insecure_channel(stack.address(SERVED_BY[service])) as channel:
+                # No serializers: the bytes go out as they are.
+                if method.server_streaming:
+                    call = channel.unary_stream(path)(garbage, timeout=10)
+                    try:
+                        async for _ in call:
+                            pass
+                        answers[path] = (grpc.StatusCode.OK, "")
+                    except grpc.aio.AioRpcError as err:
+                        answers[path] = (err.code(), err.details())
+                else:
+                    try:
+                        await channel.unary_unary(path)(garbage, timeout=10)
+                        answers[path] = (grpc.StatusCode.OK, "")
+                    except grpc.aio.AioRpcError as err:
+                        answers[path] = (err.code(), err.details())
+        return answers
+
+    answers = asyncio.run(probe())
+    wrong = {path: answer for path, answer in answers.items() if answer[0] != grpc.StatusCode.INVALID_ARGUMENT}
+    assert not wrong, f"undecodable bytes not refused as INVALID_ARGUMENT: {wrong}"
+    for (service, method) in METHODS:
+        details = answers[f"/{service.full_name}/{method.name}"][1]
+        assert method.input_type.full_name in details and details.startswith("request:")
+
+    async def all_serving() -> list[str]:
+        statuses = []
+        for name in set(SERVED_BY.values()):
+            async with grpc.aio.insecure_channel(stack.address(name)) as channel:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+        return statuses
+
+    assert set(asyncio.run(all_serving())) == {"SERVING"}
+
+
+NAN, INF = float("nan"), float("inf")
+ONE_WORKER = [scheduler_pb2.Worker(id="w", slots=1, memory_mb=1000, speed=1.0)]
+TASK = scheduler_pb2.Task(id="a", compute_seconds=1.0, memory_mb=10)
+
+
+def _plan(tasks=(TASK,), workers=ONE_WORKER, deps=()):
+    return scheduler_pb2.PlanRequest(graph=scheduler_pb2.TaskGraph(tasks=list(tasks), dependencies=list(deps)),
+                                     workers=list(workers), policy="gnn")
+
+
+NUMERIC_EDGES = [
+    ("empty graph", "Plan", _plan(tasks=()), "graph.tasks"),
+    ("NaN cost", "Plan", _plan(tasks=[scheduler_pb2.Task(id="a", compute_seconds=NAN)]), "graph.tasks[0]"),
+    ("infinite cost", "Plan", _plan(tasks=[scheduler_pb2.Task(id="a", compute_seconds=INF)]), "graph.tasks[0]"),
+    ("negative cost", "Plan", _plan(tasks=[scheduler_pb2.Task(id="a", compute_seconds=-1)]), "graph.tasks[0]"),
+    ("NaN per-worker cost", "Plan",
+     _plan(tasks=[scheduler_pb2.Task(id="a", compute_seconds_by_worker={"w": NAN})]), "compute_seconds_by_worker"),
+    ("negative speed", "Plan", _plan(workers=[scheduler_pb2.Worker(id="w", slots=1, speed=-2)]), "workers[0].speed"),
+    ("infinite speed", "Plan", _plan(workers=[scheduler_pb2.Worker(id="w", slots=1, speed=INF)]), "workers[0].speed"),
+    ("negative slots", "Plan", _plan(workers=[scheduler_pb2.Worker(id="w", slots=-3)]), "workers[0].slots"),
+    ("huge slots", "Plan", _plan(workers=[scheduler_pb2.Worker(id="w", slots=2**31 - 1)]), "workers[0].slots"),
+    ("NaN memory", "Plan", _plan(workers=[scheduler_pb2.Worker(id="w", slots=1, memory_mb=NAN)]), "workers[0].memory_mb"),
+    ("duplicate workers", "Plan", _plan(workers=ONE_WORKER * 2), "workers[1].id"),
+    ("worker without id", "Plan", _plan(workers=[scheduler_pb2.Worker(slots=1)]), "workers[0].id"),
+    ("self-dependency", "Plan",
+     _plan(deps=[scheduler_pb2.Dependency(from_task="a", to_task="a")]), "graph.dependencies[0]"),
+    ("NaN transfer", "Plan", _plan(tasks=[TASK, scheduler_pb2.Task(id="b", compute_seconds=1)],
+                                   deps=[scheduler_pb2.Dependency(from_task="a", to_task="b", transfer_seconds=NAN)]),
+     "transfer_seconds"),
+    ("too many tasks", "Plan", _plan(tasks=[scheduler_pb2.Task(id=str(i), compute_seconds=1) for i in range(10_001)]),
+     "graph.tasks"),
+    ("NaN pending memory", "Pack",
+     scheduler_pb2.PackRequest(pending=[scheduler_pb2.Task(id="a", memory_mb=NAN)], workers=ONE_WORKER), "pending[0]"),
+    ("zero-speed-is-default but negative is not", "Pack",
+     scheduler_pb2.PackRequest(pending=[TASK], workers=[scheduler_pb2.Worker(id="w", slots=1, speed=-1)]),
+     "workers[0].speed"),
+]
+
+
+@pytest.mark.parametrize("case", NUMERIC_EDGES, ids=[c[0] for c in NUMERIC_EDGES])
+def test_scheduler_numeric_edge_cases_are_invalid_argument_naming_the_field(stack, case):
+    _, method, request, field = case
+
+    async def call():
+        async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as channel:
+            stub = scheduler_pb2_grpc.SchedulerStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await getattr(stub, method)(request, timeout=30)
+            return caught.value
+
+    err = asyncio.run(call())
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
+    assert field in err.details()
