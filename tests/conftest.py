@@ -43,6 +43,8 @@ def stack(tmp_path_factory, otlp_receiver):
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
+            # The tests' own files (datasets, prior trials) live under pytest's temporary root.
+            "OPENAUTOGLM_DATA_ROOTS": str(tmp_path_factory.getbasetemp()),
         },
     )
     asyncio.run(stack.start())

@@ -6,7 +6,7 @@ import logging
 
 import grpc
 
-from openautoglm.common import events, subjects
+from openautoglm.common import events, sandbox, subjects
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.server import insecure_channel
 from openautoglm.common.spec.protos import task_name
@@ -34,6 +34,7 @@ class GatewayApp:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         self.store = StudyStore(settings.service_dir() / "studies.sqlite")
+        self.read_roots = sandbox.read_roots(settings.data_dir)
         self.controller: StudyController | None = None
         self.bus: events.NatsBus | None = None
         self.consumer: events.DurableConsumer | None = None

@@ -6,6 +6,7 @@ INVALID_ARGUMENT naming the field, and nothing is stored.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Protocol
 
 import grpc
@@ -35,6 +36,8 @@ class GatewayState(Protocol):
 
     store: StudyStore
     controller: StudyController | None
+    # The only folders a spec's file paths may name (common/sandbox.py).
+    read_roots: tuple[Path, ...]
 
     async def evaluator_metrics(self) -> dict[str, list[str]] | None: ...
 
@@ -53,7 +56,7 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         if not request.HasField("spec"):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "spec: required")
         try:
-            model = spec_from_proto(request.spec, await self.app.evaluator_metrics())
+            model = spec_from_proto(request.spec, await self.app.evaluator_metrics(), self.app.read_roots)
             priors = self._prior_trials(model)
         except SpecError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))

@@ -25,7 +25,7 @@ import uuid
 
 import grpc
 
-from openautoglm.common import events, subjects, telemetry
+from openautoglm.common import events, sandbox, subjects, telemetry
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.server import insecure_channel
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
@@ -55,6 +55,7 @@ class TrainerApp:
             artifacts=settings.service_dir() / "artifacts",
             checkpoints=settings.service_dir() / "checkpoints",
             queue_slots=settings.trainer_slots * settings.trainer_prefetch,
+            read_roots=sandbox.read_roots(settings.data_dir),
         )
         # Before the gRPC server exists (its threads must not see the forks some libraries make
         # while loading), and before SERVING: the first trial starts at once, at full speed.

@@ -17,10 +17,10 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from openautoglm.common import telemetry
+from openautoglm.common import sandbox, telemetry
 from openautoglm.common.net import free_port
 from openautoglm.trainer import hardware
 from openautoglm.trainer.core import TrialError, TrialJob, TrialResult, run_trial, warm_up
@@ -53,7 +53,7 @@ class TrialRunner:
     to start when a slot frees); knows which trials run here and which were asked to stop."""
 
     def __init__(self, trainer_id: str, slots: int, memory_per_slot_mb: float, processes: int,
-                 artifacts: Path, checkpoints: Path, queue_slots: int = 0):
+                 artifacts: Path, checkpoints: Path, queue_slots: int = 0, read_roots: tuple[Path, ...] = ()):
         self.trainer_id = trainer_id
         self.slots = slots
         self.queue_slots = queue_slots
@@ -63,6 +63,8 @@ class TrialRunner:
         # Data-parallel processes per trial: every local GPU by default (DDP via torchrun).
         self.processes = processes or max(1, hardware.gpu_count())
         self.artifacts = artifacts
+        # Folders a job's dataset and model paths may name (common/sandbox.py); none: built-ins only.
+        self.read_roots = read_roots
         # On the shared data volume, so a job redelivered to another replica resumes too.
         self.checkpoints = checkpoints
         self.stop_event = threading.Event()
@@ -100,6 +102,22 @@ class TrialRunner:
         while len(self.stop_early) > STOP_EARLY_LIMIT:
             self.stop_early.pop(next(iter(self.stop_early)))
 
+    def check_paths(self, job: TrialJob) -> TrialJob:
+        """The job with its dataset and model paths resolved inside the read roots; raises
+        TrialError naming the field when one lies outside (before anything is opened)."""
+        def checked(name: str, value: str) -> str:
+            try:
+                return str(sandbox.readable(value, self.read_roots)) if value else value
+            except sandbox.OutsideRoots as err:
+                raise TrialError(f"{name}: {err}") from None
+
+        return replace(job, dataset_path=checked("dataset_path", job.dataset_path),
+                       model_path=checked("model_path", job.model_path))
+
+    def export_source(self, artifact_path: str) -> Path:
+        """A trial artifact of this trainer's to export: only inside its artifact root."""
+        return sandbox.inside(artifact_path, self.artifacts)
+
     def memory_budget_mb(self) -> float:
         """What one trial may use now: its slot's share of the free memory, at most the announced size."""
         return min(hardware.free_memory_mb() / self.slots, self.memory_per_slot_mb)
@@ -110,6 +128,7 @@ class TrialRunner:
         """Train one job once a slot is free (`on_start` says when); the callbacks are called on
         the event loop. The slot is free again as soon as training ends. Raises TrialError,
         TrialInterrupted (trainer stopping) or TrialPruned (stopped by its study's pruner)."""
+        job = self.check_paths(job)
         prune = self.prune_flags.setdefault(job.trial_id, threading.Event())
         if job.trial_id in self.stop_early:  # stopped while it still waited in this trainer's queue
             prune.set()

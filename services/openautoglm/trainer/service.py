@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 
 from openautoglm.common import telemetry
+from openautoglm.common.sandbox import OutsideRoots
 from openautoglm.common.spec.protos import task_name
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
 from openautoglm.trainer.core import TrialError
@@ -71,14 +72,22 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         return trainer_pb2.GetCapacityResponse(worker=worker_to_proto(capacity), busy_slots=capacity.busy)
 
     async def Export(self, request, context):
+        """Exports one of this trainer's trial artifacts into `<artifact>/export`: the source must
+        lie inside the trainer's artifact root, and no client-supplied path is written to."""
         if not request.artifact_path:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "artifact_path: required")
+        if request.output_dir:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "output_dir: not accepted; the export is written to <artifact_path>/export")
+        try:
+            source = self.runner.export_source(request.artifact_path)
+        except OutsideRoots as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"artifact_path: {err}")
         try:
             # On a thread that ends with the export: a live thread keeps its OpenMP team, which
             # would slow every later training step (see TrialRunner).
             with telemetry.tracer().start_as_current_span("export"), ThreadPoolExecutor(1, "export") as one_off:
-                files, diff = await asyncio.get_running_loop().run_in_executor(
-                    one_off, export, request.artifact_path, request.output_dir or None)
+                files, diff = await asyncio.get_running_loop().run_in_executor(one_off, export, source)
         except ExportError as err:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"artifact_path: {err}")
         return trainer_pb2.ExportResponse(files=[str(f) for f in files], onnx_max_abs_diff=diff)

@@ -1,6 +1,7 @@
 """Reading a spec file (YAML or JSON): errors name the file, the line and the field."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -24,6 +25,7 @@ def load_spec_file(path: str | Path) -> StudySpecModel:
             "spec", f"not valid YAML/JSON: {getattr(err, 'problem', err)}",
             line=mark.line + 1 if mark else None, file=str(path),
         ) from None
+    _absolute_paths(data)
     try:
         return validate_dict(data)
     except SpecError as err:
@@ -31,6 +33,21 @@ def load_spec_file(path: str | Path) -> StudySpecModel:
         err.line = _line_of(root, getattr(err, "loc", ()))
         err.args = (str(SpecError(err.field, err.message, err.line, err.file)),)
         raise
+
+
+# The spec's file paths, as (section, key): the servers accept absolute paths only.
+PATH_FIELDS = (("dataset", "path"), ("model", "path"), ("warm_start", "trials_path"))
+
+
+def _absolute_paths(data: object) -> None:
+    """Make the spec's relative file paths absolute (from the current directory, where the user
+    runs the command), as the servers that read them need."""
+    if not isinstance(data, dict):
+        return
+    for section, key in PATH_FIELDS:
+        part = data.get(section)
+        if isinstance(part, dict) and isinstance(part.get(key), str) and part[key]:
+            part[key] = os.path.abspath(os.path.expanduser(part[key]))
 
 
 def _line_of(node: yaml.Node | None, loc: tuple[str | int, ...]) -> int | None:

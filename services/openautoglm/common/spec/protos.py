@@ -5,7 +5,8 @@ field left unset (zero) takes the model's default, so the defaults have one sour
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.message import Message
@@ -103,8 +104,10 @@ def _objective_from_proto(objective: common_pb2.Objective) -> dict[str, Any]:
     return {"terms": objective_terms(objective), "direction": direction}
 
 
-def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | None = None) -> StudySpecModel:
-    """Validate a gRPC client's spec; raises SpecError with the proto field path."""
+def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | None = None,
+                    read_roots: Sequence[Path] | None = None) -> StudySpecModel:
+    """Validate a gRPC client's spec; raises SpecError with the proto field path. `read_roots`:
+    the folders the spec's file paths may name (sandbox.py)."""
     task = task_name(spec.task)
     if not task:
         raise SpecError("spec.task", "set task to TASK_TYPE_CLASSIFICATION or TASK_TYPE_GENERATION")
@@ -149,7 +152,7 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
         "extra_objectives": [_objective_from_proto(o) for o in spec.extra_objectives],
     }
     try:
-        return validate_dict(data, metrics)
+        return validate_dict(data, metrics, read_roots)
     except SpecError as err:
         raise SpecError("spec." + err.field, err.message) from None
 

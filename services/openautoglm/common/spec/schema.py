@@ -5,12 +5,13 @@ is valid.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from openautoglm.common import datasets
+from openautoglm.common import datasets, sandbox
 from openautoglm.common.catalogue import (
     BUILTIN_MODELS,
     DEFAULT_CHECKPOINT_EVERY_STEPS,
@@ -39,6 +40,20 @@ class SpecError(ValueError):
         super().__init__(f"{where}{field}: {message}")
 
 
+def _sandboxed(path: str, info: ValidationInfo, field: str = "") -> Path:
+    """The path to look at: on a server (validation given `read_roots`), only inside those roots,
+    checked before the file system is touched (sandbox.py); in a client, the user's own path.
+    `field`: the path's field, when a whole-model validator asks."""
+    roots = (info.context or {}).get("read_roots")
+    if roots is None:
+        return Path(path).expanduser()
+    try:
+        return sandbox.readable(path, roots)
+    except sandbox.OutsideRoots as err:
+        message = f"not readable here: {err}"
+        raise (_FieldError((field,), message) if field else ValueError(message)) from None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -63,8 +78,8 @@ class DatasetModel(_Strict):
 
     @field_validator("path")
     @classmethod
-    def _path_exists(cls, value: str) -> str:
-        if value and not Path(value).expanduser().is_file():
+    def _path_exists(cls, value: str, info: ValidationInfo) -> str:
+        if value and not _sandboxed(value, info).is_file():
             raise ValueError(f"dataset file not found: {value}")
         return value
 
@@ -75,12 +90,12 @@ class ModelModel(_Strict):
     tuning: Literal["full", "lora", "prompt_tuning"] = "full"
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelModel":
+    def _one_source(self, info: ValidationInfo) -> "ModelModel":
         if bool(self.builtin) == bool(self.path):
             raise ValueError("give exactly one of 'builtin' or 'path'")
         if self.builtin and self.builtin not in BUILTIN_MODELS:
             raise ValueError(f"unknown built-in model {self.builtin!r}; expected one of {', '.join(BUILTIN_MODELS)}")
-        if self.path and not Path(self.path).expanduser().is_dir():
+        if self.path and not _sandboxed(self.path, info, "path").is_dir():
             raise ValueError(f"model directory not found: {self.path}")
         return self
 
@@ -249,10 +264,10 @@ class WarmStartModel(_Strict):
     trials_path: str = ""
 
     @model_validator(mode="after")
-    def _one_source(self) -> "WarmStartModel":
+    def _one_source(self, info: ValidationInfo) -> "WarmStartModel":
         if self.from_study_id and self.trials_path:
             raise ValueError("give either 'from_study_id' or 'trials_path', not both")
-        if self.trials_path and not Path(self.trials_path).expanduser().is_file():
+        if self.trials_path and not _sandboxed(self.trials_path, info, "trials_path").is_file():
             raise ValueError(f"prior-trials file not found: {self.trials_path}")
         return self
 
@@ -337,15 +352,17 @@ class _FieldError(ValueError):
 # --- validation entry points ------------------------------------------------------------------
 
 
-def validate_dict(data: Any, metrics: dict[str, list[str]] | None = None) -> StudySpecModel:
+def validate_dict(data: Any, metrics: dict[str, list[str]] | None = None,
+                  read_roots: Sequence[Path] | None = None) -> StudySpecModel:
     """Validate a plain dict (from YAML/JSON); raises SpecError naming the first bad field.
 
     `metrics` (task -> names) is what the evaluator serves; default: built-ins + local plugins.
+    `read_roots`: on a server, the only folders that file paths in the spec may name.
     """
     if not isinstance(data, dict):
         raise SpecError("spec", "the spec must be a mapping (YAML/JSON object)")
     try:
-        return StudySpecModel.model_validate(data, context={"metrics": metrics or {}})
+        return StudySpecModel.model_validate(data, context={"metrics": metrics or {}, "read_roots": read_roots})
     except ValidationError as err:
         first = err.errors()[0]
         loc = tuple(first["loc"])
