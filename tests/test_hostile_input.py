@@ -125,3 +125,31 @@ def test_scheduler_numeric_edge_cases_are_invalid_argument_naming_the_field(stac
     err = asyncio.run(call())
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
     assert field in err.details()
+
+
+async def test_a_request_over_the_configured_size_is_resource_exhausted(tmp_path):
+    """A real evaluator server (the common bootstrap) with a 64 KiB request limit."""
+    from openautoglm.common.config import ServiceSettings
+    from openautoglm.common.net import free_port
+    from openautoglm.common.server import serve, wait_serving
+    from openautoglm.evaluator.app import EvaluatorApp
+    from openautoglm.v1 import evaluator_pb2_grpc
+
+    settings = ServiceSettings(service="evaluator", port=free_port(), data_dir=tmp_path, max_message_bytes=64 * 1024)
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve(settings, EvaluatorApp(settings), stop))
+    try:
+        address = f"127.0.0.1:{settings.port}"
+        await wait_serving(address, 60)
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = evaluator_pb2_grpc.EvaluatorStub(channel)
+            small = evaluator_pb2.EvaluateRequest(task=1, predictions=["a", "b"], references=["a", "b"])
+            big = evaluator_pb2.EvaluateRequest(task=1, predictions=["x" * 1000] * 100, references=["x" * 1000] * 100)
+            assert (await stub.Evaluate(small, timeout=10)).metrics  # under the limit: served
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Evaluate(big, timeout=10)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert str(64 * 1024) in caught.value.details()
+    finally:
+        stop.set()
+        await server

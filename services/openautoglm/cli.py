@@ -94,6 +94,8 @@ def serve(
     heartbeat_ttl: float = typer.Option(15.0, envvar="OPENAUTOGLM_HEARTBEAT_TTL",
                                         help="gnn-scheduler: seconds of silence before a trainer counts as failed"),
     grace: float = typer.Option(10.0, envvar="OPENAUTOGLM_GRACE_SECONDS", help="seconds in-flight RPCs get on stop"),
+    max_message_bytes: int = typer.Option(64 * 1024 * 1024, envvar="OPENAUTOGLM_MAX_MESSAGE_BYTES",
+                                          help="largest request accepted (larger: RESOURCE_EXHAUSTED)"),
 ) -> None:
     """Run one service until SIGTERM/SIGINT."""
     from openautoglm.common import telemetry
@@ -111,7 +113,7 @@ def serve(
             trainer_id=trainer_id,
             trainer_ack_wait=trainer_ack_wait,
             trainer_processes=trainer_processes, prompt_generator_storage=prompt_generator_storage,
-            trainer_memory_mb=trainer_memory_mb, heartbeat_ttl=heartbeat_ttl,
+            trainer_memory_mb=trainer_memory_mb, heartbeat_ttl=heartbeat_ttl, max_message_bytes=max_message_bytes,
         ).check_required()
     except ConfigError as err:
         _err(str(err))

@@ -72,6 +72,8 @@ class ServiceSettings(BaseModel):
     # Scheduler only: seconds without a heartbeat after which a trainer counts as failed and its
     # trials are placed elsewhere.
     heartbeat_ttl: float = Field(15.0, gt=0)
+    # Largest request this service accepts, in bytes; a larger one gets RESOURCE_EXHAUSTED.
+    max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2**31 - 1)
 
     def check_required(self) -> "ServiceSettings":
         """Raise ConfigError naming every missing required setting of this service."""

@@ -213,7 +213,9 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     """Run `app` until SIGTERM/SIGINT (or until `stop_requested` is set, when given); returns after
     a clean stop."""
     gate = ReadyGate(app.service_names)
-    server = grpc.aio.server(interceptors=[DecodeGuard(), gate, *trace_server_interceptors()], options=CHANNEL_OPTIONS)
+    limits = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+              ("grpc.max_receive_message_length", settings.max_message_bytes)]
+    server = grpc.aio.server(interceptors=[DecodeGuard(), gate, *trace_server_interceptors()], options=limits)
     app.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
