@@ -44,7 +44,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import grpc
 import torch
 
 from openautoglm.common.stack import EmbeddedStack
@@ -208,7 +207,7 @@ async def run_mesh(trials: int, data_dir: Path, receiver: OtlpReceiver,
     tap = Wiretap()
     try:
         await tap.start(stack.nats_url)
-        async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        async with stack.gateway_channel() as channel:
             stub = studies_pb2_grpc.StudiesStub(channel)
             cpu_before = {name: cpu_seconds(proc.pid) for name, proc in stack.processes.items()}
             started = time.perf_counter()

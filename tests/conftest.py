@@ -43,8 +43,9 @@ def stack(tmp_path_factory, otlp_receiver):
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "200",
-            # The tests' own files (datasets, prior trials) live under pytest's temporary root.
-            "OPENAUTOGLM_DATA_ROOTS": str(tmp_path_factory.getbasetemp()),
+            # The tests' own files (datasets, prior trials) live under pytest's temporary root;
+            # /nowhere is a root with nothing in it (a model the trainer cannot find there).
+            "OPENAUTOGLM_DATA_ROOTS": os.pathsep.join([str(tmp_path_factory.getbasetemp()), "/nowhere"]),
         },
     )
     asyncio.run(stack.start())

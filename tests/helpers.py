@@ -1,7 +1,6 @@
 """Small builders shared by the tests (specs, gateway calls)."""
 from __future__ import annotations
 
-import grpc
 
 from openautoglm.common.spec.protos import spec_to_proto
 from openautoglm.common.spec.schema import validate_dict
@@ -39,9 +38,10 @@ def spec_proto(**overrides) -> common_pb2.StudySpec:
     return spec_to_proto(validate_dict(small_spec(**overrides)))
 
 
-async def run_study(address: str, spec: common_pb2.StudySpec, timeout: float = 240) -> common_pb2.Study:
-    """Create a study and follow WatchStudy until it ends; returns the final study."""
-    async with grpc.aio.insecure_channel(address) as channel:
+async def run_study(stack, spec: common_pb2.StudySpec, timeout: float = 240) -> common_pb2.Study:
+    """Create a study on `stack`'s gateway (with its admin key) and follow WatchStudy until it
+    ends; returns the final study."""
+    async with stack.gateway_channel() as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
         created = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec), timeout=30)).study
         study = created

@@ -112,7 +112,7 @@ async def test_bad_pack_requests_are_invalid_argument_naming_the_problem(schedul
 async def test_a_study_whose_trials_fit_no_trainer_is_refused(stack):
     async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as sched_channel:
         await _wait_for_workers(scheduler_pb2_grpc.SchedulerStub(sched_channel), {"trainer-0"})
-    async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+    async with stack.gateway_channel() as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec_proto(training={"memory_mb": 10**9})), timeout=30)
@@ -146,7 +146,7 @@ async def test_trials_are_packed_onto_trainers_that_hold_them_and_placed_again_w
     roomy, cramped = _start_trainer(stack, "roomy", 200_000), _start_trainer(stack, "cramped", 1)
     try:
         async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as sched_channel, \
-                grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+                stack.gateway_channel() as channel:
             await _wait_for_workers(scheduler_pb2_grpc.SchedulerStub(sched_channel), {"trainer-0", "roomy", "cramped"})
             stub = studies_pb2_grpc.StudiesStub(channel)
             spec = small_spec(budget={"max_trials": 4, "parallelism": 3},

@@ -61,5 +61,5 @@ def test_every_service_of_the_contract_is_served():
     served = {n for app in (EvaluatorApp, GatewayApp, SchedulerApp, PromptGeneratorApp, TrainerApp) for n in app.service_names}
     assert served == {
         "openautoglm.v1.Studies", "openautoglm.v1.PromptGenerator", "openautoglm.v1.Scheduler",
-        "openautoglm.v1.Trainer", "openautoglm.v1.Evaluator",
+        "openautoglm.v1.Trainer", "openautoglm.v1.Evaluator", "openautoglm.v1.Keys",
     }

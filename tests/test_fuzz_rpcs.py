@@ -129,8 +129,8 @@ async def _call(channel: grpc.aio.Channel, service, method, raw: bytes) -> tuple
     return grpc.StatusCode.OK, ""
 
 
-async def _study_ids(address: str) -> set[str]:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def _study_ids(stack) -> set[str]:
+    async with stack.gateway_channel() as channel:
         reply = await studies_pb2_grpc.StudiesStub(channel).ListStudies(studies_pb2.ListStudiesRequest(page_size=500))
         return {s.id for s in reply.studies}
 
@@ -139,8 +139,8 @@ def _fuzz(stack, process: str, cases: int, derandomize: bool) -> None:
     service = SERVED_BY[process]
     methods = list(service.methods)
     loop = asyncio.new_event_loop()
-    channel = loop.run_until_complete(_open(stack.address(process)))
-    studies_before = loop.run_until_complete(_study_ids(stack.address("gateway")))
+    channel = loop.run_until_complete(_open(stack, process))
+    studies_before = loop.run_until_complete(_study_ids(stack))
     created = 0
     undeliberate: list[str] = []
 
@@ -160,23 +160,25 @@ def _fuzz(stack, process: str, cases: int, derandomize: bool) -> None:
     try:
         probe()
         assert not undeliberate, "undeliberate answers:\n" + "\n".join(undeliberate[:10])
-        studies_after = loop.run_until_complete(_study_ids(stack.address("gateway")))
+        studies_after = loop.run_until_complete(_study_ids(stack))
         new = studies_after - studies_before
         assert len(new) == created, "a refused CreateStudy left a study behind"
-        loop.run_until_complete(_cancel(stack.address("gateway"), new))
+        loop.run_until_complete(_cancel(stack, new))
         assert loop.run_until_complete(_all_serving(stack)) == {"SERVING"}
     finally:
         loop.run_until_complete(channel.close())
         loop.close()
 
 
-async def _open(address: str) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(address)
+async def _open(stack, process: str) -> grpc.aio.Channel:
+    """The gateway with the admin key (so requests get past the door and are probed), the
+    internal services as they are."""
+    return stack.gateway_channel() if process == "gateway" else grpc.aio.insecure_channel(stack.address(process))
 
 
-async def _cancel(address: str, study_ids: set[str]) -> None:
+async def _cancel(stack, study_ids: set[str]) -> None:
     """Studies that random specs happened to create stop, so the other tests have the trainer."""
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with stack.gateway_channel() as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
         for study_id in study_ids:
             await stub.CancelStudy(studies_pb2.CancelStudyRequest(study_id=study_id), timeout=10)

@@ -29,7 +29,7 @@ _study_result = {}
 async def _completed_study(stack):
     """The end-to-end study, run once and shared by the assertions below."""
     if "study" not in _study_result:
-        _study_result["study"] = await run_study(stack.address("gateway"), spec_proto())
+        _study_result["study"] = await run_study(stack, spec_proto())
     return _study_result["study"]
 
 
@@ -97,7 +97,7 @@ BAD_SPECS = [
 async def test_create_study_refuses_bad_specs_naming_the_field(stack, field, breaker):
     spec = spec_proto()
     breaker(spec)
-    async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+    async with stack.gateway_channel() as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
         before = len((await stub.ListStudies(studies_pb2.ListStudiesRequest(page_size=500))).studies)
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -114,7 +114,7 @@ async def test_failing_trials_are_reported_and_the_study_goes_on(stack, tmp_path
                                                "epochs": {"type": "choice", "values": [1]}}
     spec["search_space"]["templates"] = spec["search_space"]["templates"][:1]
     spec["budget"] = {"max_trials": 2}
-    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    study = await run_study(stack, spec_to_proto(validate_dict(spec)))
     by_bs = {t.candidate.hyperparameters["batch_size"].integer: t for t in study.trials}
     assert by_bs[0].status == common_pb2.TRIAL_STATUS_FAILED
     assert "batch_size must be >= 1" in by_bs[0].error
@@ -126,13 +126,13 @@ async def test_a_malformed_dataset_fails_every_trial_with_the_line(stack, tmp_pa
     data = tmp_path / "broken.jsonl"
     data.write_text('{"text": "good", "label": "a"}\n{"text": "bad", "label": \n')
     spec = small_spec(dataset={"path": str(data)}, budget={"max_trials": 2})
-    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    study = await run_study(stack, spec_to_proto(validate_dict(spec)))
     assert study.state == common_pb2.STUDY_STATE_FAILED and study.error == "no trial succeeded"
     assert all(f"{data}:2: not valid JSON" in t.error for t in study.trials)
 
 
 async def test_get_list_cancel_and_not_found(stack):
-    async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+    async with stack.gateway_channel() as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
         spec = spec_proto(budget={"max_trials": 4})
         created = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec, request_id="req-1"))).study
@@ -208,7 +208,7 @@ async def test_objective_metrics_are_checked_against_what_the_evaluator_serves(s
     spec = spec_proto()
     del spec.objective.terms[:]
     spec.objective.terms.add(metric="shout_rate", weight=1.0)
-    async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+    async with stack.gateway_channel() as channel:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await studies_pb2_grpc.StudiesStub(channel).CreateStudy(studies_pb2.CreateStudyRequest(spec=spec), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -220,7 +220,7 @@ async def test_every_strategy_runs_a_study_through_the_mesh(stack, strategy):
     spec = small_spec(strategy=strategy, budget={"max_trials": 3}, dataset={"builtin": "sentiment-demo", "max_examples": 120})
     if strategy != "grid":
         spec["search_space"]["hyperparameters"]["learning_rate"] = {"type": "loguniform", "low": 1e-3, "high": 1e-2}
-    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    study = await run_study(stack, spec_to_proto(validate_dict(spec)))
     assert study.state == common_pb2.STUDY_STATE_COMPLETED, study.error
     assert len(study.trials) == 3 and len({t.candidate.id for t in study.trials}) == 3
     assert all(t.status == common_pb2.TRIAL_STATUS_SUCCEEDED for t in study.trials)
@@ -244,7 +244,7 @@ async def test_scheduler_plans_the_heft_paper_example_over_grpc(stack):
 async def test_a_study_warm_starts_from_an_earlier_study_or_a_file(stack, tmp_path):
     earlier = await _completed_study(stack)
     spec = small_spec(strategy="tpe", budget={"max_trials": 2}, warm_start={"from_study_id": earlier.id})
-    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    study = await run_study(stack, spec_to_proto(validate_dict(spec)))
     assert study.state == common_pb2.STUDY_STATE_COMPLETED
 
     bad = tmp_path / "prior.jsonl"
@@ -252,7 +252,7 @@ async def test_a_study_warm_starts_from_an_earlier_study_or_a_file(stack, tmp_pa
                                "objective": 0.5}) + "\n" +
                    json.dumps({"template_id": "gone", "variables": {}, "hyperparameters": {}, "objective": 0.4}) + "\n")
     spec = spec_proto(warm_start={"trials_path": str(bad)})
-    async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+    async with stack.gateway_channel() as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
         before = len((await stub.ListStudies(studies_pb2.ListStudiesRequest(page_size=500))).studies)
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -284,7 +284,7 @@ async def test_a_multi_objective_study_reports_a_pareto_front(stack):
     spec = small_spec(strategy="tpe", budget={"max_trials": 4},
                       objective={"metric": "accuracy"},
                       extra_objectives=[{"metric": "latency_ms", "direction": "minimize"}])
-    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    study = await run_study(stack, spec_to_proto(validate_dict(spec)))
     assert study.state == common_pb2.STUDY_STATE_COMPLETED, study.error
     assert all(len(t.extra_objective_values) == 1 and t.extra_objective_values[0] == t.metrics["latency_ms"] > 0
                for t in study.trials)

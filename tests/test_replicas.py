@@ -23,7 +23,7 @@ async def _run(tmp_path, replicas: int):
     stack = EmbeddedStack(tmp_path / f"stack-{replicas}", prompt_generator_replicas=replicas)
     await stack.start()
     try:
-        study = await run_study(stack.address("gateway"), _spec())
+        study = await run_study(stack, _spec())
         logs = [(stack.log_dir / f"{name}.log").read_text() for name in stack.process_names() if name.startswith("prompt-generator")]
     finally:
         stack.stop()

@@ -72,7 +72,7 @@ def test_create_study_refuses_paths_outside_the_read_roots(stack, field, path, b
     breaker(spec, path)
 
     async def call():
-        async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        async with stack.gateway_channel() as channel:
             stub = studies_pb2_grpc.StudiesStub(channel)
             before = len((await stub.ListStudies(studies_pb2.ListStudiesRequest(page_size=500))).studies)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -95,7 +95,7 @@ def test_a_symlink_in_a_root_that_leads_out_is_refused_at_create_study(stack, tm
     spec.dataset.path = str(link)
 
     async def call():
-        async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        async with stack.gateway_channel() as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await studies_pb2_grpc.StudiesStub(channel).CreateStudy(studies_pb2.CreateStudyRequest(spec=spec), timeout=10)
             return caught.value

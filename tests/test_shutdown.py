@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 
-import grpc
 
 from helpers import small_spec
 from openautoglm.common.spec.protos import spec_to_proto
@@ -26,7 +25,7 @@ async def test_sigterm_mid_training_hands_the_job_to_another_trainer(tmp_path):
         spec["search_space"]["templates"] = spec["search_space"]["templates"][:1]
         # Long enough (about 4,500 steps) to still be training once a second trainer has started.
         spec["search_space"]["hyperparameters"] = {"epochs": {"type": "choice", "values": [150]}}
-        async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        async with stack.gateway_channel() as channel:
             stub = studies_pb2_grpc.StudiesStub(channel)
             study = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec_to_proto(validate_dict(spec))))).study
 
@@ -75,7 +74,7 @@ async def test_a_restarted_gateway_resumes_its_running_studies(tmp_path):
     try:
         spec = small_spec(budget={"max_trials": 4})
         spec["search_space"]["hyperparameters"]["epochs"] = {"type": "choice", "values": [6, 8]}
-        async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        async with stack.gateway_channel() as channel:
             stub = studies_pb2_grpc.StudiesStub(channel)
             study = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec_to_proto(validate_dict(spec))))).study
             for _ in range(600):
@@ -86,7 +85,7 @@ async def test_a_restarted_gateway_resumes_its_running_studies(tmp_path):
         gateway = stack.processes["gateway"]
         await stack.restart("gateway")  # SIGTERM mid-study, then a fresh process on the same port and DB
         assert gateway.returncode == 0
-        async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        async with stack.gateway_channel() as channel:
             stub = studies_pb2_grpc.StudiesStub(channel)
             final = None
             async for update in stub.WatchStudy(studies_pb2.WatchStudyRequest(study_id=study.id), timeout=240):

@@ -38,7 +38,7 @@ async def _failed_events(stack, study_id: str, count: int, timeout: float = 60) 
 
 async def test_fp16_on_a_cpu_trainer_fails_trials_with_a_reason_event(stack):
     spec = small_spec(budget={"max_trials": 2}, training={"precision": "fp16"})
-    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    study = await run_study(stack, spec_to_proto(validate_dict(spec)))
     assert study.state == common_pb2.STUDY_STATE_FAILED and study.error == "no trial succeeded"
     assert all("fp16 needs a CUDA device" in t.error for t in study.trials)
     failed = await _failed_events(stack, study.id, 2)
@@ -67,10 +67,10 @@ async def test_a_job_naming_a_missing_model_directory_fails_with_a_reason_event(
 async def test_bf16_study_and_export_of_the_best_model(stack):
     spec = small_spec(budget={"max_trials": 2}, training={"precision": "bf16"})
     spec["search_space"]["templates"] = spec["search_space"]["templates"][:1]
-    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    study = await run_study(stack, spec_to_proto(validate_dict(spec)))
     assert study.state == common_pb2.STUDY_STATE_COMPLETED
     assert all(t.precision == "bf16" and t.artifact_path for t in study.trials)
-    async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+    async with stack.gateway_channel() as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
         reply = await stub.ExportBest(studies_pb2.ExportBestRequest(study_id=study.id), timeout=300)
         assert reply.trial_id == study.best_trial_id
@@ -88,7 +88,7 @@ async def test_generation_study_reports_perplexity_and_text_metrics(stack):
         "objective": {"terms": {"rouge_l": 0.7, "embedding_similarity": 0.3}}, "strategy": "grid",
         "budget": {"max_trials": 1}, "model": {"builtin": "tiny", "tuning": "lora"},
     }
-    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    study = await run_study(stack, spec_to_proto(validate_dict(spec)))
     assert study.state == common_pb2.STUDY_STATE_COMPLETED, [t.error for t in study.trials]
     (trial,) = study.trials
     assert {"bleu", "chrf", "rouge_l", "exact_match", "perplexity", "embedding_similarity"} <= set(trial.metrics)
@@ -103,7 +103,7 @@ async def test_sigkilled_trainer_resumes_the_redelivered_job_from_its_checkpoint
         spec["search_space"]["templates"] = spec["search_space"]["templates"][:1]
         spec["search_space"]["hyperparameters"] = {"epochs": {"type": "choice", "values": [30]}}
         spec["dataset"] = {"builtin": "sentiment-demo", "max_examples": 200}
-        async with grpc.aio.insecure_channel(stack.address("gateway")) as channel:
+        async with stack.gateway_channel() as channel:
             stub = studies_pb2_grpc.StudiesStub(channel)
             study = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec_to_proto(validate_dict(spec))))).study
             checkpoints = stack.data_dir / "trainer" / "checkpoints" / study.id
@@ -133,7 +133,7 @@ async def test_a_trainer_runs_trials_data_parallel_under_torchrun(tmp_path):
     try:
         spec = small_spec(budget={"max_trials": 1})
         spec["search_space"]["templates"] = spec["search_space"]["templates"][:1]
-        study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+        study = await run_study(stack, spec_to_proto(validate_dict(spec)))
         assert study.state == common_pb2.STUDY_STATE_COMPLETED, [t.error for t in study.trials]
         assert study.trials[0].metrics["accuracy"] > 0
         assert "data-parallel over 2 processes" in (stack.log_dir / "trainer.log").read_text()
@@ -147,7 +147,7 @@ async def test_the_median_pruner_stops_hopeless_trials_through_the_mesh(stack):
     spec["search_space"]["templates"] = spec["search_space"]["templates"][:1]
     spec["search_space"]["hyperparameters"] = {"learning_rate": {"type": "choice", "values": [0.003, 0.004, 1e-7, 2e-7]},
                                                "epochs": {"type": "choice", "values": [15]}}
-    study = await run_study(stack.address("gateway"), spec_to_proto(validate_dict(spec)))
+    study = await run_study(stack, spec_to_proto(validate_dict(spec)))
     assert study.state == common_pb2.STUDY_STATE_COMPLETED, study.error
     pruned = [t for t in study.trials if t.status == common_pb2.TRIAL_STATUS_PRUNED]
     succeeded = [t for t in study.trials if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED]

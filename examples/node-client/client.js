@@ -9,6 +9,7 @@
 'use strict';
 
 const fs = require('fs');
+const os = require('os');
 const path = require('path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -45,6 +46,27 @@ function parseArgs(argv) {
   return args;
 }
 
+// The API key: $OPENAUTOGLM_API_KEY, else the one `openautoglm up` wrote in its data dir.
+function apiKey() {
+  if (process.env.OPENAUTOGLM_API_KEY) return process.env.OPENAUTOGLM_API_KEY.trim();
+  const dataDir = process.env.OPENAUTOGLM_DATA_DIR || path.join(os.homedir(), '.openautoglm');
+  try {
+    return fs.readFileSync(path.join(dataDir, 'api-key'), 'utf8').trim();
+  } catch (err) {
+    throw new Error(`no API key: set OPENAUTOGLM_API_KEY or run \`openautoglm up\` (it writes ${dataDir}/api-key)`);
+  }
+}
+
+// Every call carries `authorization: Bearer <key>`.
+function withApiKey(key) {
+  return (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
+    start(metadata, listener, next) {
+      metadata.set('authorization', `Bearer ${key}`);
+      next(metadata, listener);
+    },
+  });
+}
+
 function loadStudiesClient(address) {
   const definition = protoLoader.loadSync(path.join(PROTO_ROOT, 'openautoglm/v1/studies.proto'), {
     includeDirs: [PROTO_ROOT],
@@ -55,7 +77,7 @@ function loadStudiesClient(address) {
     oneofs: true,
   });
   const pkg = grpc.loadPackageDefinition(definition).openautoglm.v1;
-  return new pkg.Studies(address, grpc.credentials.createInsecure());
+  return new pkg.Studies(address, grpc.credentials.createInsecure(), { interceptors: [withApiKey(apiKey())] });
 }
 
 function unary(client, method, request) {

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 study_app = typer.Typer(no_args_is_help=True, help="Create and follow studies through the gateway.")
 app.add_typer(study_app, name="study")
+keys_app = typer.Typer(no_args_is_help=True, help="Manage the gateway's API keys (needs an admin key).")
+app.add_typer(keys_app, name="keys")
 DEMO_SPEC = Path(__file__).parent / "common" / "examples" / "demo.yaml"
 GATEWAY_ENV = "OPENAUTOGLM_GATEWAY"
 
@@ -206,6 +208,7 @@ def demo(
     started = time.monotonic()
     address = gateway or running_stack_gateway(default_data_dir())
     stack = None
+    key = None
     if address is None:
         stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="openautoglm-demo-")))
         console.print("starting the embedded stack (NATS + 5 services)...")
@@ -215,9 +218,10 @@ def demo(
             stack.stop()
             _err(str(err), 1)
         address = stack.address("gateway")
+        key = stack.api_key
         console.print(f"stack up in {time.monotonic() - started:.1f}s; logs in {stack.log_dir}")
     try:
-        study = asyncio.run(_create_and_watch(address, spec_proto, console))
+        study = asyncio.run(_create_and_watch(address, spec_proto, console, key))
     finally:
         if stack is not None:
             stack.stop()
@@ -342,38 +346,105 @@ def study_cancel(study_id: str, gateway: Optional[str] = GatewayOpt) -> None:
     Console().print(f"study {study.id}: {study.state}")
 
 
+ROLES = {"reader": 1, "member": 2, "admin": 3}  # keys.proto's Role values
+
+
+async def _keys_call(address: str, method: str, **fields):
+    import grpc
+
+    from openautoglm.common.credentials import gateway_channel
+    from openautoglm.v1 import keys_pb2, keys_pb2_grpc
+
+    request = getattr(keys_pb2, f"{method}Request")(**fields)
+    async with gateway_channel(address, _api_key()) as channel:
+        try:
+            return await getattr(keys_pb2_grpc.KeysStub(channel), method)(request, timeout=30)
+        except grpc.aio.AioRpcError as err:
+            _err(f"{method}: {err.code().name}: {err.details()}", 1)
+
+
+def _key_row(key) -> list[str]:
+    from openautoglm.v1 import keys_pb2
+
+    revoked = key.revoked_at.ToDatetime().isoformat(timespec="seconds") if key.HasField("revoked_at") else ""
+    return [key.id, key.tenant, keys_pb2.Role.Name(key.role).removeprefix("ROLE_").lower(), key.name,
+            key.created_at.ToDatetime().isoformat(timespec="seconds"), revoked]
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: str = typer.Option(..., "--tenant", help="the tenant the key acts for"),
+    role: str = typer.Option("member", "--role", help="reader, member or admin"),
+    name: str = typer.Option("", "--name", help="a label for people"),
+    gateway: Optional[str] = GatewayOpt,
+) -> None:
+    """Create a key; its secret is printed once (store it: the gateway keeps only a hash)."""
+    if role not in ROLES:
+        _err(f"--role: one of {', '.join(ROLES)}")
+    reply = asyncio.run(_keys_call(_gateway_address(gateway), "CreateKey", tenant=tenant, role=ROLES[role], name=name))
+    Console(stderr=True).print(f"created {reply.key.id} for tenant {reply.key.tenant} ({role}); its secret follows:")
+    print(reply.secret)
+
+
+@keys_app.command("list")
+def keys_list(gateway: Optional[str] = GatewayOpt) -> None:
+    """Every key (never its secret)."""
+    reply = asyncio.run(_keys_call(_gateway_address(gateway), "ListKeys"))
+    table = Table("id", "tenant", "role", "name", "created", "revoked")
+    for key in reply.keys:
+        table.add_row(*_key_row(key))
+    Console().print(table)
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, gateway: Optional[str] = GatewayOpt) -> None:
+    """Revoke a key; its next call is refused (no restart)."""
+    reply = asyncio.run(_keys_call(_gateway_address(gateway), "RevokeKey", key_id=key_id))
+    Console().print(f"revoked {reply.key.id} (tenant {reply.key.tenant})")
+
+
 # --- gRPC client helpers ---------------------------------------------------------------------
 
 
-async def _call(address: str, method: str, timeout: float = 30, **fields):
+def _api_key() -> str:
+    """The caller's API key ($OPENAUTOGLM_API_KEY, else the key `up` wrote in the data dir)."""
+    from openautoglm.common.credentials import NoApiKey, api_key
+
+    try:
+        return api_key(default_data_dir())
+    except NoApiKey as err:
+        _err(str(err))
+
+
+async def _call(address: str, method: str, timeout: float = 30, key: str | None = None, **fields):
     import grpc
 
-    from openautoglm.common.server import insecure_channel
+    from openautoglm.common.credentials import gateway_channel
     from openautoglm.v1 import studies_pb2, studies_pb2_grpc
 
     request = getattr(studies_pb2, f"{method}Request")(**fields)
-    async with insecure_channel(address) as channel:
+    async with gateway_channel(address, key or _api_key()) as channel:
         try:
             return await getattr(studies_pb2_grpc.StudiesStub(channel), method)(request, timeout=timeout)
         except grpc.aio.AioRpcError as err:
             _err(f"{method}: {err.code().name}: {err.details()}", 1)
 
 
-async def _create_and_watch(address: str, spec_proto, console: Console):
-    study = (await _call(address, "CreateStudy", spec=spec_proto)).study
+async def _create_and_watch(address: str, spec_proto, console: Console, key: str | None = None):
+    study = (await _call(address, "CreateStudy", key=key, spec=spec_proto)).study
     console.print(f"study [bold]{study.id}[/]  trace id [bold]{study.trace_id}[/]")
-    return await _watch(address, study.id, console)
+    return await _watch(address, study.id, console, key)
 
 
-async def _watch(address: str, study_id: str, console: Console):
+async def _watch(address: str, study_id: str, console: Console, key: str | None = None):
     import grpc
 
-    from openautoglm.common.server import insecure_channel
+    from openautoglm.common.credentials import gateway_channel
     from openautoglm.v1 import common_pb2, studies_pb2, studies_pb2_grpc
 
     reported: set[str] = set()
     study = None
-    async with insecure_channel(address) as channel:
+    async with gateway_channel(address, key or _api_key()) as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
         try:
             async for update in stub.WatchStudy(studies_pb2.WatchStudyRequest(study_id=study_id)):

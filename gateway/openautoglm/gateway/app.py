@@ -10,14 +10,18 @@ from openautoglm.common import events, sandbox, subjects
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.server import insecure_channel
 from openautoglm.common.spec.protos import task_name
+from openautoglm.gateway.auth import ApiKeyAuth
 from openautoglm.gateway.clients import PeerClient
 from openautoglm.gateway.controller import StudyController
+from openautoglm.gateway.keys import KEY_FILE_NAME, KeyStore
 from openautoglm.gateway.peers import PeerError, Peers
-from openautoglm.gateway.service import StudiesServicer
+from openautoglm.gateway.service import KeysServicer, StudiesServicer
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import (
     evaluator_pb2,
     evaluator_pb2_grpc,
+    keys_pb2,
+    keys_pb2_grpc,
     prompt_generator_pb2_grpc,
     scheduler_pb2_grpc,
     studies_pb2,
@@ -29,12 +33,17 @@ log = logging.getLogger(__name__)
 
 
 class GatewayApp:
-    service_names = (studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name,)
+    service_names = (studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name,
+                     keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name)
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         self.store = StudyStore(settings.service_dir() / "studies.sqlite")
         self.read_roots = sandbox.read_roots(settings.data_dir)
+        self.keys = KeyStore(settings.service_dir() / "studies.sqlite")
+        self.keys.bootstrap(settings.data_dir / KEY_FILE_NAME)
+        # Run before the bootstrap's own interceptors: a caller without a key learns nothing more.
+        self.interceptors = [ApiKeyAuth(self.keys)]
         self.controller: StudyController | None = None
         self.bus: events.NatsBus | None = None
         self.consumer: events.DurableConsumer | None = None
@@ -58,6 +67,7 @@ class GatewayApp:
 
     def register(self, server):
         studies_pb2_grpc.add_StudiesServicer_to_server(StudiesServicer(self), server)
+        keys_pb2_grpc.add_KeysServicer_to_server(KeysServicer(self.keys), server)
 
     async def start(self):
         self.bus = await events.NatsBus.connect(self.settings.nats_url, "gateway")

@@ -31,7 +31,7 @@ from openautoglm.gateway.results import best_trial, pareto_front
 from openautoglm.gateway.records import proposals_due, window_for
 from openautoglm.gateway.search_client import SearchClient
 from openautoglm.gateway.states import IN_FLIGHT, STATE_NAME, TERMINAL_STUDY
-from openautoglm.gateway.store import StudyStore, now_ts
+from openautoglm.gateway.store import DEFAULT_TENANT, StudyStore, now_ts
 from openautoglm.gateway.trial_events import TrialEvents
 from openautoglm.gateway.watchers import Watchers
 from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
@@ -55,9 +55,11 @@ class StudyController:
         self._root_spans: dict[str, trace.Span] = {}
 
     async def create(self, spec: common_pb2.StudySpec, request_id: str, priors: common_pb2.PriorTrials | None = None,
-                     workers: list[scheduler_pb2.Worker] | None = None) -> common_pb2.Study:
-        """Record and start a study; `workers` (the live trainers, None if unknown) size its window."""
+                     workers: list[scheduler_pb2.Worker] | None = None, tenant: str = DEFAULT_TENANT) -> common_pb2.Study:
+        """Record and start a study for `tenant`; `workers` (the live trainers, None if unknown)
+        size its window. A repeated `request_id` (per tenant) returns the study it created."""
         if request_id:
+            request_id = f"{tenant}/{request_id}"
             existing = self.store.study_by_request(request_id)
             if existing:
                 return self.store.existing_study(existing)
@@ -65,7 +67,7 @@ class StudyController:
         root = self.tracer.start_span("study", attributes={"openautoglm.study_id": study_id, "openautoglm.strategy": spec.strategy})
         study = common_pb2.Study(
             id=study_id, spec=spec, state=S.STUDY_STATE_RUNNING, trace_id=telemetry.trace_id_hex(root),
-            created_at=now_ts(), updated_at=now_ts(), window=window_for(spec, workers),
+            created_at=now_ts(), updated_at=now_ts(), window=window_for(spec, workers), tenant=tenant,
         )
         self.store.insert_study(study, request_id, telemetry.traceparent_of(root), priors)
         self._root_spans[study_id] = root

@@ -14,13 +14,17 @@ import grpc
 from openautoglm.common.spec.protos import param_from_proto, param_to_proto, spec_from_proto, spec_to_proto
 from openautoglm.common.spec.schema import SpecError
 from openautoglm.common.spec.warm_start import load_prior_trials, prior_params
+from openautoglm.gateway import auth
 from openautoglm.gateway.controller import StudyController
 from openautoglm.gateway.estimates import largest_trial_memory_mb
+from openautoglm.gateway.keys import KeyRefused, KeyStore
 from openautoglm.gateway.peers import PeerError
 from openautoglm.gateway.states import TERMINAL_STUDY
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import (
     common_pb2,
+    keys_pb2,
+    keys_pb2_grpc,
     scheduler_pb2,
     studies_pb2,
     studies_pb2_grpc,
@@ -65,7 +69,7 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         too_big = _larger_than_every_trainer(spec, workers)
         if too_big:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_big)
-        study = await self.controller.create(spec, request.request_id, priors, workers)
+        study = await self.controller.create(spec, request.request_id, priors, workers, auth.current().tenant)
         return studies_pb2.CreateStudyResponse(study=study)
 
     async def _live_workers(self) -> list[scheduler_pb2.Worker] | None:
@@ -83,7 +87,7 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         rows: list[tuple[str, dict]] = []  # (where, row)
         if warm.from_study_id:
             earlier = self.app.store.study(warm.from_study_id)
-            if earlier is None:
+            if earlier is None or earlier.tenant != auth.current().tenant:
                 raise SpecError("spec.warm_start.from_study_id", f"no study {warm.from_study_id!r}")
             for t in earlier.trials:
                 if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED:
@@ -111,7 +115,7 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         if not study_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "study_id: required")
         study = self.app.store.study(study_id)
-        if study is None:
+        if study is None or study.tenant != auth.current().tenant:  # another tenant's: not revealed
             await context.abort(grpc.StatusCode.NOT_FOUND, f"study_id: no study {study_id!r}")
         return study
 
@@ -128,7 +132,7 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
                 before = float(request.page_token)
             except ValueError:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from ListStudies")
-        rows = self.app.store.list_studies(size + 1, before)
+        rows = self.app.store.list_studies(size + 1, before, auth.current().tenant)
         page = rows[:size]
         token = repr(page[-1][0]) if len(rows) > size else ""
         return studies_pb2.ListStudiesResponse(studies=[s for _, s in page], next_page_token=token)
@@ -161,6 +165,35 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         await self._get(request.study_id, context)
         study = await self.controller.cancel(request.study_id)
         return studies_pb2.CancelStudyResponse(study=study)
+
+
+class KeysServicer(keys_pb2_grpc.KeysServicer):
+    """API keys (admins only: auth.py checks the role before any of this runs)."""
+
+    def __init__(self, keys: KeyStore):
+        self.keys = keys
+
+    async def CreateKey(self, request, context):
+        try:
+            key, secret = self.keys.create(request.tenant, request.role, request.name)
+        except KeyRefused as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        log.info("API key %s created for tenant %s (%s) by %s", key.id, key.tenant, keys_pb2.Role.Name(key.role),
+                 auth.current().key_id)
+        return keys_pb2.CreateKeyResponse(key=key, secret=secret)
+
+    async def ListKeys(self, request, context):
+        return keys_pb2.ListKeysResponse(keys=self.keys.list())
+
+    async def RevokeKey(self, request, context):
+        if not request.key_id:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "key_id: required")
+        key = self.keys.revoke(request.key_id)
+        if key is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"key_id: no key {request.key_id!r}")
+        assert key is not None  # abort raised
+        log.info("API key %s revoked by %s", key.id, auth.current().key_id)
+        return keys_pb2.RevokeKeyResponse(key=key)
 
 
 def _larger_than_every_trainer(spec: common_pb2.StudySpec, workers: list[scheduler_pb2.Worker] | None) -> str:

@@ -34,8 +34,10 @@ CREATE TABLE IF NOT EXISTS trials (
 );
 CREATE INDEX IF NOT EXISTS trials_by_study ON trials(study_id, number);
 """
+# The tenant of studies created before tenants existed, and of the first API key.
+DEFAULT_TENANT = "default"
 # Columns added after the first schema, for databases created before them.
-MIGRATIONS = {"studies": {"priors": "BLOB"}}
+MIGRATIONS = {"studies": {"priors": "BLOB", "tenant": "TEXT NOT NULL DEFAULT 'default'"}}
 
 
 def now_ts() -> Timestamp:
@@ -65,9 +67,10 @@ class StudyStore:
                      priors: common_pb2.PriorTrials | None = None) -> None:
         study = _without_trials(study)
         self.db.execute(
-            "INSERT INTO studies (id, created, state, request_id, traceparent, started, blob, priors) VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO studies (id, created, state, request_id, traceparent, started, blob, priors, tenant)"
+            " VALUES (?,?,?,?,?,?,?,?,?)",
             (study.id, time.time(), study.state, request_id or None, traceparent, time.time(), study.SerializeToString(),
-             (priors or common_pb2.PriorTrials()).SerializeToString()),
+             (priors or common_pb2.PriorTrials()).SerializeToString(), study.tenant or "default"),
         )
 
     def priors(self, study_id: str) -> common_pb2.PriorTrials:
@@ -104,10 +107,11 @@ class StudyStore:
         traceparent, started = self.db.execute("SELECT traceparent, started FROM studies WHERE id=?", (study_id,)).fetchone()
         return str(traceparent), float(started)
 
-    def list_studies(self, limit: int, before: float | None) -> list[tuple[float, common_pb2.Study]]:
+    def list_studies(self, limit: int, before: float | None, tenant: str) -> list[tuple[float, common_pb2.Study]]:
+        """One tenant's studies, newest first, created before `before`."""
         rows = self.db.execute(
-            "SELECT created, blob FROM studies WHERE created < ? ORDER BY created DESC LIMIT ?",
-            (before if before is not None else float("inf"), limit),
+            "SELECT created, blob FROM studies WHERE tenant = ? AND created < ? ORDER BY created DESC LIMIT ?",
+            (tenant, before if before is not None else float("inf"), limit),
         ).fetchall()
         return [(created, common_pb2.Study.FromString(blob)) for created, blob in rows]
 

@@ -215,7 +215,9 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     gate = ReadyGate(app.service_names)
     limits = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
               ("grpc.max_receive_message_length", settings.max_message_bytes)]
-    server = grpc.aio.server(interceptors=[DecodeGuard(), gate, *trace_server_interceptors()], options=limits)
+    # An app's own interceptors (the gateway's API keys) run first, then the shared ones.
+    interceptors = [*getattr(app, "interceptors", ()), DecodeGuard(), gate, *trace_server_interceptors()]
+    server = grpc.aio.server(interceptors=interceptors, options=limits)
     app.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)

@@ -28,6 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
+
+from openautoglm.common.credentials import KEY_FILE_NAME, gateway_channel
 from openautoglm.common.net import free_port
 from openautoglm.common.server import wait_serving
 
@@ -109,6 +112,15 @@ class EmbeddedStack:
 
     def address(self, service: str) -> str:
         return f"{self.host}:{self.ports[service]}"
+
+    @property
+    def api_key(self) -> str:
+        """The admin key the gateway created on its first start (tenant `default`)."""
+        return (self.data_dir / KEY_FILE_NAME).read_text().strip()
+
+    def gateway_channel(self, key: str | None = None) -> grpc.aio.Channel:
+        """A channel to the gateway that authenticates with `key` (default: the admin key)."""
+        return gateway_channel(self.address("gateway"), key or self.api_key)
 
     @property
     def log_dir(self) -> Path:

@@ -1,0 +1,111 @@
+"""The public API's door: every call to Studies or Keys carries `authorization: Bearer <secret>`.
+
+No or an unknown/revoked key -> UNAUTHENTICATED; a key whose role is below the method's ->
+PERMISSION_DENIED. The caller's `Principal` (key id, tenant, role) is then available to the
+servicers through `current()`, which scope every study to its tenant. Health and reflection
+stay open (probes and tooling).
+"""
+from __future__ import annotations
+
+import contextvars
+import inspect
+
+import grpc
+
+from openautoglm.gateway.keys import KeyStore, Principal
+from openautoglm.v1 import keys_pb2, studies_pb2
+
+_STUDIES = studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name
+_KEYS = keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name
+# The least role each public method needs.
+METHOD_ROLES = {
+    f"/{_STUDIES}/GetStudy": keys_pb2.ROLE_READER,
+    f"/{_STUDIES}/ListStudies": keys_pb2.ROLE_READER,
+    f"/{_STUDIES}/WatchStudy": keys_pb2.ROLE_READER,
+    f"/{_STUDIES}/CreateStudy": keys_pb2.ROLE_MEMBER,
+    f"/{_STUDIES}/CancelStudy": keys_pb2.ROLE_MEMBER,
+    f"/{_STUDIES}/ExportBest": keys_pb2.ROLE_MEMBER,
+    f"/{_KEYS}/CreateKey": keys_pb2.ROLE_ADMIN,
+    f"/{_KEYS}/ListKeys": keys_pb2.ROLE_ADMIN,
+    f"/{_KEYS}/RevokeKey": keys_pb2.ROLE_ADMIN,
+}
+PUBLIC_SERVICES = (f"/{_STUDIES}/", f"/{_KEYS}/")
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("openautoglm_principal", default=None)
+
+
+def current() -> Principal:
+    """The caller of the RPC being served (set by ApiKeyAuth)."""
+    principal = _principal.get()
+    if principal is None:
+        raise RuntimeError("no authenticated caller: is ApiKeyAuth installed?")
+    return principal
+
+
+def _bearer(metadata) -> str:
+    for key, value in metadata or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value[len("Bearer "):].strip()
+    return ""
+
+
+class ApiKeyAuth(grpc.aio.ServerInterceptor):
+    def __init__(self, keys: KeyStore):
+        self.keys = keys
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or not method.startswith(PUBLIC_SERVICES):
+            return handler
+        secret = _bearer(handler_call_details.invocation_metadata)
+        principal = self.keys.principal(secret) if secret else None
+        needed = METHOD_ROLES.get(method, keys_pb2.ROLE_ADMIN)  # a method not listed: admins only
+        if principal is None:
+            refusal = (grpc.StatusCode.UNAUTHENTICATED,
+                       "authorization: send 'Bearer <API key>' (openautoglm keys create; `up` writes the first to <data dir>/api-key)"
+                       if not secret else "authorization: unknown or revoked API key")
+        elif principal.role < needed:
+            refusal = (grpc.StatusCode.PERMISSION_DENIED,
+                       f"authorization: this key's role is {keys_pb2.Role.Name(principal.role)}; "
+                       f"{method.rsplit('/', 1)[-1]} needs {keys_pb2.Role.Name(needed)}")
+        else:
+            refusal = None
+        return _as(handler, principal, refusal)
+
+
+def _as(handler: grpc.RpcMethodHandler, principal: Principal | None,
+        refusal: tuple[grpc.StatusCode, str] | None) -> grpc.RpcMethodHandler:
+    """`handler` run as `principal`, or refusing before any of it runs."""
+    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+
+    async def finish(result):
+        return await result if inspect.isawaitable(result) else result
+
+    if handler.unary_unary:
+        inner = handler.unary_unary
+
+        async def unary_unary(request, context):
+            if refusal:
+                await context.abort(*refusal)
+            _principal.set(principal)
+            return await finish(inner(request, context))
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
+    if handler.unary_stream:
+        inner_stream = handler.unary_stream
+
+        async def unary_stream(request, context):
+            if refusal:
+                await context.abort(*refusal)
+            _principal.set(principal)
+            result = inner_stream(request, context)
+            if hasattr(result, "__aiter__"):
+                async for reply in result:
+                    yield reply
+            else:
+                await finish(result)
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
+    raise TypeError("the public API has no client-streaming methods yet; extend ApiKeyAuth with them")
+
