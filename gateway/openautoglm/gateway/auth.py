@@ -8,10 +8,10 @@ stay open (probes and tooling).
 from __future__ import annotations
 
 import contextvars
-import inspect
 
 import grpc
 
+from openautoglm.common.server import handler_result, stream_replies
 from openautoglm.gateway.keys import KeyStore, Principal
 from openautoglm.v1 import keys_pb2, studies_pb2
 
@@ -79,9 +79,6 @@ def _as(handler: grpc.RpcMethodHandler, principal: Principal | None,
     """`handler` run as `principal`, or refusing before any of it runs."""
     codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
 
-    async def finish(result):
-        return await result if inspect.isawaitable(result) else result
-
     if handler.unary_unary:
         inner = handler.unary_unary
 
@@ -89,7 +86,7 @@ def _as(handler: grpc.RpcMethodHandler, principal: Principal | None,
             if refusal:
                 await context.abort(*refusal)
             _principal.set(principal)
-            return await finish(inner(request, context))
+            return await handler_result(inner(request, context))
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.unary_stream:
@@ -99,12 +96,8 @@ def _as(handler: grpc.RpcMethodHandler, principal: Principal | None,
             if refusal:
                 await context.abort(*refusal)
             _principal.set(principal)
-            result = inner_stream(request, context)
-            if hasattr(result, "__aiter__"):
-                async for reply in result:
-                    yield reply
-            else:
-                await finish(result)
+            async for reply in stream_replies(inner_stream(request, context)):
+                yield reply
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
     raise TypeError("the public API has no client-streaming methods yet; extend ApiKeyAuth with them")

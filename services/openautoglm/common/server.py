@@ -134,6 +134,21 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         return _refusing_undecodable(handler)
 
 
+async def handler_result(result):
+    """What a wrapped unary handler returns, whether it is a coroutine function or a plain one."""
+    return await result if inspect.isawaitable(result) else result
+
+
+async def stream_replies(result):
+    """A wrapped streaming handler's replies, whether it is an async generator or writes them
+    with context.write() (then there is nothing to relay)."""
+    if hasattr(result, "__aiter__"):
+        async for reply in result:
+            yield reply
+    else:
+        await handler_result(result)
+
+
 def _refusing_undecodable(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     decode = handler.request_deserializer
     message = getattr(getattr(decode, "__self__", None), "DESCRIPTOR", None)
@@ -155,9 +170,6 @@ def _refusing_undecodable(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandl
                 await refuse(context, request)
             yield request
 
-    async def finish(result):
-        return await result if inspect.isawaitable(result) else result
-
     codec = {"request_deserializer": tolerant, "response_serializer": handler.response_serializer}
     if handler.unary_unary:
         inner_uu = handler.unary_unary
@@ -165,7 +177,7 @@ def _refusing_undecodable(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandl
         async def unary_unary(request, context):
             if isinstance(request, _Undecodable):
                 await refuse(context, request)
-            return await finish(inner_uu(request, context))
+            return await handler_result(inner_uu(request, context))
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.unary_stream:
@@ -174,30 +186,22 @@ def _refusing_undecodable(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandl
         async def unary_stream(request, context):
             if isinstance(request, _Undecodable):
                 await refuse(context, request)
-            result = inner_us(request, context)
-            if hasattr(result, "__aiter__"):
-                async for reply in result:
-                    yield reply
-            else:  # a handler that writes with context.write()
-                await finish(result)
+            async for reply in stream_replies(inner_us(request, context)):
+                yield reply
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
     if handler.stream_unary:
         inner_su = handler.stream_unary
 
         async def stream_unary(requests, context):
-            return await finish(inner_su(checked(requests, context), context))
+            return await handler_result(inner_su(checked(requests, context), context))
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
     inner_ss = handler.stream_stream
 
     async def stream_stream(requests, context):
-        result = inner_ss(checked(requests, context), context)
-        if hasattr(result, "__aiter__"):
-            async for reply in result:
-                yield reply
-        else:
-            await finish(result)
+        async for reply in stream_replies(inner_ss(checked(requests, context), context)):
+            yield reply
 
     return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
 
