@@ -98,6 +98,12 @@ def serve(
     grace: float = typer.Option(10.0, envvar="OPENAUTOGLM_GRACE_SECONDS", help="seconds in-flight RPCs get on stop"),
     max_message_bytes: int = typer.Option(64 * 1024 * 1024, envvar="OPENAUTOGLM_MAX_MESSAGE_BYTES",
                                           help="largest request accepted (larger: RESOURCE_EXHAUSTED)"),
+    tenant_max_running_studies: int = typer.Option(0, envvar="OPENAUTOGLM_TENANT_MAX_RUNNING_STUDIES",
+                                                   help="gateway: running studies per tenant (0 = no limit)"),
+    tenant_max_trials_per_study: int = typer.Option(0, envvar="OPENAUTOGLM_TENANT_MAX_TRIALS_PER_STUDY",
+                                                    help="gateway: max_trials of one study (0 = no limit)"),
+    tenant_max_queued_trials: int = typer.Option(0, envvar="OPENAUTOGLM_TENANT_MAX_QUEUED_TRIALS",
+                                                 help="gateway: trials still to run over a tenant's studies (0 = no limit)"),
 ) -> None:
     """Run one service until SIGTERM/SIGINT."""
     from openautoglm.common import telemetry
@@ -116,6 +122,8 @@ def serve(
             trainer_ack_wait=trainer_ack_wait,
             trainer_processes=trainer_processes, prompt_generator_storage=prompt_generator_storage,
             trainer_memory_mb=trainer_memory_mb, heartbeat_ttl=heartbeat_ttl, max_message_bytes=max_message_bytes,
+            tenant_max_running_studies=tenant_max_running_studies, tenant_max_trials_per_study=tenant_max_trials_per_study,
+            tenant_max_queued_trials=tenant_max_queued_trials,
         ).check_required()
     except ConfigError as err:
         _err(str(err))

@@ -15,6 +15,7 @@ from openautoglm.gateway.clients import PeerClient
 from openautoglm.gateway.controller import StudyController
 from openautoglm.gateway.keys import KEY_FILE_NAME, KeyStore
 from openautoglm.gateway.peers import PeerError, Peers
+from openautoglm.gateway.quotas import Quotas
 from openautoglm.gateway.service import KeysServicer, StudiesServicer
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import (
@@ -40,6 +41,8 @@ class GatewayApp:
         self.settings = settings
         self.store = StudyStore(settings.service_dir() / "studies.sqlite")
         self.read_roots = sandbox.read_roots(settings.data_dir)
+        self.quotas = Quotas(settings.tenant_max_running_studies, settings.tenant_max_trials_per_study,
+                             settings.tenant_max_queued_trials)
         self.keys = KeyStore(settings.service_dir() / "studies.sqlite")
         self.keys.bootstrap(settings.data_dir / KEY_FILE_NAME)
         # Run before the bootstrap's own interceptors: a caller without a key learns nothing more.

@@ -31,7 +31,7 @@ from openautoglm.gateway.results import best_trial, pareto_front
 from openautoglm.gateway.records import proposals_due, window_for
 from openautoglm.gateway.search_client import SearchClient
 from openautoglm.gateway.states import IN_FLIGHT, STATE_NAME, TERMINAL_STUDY
-from openautoglm.gateway.store import DEFAULT_TENANT, StudyStore, now_ts
+from openautoglm.gateway.store import DEFAULT_TENANT, StudyStore, now_ts, request_key
 from openautoglm.gateway.trial_events import TrialEvents
 from openautoglm.gateway.watchers import Watchers
 from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
@@ -59,7 +59,7 @@ class StudyController:
         """Record and start a study for `tenant`; `workers` (the live trainers, None if unknown)
         size its window. A repeated `request_id` (per tenant) returns the study it created."""
         if request_id:
-            request_id = f"{tenant}/{request_id}"
+            request_id = request_key(tenant, request_id)
             existing = self.store.study_by_request(request_id)
             if existing:
                 return self.store.existing_study(existing)

@@ -19,8 +19,9 @@ from openautoglm.gateway.controller import StudyController
 from openautoglm.gateway.estimates import largest_trial_memory_mb
 from openautoglm.gateway.keys import KeyRefused, KeyStore
 from openautoglm.gateway.peers import PeerError
+from openautoglm.gateway.quotas import QuotaExceeded, Quotas
 from openautoglm.gateway.states import TERMINAL_STUDY
-from openautoglm.gateway.store import StudyStore
+from openautoglm.gateway.store import StudyStore, request_key
 from openautoglm.v1 import (
     common_pb2,
     keys_pb2,
@@ -42,6 +43,7 @@ class GatewayState(Protocol):
     controller: StudyController | None
     # The only folders a spec's file paths may name (common/sandbox.py).
     read_roots: tuple[Path, ...]
+    quotas: Quotas
 
     async def evaluator_metrics(self) -> dict[str, list[str]] | None: ...
 
@@ -65,11 +67,18 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         except SpecError as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         spec = spec_to_proto(model)
+        tenant = auth.current().tenant
+        retry = bool(request.request_id) and self.app.store.study_by_request(request_key(tenant, request.request_id)) is not None
+        if not retry:
+            try:
+                self.app.quotas.check(self.app.store, tenant, spec)
+            except QuotaExceeded as err:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(err))
         workers = await self._live_workers()
         too_big = _larger_than_every_trainer(spec, workers)
         if too_big:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_big)
-        study = await self.controller.create(spec, request.request_id, priors, workers, auth.current().tenant)
+        study = await self.controller.create(spec, request.request_id, priors, workers, tenant)
         return studies_pb2.CreateStudyResponse(study=study)
 
     async def _live_workers(self) -> list[scheduler_pb2.Worker] | None:

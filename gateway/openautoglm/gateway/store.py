@@ -36,6 +36,13 @@ CREATE INDEX IF NOT EXISTS trials_by_study ON trials(study_id, number);
 """
 # The tenant of studies created before tenants existed, and of the first API key.
 DEFAULT_TENANT = "default"
+
+
+def request_key(tenant: str, request_id: str) -> str:
+    """A CreateStudy request id as stored: per tenant, so tenants cannot collide or probe."""
+    return f"{tenant}/{request_id}"
+
+
 # Columns added after the first schema, for databases created before them.
 MIGRATIONS = {"studies": {"priors": "BLOB", "tenant": "TEXT NOT NULL DEFAULT 'default'"}}
 
@@ -118,6 +125,12 @@ class StudyStore:
     def studies_in_state(self, *states: int) -> list[str]:
         marks = ",".join("?" * len(states))
         return [r[0] for r in self.db.execute(f"SELECT id FROM studies WHERE state IN ({marks}) ORDER BY created", states)]
+
+    def tenant_studies_not_in_state(self, tenant: str, *states: int) -> list[str]:
+        """A tenant's study ids whose state is none of `states` (its running ones, say)."""
+        marks = ",".join("?" * len(states))
+        return [r[0] for r in self.db.execute(
+            f"SELECT id FROM studies WHERE tenant = ? AND state NOT IN ({marks}) ORDER BY created", (tenant, *states))]
 
     # trials --------------------------------------------------------------------------------
     def insert_trial(self, trial: common_pb2.Trial) -> None:

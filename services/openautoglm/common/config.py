@@ -72,6 +72,10 @@ class ServiceSettings(BaseModel):
     # Scheduler only: seconds without a heartbeat after which a trainer counts as failed and its
     # trials are placed elsewhere.
     heartbeat_ttl: float = Field(15.0, gt=0)
+    # Gateway only: per-tenant quotas (0 = no limit), checked at CreateStudy.
+    tenant_max_running_studies: int = Field(0, ge=0)
+    tenant_max_trials_per_study: int = Field(0, ge=0)
+    tenant_max_queued_trials: int = Field(0, ge=0)
     # Largest request this service accepts, in bytes; a larger one gets RESOURCE_EXHAUSTED.
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2**31 - 1)
 
