@@ -88,3 +88,36 @@ def test_k8s_has_deployment_service_and_grpc_probes_per_service():
     config = next(d for d in docs if d["kind"] == "ConfigMap")
     for required in {s for names in REQUIRED.values() for s in names}:
         assert config["data"].get(FLAG_AND_ENV[required][1])
+
+
+def test_k8s_containers_are_locked_down_and_only_the_gateway_is_reachable_from_outside():
+    docs = [d for _, d in _k8s_docs()]
+    for name in SERVICES:
+        deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        container = pod["containers"][0]
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True and context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"] and context["seccompProfile"]["type"] == "RuntimeDefault"
+        tmp = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tmp")
+        assert any(v["name"] == tmp["name"] and "emptyDir" in v for v in pod["volumes"])
+    config = next(d for d in docs if d["kind"] == "ConfigMap")
+    assert config["data"]["HOME"] == "/tmp"
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+    open_to_all = [spec["podSelector"] for spec in policies.values()
+                   if any("from" not in rule for rule in spec.get("ingress", []))]
+    assert open_to_all == [{"matchLabels": {"app.kubernetes.io/name": "gateway"}}]
+    gateway = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "gateway")
+    env = gateway["spec"]["template"]["spec"]["containers"][0]["env"]
+    bootstrap = next(e for e in env if e["name"] == "OPENAUTOGLM_BOOTSTRAP_API_KEY")
+    assert bootstrap["valueFrom"]["secretKeyRef"]["optional"] is True
+
+
+def test_compose_publishes_no_service_port_but_the_gateways():
+    services = _compose()["services"]
+    published = {name for name, svc in services.items() if svc.get("ports")}
+    # Jaeger's OTLP and UI ports stay published for local tracing (see the test above).
+    assert published == {"gateway", "jaeger"}
+    assert services["gateway"]["ports"] == ["50051:50051"]
