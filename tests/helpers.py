@@ -1,10 +1,21 @@
 """Small builders shared by the tests (specs, gateway calls)."""
 from __future__ import annotations
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from openautoglm.common.spec.protos import spec_to_proto
 from openautoglm.common.spec.schema import validate_dict
-from openautoglm.v1 import common_pb2, studies_pb2, studies_pb2_grpc
+from openautoglm.v1 import (
+    common_pb2,
+    evaluator_pb2,
+    keys_pb2,
+    prompt_generator_pb2,
+    scheduler_pb2,
+    studies_pb2,
+    studies_pb2_grpc,
+    trainer_pb2,
+)
 
 TERMINAL = (common_pb2.STUDY_STATE_COMPLETED, common_pb2.STUDY_STATE_FAILED, common_pb2.STUDY_STATE_CANCELLED)
 
@@ -48,3 +59,29 @@ async def run_study(stack, spec: common_pb2.StudySpec, timeout: float = 240) -> 
         async for update in stub.WatchStudy(studies_pb2.WatchStudyRequest(study_id=created.id), timeout=timeout):
             study = update.study
         return study
+
+
+# Which process of the embedded stack serves each service of the contract (the protos).
+SERVICES_BY_PROCESS = {
+    "gateway": (studies_pb2.DESCRIPTOR.services_by_name["Studies"], keys_pb2.DESCRIPTOR.services_by_name["Keys"]),
+    "prompt-generator": (prompt_generator_pb2.DESCRIPTOR.services_by_name["PromptGenerator"],),
+    "gnn-scheduler": (scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"],),
+    "trainer": (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"],),
+    "evaluator": (evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"],),
+}
+
+
+def process_channel(stack, process: str) -> grpc.aio.Channel:
+    """A channel to one process of the stack: the gateway with the admin key (so a request gets
+    past the door and is what gets judged), the internal services as they are."""
+    return stack.gateway_channel() if process == "gateway" else grpc.aio.insecure_channel(stack.address(process))
+
+
+async def serving_statuses(stack) -> set[str]:
+    """The standard health status of every service process of the stack."""
+    statuses = set()
+    for process in SERVICES_BY_PROCESS:
+        async with grpc.aio.insecure_channel(stack.address(process)) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            statuses.add(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+    return statuses

@@ -14,26 +14,12 @@ import grpc
 import pytest
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from openautoglm.v1 import (
-    evaluator_pb2,
-    prompt_generator_pb2,
-    scheduler_pb2,
-    studies_pb2,
-    studies_pb2_grpc,
-    trainer_pb2,
-)
+from helpers import SERVICES_BY_PROCESS, process_channel, serving_statuses
+from openautoglm.v1 import studies_pb2, studies_pb2_grpc
 
-SERVED_BY = {
-    "gateway": studies_pb2.DESCRIPTOR.services_by_name["Studies"],
-    "prompt-generator": prompt_generator_pb2.DESCRIPTOR.services_by_name["PromptGenerator"],
-    "gnn-scheduler": scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"],
-    "trainer": trainer_pb2.DESCRIPTOR.services_by_name["Trainer"],
-    "evaluator": evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"],
-}
 # Answers a hostile request may get. UNKNOWN and INTERNAL (an unhandled exception),
 # UNAVAILABLE (a crashed or stalled peer) and DEADLINE_EXCEEDED (a hang) may not.
 DELIBERATE = {
@@ -136,8 +122,7 @@ async def _study_ids(stack) -> set[str]:
 
 
 def _fuzz(stack, process: str, cases: int, derandomize: bool) -> None:
-    service = SERVED_BY[process]
-    methods = list(service.methods)
+    methods = [(service, method) for service in SERVICES_BY_PROCESS[process] for method in service.methods]
     loop = asyncio.new_event_loop()
     channel = loop.run_until_complete(_open(stack, process))
     studies_before = loop.run_until_complete(_study_ids(stack))
@@ -149,7 +134,7 @@ def _fuzz(stack, process: str, cases: int, derandomize: bool) -> None:
     @given(data=st.data())
     def probe(data):
         nonlocal created
-        method = data.draw(st.sampled_from(methods), label="method")
+        service, method = data.draw(st.sampled_from(methods), label="method")
         raw = data.draw(request_bytes(method), label="request")
         code, details = loop.run_until_complete(_call(channel, service, method, raw))
         if code not in DELIBERATE:
@@ -164,16 +149,14 @@ def _fuzz(stack, process: str, cases: int, derandomize: bool) -> None:
         new = studies_after - studies_before
         assert len(new) == created, "a refused CreateStudy left a study behind"
         loop.run_until_complete(_cancel(stack, new))
-        assert loop.run_until_complete(_all_serving(stack)) == {"SERVING"}
+        assert loop.run_until_complete(serving_statuses(stack)) == {"SERVING"}
     finally:
         loop.run_until_complete(channel.close())
         loop.close()
 
 
 async def _open(stack, process: str) -> grpc.aio.Channel:
-    """The gateway with the admin key (so requests get past the door and are probed), the
-    internal services as they are."""
-    return stack.gateway_channel() if process == "gateway" else grpc.aio.insecure_channel(stack.address(process))
+    return process_channel(stack, process)  # created inside the fuzzing loop
 
 
 async def _cancel(stack, study_ids: set[str]) -> None:
@@ -184,18 +167,9 @@ async def _cancel(stack, study_ids: set[str]) -> None:
             await stub.CancelStudy(studies_pb2.CancelStudyRequest(study_id=study_id), timeout=10)
 
 
-async def _all_serving(stack) -> set[str]:
-    statuses = set()
-    for process in SERVED_BY:
-        async with grpc.aio.insecure_channel(stack.address(process)) as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-            statuses.add(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-    return statuses
-
-
 def test_the_generator_builds_every_request_type():
     """Each request type can be generated and round-trips through its own serialization."""
-    for service in SERVED_BY.values():
+    for service in (service for services in SERVICES_BY_PROCESS.values() for service in services):
         for method in service.methods:
             @settings(max_examples=5, deadline=None, database=None)
             @given(messages(method.input_type))
@@ -206,12 +180,12 @@ def test_the_generator_builds_every_request_type():
             roundtrip()
 
 
-@pytest.mark.parametrize("process", list(SERVED_BY))
+@pytest.mark.parametrize("process", list(SERVICES_BY_PROCESS))
 def test_generated_requests_get_deliberate_answers(stack, process):
     _fuzz(stack, process, CASES_IN_CI, derandomize=True)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("process", list(SERVED_BY))
+@pytest.mark.parametrize("process", list(SERVICES_BY_PROCESS))
 def test_generated_requests_get_deliberate_answers_at_length(stack, process):
     _fuzz(stack, process, CASES_SLOW, derandomize=False)

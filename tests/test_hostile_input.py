@@ -7,18 +7,11 @@ import asyncio
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from openautoglm.v1 import evaluator_pb2, prompt_generator_pb2, scheduler_pb2, scheduler_pb2_grpc, studies_pb2, trainer_pb2
+from helpers import SERVICES_BY_PROCESS, process_channel, serving_statuses
+from openautoglm.v1 import evaluator_pb2, scheduler_pb2, scheduler_pb2_grpc
 
-# Which process of the stack serves each service of the contract.
-SERVED_BY = {
-    studies_pb2.DESCRIPTOR.services_by_name["Studies"]: "gateway",
-    prompt_generator_pb2.DESCRIPTOR.services_by_name["PromptGenerator"]: "prompt-generator",
-    scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"]: "gnn-scheduler",
-    trainer_pb2.DESCRIPTOR.services_by_name["Trainer"]: "trainer",
-    evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"]: "evaluator",
-}
+SERVED_BY = {service: process for process, services in SERVICES_BY_PROCESS.items() for service in services}
 METHODS = [(service, method) for service in SERVED_BY for method in service.methods]
 # Field 1, length-delimited, claims 127 bytes and has none: no message type decodes this.
 TRUNCATED = b"\x0a\x7f"
@@ -36,10 +29,7 @@ def test_undecodable_bytes_are_invalid_argument_on_every_method(stack, garbage):
         answers = {}
         for service, method in METHODS:
             path = f"/{service.full_name}/{method.name}"
-            process = SERVED_BY[service]
-            # The gateway's public API wants a key first; with one, the bytes are what is refused.
-            channel_to = stack.gateway_channel() if process == "gateway" else grpc.aio.insecure_channel(stack.address(process))
-            async with channel_to as channel:
+            async with process_channel(stack, SERVED_BY[service]) as channel:
                 # No serializers: the bytes go out as they are.
                 if method.server_streaming:
                     call = channel.unary_stream(path)(garbage, timeout=10)
@@ -64,15 +54,7 @@ def test_undecodable_bytes_are_invalid_argument_on_every_method(stack, garbage):
         details = answers[f"/{service.full_name}/{method.name}"][1]
         assert method.input_type.full_name in details and details.startswith("request:")
 
-    async def all_serving() -> list[str]:
-        statuses = []
-        for name in set(SERVED_BY.values()):
-            async with grpc.aio.insecure_channel(stack.address(name)) as channel:
-                reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-                statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-        return statuses
-
-    assert set(asyncio.run(all_serving())) == {"SERVING"}
+    assert asyncio.run(serving_statuses(stack)) == {"SERVING"}
 
 
 NAN, INF = float("nan"), float("inf")

@@ -354,21 +354,11 @@ def study_cancel(study_id: str, gateway: Optional[str] = GatewayOpt) -> None:
     Console().print(f"study {study.id}: {study.state}")
 
 
-ROLES = {"reader": 1, "member": 2, "admin": 3}  # keys.proto's Role values
+def _roles() -> dict[str, int]:
+    """keys.proto's roles by their CLI names: reader, member, admin."""
+    from openautoglm.v1 import keys_pb2
 
-
-async def _keys_call(address: str, method: str, **fields):
-    import grpc
-
-    from openautoglm.common.credentials import gateway_channel
-    from openautoglm.v1 import keys_pb2, keys_pb2_grpc
-
-    request = getattr(keys_pb2, f"{method}Request")(**fields)
-    async with gateway_channel(address, _api_key()) as channel:
-        try:
-            return await getattr(keys_pb2_grpc.KeysStub(channel), method)(request, timeout=30)
-        except grpc.aio.AioRpcError as err:
-            _err(f"{method}: {err.code().name}: {err.details()}", 1)
+    return {name.removeprefix("ROLE_").lower(): value for name, value in keys_pb2.Role.items() if value}
 
 
 def _key_row(key) -> list[str]:
@@ -387,9 +377,11 @@ def keys_create(
     gateway: Optional[str] = GatewayOpt,
 ) -> None:
     """Create a key; its secret is printed once (store it: the gateway keeps only a hash)."""
-    if role not in ROLES:
-        _err(f"--role: one of {', '.join(ROLES)}")
-    reply = asyncio.run(_keys_call(_gateway_address(gateway), "CreateKey", tenant=tenant, role=ROLES[role], name=name))
+    roles = _roles()
+    if role not in roles:
+        _err(f"--role: one of {', '.join(roles)}")
+    reply = asyncio.run(_call(_gateway_address(gateway), "CreateKey", service="Keys", tenant=tenant, role=roles[role],
+                              name=name))
     Console(stderr=True).print(f"created {reply.key.id} for tenant {reply.key.tenant} ({role}); its secret follows:")
     print(reply.secret)
 
@@ -397,7 +389,7 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(gateway: Optional[str] = GatewayOpt) -> None:
     """Every key (never its secret)."""
-    reply = asyncio.run(_keys_call(_gateway_address(gateway), "ListKeys"))
+    reply = asyncio.run(_call(_gateway_address(gateway), "ListKeys", service="Keys"))
     table = Table("id", "tenant", "role", "name", "created", "revoked")
     for key in reply.keys:
         table.add_row(*_key_row(key))
@@ -407,7 +399,7 @@ def keys_list(gateway: Optional[str] = GatewayOpt) -> None:
 @keys_app.command("revoke")
 def keys_revoke(key_id: str, gateway: Optional[str] = GatewayOpt) -> None:
     """Revoke a key; its next call is refused (no restart)."""
-    reply = asyncio.run(_keys_call(_gateway_address(gateway), "RevokeKey", key_id=key_id))
+    reply = asyncio.run(_call(_gateway_address(gateway), "RevokeKey", service="Keys", key_id=key_id))
     Console().print(f"revoked {reply.key.id} (tenant {reply.key.tenant})")
 
 
@@ -424,16 +416,20 @@ def _api_key() -> str:
         _err(str(err))
 
 
-async def _call(address: str, method: str, timeout: float = 30, key: str | None = None, **fields):
+async def _call(address: str, method: str, timeout: float = 30, key: str | None = None, service: str = "Studies",
+                **fields):
+    """One call to the gateway's public API (`service`: Studies or Keys); exits on an error."""
     import grpc
 
     from openautoglm.common.credentials import gateway_channel
-    from openautoglm.v1 import studies_pb2, studies_pb2_grpc
+    from openautoglm.v1 import keys_pb2, keys_pb2_grpc, studies_pb2, studies_pb2_grpc
 
-    request = getattr(studies_pb2, f"{method}Request")(**fields)
+    messages, stub_class = {"Studies": (studies_pb2, studies_pb2_grpc.StudiesStub),
+                            "Keys": (keys_pb2, keys_pb2_grpc.KeysStub)}[service]
+    request = getattr(messages, f"{method}Request")(**fields)
     async with gateway_channel(address, key or _api_key()) as channel:
         try:
-            return await getattr(studies_pb2_grpc.StudiesStub(channel), method)(request, timeout=timeout)
+            return await getattr(stub_class(channel), method)(request, timeout=timeout)
         except grpc.aio.AioRpcError as err:
             _err(f"{method}: {err.code().name}: {err.details()}", 1)
 

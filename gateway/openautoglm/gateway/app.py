@@ -8,12 +8,13 @@ import grpc
 
 from openautoglm.common import events, sandbox, subjects
 from openautoglm.common.config import ServiceSettings
+from openautoglm.common.credentials import KEY_FILE_NAME
 from openautoglm.common.server import insecure_channel
 from openautoglm.common.spec.protos import task_name
 from openautoglm.gateway.auth import ApiKeyAuth
 from openautoglm.gateway.clients import PeerClient
 from openautoglm.gateway.controller import StudyController
-from openautoglm.gateway.keys import KEY_FILE_NAME, KeyStore
+from openautoglm.gateway.keys import KeyStore
 from openautoglm.gateway.peers import PeerError, Peers
 from openautoglm.gateway.quotas import Quotas
 from openautoglm.gateway.service import KeysServicer, StudiesServicer

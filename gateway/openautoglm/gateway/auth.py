@@ -11,7 +11,7 @@ import contextvars
 
 import grpc
 
-from openautoglm.common.server import handler_result, stream_replies
+from openautoglm.common.server import guarded
 from openautoglm.gateway.keys import KeyStore, Principal
 from openautoglm.v1 import keys_pb2, studies_pb2
 
@@ -77,28 +77,10 @@ class ApiKeyAuth(grpc.aio.ServerInterceptor):
 def _as(handler: grpc.RpcMethodHandler, principal: Principal | None,
         refusal: tuple[grpc.StatusCode, str] | None) -> grpc.RpcMethodHandler:
     """`handler` run as `principal`, or refusing before any of it runs."""
-    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
 
-    if handler.unary_unary:
-        inner = handler.unary_unary
+    async def admit(context, request) -> None:
+        if refusal:
+            await context.abort(*refusal)
+        _principal.set(principal)
 
-        async def unary_unary(request, context):
-            if refusal:
-                await context.abort(*refusal)
-            _principal.set(principal)
-            return await handler_result(inner(request, context))
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
-    if handler.unary_stream:
-        inner_stream = handler.unary_stream
-
-        async def unary_stream(request, context):
-            if refusal:
-                await context.abort(*refusal)
-            _principal.set(principal)
-            async for reply in stream_replies(inner_stream(request, context)):
-                yield reply
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
-    raise TypeError("the public API has no client-streaming methods yet; extend ApiKeyAuth with them")
-
+    return guarded(handler, admit)

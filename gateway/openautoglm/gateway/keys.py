@@ -24,7 +24,6 @@ from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from openautoglm.common.credentials import KEY_FILE_NAME  # noqa: F401  (the gateway writes it)
 from openautoglm.gateway.store import DEFAULT_TENANT
 from openautoglm.v1 import keys_pb2
 

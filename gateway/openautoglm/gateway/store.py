@@ -44,7 +44,7 @@ def request_key(tenant: str, request_id: str) -> str:
 
 
 # Columns added after the first schema, for databases created before them.
-MIGRATIONS = {"studies": {"priors": "BLOB", "tenant": "TEXT NOT NULL DEFAULT 'default'"}}
+MIGRATIONS = {"studies": {"priors": "BLOB", "tenant": f"TEXT NOT NULL DEFAULT '{DEFAULT_TENANT}'"}}
 
 
 def now_ts() -> Timestamp:
@@ -77,7 +77,7 @@ class StudyStore:
             "INSERT INTO studies (id, created, state, request_id, traceparent, started, blob, priors, tenant)"
             " VALUES (?,?,?,?,?,?,?,?,?)",
             (study.id, time.time(), study.state, request_id or None, traceparent, time.time(), study.SerializeToString(),
-             (priors or common_pb2.PriorTrials()).SerializeToString(), study.tenant or "default"),
+             (priors or common_pb2.PriorTrials()).SerializeToString(), study.tenant or DEFAULT_TENANT),
         )
 
     def priors(self, study_id: str) -> common_pb2.PriorTrials:

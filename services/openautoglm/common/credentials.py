@@ -11,6 +11,8 @@ from pathlib import Path
 
 import grpc
 
+from openautoglm.common.server import insecure_channel
+
 API_KEY_VARIABLE = "OPENAUTOGLM_API_KEY"
 KEY_FILE_NAME = "api-key"
 
@@ -60,7 +62,4 @@ def bearer_key_interceptors(key: str) -> list[grpc.aio.ClientInterceptor]:
 
 def gateway_channel(address: str, key: str) -> grpc.aio.Channel:
     """A channel to the gateway's public API that authenticates every call with `key`."""
-    from openautoglm.common.server import CLIENT_OPTIONS, trace_client_interceptors
-
-    return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS,
-                                     interceptors=[*bearer_key_interceptors(key), *trace_client_interceptors()])
+    return insecure_channel(address, bearer_key_interceptors(key))

@@ -13,7 +13,8 @@ import inspect
 import json
 import logging
 import signal
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -91,25 +92,81 @@ class ReadyGate(grpc.aio.ServerInterceptor):
         return _unavailable_like(handler)
 
 
+async def _refuse_while_starting(context, request) -> None:
+    await context.abort(grpc.StatusCode.UNAVAILABLE, "the service is starting; retry shortly")
+
+
 def _unavailable_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     """A handler of the same shape as `handler` that aborts with UNAVAILABLE."""
-    message = "the service is starting; retry shortly"
+    return guarded(handler, _refuse_while_starting)
 
-    async def unary(request, context):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
 
-    async def streaming(request, context):
-        await context.abort(grpc.StatusCode.UNAVAILABLE, message)
-        yield  # an async generator, as a streaming handler must be
+async def handler_result(result):
+    """What a wrapped unary handler returns, whether it is a coroutine function or a plain one."""
+    return await result if inspect.isawaitable(result) else result
 
-    codec = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
+
+async def stream_replies(result):
+    """A wrapped streaming handler's replies, whether it is an async generator or writes them
+    with context.write() (then there is nothing to relay)."""
+    if hasattr(result, "__aiter__"):
+        async for reply in result:
+            yield reply
+    else:
+        await handler_result(result)
+
+
+Check = Callable[[Any, Any], Awaitable[None]]
+
+
+def guarded(handler: grpc.RpcMethodHandler, before: Check, each: Check | None = None,
+            request_deserializer: Callable[[bytes], Any] | None = None) -> grpc.RpcMethodHandler:
+    """`handler`, same shape, with `before(context, request)` awaited before any of it runs
+    (`request` is None for client-streaming methods) and, for those, `each(context, request)`
+    awaited on every request as it arrives; either may abort the call. The one way the server
+    interceptors (start-up gate, undecodable bytes, the gateway's API keys) wrap a handler."""
+    codec = {"request_deserializer": request_deserializer or handler.request_deserializer,
+             "response_serializer": handler.response_serializer}
+
+    async def checked(requests, context):
+        async for request in requests:
+            if each is not None:
+                await each(context, request)
+            yield request
+
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary, **codec)
+        inner_uu = handler.unary_unary
+
+        async def unary_unary(request, context):
+            await before(context, request)
+            return await handler_result(inner_uu(request, context))
+
+        return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming, **codec)
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request, context):
+            await before(context, request)
+            async for reply in stream_replies(inner_us(request, context)):
+                yield reply
+
+        return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary, **codec)
-    return grpc.stream_stream_rpc_method_handler(streaming, **codec)
+        inner_su = handler.stream_unary
+
+        async def stream_unary(requests, context):
+            await before(context, None)
+            return await handler_result(inner_su(checked(requests, context), context))
+
+        return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
+    inner_ss = handler.stream_stream
+
+    async def stream_stream(requests, context):
+        await before(context, None)
+        async for reply in stream_replies(inner_ss(checked(requests, context), context)):
+            yield reply
+
+    return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
 
 
 class _Undecodable:
@@ -134,21 +191,6 @@ class DecodeGuard(grpc.aio.ServerInterceptor):
         return _refusing_undecodable(handler)
 
 
-async def handler_result(result):
-    """What a wrapped unary handler returns, whether it is a coroutine function or a plain one."""
-    return await result if inspect.isawaitable(result) else result
-
-
-async def stream_replies(result):
-    """A wrapped streaming handler's replies, whether it is an async generator or writes them
-    with context.write() (then there is nothing to relay)."""
-    if hasattr(result, "__aiter__"):
-        async for reply in result:
-            yield reply
-    else:
-        await handler_result(result)
-
-
 def _refusing_undecodable(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     decode = handler.request_deserializer
     message = getattr(getattr(decode, "__self__", None), "DESCRIPTOR", None)
@@ -160,56 +202,19 @@ def _refusing_undecodable(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandl
         except Exception as err:  # protobuf's DecodeError (and anything else a decoder raises)
             return _Undecodable(type(err).__name__)
 
-    async def refuse(context, bad: _Undecodable) -> None:
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                            f"request: the bytes are not a valid {expected} message ({bad.reason})")
+    async def refuse_undecodable(context, request) -> None:
+        if isinstance(request, _Undecodable):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"request: the bytes are not a valid {expected} message ({request.reason})")
 
-    async def checked(requests, context):
-        async for request in requests:
-            if isinstance(request, _Undecodable):
-                await refuse(context, request)
-            yield request
-
-    codec = {"request_deserializer": tolerant, "response_serializer": handler.response_serializer}
-    if handler.unary_unary:
-        inner_uu = handler.unary_unary
-
-        async def unary_unary(request, context):
-            if isinstance(request, _Undecodable):
-                await refuse(context, request)
-            return await handler_result(inner_uu(request, context))
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request, context):
-            if isinstance(request, _Undecodable):
-                await refuse(context, request)
-            async for reply in stream_replies(inner_us(request, context)):
-                yield reply
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(requests, context):
-            return await handler_result(inner_su(checked(requests, context), context))
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
-    inner_ss = handler.stream_stream
-
-    async def stream_stream(requests, context):
-        async for reply in stream_replies(inner_ss(checked(requests, context), context)):
-            yield reply
-
-    return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
+    return guarded(handler, refuse_undecodable, each=refuse_undecodable, request_deserializer=tolerant)
 
 
-def insecure_channel(address: str) -> grpc.aio.Channel:
-    """A client channel that carries the current trace context to `address`."""
+def insecure_channel(address: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
+    """A client channel that carries the current trace context to `address` (after `interceptors`,
+    such as the API key's)."""
     return grpc.aio.insecure_channel(
-        address, options=CLIENT_OPTIONS, interceptors=trace_client_interceptors()
+        address, options=CLIENT_OPTIONS, interceptors=[*interceptors, *trace_client_interceptors()]
     )
 
 

@@ -11,6 +11,10 @@ class PlanError(ValueError):
     """The graph or capacity cannot be planned; the message names the problem."""
 
 
+class FieldPlanError(PlanError):
+    """A PlanError whose message begins with the request field it names ("workers[1].speed: ...")."""
+
+
 @dataclass(frozen=True)
 class TaskNode:
     id: str

@@ -21,6 +21,7 @@ import heapq
 import math
 
 from openautoglm.gnn_scheduler.graph import (
+    FieldPlanError,
     Placement,
     Plan,
     PlanError,
@@ -55,41 +56,41 @@ def _finite_at_least_zero(value: float) -> bool:
 def check_task_values(tasks: list[TaskNode], field: str = "tasks", limit: int = MAX_PACK_TASKS) -> None:
     """Costs and memory are finite and >= 0 (0 = unknown / none); per-worker costs name a worker."""
     if len(tasks) > limit:
-        raise PlanError(f"{field}: {len(tasks)} tasks; at most {limit} per request")
+        raise FieldPlanError(f"{field}: {len(tasks)} tasks; at most {limit} per request")
     for i, t in enumerate(tasks):
         if not (_finite_at_least_zero(t.compute_seconds) and _finite_at_least_zero(t.memory_mb)):
-            raise PlanError(f"{field}[{i}] (task {t.id!r}): compute_seconds and memory_mb must be finite numbers >= 0")
+            raise FieldPlanError(f"{field}[{i}] (task {t.id!r}): compute_seconds and memory_mb must be finite numbers >= 0")
         for worker_id, seconds in (t.cost_by_worker or {}).items():
             if not worker_id or not _finite_at_least_zero(seconds):
-                raise PlanError(f"{field}[{i}].compute_seconds_by_worker[{worker_id!r}]: "
+                raise FieldPlanError(f"{field}[{i}].compute_seconds_by_worker[{worker_id!r}]: "
                                 "needs a worker id and a finite number of seconds >= 0")
 
 
 def check_edges(edges: list[tuple[str, str, float]], field: str = "graph.dependencies") -> None:
     for i, (src, dst, transfer) in enumerate(edges):
         if src == dst:
-            raise PlanError(f"{field}[{i}]: task {src!r} depends on itself (a cycle)")
+            raise FieldPlanError(f"{field}[{i}]: task {src!r} depends on itself (a cycle)")
         if not _finite_at_least_zero(transfer):
-            raise PlanError(f"{field}[{i}].transfer_seconds: must be a finite number >= 0")
+            raise FieldPlanError(f"{field}[{i}].transfer_seconds: must be a finite number >= 0")
 
 
 def check_workers(workers: list[WorkerSlots], field: str = "workers") -> None:
     """Ids unique, slots within bounds (0 = draining), memory finite >= 0, speed finite > 0."""
     if len(workers) > MAX_WORKERS:
-        raise PlanError(f"{field}: {len(workers)} workers; at most {MAX_WORKERS} per request")
+        raise FieldPlanError(f"{field}: {len(workers)} workers; at most {MAX_WORKERS} per request")
     seen: set[str] = set()
     for i, w in enumerate(workers):
         if not w.id:
-            raise PlanError(f"{field}[{i}].id: required")
+            raise FieldPlanError(f"{field}[{i}].id: required")
         if w.id in seen:
-            raise PlanError(f"{field}[{i}].id: duplicate worker id {w.id!r}")
+            raise FieldPlanError(f"{field}[{i}].id: duplicate worker id {w.id!r}")
         seen.add(w.id)
         if not 0 <= w.slots <= MAX_SLOTS_PER_WORKER:
-            raise PlanError(f"{field}[{i}].slots: must be between 0 and {MAX_SLOTS_PER_WORKER}")
+            raise FieldPlanError(f"{field}[{i}].slots: must be between 0 and {MAX_SLOTS_PER_WORKER}")
         if not _finite_at_least_zero(w.memory_mb):
-            raise PlanError(f"{field}[{i}].memory_mb: must be a finite number >= 0 (0 = unlimited)")
+            raise FieldPlanError(f"{field}[{i}].memory_mb: must be a finite number >= 0 (0 = unlimited)")
         if not (math.isfinite(w.speed) and w.speed > 0):
-            raise PlanError(f"{field}[{i}].speed: must be a finite number > 0")
+            raise FieldPlanError(f"{field}[{i}].speed: must be a finite number > 0")
 
 
 def _check(tasks: list[TaskNode], edges: list[tuple[str, str, float]], workers: list[WorkerSlots], policy: str) -> None:
@@ -98,7 +99,7 @@ def _check(tasks: list[TaskNode], edges: list[tuple[str, str, float]], workers: 
     if not workers or all(w.slots <= 0 for w in workers):
         raise PlanError("no worker capacity to plan onto")
     if not tasks:
-        raise PlanError("graph.tasks: empty; a plan needs at least one task")
+        raise FieldPlanError("graph.tasks: empty; a plan needs at least one task")
     check_task_values(tasks, "graph.tasks", MAX_PLAN_TASKS)
     check_edges(edges)
     biggest = max((w.memory_mb for w in workers), default=0.0)

@@ -17,7 +17,7 @@ import grpc
 from openautoglm.common import telemetry
 from openautoglm.gnn_scheduler.cluster import CapacityRegistry
 from openautoglm.gnn_scheduler.packing import pack
-from openautoglm.gnn_scheduler.graph import PlanError, TaskNode, WorkerSlots
+from openautoglm.gnn_scheduler.graph import FieldPlanError, PlanError, TaskNode, WorkerSlots
 from openautoglm.gnn_scheduler.planner import plan
 from openautoglm.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -57,10 +57,9 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 )
                 span.set_attribute("openautoglm.tasks", len(request.graph.tasks))
                 span.set_attribute("openautoglm.makespan_s", result.makespan)
-        except PlanError as err:
-            message = str(err)
+        except PlanError as err:  # one naming its own field as it is, the graph's as "graph: ..."
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                                message if message.startswith(("graph.", "workers", "policy")) else f"graph: {message}")
+                                str(err) if isinstance(err, FieldPlanError) else f"graph: {err}")
         return scheduler_pb2.PlanResponse(
             assignments=[
                 scheduler_pb2.Assignment(task_id=p.task_id, worker_id=p.worker_id, slot=p.slot,
