@@ -74,14 +74,14 @@ SERVICES_BY_PROCESS = {
 def process_channel(stack, process: str) -> grpc.aio.Channel:
     """A channel to one process of the stack: the gateway with the admin key (so a request gets
     past the door and is what gets judged), the internal services as they are."""
-    return stack.gateway_channel() if process == "gateway" else grpc.aio.insecure_channel(stack.address(process))
+    return stack.gateway_channel() if process == "gateway" else stack.service_channel(process)
 
 
 async def serving_statuses(stack) -> set[str]:
     """The standard health status of every service process of the stack."""
     statuses = set()
     for process in SERVICES_BY_PROCESS:
-        async with grpc.aio.insecure_channel(stack.address(process)) as channel:
+        async with (stack.service_channel(process) if process != "gateway" else stack.gateway_channel()) as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             statuses.add(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     return statuses

@@ -15,6 +15,7 @@ import pytest
 
 from helpers import spec_proto
 from openautoglm.common.credentials import gateway_channel
+from openautoglm.common.server import channel
 from openautoglm.v1 import keys_pb2, keys_pb2_grpc, studies_pb2, studies_pb2_grpc
 
 
@@ -62,9 +63,9 @@ def test_no_key_or_a_wrong_key_is_unauthenticated_on_every_public_method(stack):
         return {name: await _code(call) for name, call in calls.items()}
 
     async def run():
-        async with grpc.aio.insecure_channel(stack.address("gateway")) as bare:
+        async with channel(stack.address("gateway"), stack.gateway_credentials()) as bare:
             without = await probe(bare)
-        async with gateway_channel(stack.address("gateway"), "oag_not-a-key") as wrong:
+        async with gateway_channel(stack.address("gateway"), "oag_not-a-key", stack.gateway_credentials()) as wrong:
             with_wrong = await probe(wrong)
         return without, with_wrong
 
@@ -79,8 +80,8 @@ def test_roles_and_tenants(stack):
         member_a = await _new_key(stack, "team-a", keys_pb2.ROLE_MEMBER)
         member_b = await _new_key(stack, "team-b", keys_pb2.ROLE_MEMBER)
         address = stack.address("gateway")
-        async with gateway_channel(address, member_a) as a, gateway_channel(address, reader_a) as ra, \
-                gateway_channel(address, member_b) as b:
+        async with stack.gateway_channel(member_a) as a, stack.gateway_channel(reader_a) as ra, \
+                stack.gateway_channel(member_b) as b:
             sa, sra, sb = (studies_pb2_grpc.StudiesStub(c) for c in (a, ra, b))
             study = (await sa.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec_proto(budget={"max_trials": 1}),
                                                                           request_id="same-id"), timeout=30)).study
@@ -121,7 +122,7 @@ def test_roles_and_tenants(stack):
 def test_revocation_takes_effect_on_the_next_call(stack):
     async def run():
         secret = await _new_key(stack, "team-r", keys_pb2.ROLE_READER)
-        async with gateway_channel(stack.address("gateway"), secret) as channel:
+        async with stack.gateway_channel(secret) as channel:
             stub = studies_pb2_grpc.StudiesStub(channel)
             await stub.ListStudies(studies_pb2.ListStudiesRequest(), timeout=10)
             async with stack.gateway_channel() as admin:
@@ -157,7 +158,7 @@ def test_bad_key_requests_name_the_field(stack):
 
 def test_the_cli_manages_keys_with_the_key_from_the_environment(stack):
     env = {**os.environ, "OPENAUTOGLM_API_KEY": stack.api_key, "OPENAUTOGLM_GATEWAY": stack.address("gateway"),
-           "COLUMNS": "200"}
+           "OPENAUTOGLM_CA_CERT": str(stack.tls_dir / "ca.crt"), "COLUMNS": "200"}
 
     def cli(*args):
         return subprocess.run([sys.executable, "-m", "openautoglm.cli", *args], env=env, capture_output=True,

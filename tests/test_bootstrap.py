@@ -34,7 +34,7 @@ class SlowStartingEvaluator:
 async def test_calls_before_start_finishes_get_unavailable_then_succeed(tmp_path):
     port = free_port()
     app, stop = SlowStartingEvaluator(), asyncio.Event()
-    settings = ServiceSettings(service="evaluator", port=port, data_dir=tmp_path, grace_seconds=1)
+    settings = ServiceSettings(service="evaluator", port=port, data_dir=tmp_path, grace_seconds=1, plaintext=True)
     server = asyncio.create_task(serve(settings, app, stop))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -74,7 +74,8 @@ def test_up_serves_until_sigterm_and_leaves_no_process_behind(tmp_path):
     endpoints = json.loads((tmp_path / "stack.json").read_text())["endpoints"]
     children = _children(proc.pid)
     assert len(children) == 6  # nats + five services
-    health = cli("health", endpoints["gateway"])
+    # Over TLS, as the operator whose certificate `up` created in its data dir.
+    health = cli("health", "--tls", "gateway", endpoints["gateway"], env={"OPENAUTOGLM_DATA_DIR": str(tmp_path)})
     assert health.returncode == 0 and "SERVING" in health.stdout
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=90)

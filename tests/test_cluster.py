@@ -42,7 +42,8 @@ async def _next_change(queue: asyncio.Queue, timeout: float = 10.0) -> events_pb
 @pytest.fixture
 async def scheduler(nats_url, tmp_path):
     """A gnn-scheduler on its own gRPC port, with a 1 s heartbeat timeout."""
-    app = SchedulerApp(ServiceSettings(service="gnn-scheduler", nats_url=nats_url, data_dir=tmp_path, heartbeat_ttl=1.0))
+    app = SchedulerApp(ServiceSettings(service="gnn-scheduler", nats_url=nats_url, data_dir=tmp_path, heartbeat_ttl=1.0,
+                                       plaintext=True))
     server = grpc.aio.server()
     app.register(server)
     port = server.add_insecure_port("127.0.0.1:0")
@@ -110,7 +111,7 @@ async def test_bad_pack_requests_are_invalid_argument_naming_the_problem(schedul
 
 
 async def test_a_study_whose_trials_fit_no_trainer_is_refused(stack):
-    async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as sched_channel:
+    async with stack.service_channel("gnn-scheduler") as sched_channel:
         await _wait_for_workers(scheduler_pb2_grpc.SchedulerStub(sched_channel), {"trainer-0"})
     async with stack.gateway_channel() as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
@@ -145,7 +146,7 @@ async def test_trials_are_packed_onto_trainers_that_hold_them_and_placed_again_w
     per slot) is never given any; SIGTERM to "roomy" mid-trial re-places its trial on trainer-0."""
     roomy, cramped = _start_trainer(stack, "roomy", 200_000), _start_trainer(stack, "cramped", 1)
     try:
-        async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as sched_channel, \
+        async with stack.service_channel("gnn-scheduler") as sched_channel, \
                 stack.gateway_channel() as channel:
             await _wait_for_workers(scheduler_pb2_grpc.SchedulerStub(sched_channel), {"trainer-0", "roomy", "cramped"})
             stub = studies_pb2_grpc.StudiesStub(channel)
@@ -179,10 +180,12 @@ async def test_trials_are_packed_onto_trainers_that_hold_them_and_placed_again_w
 
 
 def test_workers_command_lists_the_live_trainers_with_their_capacity(stack):
+    # The CLI calls the scheduler as the operator, with the certificate `up` created.
+    env = {**os.environ, "COLUMNS": "200", "OPENAUTOGLM_TLS_DIR": str(stack.tls_dir)}
     result = subprocess.run([sys.executable, "-m", "openautoglm.cli", "workers", "--scheduler", stack.address("gnn-scheduler")],
-                            capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
+                            capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stderr
     assert "trainer-0" in result.stdout and "live trainer" in result.stdout
     missing = subprocess.run([sys.executable, "-m", "openautoglm.cli", "workers", "--scheduler", "127.0.0.1:9"],
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60, env=env)
     assert missing.returncode == 1 and "ListWorkers: UNAVAILABLE" in missing.stderr

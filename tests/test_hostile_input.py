@@ -101,7 +101,7 @@ def test_scheduler_numeric_edge_cases_are_invalid_argument_naming_the_field(stac
     _, method, request, field = case
 
     async def call():
-        async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as channel:
+        async with stack.service_channel("gnn-scheduler") as channel:
             stub = scheduler_pb2_grpc.SchedulerStub(channel)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await getattr(stub, method)(request, timeout=30)
@@ -120,7 +120,8 @@ async def test_a_request_over_the_configured_size_is_resource_exhausted(tmp_path
     from openautoglm.evaluator.app import EvaluatorApp
     from openautoglm.v1 import evaluator_pb2_grpc
 
-    settings = ServiceSettings(service="evaluator", port=free_port(), data_dir=tmp_path, max_message_bytes=64 * 1024)
+    settings = ServiceSettings(service="evaluator", port=free_port(), data_dir=tmp_path, max_message_bytes=64 * 1024,
+                               plaintext=True)
     stop = asyncio.Event()
     server = asyncio.create_task(serve(settings, EvaluatorApp(settings), stop))
     try:

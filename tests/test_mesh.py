@@ -152,7 +152,7 @@ async def test_get_list_cancel_and_not_found(stack):
 
 async def test_every_service_has_health_and_reflection(stack):
     for service in SERVICE_ORDER:
-        async with grpc.aio.insecure_channel(stack.address(service)) as channel:
+        async with stack.service_channel(service) as channel:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
             stream = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
@@ -181,7 +181,7 @@ async def test_services_refuse_bad_requests_with_invalid_argument(stack):
          prompt_generator_pb2.RenderRequest(templates=[common_pb2.PromptTemplate(id="a", text="{ghost} {input}")]), "templates[0].text"),
     ]
     for service, stub_cls, method, request, needle in cases:
-        async with grpc.aio.insecure_channel(stack.address(service)) as channel:
+        async with stack.service_channel(service) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await getattr(stub_cls(channel), method)(request, timeout=10)
             assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (service, method, info.value)
@@ -195,7 +195,7 @@ async def test_trainer_train_rpc_streams_progress_and_result(stack):
         model=common_pb2.ModelSpec(builtin="tiny"),
         candidate=common_pb2.Candidate(prompt="Review: {input}", hyperparameters={"epochs": common_pb2.ParamValue(integer=2)}),
     )
-    async with grpc.aio.insecure_channel(stack.address("trainer")) as channel:
+    async with stack.service_channel("trainer") as channel:
         stub = trainer_pb2_grpc.TrainerStub(channel)
         updates = [u async for u in stub.Train(trainer_pb2.TrainRequest(job=job), timeout=120)]
         capacity = await stub.GetCapacity(trainer_pb2.GetCapacityRequest(), timeout=5)
@@ -235,7 +235,7 @@ async def test_scheduler_plans_the_heft_paper_example_over_grpc(stack):
     tasks = [scheduler_pb2.Task(id=tid, compute_seconds_by_worker={f"p{i + 1}": c for i, c in enumerate(costs)})
              for tid, costs in data["computation_cost"].items()]
     deps = [scheduler_pb2.Dependency(from_task=str(a), to_task=str(b), transfer_seconds=c) for a, b, c in data["edges"]]
-    async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as channel:
+    async with stack.service_channel("gnn-scheduler") as channel:
         reply = await scheduler_pb2_grpc.SchedulerStub(channel).Plan(scheduler_pb2.PlanRequest(
             graph=scheduler_pb2.TaskGraph(tasks=tasks, dependencies=deps), workers=workers, policy="heft"), timeout=10)
     assert reply.makespan_seconds == 80 and reply.policy == "heft" and len(reply.assignments) == 10
@@ -269,7 +269,7 @@ async def test_a_study_warm_starts_from_an_earlier_study_or_a_file(stack, tmp_pa
 async def test_scheduler_plans_with_the_gnn_by_default(stack):
     tasks = [scheduler_pb2.Task(id=f"t{i}", compute_seconds=1 + i % 3, memory_mb=100) for i in range(6)]
     deps = [scheduler_pb2.Dependency(from_task="t0", to_task=f"t{i}") for i in range(1, 6)]
-    async with grpc.aio.insecure_channel(stack.address("gnn-scheduler")) as channel:
+    async with stack.service_channel("gnn-scheduler") as channel:
         reply = await scheduler_pb2_grpc.SchedulerStub(channel).Plan(scheduler_pb2.PlanRequest(
             graph=scheduler_pb2.TaskGraph(tasks=tasks, dependencies=deps),
             workers=[scheduler_pb2.Worker(id="w", slots=2, memory_mb=1000, speed=1)]), timeout=10)
@@ -309,7 +309,7 @@ def test_multi_objective_specs_are_checked():
 
 async def test_propose_reports_the_render_cache_hit_rate(stack):
     spec = spec_proto()
-    async with grpc.aio.insecure_channel(stack.address("prompt-generator")) as channel:
+    async with stack.service_channel("prompt-generator") as channel:
         stub = prompt_generator_pb2_grpc.PromptGeneratorStub(channel)
         for study_id in ("cache-a", "cache-b"):
             await stub.RegisterStudy(prompt_generator_pb2.RegisterStudyRequest(study_id=study_id, spec=spec), timeout=10)

@@ -19,7 +19,8 @@ def test_node_client_creates_and_reads_back_a_study(stack):
         pytest.skip("node or node_modules missing (run make setup)")
     result = subprocess.run(
         [node, str(ROOT / "examples" / "node-client" / "client.js"), "--gateway", stack.address("gateway"), "--wait"],
-        capture_output=True, text=True, timeout=300, env={**os.environ, "OPENAUTOGLM_API_KEY": stack.api_key},
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OPENAUTOGLM_API_KEY": stack.api_key,
+                                 "OPENAUTOGLM_CA_CERT": str(stack.tls_dir / "ca.crt")},
     )
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
@@ -39,6 +40,7 @@ def test_node_client_sees_invalid_argument_for_a_bad_spec(stack, tmp_path):
                                "search_space": {"templates": []}, "budget": {"max_trials": 1}}))
     result = subprocess.run(["node", str(ROOT / "examples" / "node-client" / "client.js"), "--gateway",
                              stack.address("gateway"), "--spec", str(bad)], capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "OPENAUTOGLM_API_KEY": stack.api_key})
+                            env={**os.environ, "OPENAUTOGLM_API_KEY": stack.api_key,
+                                 "OPENAUTOGLM_CA_CERT": str(stack.tls_dir / "ca.crt")})
     assert result.returncode == 1
     assert "INVALID_ARGUMENT: spec.search_space.templates:" in result.stderr

@@ -53,8 +53,8 @@ def test_the_gateway_refuses_over_quota_with_resource_exhausted(tmp_path):
                     keys_pb2.CreateKeyRequest(tenant="team-q", role=keys_pb2.ROLE_MEMBER), timeout=10)).secret
                 other = (await keys_pb2_grpc.KeysStub(admin).CreateKey(
                     keys_pb2.CreateKeyRequest(tenant="team-r", role=keys_pb2.ROLE_MEMBER), timeout=10)).secret
-            async with gateway_channel(stack.address("gateway"), member) as q, \
-                    gateway_channel(stack.address("gateway"), other) as r:
+            async with stack.gateway_channel(member) as q, \
+                    stack.gateway_channel(other) as r:
                 sq, sr = studies_pb2_grpc.StudiesStub(q), studies_pb2_grpc.StudiesStub(r)
                 first = (await sq.CreateStudy(studies_pb2.CreateStudyRequest(
                     spec=spec_proto(budget={"max_trials": 2}), request_id="once"), timeout=30)).study

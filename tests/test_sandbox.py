@@ -116,7 +116,7 @@ EXPORT_ATTACKS = [
 @pytest.mark.parametrize("field,request_", EXPORT_ATTACKS, ids=[f"{a[0]}-{i}" for i, a in enumerate(EXPORT_ATTACKS)])
 def test_trainer_export_writes_nowhere_a_client_names(stack, field, request_, tmp_path):
     async def call():
-        async with grpc.aio.insecure_channel(stack.address("trainer")) as channel:
+        async with stack.service_channel("trainer") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await trainer_pb2_grpc.TrainerStub(channel).Export(request_, timeout=30)
             return caught.value
@@ -136,7 +136,7 @@ def test_the_trainer_refuses_a_job_that_names_a_file_outside_its_read_roots(stac
     job.dataset.path = "/etc/passwd"
 
     async def call():
-        async with grpc.aio.insecure_channel(stack.address("trainer")) as channel:
+        async with stack.service_channel("trainer") as channel:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 async for _ in trainer_pb2_grpc.TrainerStub(channel).Train(trainer_pb2.TrainRequest(job=job), timeout=30):
                     pass

@@ -45,10 +45,10 @@ async def test_sigterm_mid_training_hands_the_job_to_another_trainer(tmp_path):
             second = subprocess.Popen(
                 [sys.executable, "-m", "openautoglm.cli", "serve", "trainer", "--port", str(port), "--trainer-id", "trainer-second"],
                 env={**os.environ, "OPENAUTOGLM_NATS_URL": stack.nats_url, "OPENAUTOGLM_DATA_DIR": str(tmp_path / "second"),
-                     "OPENAUTOGLM_EVALUATOR_ADDR": stack.address("evaluator")},
+                     "OPENAUTOGLM_EVALUATOR_ADDR": stack.address("evaluator"), "OPENAUTOGLM_TLS_DIR": str(stack.tls_dir)},
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
-            await wait_serving(f"127.0.0.1:{port}", 120)
+            await wait_serving(f"127.0.0.1:{port}", 120, credentials=stack.operator.channel_credentials(), peer="trainer")
             stack.processes["trainer"].send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(stack.processes["trainer"].wait, 30) == 0
 

@@ -17,7 +17,7 @@ from openautoglm.v1 import common_pb2, events_pb2, studies_pb2, studies_pb2_grpc
 
 async def _failed_events(stack, study_id: str, count: int, timeout: float = 60) -> list[events_pb2.TrialFailedEvent]:
     """Read `autoglm.trial.failed` events of one study from the JetStream events stream."""
-    nc = await events.connect(stack.nats_url, "test-reader")
+    nc = await stack.nats_connect("test-reader")
     try:
         js = nc.jetstream()
         sub = await js.subscribe(subjects.SUBJECT_FAILED, ordered_consumer=True)
@@ -48,7 +48,7 @@ async def test_fp16_on_a_cpu_trainer_fails_trials_with_a_reason_event(stack):
 
 async def test_a_job_naming_a_missing_model_directory_fails_with_a_reason_event(stack):
     """A job whose model exists where the gateway looked but not where the trainer runs."""
-    nc = await events.connect(stack.nats_url, "test-publisher")
+    nc = await stack.nats_connect("test-publisher")
     try:
         job = trainer_pb2.TrainJob(
             study_id="st-direct", trial_id="st-direct-t000", task=common_pb2.TASK_TYPE_CLASSIFICATION,

@@ -57,6 +57,20 @@ function apiKey() {
   }
 }
 
+// TLS to the gateway: plaintext only when asked for ($OPENAUTOGLM_PLAINTEXT, a loopback gateway
+// started with --plaintext); the server's certificate is checked against $OPENAUTOGLM_CA_CERT,
+// else the CA `openautoglm up` wrote ($OPENAUTOGLM_DATA_DIR/tls/ca.crt), else the system's roots.
+function channelCredentials() {
+  if (['1', 'true', 'yes'].includes((process.env.OPENAUTOGLM_PLAINTEXT || '').trim().toLowerCase())) {
+    return grpc.credentials.createInsecure();
+  }
+  const dataDir = process.env.OPENAUTOGLM_DATA_DIR || path.join(os.homedir(), '.openautoglm');
+  const caFile = (process.env.OPENAUTOGLM_CA_CERT || '').trim() || path.join(dataDir, 'tls', 'ca.crt');
+  if (fs.existsSync(caFile)) return grpc.credentials.createSsl(fs.readFileSync(caFile));
+  if (process.env.OPENAUTOGLM_CA_CERT) throw new Error(`OPENAUTOGLM_CA_CERT: no file ${caFile}`);
+  return grpc.credentials.createSsl();
+}
+
 // Every call carries `authorization: Bearer <key>`.
 function withApiKey(key) {
   return (options, nextCall) => new grpc.InterceptingCall(nextCall(options), {
@@ -77,7 +91,7 @@ function loadStudiesClient(address) {
     oneofs: true,
   });
   const pkg = grpc.loadPackageDefinition(definition).openautoglm.v1;
-  return new pkg.Studies(address, grpc.credentials.createInsecure(), { interceptors: [withApiKey(apiKey())] });
+  return new pkg.Studies(address, channelCredentials(), { interceptors: [withApiKey(apiKey())] });
 }
 
 function unary(client, method, request) {

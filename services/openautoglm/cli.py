@@ -104,11 +104,22 @@ def serve(
                                                     help="gateway: max_trials of one study (0 = no limit)"),
     tenant_max_queued_trials: int = typer.Option(0, envvar="OPENAUTOGLM_TENANT_MAX_QUEUED_TRIALS",
                                                  help="gateway: trials still to run over a tenant's studies (0 = no limit)"),
+    tls_dir: Optional[Path] = typer.Option(None, envvar="OPENAUTOGLM_TLS_DIR",
+                                           help="the mesh CA and this service's certificate (default <data dir>/tls)"),
+    plaintext: bool = typer.Option(False, "--plaintext", envvar="OPENAUTOGLM_PLAINTEXT",
+                                   help="no TLS (allowed only when --host is a loopback address)"),
+    public_tls_cert: Optional[Path] = typer.Option(None, envvar="OPENAUTOGLM_PUBLIC_TLS_CERT",
+                                                   help="gateway: the public port's certificate (default: its mesh one)"),
+    public_tls_key: Optional[Path] = typer.Option(None, envvar="OPENAUTOGLM_PUBLIC_TLS_KEY",
+                                                  help="gateway: the public port's private key"),
+    health_port: int = typer.Option(0, envvar="OPENAUTOGLM_HEALTH_PORT",
+                                    help="a plaintext port that answers only the health check (0 = none)"),
 ) -> None:
     """Run one service until SIGTERM/SIGINT."""
     from openautoglm.common import telemetry
     from openautoglm.common.server import serve as run
     from openautoglm.common.stack import exit_with_parent
+    from openautoglm.common.tls import check_transport
 
     exit_with_parent()  # when the embedded stack started this service
 
@@ -123,8 +134,10 @@ def serve(
             trainer_processes=trainer_processes, prompt_generator_storage=prompt_generator_storage,
             trainer_memory_mb=trainer_memory_mb, heartbeat_ttl=heartbeat_ttl, max_message_bytes=max_message_bytes,
             tenant_max_running_studies=tenant_max_running_studies, tenant_max_trials_per_study=tenant_max_trials_per_study,
-            tenant_max_queued_trials=tenant_max_queued_trials,
+            tenant_max_queued_trials=tenant_max_queued_trials, tls_dir=tls_dir, plaintext=plaintext,
+            public_tls_cert=public_tls_cert, public_tls_key=public_tls_key, health_port=health_port,
         ).check_required()
+        check_transport(settings)
     except ConfigError as err:
         _err(str(err))
     # The trainer owns the compute. Every other service's tensor work (the scheduler's GNN, the
@@ -144,17 +157,50 @@ def serve(
 
 @app.command()
 def health(
-    address: str = typer.Argument(..., help="host:port of any Open-AutoGLM service"),
+    address: str = typer.Argument(..., help="host:port of a service's health port (or of its TLS port, with --tls)"),
     timeout: float = typer.Option(3.0, help="seconds to wait for SERVING"),
+    tls: Optional[str] = typer.Option(None, "--tls", metavar="SERVICE",
+                                      help="the port is SERVICE's TLS port: call it as the operator (mesh certificate)"),
 ) -> None:
     """Exit 0 if the service's standard gRPC health check answers SERVING (container probes use it)."""
     from openautoglm.common.server import wait_serving
 
+    credentials = _operator().channel_credentials() if tls else None
     try:
-        asyncio.run(wait_serving(address, timeout))
+        asyncio.run(wait_serving(address, timeout, credentials=credentials, peer=tls or ""))
     except TimeoutError as err:
         _err(str(err), 1)
     Console().print(f"{address}: SERVING")
+
+
+def _operator():
+    """The operator's mesh identity (the certificate `up` created) for direct calls to services."""
+    from openautoglm.common.tls import OPERATOR_IDENTITY, MeshIdentity, MissingCertificates
+
+    directory = Path(os.environ.get("OPENAUTOGLM_TLS_DIR") or default_data_dir() / "tls")
+    try:
+        return MeshIdentity(directory, OPERATOR_IDENTITY).check()
+    except MissingCertificates as err:
+        _err(str(err))
+
+
+certs_app = typer.Typer(no_args_is_help=True, help="The mesh's TLS certificates (a local CA).")
+app.add_typer(certs_app, name="certs")
+
+
+@certs_app.command("create")
+def certs_create(
+    directory: Path = typer.Argument(..., help="where to write ca.crt and <identity>.crt/.key (kept if present)"),
+    host: list[str] = typer.Option([], "--host", help="an extra DNS name or address every certificate is valid for "
+                                                      "(the gateway's public name); repeatable"),
+) -> None:
+    """Create the mesh's CA and a certificate per service, the NATS server and the operator, for
+    docker compose or Kubernetes Secrets (`openautoglm up` does this by itself)."""
+    from openautoglm.common.tls import create_mesh_certificates
+
+    issued = create_mesh_certificates(directory, tuple(host))
+    Console().print(f"{directory}: issued {', '.join(issued) if issued else 'nothing (all present)'}; "
+                    "keys are readable by their owner only")
 
 
 # --- up / demo -------------------------------------------------------------------------------
@@ -217,6 +263,7 @@ def demo(
     address = gateway or running_stack_gateway(default_data_dir())
     stack = None
     key = None
+    data_dir = None
     if address is None:
         stack = EmbeddedStack(Path(tempfile.mkdtemp(prefix="openautoglm-demo-")))
         console.print("starting the embedded stack (NATS + 5 services)...")
@@ -227,9 +274,10 @@ def demo(
             _err(str(err), 1)
         address = stack.address("gateway")
         key = stack.api_key
+        data_dir = stack.data_dir
         console.print(f"stack up in {time.monotonic() - started:.1f}s; logs in {stack.log_dir}")
     try:
-        study = asyncio.run(_create_and_watch(address, spec_proto, console, key))
+        study = asyncio.run(_create_and_watch(address, spec_proto, console, key, data_dir))
     finally:
         if stack is not None:
             stack.stop()
@@ -247,7 +295,7 @@ def workers(
     """List the live trainers the scheduler packs work onto, with their capacity."""
     import grpc
 
-    from openautoglm.common.server import insecure_channel
+    from openautoglm.common.server import channel
     from openautoglm.common.stack import running_stack_endpoint
     from openautoglm.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -256,9 +304,9 @@ def workers(
         _err("no scheduler: pass --scheduler HOST:PORT, set OPENAUTOGLM_SCHEDULER_ADDR, or run `openautoglm up`")
 
     async def list_workers():
-        async with insecure_channel(address) as channel:
+        async with channel(address, _operator().channel_credentials(), "gnn-scheduler") as scheduler_channel:
             try:
-                return await scheduler_pb2_grpc.SchedulerStub(channel).ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=10)
+                return await scheduler_pb2_grpc.SchedulerStub(scheduler_channel).ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=10)
             except grpc.aio.AioRpcError as err:
                 _err(f"ListWorkers: {err.code().name}: {err.details()}", 1)
 
@@ -416,39 +464,50 @@ def _api_key() -> str:
         _err(str(err))
 
 
+def _open_gateway(address: str, key: str | None = None, data_dir: Path | None = None):
+    """A channel to the gateway: TLS trusting the stack's CA (in `data_dir`, default the user's
+    data dir), authenticating with `key` (default: the caller's)."""
+    from openautoglm.common.credentials import gateway_channel, gateway_credentials
+
+    try:
+        credentials = gateway_credentials(data_dir or default_data_dir())
+    except FileNotFoundError as err:
+        _err(str(err))
+    return gateway_channel(address, key or _api_key(), credentials)
+
+
 async def _call(address: str, method: str, timeout: float = 30, key: str | None = None, service: str = "Studies",
-                **fields):
+                data_dir: Path | None = None, **fields):
     """One call to the gateway's public API (`service`: Studies or Keys); exits on an error."""
     import grpc
 
-    from openautoglm.common.credentials import gateway_channel
     from openautoglm.v1 import keys_pb2, keys_pb2_grpc, studies_pb2, studies_pb2_grpc
 
     messages, stub_class = {"Studies": (studies_pb2, studies_pb2_grpc.StudiesStub),
                             "Keys": (keys_pb2, keys_pb2_grpc.KeysStub)}[service]
     request = getattr(messages, f"{method}Request")(**fields)
-    async with gateway_channel(address, key or _api_key()) as channel:
+    async with _open_gateway(address, key, data_dir) as channel:
         try:
             return await getattr(stub_class(channel), method)(request, timeout=timeout)
         except grpc.aio.AioRpcError as err:
             _err(f"{method}: {err.code().name}: {err.details()}", 1)
 
 
-async def _create_and_watch(address: str, spec_proto, console: Console, key: str | None = None):
-    study = (await _call(address, "CreateStudy", key=key, spec=spec_proto)).study
+async def _create_and_watch(address: str, spec_proto, console: Console, key: str | None = None,
+                            data_dir: Path | None = None):
+    study = (await _call(address, "CreateStudy", key=key, data_dir=data_dir, spec=spec_proto)).study
     console.print(f"study [bold]{study.id}[/]  trace id [bold]{study.trace_id}[/]")
-    return await _watch(address, study.id, console, key)
+    return await _watch(address, study.id, console, key, data_dir)
 
 
-async def _watch(address: str, study_id: str, console: Console, key: str | None = None):
+async def _watch(address: str, study_id: str, console: Console, key: str | None = None, data_dir: Path | None = None):
     import grpc
 
-    from openautoglm.common.credentials import gateway_channel
     from openautoglm.v1 import common_pb2, studies_pb2, studies_pb2_grpc
 
     reported: set[str] = set()
     study = None
-    async with gateway_channel(address, key or _api_key()) as channel:
+    async with _open_gateway(address, key, data_dir) as channel:
         stub = studies_pb2_grpc.StudiesStub(channel)
         try:
             async for update in stub.WatchStudy(studies_pb2.WatchStudyRequest(study_id=study_id)):

@@ -6,10 +6,11 @@ import logging
 
 import grpc
 
+from openautoglm.common.tls import service_identity
 from openautoglm.common import events, sandbox, subjects
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.credentials import KEY_FILE_NAME
-from openautoglm.common.server import insecure_channel
+from openautoglm.common.server import mesh_channel
 from openautoglm.common.spec.protos import task_name
 from openautoglm.gateway.auth import ApiKeyAuth
 from openautoglm.gateway.clients import PeerClient
@@ -74,12 +75,14 @@ class GatewayApp:
         keys_pb2_grpc.add_KeysServicer_to_server(KeysServicer(self.keys), server)
 
     async def start(self):
-        self.bus = await events.NatsBus.connect(self.settings.nats_url, "gateway")
-        self.channels = [insecure_channel(a) for a in (
-            self.settings.prompt_generator_addr, self.settings.scheduler_addr, self.settings.evaluator_addr)]
+        self.bus = await events.NatsBus.connect(self.settings.nats_url, "gateway", service_identity(self.settings),
+                                               streams=True)
+        self.channels = [mesh_channel(self.settings, address, peer) for address, peer in (
+            (self.settings.prompt_generator_addr, "prompt-generator"), (self.settings.scheduler_addr, "gnn-scheduler"),
+            (self.settings.evaluator_addr, "evaluator"))]
         trainer = None
         if self.settings.trainer_addr:
-            self.channels.append(insecure_channel(self.settings.trainer_addr))
+            self.channels.append(mesh_channel(self.settings, self.settings.trainer_addr, "trainer"))
             trainer = PeerClient("trainer", trainer_pb2_grpc.TrainerStub(self.channels[-1]))
         peers = Peers(
             PeerClient("prompt-generator", prompt_generator_pb2_grpc.PromptGeneratorStub(self.channels[0])),

@@ -78,6 +78,17 @@ class ServiceSettings(BaseModel):
     tenant_max_queued_trials: int = Field(0, ge=0)
     # Largest request this service accepts, in bytes; a larger one gets RESOURCE_EXHAUSTED.
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2**31 - 1)
+    # The mesh's CA, this service's certificate and key (tls.py); empty = <data dir>/tls.
+    tls_dir: Path | None = None
+    # Serve and call without TLS. Refused unless the service binds a loopback address.
+    plaintext: bool = False
+    # Gateway only: the public port's certificate and key (a public CA's, say); empty = the
+    # gateway's mesh certificate, which clients verify with the mesh's ca.crt.
+    public_tls_cert: Path | None = None
+    public_tls_key: Path | None = None
+    # A second port that answers only the standard health check, in plaintext (0 = none):
+    # Kubernetes' gRPC probes cannot present a certificate.
+    health_port: int = Field(0, ge=0, le=65535)
 
     def check_required(self) -> "ServiceSettings":
         """Raise ConfigError naming every missing required setting of this service."""
@@ -91,6 +102,10 @@ class ServiceSettings(BaseModel):
         if missing:
             raise ConfigError(f"{self.service}: missing required setting(s): {'; '.join(missing)}")
         return self
+
+    def tls_directory(self) -> Path:
+        """Where this service's certificates are (tls.py reads them)."""
+        return self.tls_dir or self.data_dir / "tls"
 
     def service_dir(self) -> Path:
         """This service's own folder under the data dir (created)."""

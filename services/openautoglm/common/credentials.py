@@ -1,8 +1,11 @@
-"""A client's side of the public API's keys: where the key comes from and how it is sent.
+"""A client's side of the public API: where the key comes from, how it is sent, and how the
+gateway's TLS certificate is trusted.
 
 The key is `OPENAUTOGLM_API_KEY`, else the file `openautoglm up` writes on first start
 (`<data dir>/api-key`, readable by its owner only). Every call carries it as
 `authorization: Bearer <key>` (a client interceptor, so no call site can forget it).
+The gateway's certificate is checked against `OPENAUTOGLM_CA_CERT`, else the mesh CA that `up`
+wrote (`<data dir>/tls/ca.crt`), else the system's roots (a gateway with a public certificate).
 """
 from __future__ import annotations
 
@@ -11,10 +14,13 @@ from pathlib import Path
 
 import grpc
 
-from openautoglm.common.server import insecure_channel
+from openautoglm.common.server import channel
 
 API_KEY_VARIABLE = "OPENAUTOGLM_API_KEY"
 KEY_FILE_NAME = "api-key"
+CA_VARIABLE = "OPENAUTOGLM_CA_CERT"
+# The same variable a service reads for --plaintext: a client of a plaintext gateway sets it too.
+PLAINTEXT_VARIABLE = "OPENAUTOGLM_PLAINTEXT"
 
 
 class NoApiKey(RuntimeError):
@@ -60,6 +66,20 @@ def bearer_key_interceptors(key: str) -> list[grpc.aio.ClientInterceptor]:
     return [_BearerKeyUnary(key), _BearerKeyStream(key)]
 
 
-def gateway_channel(address: str, key: str) -> grpc.aio.Channel:
-    """A channel to the gateway's public API that authenticates every call with `key`."""
-    return insecure_channel(address, bearer_key_interceptors(key))
+def gateway_credentials(data_dir: Path) -> grpc.ChannelCredentials | None:
+    """TLS credentials for the gateway (see the module docstring); None only when plaintext was
+    asked for."""
+    if os.environ.get(PLAINTEXT_VARIABLE, "").strip().lower() in ("1", "true", "yes"):
+        return None
+    ca_file = Path(os.environ.get(CA_VARIABLE, "").strip() or data_dir / "tls" / "ca.crt")
+    if ca_file.is_file():
+        return grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
+    if os.environ.get(CA_VARIABLE):
+        raise FileNotFoundError(f"{CA_VARIABLE}: no file {ca_file}")
+    return grpc.ssl_channel_credentials()
+
+
+def gateway_channel(address: str, key: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+    """A channel to the gateway's public API (TLS with `credentials`, plaintext without) that
+    authenticates every call with `key`."""
+    return channel(address, credentials, interceptors=bearer_key_interceptors(key))

@@ -32,7 +32,8 @@ from nats.js.api import (
 from nats.js.errors import BadRequestError
 from opentelemetry import context as otel_context
 
-from openautoglm.common import subjects, telemetry
+from openautoglm.common import nats_auth, subjects, telemetry
+from openautoglm.common.tls import NATS_IDENTITY, MeshIdentity
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,16 @@ EVENTS_STREAM = StreamConfig(
 )
 
 
-async def connect(url: str, name: str) -> NATS:
-    """Connect with reconnects on, so a NATS restart does not take the service down."""
+async def connect(url: str, name: str, identity: MeshIdentity | None = None) -> NATS:
+    """Connect with reconnects on, so a NATS restart does not take the service down; with an
+    identity, over mutual TLS as that identity's NATS user, replies on its own inbox prefix
+    (nats_auth.py), else plaintext and anonymous (a bare server in tests)."""
+    secure: dict = {}
+    if identity is not None:
+        secure = {"tls": identity.ssl_context(), "tls_hostname": NATS_IDENTITY,
+                  "inbox_prefix": nats_auth.inbox_prefix(identity.name)}
     return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5
+        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, **secure
     )
 
 
@@ -94,12 +101,25 @@ class NatsBus:
         self.js = js
 
     @classmethod
-    async def connect(cls, url: str, name: str, streams: bool = True) -> "NatsBus":
-        nc = await connect(url, name)
+    async def connect(cls, url: str, name: str, identity: MeshIdentity | None, streams: bool = False) -> "NatsBus":
+        """`streams`: create or update the mesh's streams (the gateway's right alone, nats_auth.py)."""
+        nc = await connect(url, name, identity)
         js = nc.jetstream()
         if streams:
             await ensure_streams(js)
         return cls(nc, js)
+
+    async def wait_for_stream(self, stream: str, poll_seconds: float = 0.5) -> None:
+        """Wait until `stream` exists (the gateway creates the streams; a trainer may start first)."""
+        from nats.js.errors import NotFoundError
+
+        while True:
+            try:
+                await self.js.stream_info(stream)
+                return
+            except NotFoundError:
+                log.info("waiting for the gateway to create stream %s", stream)
+                await asyncio.sleep(poll_seconds)
 
     async def publish(self, subject: str, event: subjects.Event, ctx: otel_context.Context | None = None) -> None:
         """A durable event on JetStream (de-duplicated by its event id, trace context in headers)."""

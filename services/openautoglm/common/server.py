@@ -22,6 +22,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from openautoglm.common.config import ServiceSettings
+from openautoglm.common.tls import ALLOWED_CALLERS, peer_identity, public_server_credentials, service_identity
 
 log = logging.getLogger(__name__)
 
@@ -210,12 +211,61 @@ def _refusing_undecodable(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandl
     return guarded(handler, refuse_undecodable, each=refuse_undecodable, request_deserializer=tolerant)
 
 
-def insecure_channel(address: str, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
+class CallerCheck(grpc.aio.ServerInterceptor):
+    """An internal service's own methods answer only the mesh identities allowed to call them
+    (`tls.ALLOWED_CALLERS`): any other certificate from the mesh's CA gets PERMISSION_DENIED.
+    TLS has already refused callers without one."""
+
+    def __init__(self, app_services: tuple[str, ...], allowed: frozenset[str]):
+        self._prefixes = tuple(f"/{name}/" for name in app_services)
+        self._allowed = allowed
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(self._prefixes):
+            return handler
+        return guarded(handler, self._check)
+
+    async def _check(self, context, request) -> None:
+        caller = peer_identity(context)
+        if caller not in self._allowed:
+            await context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                                f"caller {caller or '(no certificate)'} may not call this service; "
+                                f"allowed: {', '.join(sorted(self._allowed))}")
+
+
+def channel(address: str, credentials: grpc.ChannelCredentials | None = None, peer: str = "",
+            interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
     """A client channel that carries the current trace context to `address` (after `interceptors`,
-    such as the API key's)."""
-    return grpc.aio.insecure_channel(
-        address, options=CLIENT_OPTIONS, interceptors=[*interceptors, *trace_client_interceptors()]
-    )
+    such as the API key's): TLS with `credentials`, checking that the server's certificate is
+    `peer`'s (when given) whatever address it was reached at; plaintext without credentials."""
+    hooks = [*interceptors, *trace_client_interceptors()]
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS, interceptors=hooks)
+    options = [*CLIENT_OPTIONS, *([("grpc.ssl_target_name_override", peer)] if peer else [])]
+    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=hooks)
+
+
+def mesh_channel(settings: ServiceSettings, address: str, peer: str) -> grpc.aio.Channel:
+    """This service calling the internal service `peer` at `address`: mutual TLS with its own
+    certificate (plaintext when the service runs with --plaintext)."""
+    identity = service_identity(settings)
+    return channel(address, identity.channel_credentials() if identity else None, peer)
+
+
+def _bind(server: grpc.aio.Server, settings: ServiceSettings) -> int:
+    """Bind the service's port: plaintext when asked (loopback only, checked with the settings),
+    the gateway's public TLS, or an internal service's mutual TLS."""
+    address = f"{settings.host}:{settings.port}"
+    identity = service_identity(settings)
+    if identity is None:
+        return server.add_insecure_port(address)
+    if settings.service == "gateway":
+        if settings.public_tls_cert and settings.public_tls_key:
+            return server.add_secure_port(address, public_server_credentials(settings.public_tls_cert, settings.public_tls_key))
+        return server.add_secure_port(address, public_server_credentials(
+            identity.directory / f"{identity.name}.crt", identity.directory / f"{identity.name}.key"))
+    return server.add_secure_port(address, identity.server_credentials())
 
 
 async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyncio.Event | None = None) -> None:
@@ -224,20 +274,31 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     gate = ReadyGate(app.service_names)
     limits = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
               ("grpc.max_receive_message_length", settings.max_message_bytes)]
-    # An app's own interceptors (the gateway's API keys) run first, then the shared ones.
-    interceptors = [*getattr(app, "interceptors", ()), DecodeGuard(), gate, *trace_server_interceptors()]
+    # Who may call: mesh identities for an internal service (when it runs TLS), else an app's own
+    # interceptors (the gateway's API keys); then the shared ones.
+    callers = ([CallerCheck(app.service_names, ALLOWED_CALLERS[settings.service])]
+               if settings.service in ALLOWED_CALLERS and not settings.plaintext else [])
+    interceptors = [*callers, *getattr(app, "interceptors", ()), DecodeGuard(), gate, *trace_server_interceptors()]
     server = grpc.aio.server(interceptors=interceptors, options=limits)
     app.register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = (*app.service_names, reflection.SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
     reflection.enable_server_reflection(names, server)
-    bound = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    bound = _bind(server, settings)
     if bound == 0:
         raise RuntimeError(f"{settings.service}: cannot bind {settings.host}:{settings.port}")
+    probe_server = None
+    if settings.health_port:
+        probe_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health, probe_server)
+        if probe_server.add_insecure_port(f"{settings.host}:{settings.health_port}") == 0:
+            raise RuntimeError(f"{settings.service}: cannot bind the health port {settings.host}:{settings.health_port}")
     for name in ("", *app.service_names):
         await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
+    if probe_server is not None:
+        await probe_server.start()
 
     if stop_requested is None:
         stop_requested = asyncio.Event()
@@ -250,6 +311,8 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
         await app.start()
     except BaseException:
         await server.stop(0)
+        if probe_server is not None:
+            await probe_server.stop(0)
         raise
     gate.ready = True
     for name in ("", *app.service_names):
@@ -260,6 +323,8 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     log.info("%s stopping (grace %.1fs)", settings.service, settings.grace_seconds)
     await health.enter_graceful_shutdown()
     await server.stop(settings.grace_seconds)
+    if probe_server is not None:
+        await probe_server.stop(0)
     await app.stop()
     log.info("%s stopped", settings.service)
 
@@ -272,12 +337,14 @@ def log_task_stacks() -> None:
         log.warning("task %s: %s", task.get_name(), where or "(not started)")
 
 
-async def wait_serving(address: str, timeout: float = 60.0, service: str = "") -> None:
-    """Poll the standard health service at `address` until it answers SERVING."""
+async def wait_serving(address: str, timeout: float = 60.0, service: str = "",
+                       credentials: grpc.ChannelCredentials | None = None, peer: str = "") -> None:
+    """Poll the standard health service at `address` until it answers SERVING (over TLS with
+    `credentials`, expecting `peer`'s certificate, when given)."""
     deadline = asyncio.get_running_loop().time() + timeout
     last_error = "no answer"
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+    async with channel(address, credentials, peer) as health_channel:
+        stub = health_pb2_grpc.HealthStub(health_channel)
         while asyncio.get_running_loop().time() < deadline:
             try:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)

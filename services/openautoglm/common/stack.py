@@ -2,6 +2,11 @@
 processes on free loopback ports — what `openautoglm up` and `openautoglm demo` run, and what the
 integration tests start.
 
+It is secured as a deployed mesh is: on first start it creates a local CA and a certificate per
+service, for NATS and for the operator (`<data dir>/tls`, tls.py); services speak mutual TLS,
+NATS maps certificates to users with subject permissions (nats_auth.py), and the gateway's
+public port serves TLS that clients verify with `<data dir>/tls/ca.crt`.
+
 Children die with the parent even if it is SIGKILLed (`exit_with_parent`); a normal stop sends
 SIGTERM gateway-first (so it stops dispatching before the workers go), waits, and kills only
 what did not exit in time.
@@ -30,9 +35,11 @@ from pathlib import Path
 
 import grpc
 
+from openautoglm.common import events, nats_auth
 from openautoglm.common.credentials import KEY_FILE_NAME, gateway_channel
 from openautoglm.common.net import free_port
-from openautoglm.common.server import wait_serving
+from openautoglm.common.server import channel, wait_serving
+from openautoglm.common.tls import OPERATOR_IDENTITY, MeshIdentity, create_mesh_certificates
 
 log = logging.getLogger(__name__)
 # Start order: the gateway last, once everything it calls is up.
@@ -120,7 +127,33 @@ class EmbeddedStack:
 
     def gateway_channel(self, key: str | None = None) -> grpc.aio.Channel:
         """A channel to the gateway that authenticates with `key` (default: the admin key)."""
-        return gateway_channel(self.address("gateway"), key or self.api_key)
+        return gateway_channel(self.address("gateway"), key or self.api_key, self.gateway_credentials())
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def operator(self) -> MeshIdentity:
+        """The stack owner's mesh identity: may call every internal service and do anything on NATS."""
+        return MeshIdentity(self.tls_dir, OPERATOR_IDENTITY)
+
+    def gateway_credentials(self) -> grpc.ChannelCredentials:
+        """TLS to the gateway's public port, trusting the stack's CA."""
+        return grpc.ssl_channel_credentials(root_certificates=(self.tls_dir / "ca.crt").read_bytes())
+
+    def service_channel(self, process: str, identity: MeshIdentity | None = None) -> grpc.aio.Channel:
+        """Mutual TLS to an internal service process as `identity` (default: the operator)."""
+        return channel(self.address(process), (identity or self.operator).channel_credentials(), self.service_of(process))
+
+    async def nats_connect(self, name: str, identity: MeshIdentity | None = None):
+        """A NATS connection as `identity`'s user (default: the operator)."""
+        return await events.connect(self.nats_url, name, identity or self.operator)
+
+    @staticmethod
+    def service_of(process: str) -> str:
+        """The service a process runs (extra prompt-generator replicas are `prompt-generator-N`)."""
+        return process if process in SERVICE_ORDER else "prompt-generator"
 
     @property
     def log_dir(self) -> Path:
@@ -137,6 +170,7 @@ class EmbeddedStack:
     async def start(self, timeout: float = 120.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
+        create_mesh_certificates(self.tls_dir)
         try:
             await self._start_nats()
             base_env = {
@@ -144,6 +178,7 @@ class EmbeddedStack:
                 **self.env,
                 "OPENAUTOGLM_NATS_URL": self.nats_url,
                 "OPENAUTOGLM_DATA_DIR": str(self.data_dir),
+                "OPENAUTOGLM_TLS_DIR": str(self.tls_dir),
                 "PYTHONUNBUFFERED": "1",
             }
             names = self.process_names()
@@ -157,7 +192,7 @@ class EmbeddedStack:
                 "OPENAUTOGLM_TRAINER_ADDR": self.address("trainer"),
             })
             for name in names:
-                service = name if name in SERVICE_ORDER else "prompt-generator"
+                service = self.service_of(name)
                 args = [sys.executable, "-m", "openautoglm.cli", "serve", service,
                         "--host", self.host, "--port", str(self.ports[name])]
                 if service == "trainer":
@@ -174,7 +209,11 @@ class EmbeddedStack:
     async def _start_nats(self) -> None:
         self.ports["nats"] = free_port(self.host)
         store = self.data_dir / "nats"
-        args = [nats_server_binary(), "-js", "-sd", str(store), "-a", self.host, "-p", str(self.ports["nats"])]
+        store.mkdir(exist_ok=True)
+        config_file = store / "nats.conf"
+        config_file.write_text(json.dumps(
+            nats_auth.server_config(self.host, self.ports["nats"], store, self.tls_dir), indent=2))
+        args = [nats_server_binary(), "-c", str(config_file)]
         self._spawn("nats", with_parent_death_signal(args), dict(os.environ))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -202,7 +241,8 @@ class EmbeddedStack:
 
     async def _wait(self, service: str, timeout: float) -> None:
         proc = self.processes[service]
-        waiter = asyncio.create_task(wait_serving(self.address(service), timeout))
+        waiter = asyncio.create_task(wait_serving(self.address(service), timeout, credentials=self.operator.channel_credentials(),
+                                                  peer=self.service_of(service)))
         while not waiter.done():
             if proc.poll() is not None:
                 waiter.cancel()

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 
+from openautoglm.common.tls import service_identity
 from openautoglm.common import events, subjects
 from openautoglm.common.config import ServiceSettings
 from openautoglm.gnn_scheduler.cluster import CapacityRegistry
@@ -71,7 +72,7 @@ class SchedulerApp:
                 await self._announce([], gone)
 
     async def start(self):
-        self.bus = await events.NatsBus.connect(self.settings.nats_url, "gnn-scheduler", streams=False)
+        self.bus = await events.NatsBus.connect(self.settings.nats_url, "gnn-scheduler", service_identity(self.settings))
         await self.bus.nc.subscribe(subjects.SUBJECT_HEARTBEAT, cb=self._on_heartbeat)
         self._sweeper = asyncio.create_task(self._sweep())
 

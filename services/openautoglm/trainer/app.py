@@ -25,9 +25,10 @@ import uuid
 
 import grpc
 
+from openautoglm.common.tls import service_identity
 from openautoglm.common import events, sandbox, subjects, telemetry
 from openautoglm.common.config import ServiceSettings
-from openautoglm.common.server import insecure_channel
+from openautoglm.common.server import mesh_channel
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
 from openautoglm.trainer.core import TrialError
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
@@ -175,9 +176,11 @@ class TrainerApp:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        self.evaluator = insecure_channel(self.settings.evaluator_addr)
+        self.evaluator = mesh_channel(self.settings, self.settings.evaluator_addr, "evaluator")
         self.scorer = Scorer(self.evaluator)
-        self.bus = await events.NatsBus.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}")
+        self.bus = await events.NatsBus.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}",
+                                                service_identity(self.settings))
+        await self.bus.wait_for_stream(events.JOBS_STREAM_NAME)
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         await self.bus.nc.subscribe(subjects.SUBJECT_STOP, cb=self._on_stop_request)
         self.consumer = events.DurableConsumer(
