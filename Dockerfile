@@ -11,6 +11,7 @@ ENV PYTHONUNBUFFERED=1 \
     OPENAUTOGLM_HOST=0.0.0.0 \
     OPENAUTOGLM_PORT=50051 \
     OPENAUTOGLM_DATA_DIR=/data \
+    OPENAUTOGLM_HEALTH_PORT=50052 \
     OTEL_PYTHON_GRPC_EXCLUDED_SERVICES=grpc.health.v1.Health
 
 WORKDIR /app
@@ -24,8 +25,10 @@ RUN pip install .
 RUN useradd --create-home --uid 10001 autoglm && mkdir -p /data && chown autoglm /data
 USER autoglm
 VOLUME ["/data"]
+# 50051: the API (TLS; the mesh's certificates are mounted at OPENAUTOGLM_TLS_DIR).
+# 50052: the standard health check alone, in plaintext, for probes.
 EXPOSE 50051
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["openautoglm", "health", "127.0.0.1:50051"]
+  CMD ["openautoglm", "health", "127.0.0.1:50052"]
 ENTRYPOINT ["openautoglm", "serve"]
 CMD ["gateway"]

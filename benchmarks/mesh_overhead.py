@@ -95,10 +95,9 @@ class Wiretap:
         self.progress_reports = 0
         self.acks = 0
 
-    async def start(self, url: str) -> None:
-        import nats
-
-        self.nc = await nats.connect(url, name="mesh-overhead-wiretap")
+    async def start(self, stack: EmbeddedStack) -> None:
+        # As the stack's operator: the one NATS user that may listen to every subject.
+        self.nc = await stack.nats_connect("mesh-overhead-wiretap")
 
         async def count(msg) -> None:
             subject = msg.subject
@@ -206,7 +205,7 @@ async def run_mesh(trials: int, data_dir: Path, receiver: OtlpReceiver,
     await stack.start()
     tap = Wiretap()
     try:
-        await tap.start(stack.nats_url)
+        await tap.start(stack)
         async with stack.gateway_channel() as channel:
             stub = studies_pb2_grpc.StudiesStub(channel)
             cpu_before = {name: cpu_seconds(proc.pid) for name, proc in stack.processes.items()}

@@ -79,7 +79,6 @@ def test_roles_and_tenants(stack):
         reader_a = await _new_key(stack, "team-a", keys_pb2.ROLE_READER)
         member_a = await _new_key(stack, "team-a", keys_pb2.ROLE_MEMBER)
         member_b = await _new_key(stack, "team-b", keys_pb2.ROLE_MEMBER)
-        address = stack.address("gateway")
         async with stack.gateway_channel(member_a) as a, stack.gateway_channel(reader_a) as ra, \
                 stack.gateway_channel(member_b) as b:
             sa, sra, sb = (studies_pb2_grpc.StudiesStub(c) for c in (a, ra, b))

@@ -121,3 +121,72 @@ def test_compose_publishes_no_service_port_but_the_gateways():
     # Jaeger's OTLP and UI ports stay published for local tracing (see the test above).
     assert published == {"gateway", "jaeger"}
     assert services["gateway"]["ports"] == ["50051:50051"]
+
+
+def test_compose_gives_each_container_its_own_certificate_and_nats_the_mesh_users():
+    from openautoglm.common import nats_auth
+
+    compose = _compose()
+    services = compose["services"]
+    declared = compose["secrets"]
+    for name in SERVICES:
+        svc = services[name]
+        tls_dir = svc["environment"]["OPENAUTOGLM_TLS_DIR"]
+        mounted = {s["target"]: s["source"] for s in svc["secrets"]}
+        # Its own certificate and key and the CA's certificate; nobody else's key, never the CA's.
+        assert mounted == {f"{tls_dir}/ca.crt": "mesh-ca", f"{tls_dir}/{name}.crt": f"{name}-cert",
+                           f"{tls_dir}/{name}.key": f"{name}-key"}
+        assert declared[f"{name}-key"]["file"] == f"./deploy/tls/compose/{name}/{name}.key"
+        # The healthcheck probes the plaintext health-only port; the API port is TLS.
+        assert svc["healthcheck"]["test"][-1] == f"127.0.0.1:{svc['environment']['OPENAUTOGLM_HEALTH_PORT']}"
+    assert not any("ca.key" in str(secret) for secret in declared.values())
+    nats = services["nats"]
+    config_mount = next(v for v in nats["volumes"] if v.endswith(":/etc/nats/nats.conf:ro"))
+    config = json.loads((ROOT / config_mount.split(":")[0]).read_text())
+    assert config == nats_auth.server_config("0.0.0.0", 4222, Path("/data"), Path("/etc/nats/tls"), http_port=8222)
+    assert {s["target"] for s in nats["secrets"]} == {config["tls"][k] for k in ("cert_file", "key_file", "ca_file")}
+
+
+def test_k8s_mounts_each_services_certificate_probes_the_health_port_and_nats_has_the_mesh_users():
+    from openautoglm.common import nats_auth
+    from openautoglm.common.tls import ORGANISATION
+
+    docs = [d for _, d in _k8s_docs()]
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    api_port, health_port = int(config["OPENAUTOGLM_PORT"]), int(config["OPENAUTOGLM_HEALTH_PORT"])
+    assert api_port != health_port
+    for name in SERVICES:
+        deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
+        pod = deployment["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        assert ports == {"grpc": api_port, "health": health_port}
+        assert all(container[probe]["grpc"]["port"] == health_port for probe in ("startupProbe", "readinessProbe", "livenessProbe"))
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == config["OPENAUTOGLM_TLS_DIR"])
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        assert mount["readOnly"] is True and volume["secret"]["secretName"] == f"openautoglm-tls-{name}"
+        assert {i["key"]: i["path"] for i in volume["secret"]["items"]} == {
+            "ca.crt": "ca.crt", "tls.crt": f"{name}.crt", "tls.key": f"{name}.key"}
+        service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == name)
+        assert service["spec"]["ports"][0]["targetPort"] == "grpc"
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy" and "ingress" in d["spec"]]
+    service_policies = [p for p in policies if not p["metadata"]["name"].startswith("nats")]
+    assert {port["port"] for p in service_policies for rule in p["spec"]["ingress"] for port in rule["ports"]} == {api_port}
+    # Headless Services resolve to the pods themselves: their addresses carry the pods' API port.
+    for key in ("OPENAUTOGLM_PROMPT_GENERATOR_ADDR", "OPENAUTOGLM_EVALUATOR_ADDR"):
+        assert config[key].startswith("dns:///") and config[key].endswith(f":{api_port}")
+
+    values = yaml.safe_load((ROOT / "k8s" / "nats-values.yaml").read_text())
+    assert values["config"]["merge"]["authorization"]["users"] == nats_auth.users()
+    assert values["config"]["nats"]["tls"]["merge"]["verify_and_map"] is True
+    assert values["config"]["nats"]["tls"]["secretName"] == values["tlsCA"]["secretName"] == "openautoglm-tls-nats"
+
+    # cert-manager's certificates carry the subjects NATS maps to its users and the names peers check.
+    certificates = {d["metadata"]["name"]: d["spec"] for d in yaml.safe_load_all(
+        (ROOT / "k8s" / "cert-manager" / "mesh-certificates.yaml").read_text()) if d["kind"] == "Certificate"}
+    for identity in (*SERVICES, "nats"):
+        spec = certificates[f"openautoglm-tls-{identity}"]
+        assert spec["secretName"] == f"openautoglm-tls-{identity}" and spec["commonName"] == identity
+        assert spec["subject"]["organizations"] == [ORGANISATION] and identity in spec["dnsNames"]
+        assert {"server auth", "client auth"} <= set(spec["usages"])
+        assert nats_auth.user_name(identity) == f"CN={identity},O={ORGANISATION}"

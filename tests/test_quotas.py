@@ -9,7 +9,6 @@ import grpc
 import pytest
 
 from helpers import spec_proto
-from openautoglm.common.credentials import gateway_channel
 from openautoglm.common.stack import EmbeddedStack
 from openautoglm.gateway.quotas import QuotaExceeded, Quotas
 from openautoglm.gateway.store import StudyStore

@@ -191,16 +191,26 @@ app.add_typer(certs_app, name="certs")
 @certs_app.command("create")
 def certs_create(
     directory: Path = typer.Argument(..., help="where to write ca.crt and <identity>.crt/.key (kept if present)"),
-    host: list[str] = typer.Option([], "--host", help="an extra DNS name or address every certificate is valid for "
-                                                      "(the gateway's public name); repeatable"),
+    host: list[str] = typer.Option([], "--host", help="an extra DNS name or address the gateway's certificate is "
+                                                      "valid for (its public name); repeatable"),
+    export: Optional[Path] = typer.Option(None, "--export", help="also copy each identity's own files (no CA key) "
+                                                                 "to EXPORT/<identity>/, one mount per container"),
+    container_readable: bool = typer.Option(False, "--container-readable",
+                                            help="exported keys 0644 inside 0700 folders, for docker compose's "
+                                                 "file secrets (which keep the host's owner and mode)"),
 ) -> None:
     """Create the mesh's CA and a certificate per service, the NATS server and the operator, for
     docker compose or Kubernetes Secrets (`openautoglm up` does this by itself)."""
-    from openautoglm.common.tls import create_mesh_certificates
+    from openautoglm.common.tls import IDENTITIES, OPERATOR_IDENTITY, create_mesh_certificates, export_identity
 
     issued = create_mesh_certificates(directory, tuple(host))
+    if export is not None:
+        for identity in IDENTITIES:
+            if identity != OPERATOR_IDENTITY:
+                export_identity(directory, identity, export / identity, container_readable)
+        export.chmod(0o700)
     Console().print(f"{directory}: issued {', '.join(issued) if issued else 'nothing (all present)'}; "
-                    "keys are readable by their owner only")
+                    "its keys are readable by their owner only")
 
 
 # --- up / demo -------------------------------------------------------------------------------
@@ -230,6 +240,8 @@ def up(
             table.add_row(name, endpoint)
         console.print(table)
         console.print(f"logs: {stack.log_dir}   export {GATEWAY_ENV}={stack.address('gateway')}   Ctrl-C stops")
+        console.print(f"TLS everywhere: the mesh CA is {stack.tls_dir / 'ca.crt'}; your admin API key is in "
+                      f"{stack.data_dir / 'api-key'}")
         await stop.wait()
 
     try:

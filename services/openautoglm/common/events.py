@@ -69,8 +69,12 @@ async def connect(url: str, name: str, identity: MeshIdentity | None = None) -> 
     if identity is not None:
         secure = {"tls": identity.ssl_context(), "tls_hostname": NATS_IDENTITY,
                   "inbox_prefix": nats_auth.inbox_prefix(identity.name)}
+    async def report(err: Exception) -> None:
+        # A refused certificate or a permissions violation says so here (nats-py retries quietly).
+        log.warning("nats (%s): %s", name, err)
+
     return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, **secure
+        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, error_cb=report, **secure
     )
 
 

@@ -25,7 +25,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -214,17 +213,20 @@ class EmbeddedStack:
         config_file.write_text(json.dumps(
             nats_auth.server_config(self.host, self.ports["nats"], store, self.tls_dir), indent=2))
         args = [nats_server_binary(), "-c", str(config_file)]
+        log_file = self.log_dir / "nats.log"
+        logged_before = log_file.stat().st_size if log_file.exists() else 0
         self._spawn("nats", with_parent_death_signal(args), dict(os.environ))
+        # Ready when it says so: a bare TCP probe would be a failed TLS handshake in its log.
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.processes["nats"].poll() is not None:
-                raise RuntimeError(f"nats-server exited; see {self.log_dir / 'nats.log'}")
-            try:
-                with socket.create_connection((self.host, self.ports["nats"]), timeout=0.5):
+                raise RuntimeError(f"nats-server exited; see {log_file}")
+            with open(log_file, "rb") as log_text:
+                log_text.seek(logged_before)
+                if b"Server is ready" in log_text.read():
                     return
-            except OSError:
-                await asyncio.sleep(0.1)
-        raise TimeoutError("nats-server did not start listening within 20s")
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"nats-server was not ready within 20s; see {log_file}")
 
     async def restart(self, service: str, timeout: float = 120.0) -> None:
         """Stop one service with SIGTERM and start it again with the same arguments and port."""

@@ -65,9 +65,10 @@ def key_path(directory: Path, identity: str) -> Path:
     return directory / f"{identity}.key"
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a private key readable by its owner only (created 0600, never world-readable)."""
+def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write a private key readable by its owner only (created 0600, never world-readable first)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    os.fchmod(fd, mode)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
 
@@ -156,6 +157,23 @@ def create_mesh_certificates(directory: Path, hosts: tuple[str, ...] = (),
             _issue(directory, identity, hosts if identity == PUBLIC_IDENTITY else (), ca_cert, ca_key)
             issued.append(identity)
     return issued
+
+
+def export_identity(directory: Path, identity: str, target: Path, container_readable: bool = False) -> None:
+    """Copy one identity's certificate, key and the CA certificate (never the CA's key) into
+    `target` (made 0700), so a container can mount its own credentials and nothing else.
+
+    `container_readable`: the key is 0644 inside the 0700 folder. docker compose mounts a file
+    secret as it is on the host (it cannot change owner or mode), so a container user other than
+    the host's owner (the image runs as uid 10001) could not read a 0600 key; the folder still
+    keeps other users of the host out."""
+    target.mkdir(parents=True, exist_ok=True)
+    target.chmod(0o700)
+    (target / CA_CERT).write_bytes((directory / CA_CERT).read_bytes())
+    cert_path(target, identity).write_bytes(cert_path(directory, identity).read_bytes())
+    key = key_path(target, identity)
+    key.unlink(missing_ok=True)
+    _write_private(key, key_path(directory, identity).read_bytes(), 0o644 if container_readable else 0o600)
 
 
 @dataclass(frozen=True)
