@@ -190,3 +190,12 @@ def test_k8s_mounts_each_services_certificate_probes_the_health_port_and_nats_ha
         assert spec["subject"]["organizations"] == [ORGANISATION] and identity in spec["dnsNames"]
         assert {"server auth", "client auth"} <= set(spec["usages"])
         assert nats_auth.user_name(identity) == f"CN={identity},O={ORGANISATION}"
+
+
+def test_compose_restarts_every_long_running_container_and_checks_its_health():
+    services = _compose()["services"]
+    for name, svc in services.items():
+        assert svc.get("restart") == "unless-stopped", name
+    for name in (*SERVICES, "nats"):
+        check = services[name]["healthcheck"]
+        assert check["test"][0] == "CMD" and check["retries"] >= 3, name

@@ -221,11 +221,19 @@ def up(
     data_dir: Path = typer.Option(None, envvar="OPENAUTOGLM_DATA_DIR", help="NATS store, state, logs"),
     trainer_slots: int = typer.Option(1, help="concurrent jobs of the trainer"),
 ) -> None:
-    """Start NATS and the five services on loopback; Ctrl-C (or SIGTERM) stops them all."""
+    """Start NATS and the five services on loopback, restart any that exits unexpectedly, and
+    stop them all on Ctrl-C (or SIGTERM)."""
     from openautoglm.common.stack import EmbeddedStack
 
     stack = EmbeddedStack(data_dir or default_data_dir(), trainer_slots=trainer_slots)
     console = Console()
+    # The stack's own record (restarts, slow stops) beside its children's logs.
+    import logging
+
+    stack.log_dir.mkdir(parents=True, exist_ok=True)
+    up_log = logging.FileHandler(stack.log_dir / "up.log")
+    up_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger("openautoglm.common.stack").addHandler(up_log)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -242,7 +250,14 @@ def up(
         console.print(f"logs: {stack.log_dir}   export {GATEWAY_ENV}={stack.address('gateway')}   Ctrl-C stops")
         console.print(f"TLS everywhere: the mesh CA is {stack.tls_dir / 'ca.crt'}; your admin API key is in "
                       f"{stack.data_dir / 'api-key'}")
+
+        def report(name: str, code: int, delay: float) -> None:
+            console.print(f"[yellow]{name} exited with code {code}; restarting it in {delay:.1f}s[/] "
+                          f"(log: {stack.log_dir / (name + '.log')})", highlight=False)
+
+        supervisor = asyncio.create_task(stack.supervise(report))
         await stop.wait()
+        supervisor.cancel()
 
     try:
         asyncio.run(main())

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,13 @@ from openautoglm.common.server import channel, wait_serving
 from openautoglm.common.tls import OPERATOR_IDENTITY, MeshIdentity, create_mesh_certificates
 
 log = logging.getLogger(__name__)
+# Supervision: a child that exits unexpectedly is started again after a delay that doubles from
+# RESTART_DELAY_FIRST up to RESTART_DELAY_MAX; one that had run RESTART_STABLE_SECONDS counts as
+# healthy again and restarts after the first delay.
+RESTART_DELAY_FIRST = 0.5
+RESTART_DELAY_MAX = 4.0
+RESTART_STABLE_SECONDS = 30.0
+SUPERVISE_POLL_SECONDS = 0.2
 # Start order: the gateway last, once everything it calls is up.
 SERVICE_ORDER = ("prompt-generator", "gnn-scheduler", "evaluator", "trainer", "gateway")
 STATE_FILE = "stack.json"
@@ -110,7 +118,13 @@ class EmbeddedStack:
     trainer_threads: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    # Restarts the supervisor made, per process.
+    restarts: dict[str, int] = field(default_factory=dict)
     _launch: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    _started_at: dict[str, float] = field(default_factory=dict)
+    # Processes the supervisor leaves alone: being restarted by hand, or held down on purpose.
+    _held: set[str] = field(default_factory=set)
+    _stopping: bool = False
 
     @property
     def nats_url(self) -> str:
@@ -230,16 +244,47 @@ class EmbeddedStack:
 
     async def restart(self, service: str, timeout: float = 120.0) -> None:
         """Stop one service with SIGTERM and start it again with the same arguments and port."""
-        proc = self.processes[service]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            await asyncio.to_thread(proc.wait, 60)
-        self._spawn(service, *self._launch[service])
-        await self._wait(service, timeout)
+        self._held.add(service)
+        try:
+            proc = self.processes[service]
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(proc.wait, 60)
+            self._spawn(service, *self._launch[service])
+            await self._wait(service, timeout)
+        finally:
+            self._held.discard(service)
+
+    async def supervise(self, on_restart: Callable[[str, int, float], None] | None = None) -> None:
+        """Run until the stack stops: start again, with the same arguments, port and data, any
+        process that exits while it should be running, after a backoff (see RESTART_DELAY_*).
+        Each restart is logged and reported to `on_restart(name, exit code, delay)`."""
+        delays: dict[str, float] = {}
+        due: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            for name, proc in list(self.processes.items()):
+                code = proc.poll()
+                if code is None or name in self._held or self._stopping:
+                    continue
+                if name not in due:
+                    ran = time.monotonic() - self._started_at.get(name, 0.0)
+                    delay = RESTART_DELAY_FIRST if ran >= RESTART_STABLE_SECONDS else delays.get(name, RESTART_DELAY_FIRST)
+                    delays[name] = min(delay * 2, RESTART_DELAY_MAX)
+                    due[name] = loop.time() + delay
+                    log.warning("%s exited with code %s; restarting it in %.1fs", name, code, delay)
+                    if on_restart is not None:
+                        on_restart(name, code, delay)
+                elif loop.time() >= due[name]:
+                    del due[name]
+                    self._spawn(name, *self._launch[name])
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+            await asyncio.sleep(SUPERVISE_POLL_SECONDS)
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self._launch[name] = (args, env)
         self.processes[name] = spawn(args, env, self.log_dir / f"{name}.log")
+        self._started_at[name] = time.monotonic()
 
     async def _wait(self, service: str, timeout: float) -> None:
         proc = self.processes[service]
@@ -255,6 +300,7 @@ class EmbeddedStack:
 
     def stop(self, timeout: float = 30.0) -> dict[str, int | None]:
         """SIGTERM everything (gateway first, NATS last); returns each process's exit code."""
+        self._stopping = True  # the supervisor starts nothing from now on
         order = [s for s in reversed(self.process_names()) if s in self.processes]
         for name in order:
             if self.processes[name].poll() is None:
