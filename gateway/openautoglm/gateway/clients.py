@@ -5,6 +5,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from opentelemetry import trace
 
 from openautoglm.gateway.peers import PeerRefused, PeerUnavailable
 
@@ -22,8 +23,10 @@ REFUSALS = frozenset({
 
 
 class PeerClient:
-    """Wraps a generated stub: `await client.Method(request, timeout=...)` calls the RPC and
-    raises PeerRefused or PeerUnavailable instead of grpc.aio.AioRpcError."""
+    """Wraps a generated stub: `await client.Method(request, timeout=...)` calls the RPC, waiting
+    for a peer that is away until the call's deadline (wait_for_ready), and raises PeerRefused or
+    PeerUnavailable instead of grpc.aio.AioRpcError. A transient failure is an event on the
+    current span, so every retry the caller makes shows on the study's trace."""
 
     def __init__(self, name: str, stub: Any):
         self._name = name
@@ -33,10 +36,14 @@ class PeerClient:
         rpc = getattr(self._stub, method)
 
         async def call(request: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("wait_for_ready", True)
             try:
                 return await rpc(request, **kwargs)
             except grpc.aio.AioRpcError as err:
-                kind = PeerRefused if err.code() in REFUSALS else PeerUnavailable
-                raise kind(self._name, method, err.code().name, err.details() or "") from err
+                if err.code() in REFUSALS:
+                    raise PeerRefused(self._name, method, err.code().name, err.details() or "") from err
+                trace.get_current_span().add_event("peer.unavailable", {
+                    "peer": self._name, "method": method, "code": err.code().name})
+                raise PeerUnavailable(self._name, method, err.code().name, err.details() or "") from err
 
         return call

@@ -81,6 +81,12 @@ class TrialEvents:
         study, trial = found
         if not trial.assigned_worker_id or event.progress.trainer_id not in ("", trial.assigned_worker_id):
             return  # from an earlier placement, on a trainer that was given up on
+        if event.progress.awaiting_scores:  # trained; the trainer waits for the evaluator to score it
+            trial.status = S.TRIAL_STATUS_EVALUATING
+            trial.trainer_id = event.progress.trainer_id
+            self.store.save_trial(trial)
+            self.watchers.notify(study.id, "trial.evaluating")
+            return
         trial.status = S.TRIAL_STATUS_TRAINING
         trial.trainer_id = event.progress.trainer_id
         if event.progress.step:

@@ -35,6 +35,21 @@ CHANNEL_OPTIONS = [
 # Calls spread over every address a target resolves to (a Kubernetes headless Service's pods,
 # or an `ipv4:a,b` list), instead of sticking to the first connection.
 CLIENT_OPTIONS = [*CHANNEL_OPTIONS, ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))]
+# Inside the mesh a peer that is restarting is a retry, not an error: gRPC retries a call that
+# meets UNAVAILABLE (no connection, or a service still starting: ReadyGate) a few times with
+# backoff, and reconnects within a second of the peer's return instead of backing off to
+# gRPC's default 120 s. Callers add wait_for_ready and their own deadline-bound retry loop.
+MESH_RETRY_POLICY = {"maxAttempts": 5, "initialBackoff": "0.1s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                     "retryableStatusCodes": ["UNAVAILABLE"]}
+MESH_OPTIONS = [
+    *CHANNEL_OPTIONS,
+    ("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
+                                        "methodConfig": [{"name": [{}], "retryPolicy": MESH_RETRY_POLICY}]})),
+    ("grpc.enable_retries", 1),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
 
 # Not traced: a probe every few seconds would bury the studies' spans.
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
@@ -235,22 +250,23 @@ class CallerCheck(grpc.aio.ServerInterceptor):
 
 
 def channel(address: str, credentials: grpc.ChannelCredentials | None = None, peer: str = "",
-            interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
+            interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+            options: Sequence[tuple[str, Any]] = CLIENT_OPTIONS) -> grpc.aio.Channel:
     """A client channel that carries the current trace context to `address` (after `interceptors`,
     such as the API key's): TLS with `credentials`, checking that the server's certificate is
     `peer`'s (when given) whatever address it was reached at; plaintext without credentials."""
     hooks = [*interceptors, *trace_client_interceptors()]
     if credentials is None:
-        return grpc.aio.insecure_channel(address, options=CLIENT_OPTIONS, interceptors=hooks)
-    options = [*CLIENT_OPTIONS, *([("grpc.ssl_target_name_override", peer)] if peer else [])]
-    return grpc.aio.secure_channel(address, credentials, options=options, interceptors=hooks)
+        return grpc.aio.insecure_channel(address, options=list(options), interceptors=hooks)
+    named = [*options, *([("grpc.ssl_target_name_override", peer)] if peer else [])]
+    return grpc.aio.secure_channel(address, credentials, options=named, interceptors=hooks)
 
 
 def mesh_channel(settings: ServiceSettings, address: str, peer: str) -> grpc.aio.Channel:
     """This service calling the internal service `peer` at `address`: mutual TLS with its own
     certificate (plaintext when the service runs with --plaintext)."""
     identity = service_identity(settings)
-    return channel(address, identity.channel_credentials() if identity else None, peer)
+    return channel(address, identity.channel_credentials() if identity else None, peer, options=MESH_OPTIONS)
 
 
 def _bind(server: grpc.aio.Server, settings: ServiceSettings) -> int:
@@ -343,7 +359,8 @@ async def wait_serving(address: str, timeout: float = 60.0, service: str = "",
     `credentials`, expecting `peer`'s certificate, when given)."""
     deadline = asyncio.get_running_loop().time() + timeout
     last_error = "no answer"
-    async with channel(address, credentials, peer) as health_channel:
+    # The mesh's short reconnect backoff: a service that comes back is seen within a second.
+    async with channel(address, credentials, peer, options=MESH_OPTIONS) as health_channel:
         stub = health_pb2_grpc.HealthStub(health_channel)
         while asyncio.get_running_loop().time() < deadline:
             try:

@@ -122,6 +122,7 @@ class EmbeddedStack:
     restarts: dict[str, int] = field(default_factory=dict)
     _launch: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
     _started_at: dict[str, float] = field(default_factory=dict)
+    _log_offsets: dict[str, int] = field(default_factory=dict)
     # Processes the supervisor leaves alone: being restarted by hand, or held down on purpose.
     _held: set[str] = field(default_factory=set)
     _stopping: bool = False
@@ -227,20 +228,42 @@ class EmbeddedStack:
         config_file.write_text(json.dumps(
             nats_auth.server_config(self.host, self.ports["nats"], store, self.tls_dir), indent=2))
         args = [nats_server_binary(), "-c", str(config_file)]
-        log_file = self.log_dir / "nats.log"
-        logged_before = log_file.stat().st_size if log_file.exists() else 0
         self._spawn("nats", with_parent_death_signal(args), dict(os.environ))
-        # Ready when it says so: a bare TCP probe would be a failed TLS handshake in its log.
-        deadline = time.monotonic() + 20
+        await self._wait("nats", 20)
+
+    async def _wait_nats_ready(self, timeout: float) -> None:
+        """Until the NATS server says it is ready (a bare TCP probe would be a failed TLS handshake
+        in its log)."""
+        log_file = self.log_dir / "nats.log"
+        since = self._log_offsets.get("nats", 0)
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.processes["nats"].poll() is not None:
                 raise RuntimeError(f"nats-server exited; see {log_file}")
             with open(log_file, "rb") as log_text:
-                log_text.seek(logged_before)
+                log_text.seek(since)
                 if b"Server is ready" in log_text.read():
                     return
             await asyncio.sleep(0.1)
-        raise TimeoutError(f"nats-server was not ready within 20s; see {log_file}")
+        raise TimeoutError(f"nats-server was not ready within {timeout:.0f}s; see {log_file}")
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one process (a service or `nats`) and keep it down, supervised or not, until
+        `start_again`: what the chaos tests do to the mesh."""
+        self._held.add(name)
+        proc = self.processes[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        proc.wait(60)
+
+    async def start_again(self, name: str, timeout: float = 120.0) -> None:
+        """Start a process the stack had started, with the same command, port and data, and wait
+        until it serves again."""
+        self._spawn(name, *self._launch[name])
+        try:
+            await self._wait(name, timeout)
+        finally:
+            self._held.discard(name)
 
     async def restart(self, service: str, timeout: float = 120.0) -> None:
         """Stop one service with SIGTERM and start it again with the same arguments and port."""
@@ -283,10 +306,15 @@ class EmbeddedStack:
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         self._launch[name] = (args, env)
-        self.processes[name] = spawn(args, env, self.log_dir / f"{name}.log")
+        log_file = self.log_dir / f"{name}.log"
+        self._log_offsets[name] = log_file.stat().st_size if log_file.exists() else 0
+        self.processes[name] = spawn(args, env, log_file)
         self._started_at[name] = time.monotonic()
 
     async def _wait(self, service: str, timeout: float) -> None:
+        if service == "nats":
+            await self._wait_nats_ready(timeout)
+            return
         proc = self.processes[service]
         waiter = asyncio.create_task(wait_serving(self.address(service), timeout, credentials=self.operator.channel_credentials(),
                                                   peer=self.service_of(service)))

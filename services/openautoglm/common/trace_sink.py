@@ -38,6 +38,8 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                             "start_ns": span.start_time_unix_nano,
                             "end_ns": span.end_time_unix_nano,
                             "attributes": {a.key: _value(a.value) for a in span.attributes},
+                            "events": [{"name": e.name, "attributes": {a.key: _value(a.value) for a in e.attributes}}
+                                       for e in span.events],
                         })
         return trace_service_pb2.ExportTraceServiceResponse()
 

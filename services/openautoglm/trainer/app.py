@@ -142,7 +142,8 @@ class TrainerApp:
             # The slot is free again (the next job is already waiting for it); score meanwhile.
             try:
                 with telemetry.tracer().start_as_current_span("score"):
-                    scores = await self._scorer.score(job, result)
+                    # While the evaluator is away the trial shows as EVALUATING, not TRAINING.
+                    scores = await self._scorer.score(job, result, on_wait=lambda: publish_progress(awaiting_scores=True))
             except ScoringRefused as err:
                 log.warning("trial %s: %s", job.trial_id, err, extra={"trial_id": job.trial_id})
                 await self._publish_failed(job, str(err))

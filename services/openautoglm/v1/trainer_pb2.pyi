@@ -77,7 +77,7 @@ class TrainResponse(_message.Message):
     def __init__(self, progress: _Optional[_Union[TrialProgress, _Mapping]] = ..., trained: _Optional[_Union[TrialTrained, _Mapping]] = ...) -> None: ...
 
 class TrialProgress(_message.Message):
-    __slots__ = ("study_id", "trial_id", "step", "total_steps", "loss", "trainer_id", "epoch", "has_intermediate", "intermediate_value")
+    __slots__ = ("study_id", "trial_id", "step", "total_steps", "loss", "trainer_id", "epoch", "has_intermediate", "intermediate_value", "awaiting_scores")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,7 @@ class TrialProgress(_message.Message):
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     HAS_INTERMEDIATE_FIELD_NUMBER: _ClassVar[int]
     INTERMEDIATE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    AWAITING_SCORES_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     trial_id: str
     step: int
@@ -96,7 +97,8 @@ class TrialProgress(_message.Message):
     epoch: int
     has_intermediate: bool
     intermediate_value: float
-    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., trainer_id: _Optional[str] = ..., epoch: _Optional[int] = ..., has_intermediate: _Optional[bool] = ..., intermediate_value: _Optional[float] = ...) -> None: ...
+    awaiting_scores: bool
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., trainer_id: _Optional[str] = ..., epoch: _Optional[int] = ..., has_intermediate: _Optional[bool] = ..., intermediate_value: _Optional[float] = ..., awaiting_scores: _Optional[bool] = ...) -> None: ...
 
 class TrialTrained(_message.Message):
     __slots__ = ("study_id", "trial_id", "trainer_id", "task", "predictions", "references", "train_loss", "train_seconds", "steps", "artifact_path", "model_metrics", "skipped_steps", "resumed_from_step", "precision", "metrics", "objective_value", "extra_objective_values")
