@@ -33,6 +33,9 @@ from openautoglm.v1 import (
 )
 
 log = logging.getLogger(__name__)
+# Seconds before a trial event the gateway took is redelivered: the handler says "in progress"
+# every third of it while it works, so only a gateway that died mid-event makes anyone wait.
+GATEWAY_ACK_WAIT = 10.0
 
 
 class GatewayApp:
@@ -94,7 +97,7 @@ class GatewayApp:
         self.consumer = events.DurableConsumer(
             self.bus.js, events.EVENTS_STREAM_NAME, "gateway-trials",
             [subjects.SUBJECT_PROGRESS, subjects.SUBJECT_TRAINED, subjects.SUBJECT_FAILED, subjects.SUBJECT_PRUNED],
-            controller.trial_events.on_trial_event, ack_wait=150.0, max_deliver=20, retry_delay=2.0, concurrency=2,
+            controller.trial_events.on_trial_event, ack_wait=GATEWAY_ACK_WAIT, max_deliver=20, retry_delay=2.0, concurrency=2,
             on_give_up=controller.trial_events.on_give_up,
         )
         await self.consumer.start()

@@ -52,6 +52,7 @@ SUPERVISE_POLL_SECONDS = 0.2
 # Start order: the gateway last, once everything it calls is up.
 SERVICE_ORDER = ("prompt-generator", "gnn-scheduler", "evaluator", "trainer", "gateway")
 STATE_FILE = "stack.json"
+TRAINER_ID = "trainer-0"
 
 
 def nats_server_binary() -> str:
@@ -211,10 +212,11 @@ class EmbeddedStack:
                         "--host", self.host, "--port", str(self.ports[name])]
                 if service == "trainer":
                     # A stable id: a restarted trainer picks its own queue up again.
-                    args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", "trainer-0",
+                    args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", TRAINER_ID,
                              "--trainer-threads", str(self.trainer_threads or max(1, (os.cpu_count() or 2) - 1))]
                 self._spawn(name, args, base_env)
             await asyncio.gather(*(self._wait(name, timeout) for name in names))
+            await self._wait_trainer_joined(TRAINER_ID, timeout)
         except BaseException:
             self.stop()
             raise
@@ -230,6 +232,23 @@ class EmbeddedStack:
         args = [nats_server_binary(), "-c", str(config_file)]
         self._spawn("nats", with_parent_death_signal(args), dict(os.environ))
         await self._wait("nats", 20)
+
+    async def _wait_trainer_joined(self, trainer_id: str, timeout: float) -> None:
+        """Until the scheduler lists the trainer: it answers SERVING at once, and joins (heartbeats,
+        takes jobs) once it has warmed up; the stack is up when work can be placed."""
+        from openautoglm.v1 import scheduler_pb2, scheduler_pb2_grpc
+
+        deadline = time.monotonic() + timeout
+        async with self.service_channel("gnn-scheduler") as scheduler:
+            stub = scheduler_pb2_grpc.SchedulerStub(scheduler)
+            while time.monotonic() < deadline:
+                reply = await stub.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=10, wait_for_ready=True)
+                if any(w.id == trainer_id for w in reply.workers):
+                    return
+                if self.processes["trainer"].poll() is not None:
+                    raise RuntimeError(f"trainer exited during start-up; see {self.log_dir / 'trainer.log'}")
+                await asyncio.sleep(0.2)
+        raise TimeoutError(f"trainer {trainer_id} did not join within {timeout:.0f}s; see {self.log_dir / 'trainer.log'}")
 
     async def _wait_nats_ready(self, timeout: float) -> None:
         """Until the NATS server says it is ready (a bare TCP probe would be a failed TLS handshake

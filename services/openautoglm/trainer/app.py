@@ -58,14 +58,12 @@ class TrainerApp:
             queue_slots=settings.trainer_slots * settings.trainer_prefetch,
             read_roots=sandbox.read_roots(settings.data_dir),
         )
-        # Before the gRPC server exists (its threads must not see the forks some libraries make
-        # while loading), and before SERVING: the first trial starts at once, at full speed.
-        self.runner.warm_up()
         self.bus: events.NatsBus | None = None
         self.evaluator: grpc.aio.Channel | None = None
         self.scorer: Scorer | None = None
         self.consumer: events.DurableConsumer | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._joining: asyncio.Task[None] | None = None
 
     @property
     def _bus(self) -> events.NatsBus:
@@ -182,18 +180,29 @@ class TrainerApp:
         self.bus = await events.NatsBus.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}",
                                                 service_identity(self.settings))
         await self.bus.wait_for_stream(events.JOBS_STREAM_NAME)
-        self._heartbeat_task = asyncio.create_task(self._heartbeat())
         await self.bus.nc.subscribe(subjects.SUBJECT_STOP, cb=self._on_stop_request)
+        # SERVING now; the trainer joins the cluster (heartbeats, its jobs queue) once warm.
+        self._joining = asyncio.create_task(self._warm_up_then_join())
+
+    async def _warm_up_then_join(self) -> None:
+        """Pay training's one-time costs on the training thread (the first trial then runs at
+        full speed), then announce this trainer and take jobs. Done after SERVING, so a
+        restarted trainer answers within seconds; a redelivered job waits for the warm-up."""
+        await asyncio.wrap_future(self.runner.start_warm_up())
+        self._heartbeat_task = asyncio.create_task(self._heartbeat())
         self.consumer = events.DurableConsumer(
-            self.bus.js, events.JOBS_STREAM_NAME, self.runner.trainer_id, [subjects.train_subject(self.runner.trainer_id)], self._on_job,
+            self._bus.js, events.JOBS_STREAM_NAME, self.runner.trainer_id, [subjects.train_subject(self.runner.trainer_id)], self._on_job,
             ack_wait=self.settings.trainer_ack_wait, max_deliver=5,
             concurrency=self.runner.slots + self.runner.queue_slots,  # the waiting jobs are fetched too
             on_give_up=self._give_up,
         )
         await self.consumer.start()
+        log.info("trainer %s warmed up and taking jobs", self.runner.trainer_id)
 
     async def stop(self):
         self.runner.stop_event.set()  # running training stops at its next step
+        if self._joining is not None and not self._joining.done():
+            self._joining.cancel()
         if self.consumer:
             await self.consumer.stop()
         if self._heartbeat_task:

@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -79,11 +79,14 @@ class TrialRunner:
         # Trials asked to stop before they started here (most recent last, bounded).
         self.stop_early: dict[str, None] = {}
 
-    def warm_up(self) -> None:
-        """Pay the one-time costs of training (`core.warm_up`) on the training thread, before the
-        first job: the first trial then runs at full speed."""
-        with tempfile.TemporaryDirectory(prefix="autoglm-warm-up-") as scratch:
-            self._training_threads.submit(warm_up, Path(scratch)).result()
+    def start_warm_up(self) -> Future[None]:
+        """Pay the one-time costs of training (`core.warm_up`) on the training thread, ahead of
+        any job submitted after this call: the first trial then runs at full speed."""
+        def warm() -> None:
+            with tempfile.TemporaryDirectory(prefix="autoglm-warm-up-") as scratch:
+                warm_up(Path(scratch))
+
+        return self._training_threads.submit(warm)
 
     def close(self) -> None:
         """Let the training threads go (after the running trials stopped)."""
