@@ -99,7 +99,7 @@ def _check(outcome: dict) -> None:
     assert outcome["progressed"] and outcome["next_trial_after"] <= NEXT_TRIAL_WITHIN, outcome["next_trial_after"]
 
 
-@pytest.mark.parametrize("victims", [("gateway",), ("evaluator",), ("trainer",), ("nats",)], ids=lambda v: "+".join(v))
+@pytest.mark.parametrize("victims", [("gateway",), ("prompt-generator",), ("evaluator",), ("trainer",), ("nats",)], ids=lambda v: "+".join(v))
 def test_a_process_killed_mid_study_and_back_after_3s_costs_no_trial(tmp_path, victims, otlp_receiver):
     stack = EmbeddedStack(tmp_path / "stack", env={
         "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint, "OTEL_EXPORTER_OTLP_INSECURE": "true",
