@@ -84,7 +84,7 @@ def serve(
     trainer_threads: int = typer.Option(0, envvar="OPENAUTOGLM_TRAINER_THREADS",
                                         help="trainer: CPU threads for training (0 = every core)"),
     trainer_id: str = typer.Option("", envvar="OPENAUTOGLM_TRAINER_ID"),
-    trainer_ack_wait: float = typer.Option(10.0, envvar="OPENAUTOGLM_TRAINER_ACK_WAIT",
+    trainer_ack_wait: float = typer.Option(30.0, envvar="OPENAUTOGLM_TRAINER_ACK_WAIT",
                                            help="trainer: seconds of silence before a job is redelivered"),
     prompt_generator_storage: str = typer.Option("", envvar="OPENAUTOGLM_PROMPT_GENERATOR_STORAGE",
                                                  help="prompt-generator: where study registrations live for every "

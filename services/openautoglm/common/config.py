@@ -61,7 +61,7 @@ class ServiceSettings(BaseModel):
     trainer_id: str = ""
     # Trainer only: seconds without a sign of life before JetStream redelivers a job elsewhere. A
     # live trainer says "in progress" every third of it, so a dead one's job moves on this soon.
-    trainer_ack_wait: float = Field(10.0, gt=0)
+    trainer_ack_wait: float = Field(30.0, gt=0)
     # Trainer only: data-parallel processes per trial (0 = one per local GPU, DDP via torchrun).
     trainer_processes: int = Field(0, ge=0)
     # Trainer only: memory per slot to announce, in MiB (0 = measure: free GPU memory, or free RAM
