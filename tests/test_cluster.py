@@ -96,6 +96,90 @@ async def test_joins_leaves_and_silent_trainers_are_announced_and_packing_follow
         await events.close(nc)
 
 
+class _Clock:
+    """A monotonic clock the test moves by hand (the registry reads `time.monotonic`)."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_a_restarted_scheduler_leaves_work_on_trainers_it_has_not_heard_from_until_it_has_settled(monkeypatch):
+    from openautoglm.gnn_scheduler import cluster
+    from openautoglm.gnn_scheduler.packing import pack
+    from openautoglm.gnn_scheduler.service import _worker_slots
+
+    clock = _Clock()
+    monkeypatch.setattr(cluster, "time", clock)
+    registry = cluster.CapacityRegistry(ttl=10.0)
+
+    def beat(worker_id: str, leaving: bool = False):
+        return registry.update(events_pb2.TrainerHeartbeat(
+            leaving=leaving, worker=scheduler_pb2.Worker(id=worker_id, slots=1, speed=1.0)))
+
+    beat("a")
+    assert beat("c") == (["c"], [])
+    assert beat("c", leaving=True) == ([], ["c"])
+    running = {"on-a": "a", "on-b": "b", "on-c": "c"}
+
+    def orphaned() -> list[str]:
+        return pack([], running, _worker_slots(registry.live(), with_queues=True), "fifo", registry.is_gone).orphaned
+
+    # Just started: "b" may simply not have beaten yet; "c" was seen leaving.
+    assert not registry.settled() and orphaned() == ["on-c"]
+    clock.now += 9.0
+    beat("a")
+    clock.now += 2.0  # a heartbeat timeout since start: "b" would have been heard by now
+    assert registry.settled() and orphaned() == ["on-b", "on-c"]
+    # Without the registry's judgement (workers named in the request), missing means gone.
+    assert pack([], running, _worker_slots(registry.live()), "fifo").orphaned == ["on-b", "on-c"]
+
+
+async def test_a_trainer_whose_connection_drops_is_gone_at_once_and_a_busy_one_is_not(nats_url, tmp_path, monkeypatch):
+    """Pings on the subject a trainer's heartbeat names: NATS's "no responders" once its
+    connection is closed (as the kernel closes a killed process's socket) makes it gone within
+    seconds, not after the 60 s heartbeat timeout; a trainer that answers slowly stays live."""
+    from openautoglm.gnn_scheduler import app as scheduler_app
+
+    monkeypatch.setattr(scheduler_app, "RECONNECT_GRACE_SECONDS", 0.5)
+    app = SchedulerApp(ServiceSettings(service="gnn-scheduler", nats_url=nats_url, data_dir=tmp_path, heartbeat_ttl=60.0,
+                                       plaintext=True))
+    await app.start()
+    observer = await events.connect(nats_url, "test-observer")
+    doomed = await events.connect(nats_url, "test-doomed-trainer")
+    busy = await events.connect(nats_url, "test-busy-trainer")
+    changes: asyncio.Queue = asyncio.Queue()
+    try:
+        await observer.subscribe(subjects.SUBJECT_CLUSTER, cb=changes.put)
+        async def answer(msg):
+            await msg.respond(b"")
+
+        async def ignore(msg):  # too busy to answer
+            pass
+
+        await doomed.subscribe(subjects.ping_subject("doomed"), cb=answer)
+        await busy.subscribe(subjects.ping_subject("busy"), cb=ignore)
+        for nc, worker_id in ((doomed, "doomed"), (busy, "busy")):
+            beat = events_pb2.TrainerHeartbeat(meta=subjects.new_meta("test"), ping_subject=subjects.ping_subject(worker_id),
+                                               worker=scheduler_pb2.Worker(id=worker_id, slots=1, speed=1.0))
+            await nc.publish(subjects.SUBJECT_HEARTBEAT, beat.SerializeToString())
+            await nc.flush()
+            assert list((await _next_change(changes)).joined) == [worker_id]
+        await asyncio.sleep(3.0)  # pinged a few times: both are live
+        assert changes.empty() and {w.id for w in app.registry.live()} == {"doomed", "busy"}
+        closed = time.monotonic()
+        await doomed.close()
+        change = await _next_change(changes, timeout=15)
+        assert list(change.left) == ["doomed"] and [w.id for w in change.workers] == ["busy"]
+        assert time.monotonic() - closed < 10  # far sooner than the 60 s timeout
+    finally:
+        for nc in (observer, doomed, busy):
+            await events.close(nc)
+        await app.stop()
+
+
 @pytest.mark.parametrize("request_, field", [
     (scheduler_pb2.PackRequest(pending=[scheduler_pb2.Task(id="x"), scheduler_pb2.Task(id="x")]), "duplicate"),
     (scheduler_pb2.PackRequest(pending=[scheduler_pb2.Task()]), "pending[0]"),

@@ -6,7 +6,7 @@ no certificate (anonymous) is refused. What the users may do follows the mesh's 
 - only the gateway publishes train jobs and stop requests, manages the streams and consumes the
   trial results;
 - only trainers publish trial results and heartbeats, and consume only the jobs stream;
-- the scheduler hears heartbeats and announces cluster changes;
+- the scheduler hears heartbeats, pings trainers (they may answer) and announces cluster changes;
 - every identity receives replies only on its own inbox prefix (`_INBOX.<identity>.`), so no
   one reads another's JetStream replies;
 - the operator (whoever runs the stack) may do anything, as the owner of the NATS server.
@@ -33,8 +33,12 @@ def inbox_prefix(identity: str) -> str:
     return f"_INBOX.{identity}"
 
 
-def _allow(publish: list[str], subscribe: list[str]) -> dict:
-    return {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
+def _allow(publish: list[str], subscribe: list[str], responses: bool = False) -> dict:
+    """`responses`: may reply to requests it receives (one reply each, to the asker's inbox)."""
+    allowed: dict = {"publish": {"allow": publish}, "subscribe": {"allow": subscribe}}
+    if responses:
+        allowed["allow_responses"] = True
+    return allowed
 
 
 PERMISSIONS: dict[str, dict] = {
@@ -46,10 +50,11 @@ PERMISSIONS: dict[str, dict] = {
         publish=[*RESULT_SUBJECTS, subjects.SUBJECT_HEARTBEAT, "$JS.API.INFO", f"$JS.API.STREAM.INFO.{JOBS}",
                  f"$JS.API.CONSUMER.CREATE.{JOBS}.>", f"$JS.API.CONSUMER.DURABLE.CREATE.{JOBS}.>",
                  f"$JS.API.CONSUMER.INFO.{JOBS}.>", f"$JS.API.CONSUMER.MSG.NEXT.{JOBS}.>", f"$JS.ACK.{JOBS}.>"],
-        subscribe=[f"{inbox_prefix('trainer')}.>", subjects.SUBJECT_STOP],
+        subscribe=[f"{inbox_prefix('trainer')}.>", subjects.SUBJECT_STOP, f"{subjects.SUBJECT_PING}.*"],
+        responses=True,  # answers the scheduler's pings
     ),
     "gnn-scheduler": _allow(
-        publish=[subjects.SUBJECT_CLUSTER],
+        publish=[subjects.SUBJECT_CLUSTER, f"{subjects.SUBJECT_PING}.*"],
         subscribe=[f"{inbox_prefix('gnn-scheduler')}.>", subjects.SUBJECT_HEARTBEAT],
     ),
     OPERATOR_IDENTITY: _allow(publish=[">"], subscribe=[">"]),

@@ -115,6 +115,9 @@ class EmbeddedStack:
     # More than one runs that many prompt-generator processes behind the gateway's one channel
     # (client-side round-robin), as a Kubernetes headless Service would.
     prompt_generator_replicas: int = 1
+    # Trainer processes: "trainer" (trainer id trainer-0), then "trainer-1", "trainer-2"... whose
+    # process names are their trainer ids. Each has `trainer_slots` slots.
+    trainers: int = 1
     # CPU threads the trainer trains with; 0 leaves the other services one core.
     trainer_threads: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -167,17 +170,33 @@ class EmbeddedStack:
 
     @staticmethod
     def service_of(process: str) -> str:
-        """The service a process runs (extra prompt-generator replicas are `prompt-generator-N`)."""
-        return process if process in SERVICE_ORDER else "prompt-generator"
+        """The service a process runs (extra replicas are `prompt-generator-N`, `trainer-N`)."""
+        if process in SERVICE_ORDER:
+            return process
+        base, _, number = process.rpartition("-")
+        if base in SERVICE_ORDER and number.isdigit():
+            return base
+        raise KeyError(f"no process {process!r} in the stack")
+
+    @staticmethod
+    def trainer_id(process: str) -> str:
+        """The trainer id a trainer process runs as (stable: a restart takes its own queue up)."""
+        return TRAINER_ID if process == "trainer" else process
+
+    def trainer_process(self, trainer_id: str) -> str:
+        """The process that runs trainer `trainer_id`."""
+        return next(name for name in self.process_names()
+                    if self.service_of(name) == "trainer" and self.trainer_id(name) == trainer_id)
 
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
 
     def process_names(self) -> list[str]:
-        """Every service process in start order (extra prompt-generator replicas after the first)."""
-        extra = [f"prompt-generator-{i}" for i in range(2, self.prompt_generator_replicas + 1)]
-        return [name for service in SERVICE_ORDER for name in ([service, *extra] if service == "prompt-generator" else [service])]
+        """Every service process in start order (extra replicas after each service's first)."""
+        extra = {"prompt-generator": [f"prompt-generator-{i}" for i in range(2, self.prompt_generator_replicas + 1)],
+                 "trainer": [f"trainer-{i}" for i in range(1, self.trainers)]}
+        return [name for service in SERVICE_ORDER for name in (service, *extra.get(service, ()))]
 
     def endpoints(self) -> dict[str, str]:
         return {"nats": self.nats_url, **{s: self.address(s) for s in SERVICE_ORDER}}
@@ -212,11 +231,12 @@ class EmbeddedStack:
                         "--host", self.host, "--port", str(self.ports[name])]
                 if service == "trainer":
                     # A stable id: a restarted trainer picks its own queue up again.
-                    args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", TRAINER_ID,
+                    args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", self.trainer_id(name),
                              "--trainer-threads", str(self.trainer_threads or max(1, (os.cpu_count() or 2) - 1))]
                 self._spawn(name, args, base_env)
             await asyncio.gather(*(self._wait(name, timeout) for name in names))
-            await self._wait_trainer_joined(TRAINER_ID, timeout)
+            await asyncio.gather(*(self._wait_trainer_joined(name, timeout)
+                                   for name in names if self.service_of(name) == "trainer"))
         except BaseException:
             self.stop()
             raise
@@ -233,11 +253,12 @@ class EmbeddedStack:
         self._spawn("nats", with_parent_death_signal(args), dict(os.environ))
         await self._wait("nats", 20)
 
-    async def _wait_trainer_joined(self, trainer_id: str, timeout: float) -> None:
+    async def _wait_trainer_joined(self, process: str, timeout: float) -> None:
         """Until the scheduler lists the trainer: it answers SERVING at once, and joins (heartbeats,
         takes jobs) once it has warmed up; the stack is up when work can be placed."""
         from openautoglm.v1 import scheduler_pb2, scheduler_pb2_grpc
 
+        trainer_id = self.trainer_id(process)
         deadline = time.monotonic() + timeout
         async with self.service_channel("gnn-scheduler") as scheduler:
             stub = scheduler_pb2_grpc.SchedulerStub(scheduler)
@@ -245,10 +266,10 @@ class EmbeddedStack:
                 reply = await stub.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=10, wait_for_ready=True)
                 if any(w.id == trainer_id for w in reply.workers):
                     return
-                if self.processes["trainer"].poll() is not None:
-                    raise RuntimeError(f"trainer exited during start-up; see {self.log_dir / 'trainer.log'}")
+                if self.processes[process].poll() is not None:
+                    raise RuntimeError(f"{process} exited during start-up; see {self.log_dir / f'{process}.log'}")
                 await asyncio.sleep(0.2)
-        raise TimeoutError(f"trainer {trainer_id} did not join within {timeout:.0f}s; see {self.log_dir / 'trainer.log'}")
+        raise TimeoutError(f"trainer {trainer_id} did not join within {timeout:.0f}s; see {self.log_dir / f'{process}.log'}")
 
     async def _wait_nats_ready(self, timeout: float) -> None:
         """Until the NATS server says it is ready (a bare TCP probe would be a failed TLS handshake

@@ -31,11 +31,17 @@ SUBJECT_PRUNED = "autoglm.trial.pruned"
 SUBJECT_STOP = "autoglm.trial.stop"  # core NATS: only the trainer running the trial acts on it
 SUBJECT_HEARTBEAT = "autoglm.trainer.heartbeat"  # core NATS: a missed beat needs no replay
 SUBJECT_CLUSTER = "autoglm.cluster.changed"  # core NATS: the gateway also re-packs on a timer
+SUBJECT_PING = "autoglm.trainer.ping"  # + ".<worker id>", core NATS request/reply: is it still connected?
 
 
 def subject_token(name: str) -> str:
     """`name` made safe as one NATS subject token (no dots, spaces or wildcards)."""
     return re.sub(r"[^A-Za-z0-9_-]", "_", name) or "_"
+
+
+def ping_subject(worker_id: str) -> str:
+    """Where one trainer answers the scheduler's liveness pings."""
+    return f"{SUBJECT_PING}.{subject_token(worker_id)}"
 
 
 def train_subject(worker_id: str) -> str:

@@ -5,6 +5,8 @@ placed); the trainers announce their capacity (slots, memory per slot). `pack` i
 whenever either side changes, so this module is a pure function of that snapshot:
 
 1. Tasks placed on a worker that is no longer live are *orphaned*: the caller re-queues them.
+   (`is_gone` can narrow this: a scheduler that has just started leaves work on trainers it has
+   not heard from yet where it is.)
 2. Pending tasks that no live worker can hold are *unfit*: they wait (never placed anywhere).
 3. The rest are ranked by the scheduling policy (planner.plan over all pending tasks of all
    studies at once, onto the whole cluster), and taken in the order of their planned start.
@@ -18,6 +20,7 @@ anywhere" for a task and "unlimited" for a worker.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from openautoglm.gnn_scheduler.graph import PlanError, TaskNode, WorkerSlots, fits, topological_order
@@ -39,8 +42,10 @@ def pack(
     running: dict[str, str],
     workers: list[WorkerSlots],
     policy: str = "critical_path",
+    is_gone: Callable[[str], bool] | None = None,
 ) -> Packing:
-    """Place pending tasks onto free slots; `running` maps placed task id -> worker id."""
+    """Place pending tasks onto free slots; `running` maps placed task id -> worker id.
+    `is_gone(worker id)` says whether a worker missing from `workers` has gone (default: yes)."""
     check_policy(policy)
     check_workers(workers)
     topological_order(pending, [])  # refuses duplicate ids
@@ -51,7 +56,7 @@ def pack(
     live = {w.id: w for w in workers}  # a worker announcing 0 slots is draining: live, takes nothing
     capable = [w for w in workers if w.slots > 0]
     out = Packing()
-    out.orphaned = sorted(tid for tid, wid in running.items() if wid not in live)
+    out.orphaned = sorted(tid for tid, wid in running.items() if wid not in live and (is_gone is None or is_gone(wid)))
     used = Counter(wid for wid in running.values() if wid in live)
     free = {wid: max(0, w.slots - used[wid]) for wid, w in live.items()}
     placeable: list[TaskNode] = []

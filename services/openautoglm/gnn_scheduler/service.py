@@ -10,6 +10,7 @@ function of the request and the live trainers (cluster.py), so a restarted sched
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import grpc
@@ -35,12 +36,51 @@ def _worker_slots(workers, with_queues: bool = False) -> list[WorkerSlots]:
     return [WorkerSlots(w.id, w.slots + (w.queue_slots if with_queues else 0), w.memory_mb, w.speed or 1.0) for w in workers]
 
 
+class DefaultPolicy:
+    """The policy a request that names none gets: the learned one (`gnn`) once its weights have
+    loaded, the critical-path heuristic before that and if they cannot load.
+
+    Loading means importing torch-geometric, about 10 s on two cores, so it happens after the
+    scheduler answers SERVING: a restarted scheduler places work (Pack) at once, with the
+    heuristic for its first seconds (each reply names the policy it used). Plan, and any
+    request that names `gnn`, waits for the load instead."""
+
+    FALLBACK = "critical_path"
+
+    def __init__(self, learned: bool = False):
+        """`learned`: `load()` will be called (until it ends, the fallback answers)."""
+        self.name = self.FALLBACK
+        self.loaded = asyncio.Event()
+        if not learned:
+            self.loaded.set()
+
+    async def load(self) -> None:
+        try:
+            from openautoglm.gnn_scheduler.gnn import load_default
+
+            await asyncio.to_thread(load_default)
+            self.name = "gnn"
+            log.info("learned policy loaded: planning with gnn")
+        except Exception as err:  # missing weights or torch-geometric: plan with the heuristic
+            log.warning("GNN policy unavailable (%s); planning with %s", err, self.FALLBACK)
+        finally:
+            self.loaded.set()
+
+    async def resolve(self, requested: str, wait: bool = False) -> str:
+        """The policy to use; `wait`: for the learned one to load even if not named (Plan, an
+        offline request, gets the default it documents; Pack, on the live path, does not wait)."""
+        if (requested == "gnn" or (wait and not requested)) and not self.loaded.is_set():
+            await self.loaded.wait()
+        return requested or self.name
+
+
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, registry: CapacityRegistry, default_policy: str = "critical_path"):
+    def __init__(self, registry: CapacityRegistry, default_policy: DefaultPolicy | None = None):
         self.registry = registry
-        self.default_policy = default_policy
+        self.default_policy = default_policy or DefaultPolicy()
 
     async def Plan(self, request, context):
+        policy = await self.default_policy.resolve(request.policy, wait=True)
         workers = list(request.workers) or self.registry.live()
         if not workers:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "workers: none given and no trainer has reported capacity")
@@ -53,7 +93,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                     _task_nodes(request.graph.tasks),
                     [(d.from_task, d.to_task, d.transfer_seconds) for d in request.graph.dependencies],
                     _worker_slots(workers),
-                    request.policy or self.default_policy,
+                    policy,
                 )
                 span.set_attribute("openautoglm.tasks", len(request.graph.tasks))
                 span.set_attribute("openautoglm.makespan_s", result.makespan)
@@ -68,23 +108,26 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             ],
             makespan_seconds=result.makespan,
             total_slots=sum(w.slots for w in workers),
-            policy=request.policy or self.default_policy,
+            policy=policy,
         )
 
     async def ListWorkers(self, request, context):
         return scheduler_pb2.ListWorkersResponse(workers=self.registry.live())
 
     async def Pack(self, request, context):
-        policy = request.policy or self.default_policy
+        policy = await self.default_policy.resolve(request.policy)
         for field, ids in (("pending", [t.id for t in request.pending]), ("running", [a.task_id for a in request.running])):
             for i, task_id in enumerate(ids):
                 if not task_id:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}[{i}]: task id required")
+        # Workers named in the request are the whole cluster; else the live trainers, and work on
+        # a trainer not heard from is orphaned only once it is known to be gone (cluster.py).
         workers = list(request.workers) or self.registry.live()
+        is_gone = None if request.workers else self.registry.is_gone
         try:
             with telemetry.tracer().start_as_current_span("pack") as span:
                 result = pack(_task_nodes(request.pending), {a.task_id: a.worker_id for a in request.running},
-                              _worker_slots(workers, with_queues=True), policy)
+                              _worker_slots(workers, with_queues=True), policy, is_gone)
                 span.set_attribute("openautoglm.pending", len(request.pending))
                 span.set_attribute("openautoglm.running", len(request.running))
                 span.set_attribute("openautoglm.workers", len(workers))

@@ -81,7 +81,8 @@ class TrainerApp:
     async def _beat(self, leaving: bool = False) -> None:
         capacity = self.runner.capacity()
         beat = events_pb2.TrainerHeartbeat(
-            meta=subjects.new_meta("trainer"), worker=worker_to_proto(capacity), busy_slots=capacity.busy, leaving=leaving
+            meta=subjects.new_meta("trainer"), worker=worker_to_proto(capacity), busy_slots=capacity.busy, leaving=leaving,
+            ping_subject=subjects.ping_subject(self.runner.trainer_id),
         )
         with contextlib.suppress(Exception):
             await self._bus.notify(subjects.SUBJECT_HEARTBEAT, beat)
@@ -154,6 +155,11 @@ class TrainerApp:
             log.info("trial %s trained in %.1fs (loss %.4f), scored %.4f", job.trial_id, result.seconds, result.train_loss,
                      scores.objective_value, extra={"trial_id": job.trial_id})
 
+    @staticmethod
+    async def _on_ping(msg) -> None:
+        with contextlib.suppress(Exception):
+            await msg.respond(b"")
+
     async def _on_stop_request(self, msg) -> None:
         request = events_pb2.TrialStopRequest.FromString(msg.data)
         log.info("stop requested for trial %s: %s", request.meta.trial_id, request.reason, extra={"trial_id": request.meta.trial_id})
@@ -189,6 +195,8 @@ class TrainerApp:
         full speed), then announce this trainer and take jobs. Done after SERVING, so a
         restarted trainer answers within seconds; a redelivered job waits for the warm-up."""
         await asyncio.wrap_future(self.runner.start_warm_up())
+        # Answer the scheduler's liveness pings (while this connection lives, so does this trainer).
+        await self._bus.nc.subscribe(subjects.ping_subject(self.runner.trainer_id), cb=self._on_ping)
         self._heartbeat_task = asyncio.create_task(self._heartbeat())
         self.consumer = events.DurableConsumer(
             self._bus.js, events.JOBS_STREAM_NAME, self.runner.trainer_id, [subjects.train_subject(self.runner.trainer_id)], self._on_job,

@@ -80,25 +80,29 @@ class TrialStopRequest(_message.Message):
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class TrainerHeartbeat(_message.Message):
-    __slots__ = ("meta", "worker", "busy_slots", "leaving")
+    __slots__ = ("meta", "worker", "busy_slots", "leaving", "ping_subject")
     META_FIELD_NUMBER: _ClassVar[int]
     WORKER_FIELD_NUMBER: _ClassVar[int]
     BUSY_SLOTS_FIELD_NUMBER: _ClassVar[int]
     LEAVING_FIELD_NUMBER: _ClassVar[int]
+    PING_SUBJECT_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     worker: _scheduler_pb2.Worker
     busy_slots: int
     leaving: bool
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., worker: _Optional[_Union[_scheduler_pb2.Worker, _Mapping]] = ..., busy_slots: _Optional[int] = ..., leaving: _Optional[bool] = ...) -> None: ...
+    ping_subject: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., worker: _Optional[_Union[_scheduler_pb2.Worker, _Mapping]] = ..., busy_slots: _Optional[int] = ..., leaving: _Optional[bool] = ..., ping_subject: _Optional[str] = ...) -> None: ...
 
 class ClusterChanged(_message.Message):
-    __slots__ = ("meta", "workers", "joined", "left")
+    __slots__ = ("meta", "workers", "joined", "left", "settled")
     META_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     JOINED_FIELD_NUMBER: _ClassVar[int]
     LEFT_FIELD_NUMBER: _ClassVar[int]
+    SETTLED_FIELD_NUMBER: _ClassVar[int]
     meta: EventMeta
     workers: _containers.RepeatedCompositeFieldContainer[_scheduler_pb2.Worker]
     joined: _containers.RepeatedScalarFieldContainer[str]
     left: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., workers: _Optional[_Iterable[_Union[_scheduler_pb2.Worker, _Mapping]]] = ..., joined: _Optional[_Iterable[str]] = ..., left: _Optional[_Iterable[str]] = ...) -> None: ...
+    settled: bool
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., workers: _Optional[_Iterable[_Union[_scheduler_pb2.Worker, _Mapping]]] = ..., joined: _Optional[_Iterable[str]] = ..., left: _Optional[_Iterable[str]] = ..., settled: _Optional[bool] = ...) -> None: ...
