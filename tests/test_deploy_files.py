@@ -160,7 +160,7 @@ def test_k8s_mounts_each_services_certificate_probes_the_health_port_and_nats_ha
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"grpc": api_port, "health": health_port}
+        assert ports == {"grpc": api_port, "health": health_port, "metrics": int(config["OPENAUTOGLM_METRICS_PORT"])}
         assert all(container[probe]["grpc"]["port"] == health_port for probe in ("startupProbe", "readinessProbe", "livenessProbe"))
         mount = next(m for m in container["volumeMounts"] if m["mountPath"] == config["OPENAUTOGLM_TLS_DIR"])
         volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
@@ -170,8 +170,12 @@ def test_k8s_mounts_each_services_certificate_probes_the_health_port_and_nats_ha
         service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == name)
         assert service["spec"]["ports"][0]["targetPort"] == "grpc"
     policies = [d for d in docs if d["kind"] == "NetworkPolicy" and "ingress" in d["spec"]]
-    service_policies = [p for p in policies if not p["metadata"]["name"].startswith("nats")]
+    service_policies = [p for p in policies if not p["metadata"]["name"].startswith(("nats", "metrics"))]
     assert {port["port"] for p in service_policies for rule in p["spec"]["ingress"] for port in rule["ports"]} == {api_port}
+    # The metrics port is open to Prometheus' namespace alone, and nothing else is.
+    metrics = next(p for p in policies if p["metadata"]["name"] == "metrics-from-monitoring")["spec"]["ingress"]
+    assert [[port["port"] for port in rule["ports"]] for rule in metrics] == [[int(config["OPENAUTOGLM_METRICS_PORT"])]]
+    assert all(list(source) == ["namespaceSelector"] for rule in metrics for source in rule["from"])
     # Headless Services resolve to the pods themselves: their addresses carry the pods' API port.
     for key in ("OPENAUTOGLM_PROMPT_GENERATOR_ADDR", "OPENAUTOGLM_EVALUATOR_ADDR"):
         assert config[key].startswith("dns:///") and config[key].endswith(f":{api_port}")

@@ -114,6 +114,8 @@ def serve(
                                                   help="gateway: the public port's private key"),
     health_port: int = typer.Option(0, envvar="OPENAUTOGLM_HEALTH_PORT",
                                     help="a plaintext port that answers only the health check (0 = none)"),
+    metrics_port: int = typer.Option(0, envvar="OPENAUTOGLM_METRICS_PORT",
+                                     help="Prometheus metrics over HTTP at /metrics on this port (0 = none)"),
 ) -> None:
     """Run one service until SIGTERM/SIGINT."""
     from openautoglm.common import telemetry
@@ -136,6 +138,7 @@ def serve(
             tenant_max_running_studies=tenant_max_running_studies, tenant_max_trials_per_study=tenant_max_trials_per_study,
             tenant_max_queued_trials=tenant_max_queued_trials, tls_dir=tls_dir, plaintext=plaintext,
             public_tls_cert=public_tls_cert, public_tls_key=public_tls_key, health_port=health_port,
+            metrics_port=metrics_port,
         ).check_required()
         check_transport(settings)
     except ConfigError as err:
@@ -244,8 +247,9 @@ def up(
         table = Table(title="Open-AutoGLM is up", show_header=True)
         table.add_column("service")
         table.add_column("endpoint")
+        table.add_column("metrics")
         for name, endpoint in stack.endpoints().items():
-            table.add_row(name, endpoint)
+            table.add_row(name, endpoint, stack.metrics_url(name) if name in stack.metrics_ports else "")
         console.print(table)
         console.print(f"logs: {stack.log_dir}   export {GATEWAY_ENV}={stack.address('gateway')}   Ctrl-C stops")
         console.print(f"TLS everywhere: the mesh CA is {stack.tls_dir / 'ca.crt'}; your admin API key is in "

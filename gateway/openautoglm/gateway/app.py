@@ -2,12 +2,14 @@
 NATS (trial events in, study events and jobs out) around the gRPC-free StudyController."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 
 import grpc
 
 from openautoglm.common.tls import service_identity
-from openautoglm.common import events, sandbox, subjects
+from openautoglm.common import events, metrics, sandbox, subjects
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.credentials import KEY_FILE_NAME
 from openautoglm.common.server import mesh_channel
@@ -21,6 +23,7 @@ from openautoglm.gateway.quotas import Quotas
 from openautoglm.gateway.service import KeysServicer, StudiesServicer
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import (
+    common_pb2,
     evaluator_pb2,
     evaluator_pb2_grpc,
     keys_pb2,
@@ -36,6 +39,8 @@ log = logging.getLogger(__name__)
 # Seconds before a trial event the gateway took is redelivered: the handler says "in progress"
 # every third of it while it works, so only a gateway that died mid-event makes anyone wait.
 GATEWAY_ACK_WAIT = 10.0
+# How often the trial gauges are counted again.
+TRIAL_METRICS_SECONDS = 2.0
 
 
 class GatewayApp:
@@ -56,6 +61,7 @@ class GatewayApp:
         self.bus: events.NatsBus | None = None
         self.consumer: events.DurableConsumer | None = None
         self.channels: list[grpc.aio.Channel] = []
+        self._metrics_task: asyncio.Task[None] | None = None
 
     async def evaluator_metrics(self) -> dict[str, list[str]] | None:
         """Metric names per task that the evaluator serves (its plugins included), for spec
@@ -104,8 +110,22 @@ class GatewayApp:
         await self.bus.nc.subscribe(subjects.SUBJECT_CLUSTER, cb=controller.on_cluster_changed)
         controller.packer.start()
         controller.resume_running()
+        self._metrics_task = asyncio.create_task(self._refresh_trial_metrics())
+
+    async def _refresh_trial_metrics(self) -> None:
+        """Keep the trial gauges (metrics.py) current: a cheap count every few seconds."""
+        while True:
+            with contextlib.suppress(Exception):
+                counts, unplaced = self.store.running_trial_counts()
+                for status in common_pb2.TrialStatus.values():
+                    if status != common_pb2.TRIAL_STATUS_UNSPECIFIED:
+                        metrics.TRIALS.labels(metrics.status_label(status)).set(counts.get(status, 0))
+                metrics.UNPLACED_TRIALS.set(unplaced)
+            await asyncio.sleep(TRIAL_METRICS_SECONDS)
 
     async def stop(self):
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
         if self.consumer:
             await self.consumer.stop()
         if self.controller:

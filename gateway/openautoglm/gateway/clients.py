@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 from opentelemetry import trace
 
+from openautoglm.common.metrics import PEER_RETRIES
 from openautoglm.gateway.peers import PeerRefused, PeerUnavailable
 
 # Status codes that mean "the request will not succeed as sent"; every other failure is transient.
@@ -44,6 +45,7 @@ class PeerClient:
                     raise PeerRefused(self._name, method, err.code().name, err.details() or "") from err
                 trace.get_current_span().add_event("peer.unavailable", {
                     "peer": self._name, "method": method, "code": err.code().name})
+                PEER_RETRIES.labels(self._name, err.code().name).inc()  # every caller tries again later
                 raise PeerUnavailable(self._name, method, err.code().name, err.details() or "") from err
 
         return call

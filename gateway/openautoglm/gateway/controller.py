@@ -23,6 +23,8 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
+from openautoglm.common.metrics import TRIALS_FINISHED
+from openautoglm.common.subjects import BusUnavailable
 from openautoglm.common import telemetry
 from openautoglm.gateway.estimates import trial_memory_mb
 from openautoglm.gateway.peers import Bus, PeerError, PeerRefused, PeerUnavailable, Peers
@@ -98,6 +100,7 @@ class StudyController:
                 trial.status = S.TRIAL_STATUS_CANCELLED
                 trial.finished_at.CopyFrom(now_ts())
                 self.store.save_trial(trial)
+                TRIALS_FINISHED.labels("cancelled").inc()
                 if placed:  # free its trainer slot for other studies' work
                     await self.packer.request_stop(study.id, trial.id, "study cancelled")
         await self._finish(study_id, S.STUDY_STATE_CANCELLED, "cancelled by request")
@@ -141,7 +144,8 @@ class StudyController:
                 study = self.store.existing_study(study_id)
                 for trial in study.trials:
                     if trial.status == S.TRIAL_STATUS_QUEUED and trial.assigned_worker_id:
-                        await self.packer.publish_job(study, trial)
+                        with contextlib.suppress(BusUnavailable):  # then it is placed again
+                            await self.packer.publish_or_unplace(study, trial)
             while True:
                 study = self.store.existing_study(study_id)
                 if study.state in TERMINAL_STUDY:
@@ -196,12 +200,12 @@ class StudyController:
                     memory_mb=trial_memory_mb(study.spec, candidate),
                 )
                 self.store.insert_trial(trial)
-                self.watchers.notify(study.id, "trial.queued")
+                self.watchers.notify(study.id, "trial.queued", trial.id)
                 number += 1
             if reply.candidates:
                 try:
                     await self.packer.pack()  # in this span: the scheduler's pack joins the study's trace
-                except PeerError as err:
+                except (PeerError, BusUnavailable) as err:
                     log.warning("packing %s's new trials deferred: %s", study.id, err, extra={"study_id": study.id})
                     self.packer.request()  # the packer tries again shortly
             return len(reply.candidates), bool(reply.exhausted)

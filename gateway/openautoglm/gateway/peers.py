@@ -34,7 +34,8 @@ class Bus(Protocol):
     """The messaging the gateway's core needs (events.NatsBus provides it over NATS)."""
 
     async def publish(self, subject: str, event: Event, ctx: otel_context.Context | None = None) -> None:
-        """A durable event (JetStream), de-duplicated by its event id."""
+        """A durable event (JetStream), de-duplicated by its event id; raises
+        subjects.BusUnavailable when NATS cannot take it now (retry later)."""
 
     async def notify(self, subject: str, event: Event) -> None:
         """A fire-and-forget message (core NATS)."""

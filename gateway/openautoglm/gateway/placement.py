@@ -18,6 +18,7 @@ from collections.abc import Callable
 from opentelemetry import context as otel_context
 
 from openautoglm.common import subjects, telemetry
+from openautoglm.common.subjects import BusUnavailable
 from openautoglm.gateway.estimates import trial_compute_seconds
 from openautoglm.gateway.peers import Bus, PeerError, Peers
 from openautoglm.gateway.store import StudyStore
@@ -34,7 +35,7 @@ RETRY_SECONDS = 1.0
 
 class Packer:
     def __init__(self, store: StudyStore, bus: Bus, peers: Peers, study_context: Callable[[str], otel_context.Context],
-                 notify: Callable[[str, str], None]):
+                 notify: Callable[[str, str, str], None]):
         self.store = store
         self.bus = bus
         self.peers = peers
@@ -73,7 +74,7 @@ class Packer:
                 await self.pack()
             except asyncio.CancelledError:
                 raise
-            except PeerError as err:
+            except (PeerError, BusUnavailable) as err:
                 log.warning("packing deferred: %s", err)
                 self._retry_soon()
             except Exception:
@@ -126,7 +127,7 @@ class Packer:
                 span.set_attribute("openautoglm.worker_id", placement.worker_id)
                 span.set_attribute("openautoglm.attempt", trial.attempt)
                 span.set_attribute("openautoglm.memory_mb", trial.memory_mb)
-                await self.publish_job(study, trial)
+                await self.publish_or_unplace(study, trial)
             log.info("trial %s placed on %s", trial.id, placement.worker_id, extra={"study_id": study.id, "trial_id": trial.id})
         gone_workers = set()
         for trial_id in reply.orphaned_task_ids:
@@ -137,12 +138,23 @@ class Packer:
             trial.status, trial.assigned_worker_id, trial.trainer_id = S.TRIAL_STATUS_QUEUED, "", ""
             trial.attempt += 1
             self.store.save_trial(trial)
-            self.notify(trial.study_id, "trial.queued")
+            self.notify(trial.study_id, "trial.queued", trial.id)
         for worker_id in gone_workers:
             # Its queue must not replay these jobs if the trainer comes back under the same id.
             with contextlib.suppress(Exception):
                 await self.bus.purge_jobs(worker_id)
         return bool(reply.orphaned_task_ids)
+
+    async def publish_or_unplace(self, study: common_pb2.Study, trial: common_pb2.Trial) -> None:
+        """Publish a placed trial's job; if NATS cannot take it now, take the placement back (the
+        trial waits for the next pack, which comes soon) and raise BusUnavailable."""
+        try:
+            await self.publish_job(study, trial)
+        except BusUnavailable:
+            trial.assigned_worker_id = ""
+            self.store.save_trial(trial)
+            self._retry_soon()
+            raise
 
     async def publish_job(self, study: common_pb2.Study, trial: common_pb2.Trial) -> None:
         """Enqueue a placed trial's job on its trainer's subject (the id, per attempt,

@@ -33,6 +33,9 @@ from openautoglm.v1 import (
 
 log = logging.getLogger(__name__)
 MAX_PAGE = 500
+# GetStudy trial pages: the default size when only a token is given, and the largest.
+DEFAULT_TRIAL_PAGE = 100
+MAX_TRIAL_PAGE = 1000
 
 
 class GatewayState(Protocol):
@@ -120,16 +123,31 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
                               hyperparameters={k: param_to_proto(v) for k, v in params.items()})
         return priors
 
-    async def _get(self, study_id: str, context):
+    async def _get(self, study_id: str, context, with_trials: bool = True):
         if not study_id:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "study_id: required")
-        study = self.app.store.study(study_id)
+        study = self.app.store.study(study_id, with_trials=with_trials)
         if study is None or study.tenant != auth.current().tenant:  # another tenant's: not revealed
             await context.abort(grpc.StatusCode.NOT_FOUND, f"study_id: no study {study_id!r}")
         return study
 
     async def GetStudy(self, request, context):
-        return studies_pb2.GetStudyResponse(study=await self._get(request.study_id, context))
+        paged = request.trial_page_size or request.trial_page_token
+        if request.trial_page_size < 0 or request.trial_page_size > MAX_TRIAL_PAGE:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"trial_page_size: must be 0 to {MAX_TRIAL_PAGE}")
+        from_number = 0
+        if request.trial_page_token:
+            if not request.trial_page_token.isdigit() or len(request.trial_page_token) > 9:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "trial_page_token: not a token from GetStudy")
+            from_number = int(request.trial_page_token)
+        study = await self._get(request.study_id, context, with_trials=not (paged or request.without_trials))
+        if not paged or request.without_trials:
+            return studies_pb2.GetStudyResponse(study=study)
+        size = request.trial_page_size or DEFAULT_TRIAL_PAGE
+        trials = self.app.store.trials_page(study.id, from_number, size + 1)
+        study.trials.extend(trials[:size])
+        token = str(trials[size].number) if len(trials) > size else ""
+        return studies_pb2.GetStudyResponse(study=study, next_trial_page_token=token)
 
     async def ListStudies(self, request, context):
         if request.page_size < 0:
@@ -152,11 +170,19 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         try:
             yield studies_pb2.WatchStudyResponse(study=study, change="snapshot")
             while study.state not in TERMINAL_STUDY:
-                change = await queue.get()
+                change, trial_id = await queue.get()
+                changed = {trial_id} if trial_id else set()
                 while not queue.empty() and not change.startswith("study."):
-                    change = queue.get_nowait()  # coalesce a burst into its latest state
-                study = self.app.store.study(study.id)
-                yield studies_pb2.WatchStudyResponse(study=study, change=change)
+                    change, trial_id = queue.get_nowait()  # coalesce a burst into its latest state
+                    if trial_id:
+                        changed.add(trial_id)
+                if request.changes_only:  # what changed, not the whole study again
+                    study = self.app.store.existing_study(study.id, with_trials=False)
+                    trials = self.app.store.trials_by_id(sorted(changed)) if changed else []
+                    yield studies_pb2.WatchStudyResponse(study=study, change=change, changed_trials=trials)
+                else:
+                    study = self.app.store.existing_study(study.id)
+                    yield studies_pb2.WatchStudyResponse(study=study, change=change)
         finally:
             self.controller.watchers.unsubscribe(study.id, queue)
 

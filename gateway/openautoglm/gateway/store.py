@@ -96,7 +96,13 @@ class StudyStore:
         study = common_pb2.Study.FromString(row[0])
         if with_trials:
             study.trials.extend(self.trials(study_id))
+            study.trial_count = len(study.trials)
+        else:
+            study.trial_count = self.trial_count(study_id)
         return study
+
+    def trial_count(self, study_id: str) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM trials WHERE study_id=?", (study_id,)).fetchone()[0])
 
     def existing_study(self, study_id: str, with_trials: bool = True) -> common_pb2.Study:
         """A study the caller knows exists (its own id, a trial's study): KeyError otherwise."""
@@ -154,6 +160,28 @@ class StudyStore:
             f"WHERE s.state = ? AND t.status IN ({marks}) ORDER BY s.created, t.number",
             (common_pb2.STUDY_STATE_RUNNING, *statuses),
         )
+        return [common_pb2.Trial.FromString(r[0]) for r in rows]
+
+    def running_trial_counts(self) -> tuple[dict[int, int], int]:
+        """Trials of running studies by status, and how many of the queued ones no trainer
+        holds yet (for the metrics)."""
+        rows = self.db.execute(
+            "SELECT t.status, COUNT(*) FROM trials t JOIN studies s ON s.id = t.study_id WHERE s.state = ? GROUP BY t.status",
+            (common_pb2.STUDY_STATE_RUNNING,))
+        counts = {status: count for status, count in rows}
+        unplaced = sum(not t.assigned_worker_id for t in self.trials_of_running_studies(common_pb2.TRIAL_STATUS_QUEUED))
+        return counts, unplaced
+
+    def trials_page(self, study_id: str, from_number: int, limit: int) -> list[common_pb2.Trial]:
+        """Up to `limit` of a study's trials, numbers `from_number` and up, in order."""
+        rows = self.db.execute("SELECT blob FROM trials WHERE study_id=? AND number >= ? ORDER BY number LIMIT ?",
+                               (study_id, from_number, limit))
+        return [common_pb2.Trial.FromString(r[0]) for r in rows]
+
+    def trials_by_id(self, trial_ids: list[str]) -> list[common_pb2.Trial]:
+        """These trials as they are now (unknown ids left out), by trial number."""
+        marks = ",".join("?" * len(trial_ids))
+        rows = self.db.execute(f"SELECT blob FROM trials WHERE id IN ({marks}) ORDER BY number", trial_ids)
         return [common_pb2.Trial.FromString(r[0]) for r in rows]
 
     def trials(self, study_id: str) -> list[common_pb2.Trial]:

@@ -14,6 +14,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 
+from openautoglm.common.metrics import TRIALS_FINISHED, status_label
 from openautoglm.common import subjects, telemetry
 from openautoglm.gateway.peers import PeerError
 from openautoglm.gateway.placement import Packer
@@ -85,7 +86,7 @@ class TrialEvents:
             trial.status = S.TRIAL_STATUS_EVALUATING
             trial.trainer_id = event.progress.trainer_id
             self.store.save_trial(trial)
-            self.watchers.notify(study.id, "trial.evaluating")
+            self.watchers.notify(study.id, "trial.evaluating", trial.id)
             return
         trial.status = S.TRIAL_STATUS_TRAINING
         trial.trainer_id = event.progress.trainer_id
@@ -95,7 +96,7 @@ class TrialEvents:
             trial.intermediate_values[event.progress.epoch] = event.progress.intermediate_value
             trial.metrics["intermediate_score"] = event.progress.intermediate_value
         self.store.save_trial(trial)
-        self.watchers.notify(study.id, "trial.progress")
+        self.watchers.notify(study.id, "trial.progress", trial.id)
         if event.progress.has_intermediate and study.spec.pruner not in ("", "none"):
             await self._maybe_prune(trial, event.progress)
 
@@ -160,6 +161,7 @@ class TrialEvents:
         trial.status = status
         trial.finished_at.CopyFrom(now_ts())
         self.store.save_trial(trial)
-        self.watchers.notify(study.id, change)
+        TRIALS_FINISHED.labels(status_label(status)).inc()
+        self.watchers.notify(study.id, change, trial.id)
         self.wake(study.id)
         self.packer.request()

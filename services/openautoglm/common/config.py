@@ -90,6 +90,8 @@ class ServiceSettings(BaseModel):
     # A second port that answers only the standard health check, in plaintext (0 = none):
     # Kubernetes' gRPC probes cannot present a certificate.
     health_port: int = Field(0, ge=0, le=65535)
+    # Prometheus metrics over plain HTTP at /metrics on this port (0 = none): metrics.py.
+    metrics_port: int = Field(0, ge=0, le=65535)
 
     def check_required(self) -> "ServiceSettings":
         """Raise ConfigError naming every missing required setting of this service."""

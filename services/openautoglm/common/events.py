@@ -33,12 +33,15 @@ from nats.js.errors import BadRequestError
 from opentelemetry import context as otel_context
 
 from openautoglm.common import nats_auth, subjects, telemetry
+from openautoglm.common.metrics import CONSUMER_ACK_PENDING, CONSUMER_PENDING, CONSUMER_REDELIVERIES
 from openautoglm.common.tls import NATS_IDENTITY, MeshIdentity
 
 log = logging.getLogger(__name__)
 
 JOBS_STREAM_NAME = "AUTOGLM_JOBS"
 EVENTS_STREAM_NAME = "AUTOGLM_EVENTS"
+# How often a consumer's lag is read into the metrics.
+LAG_REPORT_SECONDS = 5.0
 JOBS_STREAM = StreamConfig(
     name=JOBS_STREAM_NAME,
     subjects=[f"{subjects.SUBJECT_TRAIN}.*"],
@@ -73,8 +76,12 @@ async def connect(url: str, name: str, identity: MeshIdentity | None = None) -> 
         # A refused certificate or a permissions violation says so here (nats-py retries quietly).
         log.warning("nats (%s): %s", name, err)
 
+    # pending_size=0: while disconnected, a publish fails at once (BusUnavailable to the caller,
+    # who retries) instead of waiting in a buffer that is sent on reconnecting: a stale command
+    # sent late (a purge of a trainer's queue after that queue was refilled, say) does harm.
     return await nats.connect(
-        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, error_cb=report, **secure
+        url, name=name, max_reconnect_attempts=-1, reconnect_time_wait=0.5, connect_timeout=5, error_cb=report,
+        pending_size=0, **secure
     )
 
 
@@ -126,19 +133,32 @@ class NatsBus:
                 await asyncio.sleep(poll_seconds)
 
     async def publish(self, subject: str, event: subjects.Event, ctx: otel_context.Context | None = None) -> None:
-        """A durable event on JetStream (de-duplicated by its event id, trace context in headers)."""
-        await publish(self.js, subject, event, ctx=ctx)
+        """A durable event on JetStream (de-duplicated by its event id, trace context in headers);
+        subjects.BusUnavailable when NATS cannot take it now."""
+        with _unavailable_on_nats_errors(subject):
+            await publish(self.js, subject, event, ctx=ctx)
 
     async def notify(self, subject: str, event: subjects.Event) -> None:
         """A core-NATS message (stop requests, heartbeats): fire and forget, trace context in headers."""
-        await self.nc.publish(subject, event.SerializeToString(), headers=telemetry.inject_headers())
+        with _unavailable_on_nats_errors(subject):
+            await self.nc.publish(subject, event.SerializeToString(), headers=telemetry.inject_headers())
 
     async def purge_jobs(self, worker_id: str) -> None:
         """Drop every job still queued for one trainer."""
-        await self.js.purge_stream(JOBS_STREAM_NAME, subject=subjects.train_subject(worker_id))
+        with _unavailable_on_nats_errors(subjects.train_subject(worker_id)):
+            await self.js.purge_stream(JOBS_STREAM_NAME, subject=subjects.train_subject(worker_id))
 
     async def close(self) -> None:
         await close(self.nc)
+
+
+@contextlib.contextmanager
+def _unavailable_on_nats_errors(subject: str):
+    """NATS errors (a timeout, no connection, no stream yet) as subjects.BusUnavailable."""
+    try:
+        yield
+    except (nats.errors.Error, asyncio.TimeoutError) as err:
+        raise subjects.BusUnavailable(f"{subject}: {type(err).__name__}: {err}") from err
 
 
 async def publish(js: JetStreamContext, subject: str, event: subjects.Event, ctx: otel_context.Context | None = None) -> None:
@@ -195,6 +215,18 @@ class DurableConsumer:
             durable=self.durable, stream=self.stream, name=self.durable
         )
         self._tasks = [asyncio.create_task(self._loop(self._sub)) for _ in range(self.concurrency)]
+        self._tasks.append(asyncio.create_task(self._report_lag()))
+
+    async def _report_lag(self) -> None:
+        """Keep the consumer's lag and unacknowledged count in the metrics (metrics.py)."""
+        pending = CONSUMER_PENDING.labels(self.stream, self.durable)
+        ack_pending = CONSUMER_ACK_PENDING.labels(self.stream, self.durable)
+        while True:
+            with contextlib.suppress(Exception):  # NATS away: the last figures stand
+                info = await self.js.consumer_info(self.stream, self.durable, timeout=5)
+                pending.set(info.num_pending or 0)
+                ack_pending.set(info.num_ack_pending or 0)
+            await asyncio.sleep(LAG_REPORT_SECONDS)
 
     async def stop(self) -> None:
         self._stopping = True
@@ -223,6 +255,8 @@ class DurableConsumer:
                 await self._handle(msg)
 
     async def _handle(self, msg: Msg) -> None:
+        if msg.metadata.num_delivered > 1:
+            CONSUMER_REDELIVERIES.labels(self.stream, self.durable).inc()
         ctx = telemetry.extract_context(msg.headers)
         keepalive = asyncio.create_task(self._keep_in_progress(msg))
         try:

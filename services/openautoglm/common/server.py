@@ -9,10 +9,12 @@ then stop the app (which hands unfinished queue work back) and flush telemetry.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
@@ -22,6 +24,7 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from openautoglm.common.config import ServiceSettings
+from openautoglm.common.metrics import RPC_SECONDS, serve_metrics
 from openautoglm.common.tls import ALLOWED_CALLERS, peer_identity, public_server_credentials, service_identity
 
 log = logging.getLogger(__name__)
@@ -135,12 +138,17 @@ async def stream_replies(result):
 Check = Callable[[Any, Any], Awaitable[None]]
 
 
+Finish = Callable[[Any, BaseException | None], None]
+
+
 def guarded(handler: grpc.RpcMethodHandler, before: Check, each: Check | None = None,
-            request_deserializer: Callable[[bytes], Any] | None = None) -> grpc.RpcMethodHandler:
+            request_deserializer: Callable[[bytes], Any] | None = None, after: Finish | None = None) -> grpc.RpcMethodHandler:
     """`handler`, same shape, with `before(context, request)` awaited before any of it runs
     (`request` is None for client-streaming methods) and, for those, `each(context, request)`
-    awaited on every request as it arrives; either may abort the call. The one way the server
-    interceptors (start-up gate, undecodable bytes, the gateway's API keys) wrap a handler."""
+    awaited on every request as it arrives; either may abort the call. `after(context, error)`
+    is called when the call ends (error None when it returned). The one way the server
+    interceptors (start-up gate, undecodable bytes, the gateway's API keys, metrics) wrap a
+    handler."""
     codec = {"request_deserializer": request_deserializer or handler.request_deserializer,
              "response_serializer": handler.response_serializer}
 
@@ -154,35 +162,97 @@ def guarded(handler: grpc.RpcMethodHandler, before: Check, each: Check | None = 
         inner_uu = handler.unary_unary
 
         async def unary_unary(request, context):
-            await before(context, request)
-            return await handler_result(inner_uu(request, context))
+            with _reporting(after, context):
+                await before(context, request)
+                return await handler_result(inner_uu(request, context))
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, **codec)
     if handler.unary_stream:
         inner_us = handler.unary_stream
 
         async def unary_stream(request, context):
-            await before(context, request)
-            async for reply in stream_replies(inner_us(request, context)):
-                yield reply
+            with _reporting(after, context):
+                await before(context, request)
+                async for reply in stream_replies(inner_us(request, context)):
+                    yield reply
 
         return grpc.unary_stream_rpc_method_handler(unary_stream, **codec)
     if handler.stream_unary:
         inner_su = handler.stream_unary
 
         async def stream_unary(requests, context):
-            await before(context, None)
-            return await handler_result(inner_su(checked(requests, context), context))
+            with _reporting(after, context):
+                await before(context, None)
+                return await handler_result(inner_su(checked(requests, context), context))
 
         return grpc.stream_unary_rpc_method_handler(stream_unary, **codec)
     inner_ss = handler.stream_stream
 
     async def stream_stream(requests, context):
-        await before(context, None)
-        async for reply in stream_replies(inner_ss(checked(requests, context), context)):
-            yield reply
+        with _reporting(after, context):
+            await before(context, None)
+            async for reply in stream_replies(inner_ss(checked(requests, context), context)):
+                yield reply
 
     return grpc.stream_stream_rpc_method_handler(stream_stream, **codec)
+
+
+@contextlib.contextmanager
+def _reporting(after: Finish | None, context):
+    """Call `after(context, error)` when the block ends, however it ends."""
+    if after is None:
+        yield
+        return
+    try:
+        yield
+    except BaseException as err:
+        after(context, err)
+        raise
+    after(context, None)
+
+
+class RpcTimer:
+    """Observes one RPC into RPC_SECONDS when it ends (`finished`)."""
+
+    __slots__ = ("service", "method", "started")
+
+    def __init__(self, full_method: str):
+        _, _, path = full_method.partition("/")
+        self.service, _, self.method = path.partition("/")
+        self.started = time.perf_counter()
+
+    def finished(self, context, error: BaseException | None) -> None:
+        code = _code(context, error)
+        RPC_SECONDS.labels(self.service, self.method, code).observe(time.perf_counter() - self.started)
+
+
+def _code(context, error: BaseException | None) -> str:
+    """The status an RPC ended with: the one set on its context (abort, set_code), else OK, or
+    CANCELLED / UNKNOWN for an exception that set none."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return str(code.name)
+    if isinstance(code, int):  # grpc.aio keeps the numeric code
+        return next((c.name for c in grpc.StatusCode if c.value[0] == code), "UNKNOWN")
+    if error is None:
+        return "OK"
+    return "CANCELLED" if isinstance(error, asyncio.CancelledError) else "UNKNOWN"
+
+
+class RpcMetrics(grpc.aio.ServerInterceptor):
+    """Times every RPC the server handles (the outermost interceptor: refusals by the others
+    are counted too, with their codes)."""
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        timer = RpcTimer(handler_call_details.method)  # interceptors run once per call
+        return guarded(handler, _nothing, after=timer.finished)
+
+
+async def _nothing(context, request) -> None:
+    return None
 
 
 class _Undecodable:
@@ -294,7 +364,8 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     # interceptors (the gateway's API keys); then the shared ones.
     callers = ([CallerCheck(app.service_names, ALLOWED_CALLERS[settings.service])]
                if settings.service in ALLOWED_CALLERS and not settings.plaintext else [])
-    interceptors = [*callers, *getattr(app, "interceptors", ()), DecodeGuard(), gate, *trace_server_interceptors()]
+    interceptors = [RpcMetrics(), *callers, *getattr(app, "interceptors", ()), DecodeGuard(), gate,
+                    *trace_server_interceptors()]
     server = grpc.aio.server(interceptors=interceptors, options=limits)
     app.register(server)
     health = HealthServicer()
@@ -315,6 +386,7 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     await server.start()
     if probe_server is not None:
         await probe_server.start()
+    serve_metrics(settings.host, settings.metrics_port)
 
     if stop_requested is None:
         stop_requested = asyncio.Event()

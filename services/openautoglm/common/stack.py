@@ -116,12 +116,15 @@ class EmbeddedStack:
     # (client-side round-robin), as a Kubernetes headless Service would.
     prompt_generator_replicas: int = 1
     # Trainer processes: "trainer" (trainer id trainer-0), then "trainer-1", "trainer-2"... whose
-    # process names are their trainer ids. Each has `trainer_slots` slots.
+    # process names are their trainer ids. Each has `trainer_slots` slots. 0: none (a benchmark
+    # brings its own).
     trainers: int = 1
     # CPU threads the trainer trains with; 0 leaves the other services one core.
     trainer_threads: int = 0
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     ports: dict[str, int] = field(default_factory=dict)
+    # Each service process's Prometheus endpoint port (http://host:port/metrics).
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     # Restarts the supervisor made, per process.
     restarts: dict[str, int] = field(default_factory=dict)
     _launch: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
@@ -196,10 +199,14 @@ class EmbeddedStack:
         """Every service process in start order (extra replicas after each service's first)."""
         extra = {"prompt-generator": [f"prompt-generator-{i}" for i in range(2, self.prompt_generator_replicas + 1)],
                  "trainer": [f"trainer-{i}" for i in range(1, self.trainers)]}
-        return [name for service in SERVICE_ORDER for name in (service, *extra.get(service, ()))]
+        return [name for service in SERVICE_ORDER for name in (service, *extra.get(service, ()))
+                if service != "trainer" or self.trainers > 0]
 
     def endpoints(self) -> dict[str, str]:
-        return {"nats": self.nats_url, **{s: self.address(s) for s in SERVICE_ORDER}}
+        return {"nats": self.nats_url, **{s: self.address(s) for s in SERVICE_ORDER if s in self.ports}}
+
+    def metrics_url(self, process: str) -> str:
+        return f"http://{self.host}:{self.metrics_ports[process]}/metrics"
 
     async def start(self, timeout: float = 120.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -218,17 +225,19 @@ class EmbeddedStack:
             names = self.process_names()
             for name in names:
                 self.ports[name] = free_port(self.host)
+                self.metrics_ports[name] = free_port(self.host)
             generators = [self.address(n) for n in names if n.startswith("prompt-generator")]
             base_env.update({
                 "OPENAUTOGLM_PROMPT_GENERATOR_ADDR": generators[0] if len(generators) == 1 else "ipv4:" + ",".join(generators),
                 "OPENAUTOGLM_SCHEDULER_ADDR": self.address("gnn-scheduler"),
                 "OPENAUTOGLM_EVALUATOR_ADDR": self.address("evaluator"),
-                "OPENAUTOGLM_TRAINER_ADDR": self.address("trainer"),
             })
+            if self.trainers > 0:
+                base_env["OPENAUTOGLM_TRAINER_ADDR"] = self.address("trainer")
             for name in names:
                 service = self.service_of(name)
                 args = [sys.executable, "-m", "openautoglm.cli", "serve", service,
-                        "--host", self.host, "--port", str(self.ports[name])]
+                        "--host", self.host, "--port", str(self.ports[name]), "--metrics-port", str(self.metrics_ports[name])]
                 if service == "trainer":
                     # A stable id: a restarted trainer picks its own queue up again.
                     args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", self.trainer_id(name),
@@ -240,7 +249,9 @@ class EmbeddedStack:
         except BaseException:
             self.stop()
             raise
-        (self.data_dir / STATE_FILE).write_text(json.dumps({"pid": os.getpid(), "endpoints": self.endpoints()}))
+        (self.data_dir / STATE_FILE).write_text(json.dumps({
+            "pid": os.getpid(), "endpoints": self.endpoints(),
+            "metrics": {name: self.metrics_url(name) for name in self.metrics_ports}}))
 
     async def _start_nats(self) -> None:
         self.ports["nats"] = free_port(self.host)

@@ -14,6 +14,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from openautoglm.v1 import events_pb2
 
 
+class BusUnavailable(Exception):
+    """NATS could not take a publish now (the server restarting, the connection re-forming):
+    nothing was lost, try again later. `events.NatsBus` raises it for any NATS error."""
+
+
 class Event(Protocol):
     """An event message of events.proto: every one starts with an EventMeta."""
 

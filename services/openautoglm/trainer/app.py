@@ -24,7 +24,10 @@ import time
 import uuid
 
 import grpc
+from opentelemetry import trace
 
+from openautoglm.common.metrics import PEER_RETRIES, TRAINER_TRIALS
+from openautoglm.trainer.hardware import report_capacity
 from openautoglm.common.tls import service_identity
 from openautoglm.common import events, sandbox, subjects, telemetry
 from openautoglm.common.config import ServiceSettings
@@ -41,6 +44,9 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
 # Step progress goes on NATS at most this often per trial (epoch scores and the start always do).
 PROGRESS_REPORT_SECONDS = 2.0
+# A result NATS cannot take now is published again after a pause that doubles up to the max.
+RESULT_RETRY_FIRST_SECONDS = 0.5
+RESULT_RETRY_MAX_SECONDS = 5.0
 
 
 class TrainerApp:
@@ -80,6 +86,7 @@ class TrainerApp:
 
     async def _beat(self, leaving: bool = False) -> None:
         capacity = self.runner.capacity()
+        report_capacity(capacity.slots, capacity.busy)
         beat = events_pb2.TrainerHeartbeat(
             meta=subjects.new_meta("trainer"), worker=worker_to_proto(capacity), busy_slots=capacity.busy, leaving=leaving,
             ping_subject=subjects.ping_subject(self.runner.trainer_id),
@@ -109,7 +116,7 @@ class TrainerApp:
                     progress=trainer_pb2.TrialProgress(study_id=job.study_id, trial_id=job.trial_id, trainer_id=trainer_id,
                                                        **fields),
                 )
-                loop.create_task(self._bus.publish(subjects.SUBJECT_PROGRESS, event))
+                loop.create_task(self._publish_progress(event))
 
             def on_start():  # "a trainer has it": the gateway marks the trial TRAINING
                 log.info("training trial %s", job.trial_id, extra={"study_id": job.study_id, "trial_id": job.trial_id})
@@ -128,13 +135,16 @@ class TrainerApp:
                 result = await self.runner.run(job_from_proto(job), on_progress, on_intermediate, on_start)
             except TrialError as err:
                 log.warning("trial %s failed: %s", job.trial_id, err, extra={"trial_id": job.trial_id})
+                TRAINER_TRIALS.labels("failed").inc()
                 await self._publish_failed(job, str(err))
                 return
             except TrialInterrupted:
+                TRAINER_TRIALS.labels("interrupted").inc()
                 raise asyncio.CancelledError() from None  # the consumer naks: back to the queue
             except TrialPruned as err:
                 log.info("trial %s pruned at step %d", job.trial_id, err.step, extra={"trial_id": job.trial_id})
-                await self._bus.publish(subjects.SUBJECT_PRUNED, events_pb2.TrialPrunedEvent(
+                TRAINER_TRIALS.labels("pruned").inc()
+                await self._publish_result(subjects.SUBJECT_PRUNED, events_pb2.TrialPrunedEvent(
                     meta=subjects.new_meta("trainer", job.study_id, job.trial_id, f"pruned-{job.trial_id}"),
                     trainer_id=trainer_id))
                 return
@@ -151,7 +161,8 @@ class TrainerApp:
                 meta=subjects.new_meta("trainer", job.study_id, job.trial_id, f"trained-{job.trial_id}"),
                 trained=trained_message(job, result, trainer_id, scores, outputs=False),
             )
-            await self._bus.publish(subjects.SUBJECT_TRAINED, trained)
+            await self._publish_result(subjects.SUBJECT_TRAINED, trained)
+            TRAINER_TRIALS.labels("trained").inc()
             log.info("trial %s trained in %.1fs (loss %.4f), scored %.4f", job.trial_id, result.seconds, result.train_loss,
                      scores.objective_value, extra={"trial_id": job.trial_id})
 
@@ -159,6 +170,29 @@ class TrainerApp:
     async def _on_ping(msg) -> None:
         with contextlib.suppress(Exception):
             await msg.respond(b"")
+
+    async def _publish_progress(self, event: events_pb2.TrialProgressEvent) -> None:
+        """Progress is a courtesy: one lost while NATS is away is not worth a retry."""
+        try:
+            await self._bus.publish(subjects.SUBJECT_PROGRESS, event)
+        except subjects.BusUnavailable as err:
+            log.info("progress of %s not published: %s", event.meta.trial_id, err)
+
+    async def _publish_result(self, subject: str, event: subjects.Event) -> None:
+        """A trial's result is the work itself: while NATS cannot take it, keep it and try again
+        (the job stays in progress, so it is not redelivered meanwhile)."""
+        pause = RESULT_RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await self._bus.publish(subject, event)
+                return
+            except subjects.BusUnavailable as err:
+                log.warning("result of %s not published yet (%s); retrying in %.1fs", event.meta.trial_id, err, pause,
+                            extra={"trial_id": event.meta.trial_id})
+                PEER_RETRIES.labels("nats", "UNAVAILABLE").inc()
+                trace.get_current_span().add_event("retry", {"peer": "nats", "subject": subject, "pause_seconds": pause})
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, RESULT_RETRY_MAX_SECONDS)
 
     async def _on_stop_request(self, msg) -> None:
         request = events_pb2.TrialStopRequest.FromString(msg.data)
@@ -170,7 +204,7 @@ class TrainerApp:
             meta=subjects.new_meta("trainer", job.study_id, job.trial_id, f"failed-{job.trial_id}"),
             reason=reason, trainer_id=self.runner.trainer_id,
         )
-        await self._bus.publish(subjects.SUBJECT_FAILED, failed)
+        await self._publish_result(subjects.SUBJECT_FAILED, failed)
 
     async def _give_up(self, msg, err: Exception) -> None:
         """A job that crashed every delivery (not a clean TrialError): fail its trial."""

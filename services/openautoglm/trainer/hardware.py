@@ -19,3 +19,17 @@ def free_memory_mb() -> float:
     if torch.cuda.is_available():
         return torch.cuda.mem_get_info()[0] / 2**20
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def report_capacity(slots: int, busy: int) -> None:
+    """Put the slots and, with GPUs, each device's memory into the metrics (metrics.py)."""
+    from openautoglm.common.metrics import GPU_MEMORY, TRAINER_SLOTS
+
+    TRAINER_SLOTS.labels("total").set(slots)
+    TRAINER_SLOTS.labels("busy").set(busy)
+    for index in range(gpu_count()):
+        free, total = torch.cuda.mem_get_info(index)
+        GPU_MEMORY.labels(str(index), "allocated").set(torch.cuda.memory_allocated(index))
+        GPU_MEMORY.labels(str(index), "reserved").set(torch.cuda.memory_reserved(index))
+        GPU_MEMORY.labels(str(index), "free").set(free)
+        GPU_MEMORY.labels(str(index), "total").set(total)

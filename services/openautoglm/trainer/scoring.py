@@ -11,6 +11,7 @@ from collections.abc import Callable
 import grpc
 from opentelemetry import trace
 
+from openautoglm.common.metrics import PEER_RETRIES
 from openautoglm.trainer.core import TrialResult
 from openautoglm.v1 import evaluator_pb2, evaluator_pb2_grpc, trainer_pb2
 
@@ -64,6 +65,7 @@ class Scorer:
                         code, pause, extra={"trial_id": job.trial_id})
             trace.get_current_span().add_event("retry", {
                 "peer": "evaluator", "code": code, "attempt": attempt, "pause_seconds": pause})
+            PEER_RETRIES.labels("evaluator", code).inc()
             if attempt == 1 and on_wait is not None:
                 on_wait()
             await asyncio.sleep(pause)

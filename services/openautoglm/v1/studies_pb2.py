@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from openautoglm.v1 import common_pb2 as openautoglm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1copenautoglm/v1/studies.proto\x12\x0eopenautoglm.v1\x1a\x1bopenautoglm/v1/common.proto\"%\n\x11\x45xportBestRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\"5\n\x12\x45xportBestResponse\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x03(\t\"Q\n\x12\x43reateStudyRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.StudySpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\";\n\x13\x43reateStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\"#\n\x0fGetStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\"8\n\x10GetStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\";\n\x12ListStudiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x13ListStudiesResponse\x12&\n\x07studies\x18\x01 \x03(\x0b\x32\x15.openautoglm.v1.Study\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"%\n\x11WatchStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\"J\n\x12WatchStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\"&\n\x12\x43\x61ncelStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\";\n\x13\x43\x61ncelStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study2\x8c\x04\n\x07Studies\x12V\n\x0b\x43reateStudy\x12\".openautoglm.v1.CreateStudyRequest\x1a#.openautoglm.v1.CreateStudyResponse\x12M\n\x08GetStudy\x12\x1f.openautoglm.v1.GetStudyRequest\x1a .openautoglm.v1.GetStudyResponse\x12V\n\x0bListStudies\x12\".openautoglm.v1.ListStudiesRequest\x1a#.openautoglm.v1.ListStudiesResponse\x12U\n\nWatchStudy\x12!.openautoglm.v1.WatchStudyRequest\x1a\".openautoglm.v1.WatchStudyResponse0\x01\x12V\n\x0b\x43\x61ncelStudy\x12\".openautoglm.v1.CancelStudyRequest\x1a#.openautoglm.v1.CancelStudyResponse\x12S\n\nExportBest\x12!.openautoglm.v1.ExportBestRequest\x1a\".openautoglm.v1.ExportBestResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1copenautoglm/v1/studies.proto\x12\x0eopenautoglm.v1\x1a\x1bopenautoglm/v1/common.proto\"%\n\x11\x45xportBestRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\"5\n\x12\x45xportBestResponse\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x03(\t\"Q\n\x12\x43reateStudyRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.StudySpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\";\n\x13\x43reateStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\"n\n\x0fGetStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x17\n\x0ftrial_page_size\x18\x02 \x01(\x05\x12\x18\n\x10trial_page_token\x18\x03 \x01(\t\x12\x16\n\x0ewithout_trials\x18\x04 \x01(\x08\"W\n\x10GetStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\x12\x1d\n\x15next_trial_page_token\x18\x02 \x01(\t\";\n\x12ListStudiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x13ListStudiesResponse\x12&\n\x07studies\x18\x01 \x03(\x0b\x32\x15.openautoglm.v1.Study\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x11WatchStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63hanges_only\x18\x02 \x01(\x08\"y\n\x12WatchStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12-\n\x0e\x63hanged_trials\x18\x03 \x03(\x0b\x32\x15.openautoglm.v1.Trial\"&\n\x12\x43\x61ncelStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\";\n\x13\x43\x61ncelStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study2\x8c\x04\n\x07Studies\x12V\n\x0b\x43reateStudy\x12\".openautoglm.v1.CreateStudyRequest\x1a#.openautoglm.v1.CreateStudyResponse\x12M\n\x08GetStudy\x12\x1f.openautoglm.v1.GetStudyRequest\x1a .openautoglm.v1.GetStudyResponse\x12V\n\x0bListStudies\x12\".openautoglm.v1.ListStudiesRequest\x1a#.openautoglm.v1.ListStudiesResponse\x12U\n\nWatchStudy\x12!.openautoglm.v1.WatchStudyRequest\x1a\".openautoglm.v1.WatchStudyResponse0\x01\x12V\n\x0b\x43\x61ncelStudy\x12\".openautoglm.v1.CancelStudyRequest\x1a#.openautoglm.v1.CancelStudyResponse\x12S\n\nExportBest\x12!.openautoglm.v1.ExportBestRequest\x1a\".openautoglm.v1.ExportBestResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -41,21 +41,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATESTUDYRESPONSE']._serialized_start=254
   _globals['_CREATESTUDYRESPONSE']._serialized_end=313
   _globals['_GETSTUDYREQUEST']._serialized_start=315
-  _globals['_GETSTUDYREQUEST']._serialized_end=350
-  _globals['_GETSTUDYRESPONSE']._serialized_start=352
-  _globals['_GETSTUDYRESPONSE']._serialized_end=408
-  _globals['_LISTSTUDIESREQUEST']._serialized_start=410
-  _globals['_LISTSTUDIESREQUEST']._serialized_end=469
-  _globals['_LISTSTUDIESRESPONSE']._serialized_start=471
-  _globals['_LISTSTUDIESRESPONSE']._serialized_end=557
-  _globals['_WATCHSTUDYREQUEST']._serialized_start=559
-  _globals['_WATCHSTUDYREQUEST']._serialized_end=596
-  _globals['_WATCHSTUDYRESPONSE']._serialized_start=598
-  _globals['_WATCHSTUDYRESPONSE']._serialized_end=672
-  _globals['_CANCELSTUDYREQUEST']._serialized_start=674
-  _globals['_CANCELSTUDYREQUEST']._serialized_end=712
-  _globals['_CANCELSTUDYRESPONSE']._serialized_start=714
-  _globals['_CANCELSTUDYRESPONSE']._serialized_end=773
-  _globals['_STUDIES']._serialized_start=776
-  _globals['_STUDIES']._serialized_end=1300
+  _globals['_GETSTUDYREQUEST']._serialized_end=425
+  _globals['_GETSTUDYRESPONSE']._serialized_start=427
+  _globals['_GETSTUDYRESPONSE']._serialized_end=514
+  _globals['_LISTSTUDIESREQUEST']._serialized_start=516
+  _globals['_LISTSTUDIESREQUEST']._serialized_end=575
+  _globals['_LISTSTUDIESRESPONSE']._serialized_start=577
+  _globals['_LISTSTUDIESRESPONSE']._serialized_end=663
+  _globals['_WATCHSTUDYREQUEST']._serialized_start=665
+  _globals['_WATCHSTUDYREQUEST']._serialized_end=724
+  _globals['_WATCHSTUDYRESPONSE']._serialized_start=726
+  _globals['_WATCHSTUDYRESPONSE']._serialized_end=847
+  _globals['_CANCELSTUDYREQUEST']._serialized_start=849
+  _globals['_CANCELSTUDYREQUEST']._serialized_end=887
+  _globals['_CANCELSTUDYRESPONSE']._serialized_start=889
+  _globals['_CANCELSTUDYRESPONSE']._serialized_end=948
+  _globals['_STUDIES']._serialized_start=951
+  _globals['_STUDIES']._serialized_end=1475
 # @@protoc_insertion_point(module_scope)

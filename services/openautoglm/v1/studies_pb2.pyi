@@ -36,16 +36,24 @@ class CreateStudyResponse(_message.Message):
     def __init__(self, study: _Optional[_Union[_common_pb2.Study, _Mapping]] = ...) -> None: ...
 
 class GetStudyRequest(_message.Message):
-    __slots__ = ("study_id",)
+    __slots__ = ("study_id", "trial_page_size", "trial_page_token", "without_trials")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WITHOUT_TRIALS_FIELD_NUMBER: _ClassVar[int]
     study_id: str
-    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
+    trial_page_size: int
+    trial_page_token: str
+    without_trials: bool
+    def __init__(self, study_id: _Optional[str] = ..., trial_page_size: _Optional[int] = ..., trial_page_token: _Optional[str] = ..., without_trials: _Optional[bool] = ...) -> None: ...
 
 class GetStudyResponse(_message.Message):
-    __slots__ = ("study",)
+    __slots__ = ("study", "next_trial_page_token")
     STUDY_FIELD_NUMBER: _ClassVar[int]
+    NEXT_TRIAL_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     study: _common_pb2.Study
-    def __init__(self, study: _Optional[_Union[_common_pb2.Study, _Mapping]] = ...) -> None: ...
+    next_trial_page_token: str
+    def __init__(self, study: _Optional[_Union[_common_pb2.Study, _Mapping]] = ..., next_trial_page_token: _Optional[str] = ...) -> None: ...
 
 class ListStudiesRequest(_message.Message):
     __slots__ = ("page_size", "page_token")
@@ -64,18 +72,22 @@ class ListStudiesResponse(_message.Message):
     def __init__(self, studies: _Optional[_Iterable[_Union[_common_pb2.Study, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class WatchStudyRequest(_message.Message):
-    __slots__ = ("study_id",)
+    __slots__ = ("study_id", "changes_only")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_ONLY_FIELD_NUMBER: _ClassVar[int]
     study_id: str
-    def __init__(self, study_id: _Optional[str] = ...) -> None: ...
+    changes_only: bool
+    def __init__(self, study_id: _Optional[str] = ..., changes_only: _Optional[bool] = ...) -> None: ...
 
 class WatchStudyResponse(_message.Message):
-    __slots__ = ("study", "change")
+    __slots__ = ("study", "change", "changed_trials")
     STUDY_FIELD_NUMBER: _ClassVar[int]
     CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_TRIALS_FIELD_NUMBER: _ClassVar[int]
     study: _common_pb2.Study
     change: str
-    def __init__(self, study: _Optional[_Union[_common_pb2.Study, _Mapping]] = ..., change: _Optional[str] = ...) -> None: ...
+    changed_trials: _containers.RepeatedCompositeFieldContainer[_common_pb2.Trial]
+    def __init__(self, study: _Optional[_Union[_common_pb2.Study, _Mapping]] = ..., change: _Optional[str] = ..., changed_trials: _Optional[_Iterable[_Union[_common_pb2.Trial, _Mapping]]] = ...) -> None: ...
 
 class CancelStudyRequest(_message.Message):
     __slots__ = ("study_id",)
