@@ -121,7 +121,7 @@ class InstantTrainer:
         while True:
             beat = events_pb2.TrainerHeartbeat(
                 meta=subjects.new_meta("trainer"), ping_subject=subjects.ping_subject(self.worker_id),
-                worker=scheduler_pb2.Worker(id=self.worker_id, slots=self.slots, memory_mb=1e6, speed=1.0, device="cpu"))
+                worker=scheduler_pb2.Worker(id=self.worker_id, slots=self.slots, memory_mb=1e6, speed=1.0, device_kind="cpu"))
             await self.bus.notify(subjects.SUBJECT_HEARTBEAT, beat)
             await asyncio.sleep(HEARTBEAT_SECONDS)
 

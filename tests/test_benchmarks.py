@@ -58,3 +58,12 @@ def test_mesh_overhead_quick_reports_its_figures():
     assert report["messages_per_trial"] > 0 and report["in_process_ratio"] > 0
     assert report["in_process_ratio_trainer_threads"] > 0 and 0.0 <= report["coordination_share"] < 1.0
     assert report["rpcs"] and report["nats_messages"]
+
+
+def test_load_quick_reports_latencies_rss_and_cpu_per_event():
+    report = _run("load.py", "--quick")
+    assert set(report["methods"]) == {"GetStudy", "ListStudies", "WatchStudy", "CreateStudy"}
+    assert all(m["calls"] > 0 and m["p99_ms"] >= m["p50_ms"] > 0 for m in report["methods"].values())
+    assert report["requests_per_s"] > 0 and report["gateway_peak_rss_mb"] > 0
+    assert set(report["cpu_ms_per_event"]) == {"10", "1000"} and all(v > 0 for v in report["cpu_ms_per_event"].values())
+    assert report["errors"] == 0, report["error_kinds"]

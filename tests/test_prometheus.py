@@ -71,7 +71,7 @@ async def test_every_service_serves_metrics_and_a_study_moves_them(stack):
     assert value(gateway, "openautoglm_unplaced_trials") >= 0 and ("openautoglm_trials", (("status", "queued"),)) in gateway
     assert value(gateway, "openautoglm_nats_consumer_pending_messages", consumer="gateway-trials") >= 0
     assert ("openautoglm_nats_consumer_ack_pending_messages", (("consumer", "gateway-trials"), ("stream", "AUTOGLM_EVENTS"))) in gateway
-    assert moved("prompt-generator", lambda s: rpcs(s, "RegisterStudy") + rpcs(s, "Propose"), 2)
+    assert moved("prompt-generator", lambda s: rpcs(s, "Propose"))
     assert moved("gnn-scheduler", lambda s: rpcs(s, "Pack"))
     assert moved("evaluator", lambda s: rpcs(s, "Evaluate"), 2)
     assert moved("trainer", lambda s: value(s, "openautoglm_trainer_trials_total", outcome="trained"), 2)

@@ -89,6 +89,9 @@ def serve(
     prompt_generator_storage: str = typer.Option("", envvar="OPENAUTOGLM_PROMPT_GENERATOR_STORAGE",
                                                  help="prompt-generator: where study registrations live for every "
                                                       "replica, a SQLAlchemy URL (default SQLite in the data dir)"),
+    database_url: str = typer.Option("", envvar="OPENAUTOGLM_DATABASE_URL",
+                                     help="gateway: its database, a SQLAlchemy URL (PostgreSQL for replicas; "
+                                          "default SQLite in the data dir)"),
     trainer_processes: int = typer.Option(0, envvar="OPENAUTOGLM_TRAINER_PROCESSES",
                                           help="trainer: DDP processes per trial (0 = one per GPU)"),
     trainer_memory_mb: float = typer.Option(0.0, envvar="OPENAUTOGLM_TRAINER_MEMORY_MB",
@@ -134,6 +137,7 @@ def serve(
             trainer_id=trainer_id,
             trainer_ack_wait=trainer_ack_wait,
             trainer_processes=trainer_processes, prompt_generator_storage=prompt_generator_storage,
+            database_url=database_url,
             trainer_memory_mb=trainer_memory_mb, heartbeat_ttl=heartbeat_ttl, max_message_bytes=max_message_bytes,
             tenant_max_running_studies=tenant_max_running_studies, tenant_max_trials_per_study=tenant_max_trials_per_study,
             tenant_max_queued_trials=tenant_max_queued_trials, tls_dir=tls_dir, plaintext=plaintext,

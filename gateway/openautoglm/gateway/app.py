@@ -17,6 +17,7 @@ from openautoglm.common.spec.protos import task_name
 from openautoglm.gateway.auth import ApiKeyAuth
 from openautoglm.gateway.clients import PeerClient
 from openautoglm.gateway.controller import StudyController
+from openautoglm.gateway.database import database_url, open_database
 from openautoglm.gateway.keys import KeyStore
 from openautoglm.gateway.peers import PeerError, Peers
 from openautoglm.gateway.quotas import Quotas
@@ -49,11 +50,12 @@ class GatewayApp:
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
-        self.store = StudyStore(settings.service_dir() / "studies.sqlite")
+        database = open_database(database_url(settings.database_url, settings.data_dir))
+        self.store = StudyStore(database)
         self.read_roots = sandbox.read_roots(settings.data_dir)
         self.quotas = Quotas(settings.tenant_max_running_studies, settings.tenant_max_trials_per_study,
                              settings.tenant_max_queued_trials)
-        self.keys = KeyStore(settings.service_dir() / "studies.sqlite")
+        self.keys = KeyStore(database)
         self.keys.bootstrap(settings.data_dir / KEY_FILE_NAME)
         # Run before the bootstrap's own interceptors: a caller without a key learns nothing more.
         self.interceptors = [ApiKeyAuth(self.keys)]

@@ -2,7 +2,7 @@
 
 A key is a random secret (`oag_` + 32 random bytes, URL-safe base64) shown to its creator once;
 the gateway keeps only its SHA-256 (a secret of that entropy needs no slow hash), with the
-tenant, the role, a label and the revocation time, in the gateway's SQLite database. Every call
+tenant, the role, a label and the revocation time, in the gateway's database (database.py). Every call
 looks its key up, so a revocation takes effect on the next call, with no restart.
 
 The first key: on a fresh database the gateway creates an admin key for tenant `default` and
@@ -16,28 +16,20 @@ import hashlib
 import os
 import re
 import secrets
-import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy.engine import Engine
 
-from openautoglm.gateway.store import DEFAULT_TENANT
+from openautoglm.gateway.database import DEFAULT_TENANT, api_keys
+from openautoglm.gateway.store import engine_for
 from openautoglm.v1 import keys_pb2
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-  id TEXT PRIMARY KEY,
-  hash TEXT NOT NULL UNIQUE,
-  tenant TEXT NOT NULL,
-  role INTEGER NOT NULL,
-  name TEXT NOT NULL DEFAULT '',
-  created REAL NOT NULL,
-  revoked REAL
-);
-"""
+COLUMNS = (api_keys.c.id, api_keys.c.tenant, api_keys.c.role, api_keys.c.name, api_keys.c.created, api_keys.c.revoked)
 SECRET_PREFIX = "oag_"
 BOOTSTRAP_KEY_VARIABLE = "OPENAUTOGLM_BOOTSTRAP_API_KEY"
 TENANT_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -68,19 +60,19 @@ def _timestamp(seconds: float) -> Timestamp:
 
 
 class KeyStore:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.executescript(SCHEMA)
+    def __init__(self, where: Path | Engine):
+        if isinstance(where, Path):
+            where.parent.mkdir(parents=True, exist_ok=True)
+        self.engine = engine_for(where)
 
     def close(self) -> None:
-        self.db.close()
+        self.engine.dispose()
 
     def principal(self, secret: str) -> Principal | None:
         """The live key with this secret, or None (unknown or revoked)."""
-        row = self.db.execute("SELECT id, tenant, role FROM api_keys WHERE hash=? AND revoked IS NULL",
-                              (digest(secret),)).fetchone()
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(api_keys.c.id, api_keys.c.tenant, api_keys.c.role).where(
+                api_keys.c.hash == digest(secret), api_keys.c.revoked.is_(None))).first()
         return Principal(row[0], row[1], int(row[2])) if row else None
 
     def create(self, tenant: str, role: int, name: str = "", secret: str | None = None) -> tuple[keys_pb2.ApiKey, str]:
@@ -93,27 +85,32 @@ class KeyStore:
             raise KeyRefused(f"name: at most {MAX_NAME_LENGTH} characters")
         secret = secret or SECRET_PREFIX + secrets.token_urlsafe(32)
         key_id = "key-" + uuid.uuid4().hex[:12]
-        self.db.execute("INSERT INTO api_keys (id, hash, tenant, role, name, created) VALUES (?,?,?,?,?,?)",
-                        (key_id, digest(secret), tenant, role, name, time.time()))
+        with self.engine.begin() as connection:
+            connection.execute(api_keys.insert().values(id=key_id, hash=digest(secret), tenant=tenant, role=role, name=name,
+                                                        created=time.time()))
         found = self.key(key_id)
         assert found is not None
         return found, secret
 
     def key(self, key_id: str) -> keys_pb2.ApiKey | None:
-        row = self.db.execute("SELECT id, tenant, role, name, created, revoked FROM api_keys WHERE id=?",
-                              (key_id,)).fetchone()
+        with self.engine.connect() as connection:
+            row = connection.execute(sa.select(*COLUMNS).where(api_keys.c.id == key_id)).first()
         return self._message(row) if row else None
 
     def list(self) -> list[keys_pb2.ApiKey]:
-        rows = self.db.execute("SELECT id, tenant, role, name, created, revoked FROM api_keys ORDER BY created").fetchall()
+        with self.engine.connect() as connection:
+            rows = list(connection.execute(sa.select(*COLUMNS).order_by(api_keys.c.created)))
         return [self._message(row) for row in rows]
 
     def revoke(self, key_id: str) -> keys_pb2.ApiKey | None:
-        self.db.execute("UPDATE api_keys SET revoked=? WHERE id=? AND revoked IS NULL", (time.time(), key_id))
+        with self.engine.begin() as connection:
+            connection.execute(api_keys.update().where(api_keys.c.id == key_id, api_keys.c.revoked.is_(None))
+                               .values(revoked=time.time()))
         return self.key(key_id)
 
     def empty(self) -> bool:
-        return self.db.execute("SELECT COUNT(*) FROM api_keys").fetchone()[0] == 0
+        with self.engine.connect() as connection:
+            return connection.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar_one() == 0
 
     def bootstrap(self, key_file: Path) -> None:
         """Make sure an admin can get in: register the Secret's key (compose, Kubernetes), and on

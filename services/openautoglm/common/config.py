@@ -70,6 +70,9 @@ class ServiceSettings(BaseModel):
     # Prompt-generator only: where study registrations live for every replica, any SQLAlchemy URL
     # (PostgreSQL for replicas on several machines); empty = SQLite under the data dir.
     prompt_generator_storage: str = ""
+    # Gateway only: its database, a SQLAlchemy URL (postgresql://user:password@host/db for more
+    # than one replica); empty = SQLite under the data dir.
+    database_url: str = ""
     # Scheduler only: seconds without a heartbeat after which a trainer counts as failed and its
     # trials are placed elsewhere.
     heartbeat_ttl: float = Field(15.0, gt=0)
