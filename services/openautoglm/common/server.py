@@ -54,6 +54,9 @@ MESH_OPTIONS = [
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
 
+# What the app's own stop (consumers, drivers, connections) may take once RPCs have drained.
+APP_STOP_SECONDS = 20.0
+
 # Not traced: a probe every few seconds would bury the studies' spans.
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 REFLECTION_SERVICE = reflection.SERVICE_NAME
@@ -413,7 +416,12 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     await server.stop(settings.grace_seconds)
     if probe_server is not None:
         await probe_server.stop(0)
-    await app.stop()
+    try:  # bounded: a stop that hangs must not keep the process (and its port) alive
+        await asyncio.wait_for(app.stop(), timeout=APP_STOP_SECONDS)
+    except asyncio.TimeoutError:
+        log.warning("%s: stopping its background work took over %.0fs; exiting anyway (where each task waited "
+                    "follows; unacknowledged queue work is redelivered)", settings.service, APP_STOP_SECONDS)
+        log_task_stacks()
     log.info("%s stopped", settings.service)
 
 
