@@ -1,8 +1,13 @@
 """Small builders shared by the tests (specs, gateway calls)."""
 from __future__ import annotations
 
+import asyncio
+import time
+import urllib.request
+
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from openautoglm.common.spec.protos import spec_to_proto
 from openautoglm.common.spec.schema import validate_dict
@@ -45,8 +50,66 @@ def small_spec(**overrides) -> dict:
     return spec
 
 
+def chaos_spec(trials: int = 12, seed: int = 11) -> common_pb2.StudySpec:
+    """Short trials, one epoch each: a random search over two templates and a continuous
+    learning rate (the studies the chaos tests kill processes under)."""
+    spec = small_spec(strategy="random", budget={"max_trials": trials}, seed=seed)
+    spec["search_space"]["hyperparameters"] = {
+        "epochs": {"type": "choice", "values": [1]},
+        "learning_rate": {"type": "loguniform", "low": 0.001, "high": 0.01},
+    }
+    return spec_proto(**spec)
+
+
 def spec_proto(**overrides) -> common_pb2.StudySpec:
     return spec_to_proto(validate_dict(small_spec(**overrides)))
+
+
+async def get_study(stack, study_id: str, process: str | None = None) -> common_pb2.Study | None:
+    """The study now (from one gateway `process`, else any replica), or None while the gateway
+    cannot answer."""
+    try:
+        async with stack.gateway_channel(process=process) as channel:
+            reply = await studies_pb2_grpc.StudiesStub(channel).GetStudy(
+                studies_pb2.GetStudyRequest(study_id=study_id), timeout=5, wait_for_ready=True)
+            return reply.study
+    except grpc.aio.AioRpcError:
+        return None
+
+
+async def poll_study(stack, study_id: str, done, timeout: float, process: str | None = None) -> common_pb2.Study:
+    """Read the study until `done(study)`; AssertionError with the last one seen after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    study = None
+    while time.monotonic() < deadline:
+        study = await get_study(stack, study_id, process) or study
+        if study is not None and done(study):
+            return study
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"condition not met within {timeout}s; last seen: {study}")
+
+
+def succeeded(study: common_pb2.Study) -> int:
+    return sum(t.status == common_pb2.TRIAL_STATUS_SUCCEEDED for t in study.trials)
+
+
+# Prometheus samples keyed by (name, sorted labels).
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of a Prometheus endpoint (plain HTTP on loopback)."""
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")
+        text = reply.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def metric(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples named `name` whose labels include `labels` (0 when none)."""
+    wanted = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
 
 
 async def run_study(stack, spec: common_pb2.StudySpec, timeout: float = 240) -> common_pb2.Study:

@@ -16,12 +16,9 @@ import asyncio
 import os
 import time
 
-import grpc
 import pytest
 
-from helpers import small_spec
-from openautoglm.common.spec.protos import spec_to_proto
-from openautoglm.common.spec.schema import validate_dict
+from helpers import chaos_spec, poll_study, succeeded
 from openautoglm.common.stack import EmbeddedStack
 from openautoglm.v1 import common_pb2, studies_pb2, studies_pb2_grpc
 
@@ -34,42 +31,6 @@ NEXT_TRIAL_WITHIN = 15.0
 MOVED_WITHIN = 10.0
 
 
-def chaos_spec() -> common_pb2.StudySpec:
-    """12 short trials: a random search over two templates and a continuous learning rate."""
-    spec = small_spec(strategy="random", budget={"max_trials": TRIALS}, seed=11)
-    spec["search_space"]["hyperparameters"] = {
-        "epochs": {"type": "choice", "values": [1]},
-        "learning_rate": {"type": "loguniform", "low": 0.001, "high": 0.01},
-    }
-    return spec_to_proto(validate_dict(spec))
-
-
-async def _study(stack: EmbeddedStack, study_id: str) -> common_pb2.Study | None:
-    """The study now, or None while the gateway cannot answer."""
-    try:
-        async with stack.gateway_channel() as channel:
-            reply = await studies_pb2_grpc.StudiesStub(channel).GetStudy(
-                studies_pb2.GetStudyRequest(study_id=study_id), timeout=5, wait_for_ready=True)
-            return reply.study
-    except grpc.aio.AioRpcError:
-        return None
-
-
-async def _poll(stack: EmbeddedStack, study_id: str, done, timeout: float) -> common_pb2.Study:
-    deadline = time.monotonic() + timeout
-    study = None
-    while time.monotonic() < deadline:
-        study = await _study(stack, study_id) or study
-        if study is not None and done(study):
-            return study
-        await asyncio.sleep(0.2)
-    raise AssertionError(f"condition not met within {timeout}s; last seen: {study}")
-
-
-def _succeeded(study: common_pb2.Study) -> int:
-    return sum(t.status == S.TRIAL_STATUS_SUCCEEDED for t in study.trials)
-
-
 async def _run(stack: EmbeddedStack, victims: tuple[str, ...], down: float) -> dict:
     """Kill `victims` while a trial trains (`trainer` means the trainer process training it),
     keep them down for `down` seconds, start them again and follow the study to its end."""
@@ -78,18 +39,18 @@ async def _run(stack: EmbeddedStack, victims: tuple[str, ...], down: float) -> d
         study = (await studies_pb2_grpc.StudiesStub(channel).CreateStudy(
             studies_pb2.CreateStudyRequest(spec=chaos_spec()), timeout=60)).study
     # Busy: two trials done, one training (the trainer mid-training; scoring follows at once).
-    busy = await _poll(stack, study.id, lambda s: _succeeded(s) >= 2 and any(
+    busy = await poll_study(stack, study.id, lambda s: succeeded(s) >= 2 and any(
         t.status == S.TRIAL_STATUS_TRAINING and t.trainer_id for t in s.trials), 240)
     training = next(t for t in busy.trials if t.status == S.TRIAL_STATUS_TRAINING and t.trainer_id)
     processes = [stack.trainer_process(training.trainer_id) if v == "trainer" else v for v in victims]
-    before = _succeeded(busy)
+    before = succeeded(busy)
     killed = time.monotonic()
     for process in processes:
         stack.kill(process)
     moved_after = None
     if "trainer" in victims and stack.trainers > 1:
         # Its job moves to a live trainer at once, without waiting for the restart.
-        moved = await _poll(stack, study.id, lambda s: any(
+        moved = await poll_study(stack, study.id, lambda s: any(
             t.id == training.id and t.assigned_worker_id not in ("", training.trainer_id) for t in s.trials), down + 30)
         moved_after = time.monotonic() - killed
         assert next(t for t in moved.trials if t.id == training.id).attempt >= 1
@@ -98,11 +59,11 @@ async def _run(stack: EmbeddedStack, victims: tuple[str, ...], down: float) -> d
     for process in processes:
         await stack.start_again(process, timeout=60)
     serving_after = time.monotonic() - restarted
-    after_restart = await _poll(stack, study.id, lambda s: _succeeded(s) > before or s.state != S.STUDY_STATE_RUNNING, 120)
+    after_restart = await poll_study(stack, study.id, lambda s: succeeded(s) > before or s.state != S.STUDY_STATE_RUNNING, 120)
     next_trial_after = time.monotonic() - restarted
-    final = await _poll(stack, study.id, lambda s: s.state != S.STUDY_STATE_RUNNING, 600)
+    final = await poll_study(stack, study.id, lambda s: s.state != S.STUDY_STATE_RUNNING, 600)
     return {"final": final, "serving_after": serving_after, "next_trial_after": next_trial_after,
-            "progressed": _succeeded(after_restart) > before, "moved_after": moved_after, "processes": processes}
+            "progressed": succeeded(after_restart) > before, "moved_after": moved_after, "processes": processes}
 
 
 def _check(outcome: dict) -> None:

@@ -120,3 +120,25 @@ def test_migrations_go_down_and_up_again_on_postgresql(postgres_url):
         command.upgrade(config, "head")
         assert {"studies", "trials", "api_keys"} <= set(sa.inspect(connection).get_table_names())
     engine.dispose()
+
+
+def test_a_finished_study_or_trial_is_never_changed_again_on_each_engine(engine):
+    """Two gateway replicas may write one study at once (a cancel on one, a result on the
+    leader): whichever finishes it first, that outcome stands."""
+    store = StudyStore(engine)
+    store.insert_study(_study("st-f"), "", "")
+    store.insert_trial(common_pb2.Trial(id="st-f-t000", study_id="st-f", number=0, status=S.TRIAL_STATUS_TRAINING))
+    cancelled = store.trial("st-f-t000")
+    cancelled.status = S.TRIAL_STATUS_CANCELLED
+    assert store.save_trial(cancelled)
+    late = store.trial("st-f-t000")
+    late.status, late.objective_value = S.TRIAL_STATUS_SUCCEEDED, 0.9
+    assert not store.save_trial(late)  # the late result does not undo the cancel
+    assert store.trial("st-f-t000").status == S.TRIAL_STATUS_CANCELLED
+
+    study = store.existing_study("st-f", with_trials=False)
+    study.state = S.STUDY_STATE_CANCELLED
+    assert store.finish_study(study)
+    study.state = S.STUDY_STATE_COMPLETED
+    assert not store.finish_study(study)
+    assert store.existing_study("st-f").state == S.STUDY_STATE_CANCELLED

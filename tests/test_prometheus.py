@@ -8,35 +8,16 @@ import asyncio
 import json
 import re
 import time
-import urllib.request
 from pathlib import Path
 
 import grpc
 import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import run_study, spec_proto
+from helpers import Samples, run_study, scrape, spec_proto
+from helpers import metric as value
 from openautoglm.v1 import common_pb2, studies_pb2, studies_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[1]
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(url: str) -> Samples:
-    """Every sample of an endpoint, keyed by (name, sorted labels)."""
-    with urllib.request.urlopen(url, timeout=10) as reply:
-        assert reply.status == 200 and reply.headers["Content-Type"].startswith("text/plain")
-        text = reply.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of the samples named `name` whose labels include `labels` (0 when none)."""
-    wanted = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and wanted <= set(ls))
-
-
 def rpcs(samples: Samples, method: str, code: str = "OK") -> float:
     return value(samples, "grpc_server_handling_seconds_count", grpc_method=method, grpc_code=code)
 

@@ -1,10 +1,15 @@
 """The gateway's wiring: the Studies servicer, the study store, gRPC clients of the peers, and
-NATS (trial events in, study events and jobs out) around the gRPC-free StudyController."""
+NATS (trial events in, study events and jobs out) around the gRPC-free StudyController.
+
+Any number of replicas may share one database: each serves the API at once, and the one that
+wins the leader election (leadership.py) also drives the studies: the trial-event consumer, the
+cluster's changes, the packer and the trial gauges run on the leader alone."""
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import uuid
 
 import grpc
 
@@ -19,10 +24,12 @@ from openautoglm.gateway.clients import PeerClient
 from openautoglm.gateway.controller import StudyController
 from openautoglm.gateway.database import database_url, open_database
 from openautoglm.gateway.keys import KeyStore
+from openautoglm.gateway.leadership import LeaderElection, leader_lock_for
 from openautoglm.gateway.peers import PeerError, Peers
 from openautoglm.gateway.quotas import Quotas
 from openautoglm.gateway.service import KeysServicer, StudiesServicer
 from openautoglm.gateway.store import StudyStore
+from openautoglm.gateway.watchers import ChangeRelay, Watchers
 from openautoglm.v1 import (
     common_pb2,
     evaluator_pb2,
@@ -64,6 +71,10 @@ class GatewayApp:
         self.consumer: events.DurableConsumer | None = None
         self.channels: list[grpc.aio.Channel] = []
         self._metrics_task: asyncio.Task[None] | None = None
+        # This process among the gateway replicas (logs, relayed changes).
+        self.replica_id = uuid.uuid4().hex[:8]
+        self.relay: ChangeRelay | None = None
+        self.election = LeaderElection(leader_lock_for(database), self.replica_id, self._lead)
 
     async def evaluator_metrics(self) -> dict[str, list[str]] | None:
         """Metric names per task that the evaluator serves (its plugins included), for spec
@@ -101,7 +112,20 @@ class GatewayApp:
             PeerClient("evaluator", evaluator_pb2_grpc.EvaluatorStub(self.channels[2])),
             trainer,
         )
-        self.controller = controller = StudyController(self.store, self.bus, peers)
+        self.relay = ChangeRelay(self.bus, self.replica_id)
+        self.controller = StudyController(self.store, self.bus, peers, Watchers(self.relay))
+        self.relay.start()
+        await self.bus.nc.subscribe(subjects.SUBJECT_STUDY_CHANGED, cb=self._on_study_changed)
+        # Lead at once if no other replica does (always, with one replica); else follow, and
+        # campaign in the background.
+        if not await self.election.try_once():
+            log.info("gateway replica %s follows: another replica drives the studies", self.replica_id)
+        self.election.start()
+
+    async def _lead(self) -> None:
+        """Elected: take the trial events, hear the cluster, place trials and drive every study."""
+        assert self.bus is not None and self.controller is not None
+        controller = self.controller
         self.consumer = events.DurableConsumer(
             self.bus.js, events.EVENTS_STREAM_NAME, "gateway-trials",
             [subjects.SUBJECT_PROGRESS, subjects.SUBJECT_TRAINED, subjects.SUBJECT_FAILED, subjects.SUBJECT_PRUNED],
@@ -110,9 +134,15 @@ class GatewayApp:
         )
         await self.consumer.start()
         await self.bus.nc.subscribe(subjects.SUBJECT_CLUSTER, cb=controller.on_cluster_changed)
-        controller.packer.start()
-        controller.resume_running()
+        controller.start_leading()
         self._metrics_task = asyncio.create_task(self._refresh_trial_metrics())
+
+    async def _on_study_changed(self, msg) -> None:
+        """Another replica changed a study: tell this replica's watchers and hooks."""
+        assert self.relay is not None and self.controller is not None
+        event = self.relay.received(msg.data)
+        if event is not None:
+            self.controller.watchers.deliver(event.meta.study_id, event.change, event.meta.trial_id)
 
     async def _refresh_trial_metrics(self) -> None:
         """Keep the trial gauges (metrics.py) current: a cheap count every few seconds."""
@@ -132,6 +162,9 @@ class GatewayApp:
             await self.consumer.stop()
         if self.controller:
             await self.controller.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        await self.election.stop()
         for channel in self.channels:
             await channel.close()
         if self.bus is not None:

@@ -40,21 +40,31 @@ from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
 S = common_pb2
+# The leader looks for running studies it does not drive yet this often (a lost "created" change).
+ADOPT_SECONDS = 2.0
+FINISHED_CHANGES = frozenset(f"study.{STATE_NAME[state]}" for state in TERMINAL_STUDY)
 
 
 class StudyController:
-    def __init__(self, store: StudyStore, bus: Bus, peers: Peers):
+    """Every gateway replica has one: it creates and cancels studies for the API; the leader's
+    (leadership.py) also drives them, from `start_leading()` on."""
+
+    def __init__(self, store: StudyStore, bus: Bus, peers: Peers, watchers: Watchers | None = None):
         self.store = store
         self.bus = bus
         self.peers = peers
         self.tracer = telemetry.tracer("openautoglm.gateway")
-        self.watchers = Watchers()
+        self.watchers = watchers or Watchers()
+        self.watchers.add_hook(self._on_change)
         self.packer = Packer(store, bus, peers, self.study_context, self.watchers.notify)
         self.search = SearchClient(peers, store)
         self.trial_events = TrialEvents(store, self.search, self.watchers, self.packer, self.wake)
+        self.leading = False
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
+        # The root spans of the studies this replica created; each ends when its study does.
         self._root_spans: dict[str, trace.Span] = {}
+        self._adopter: asyncio.Task[None] | None = None
 
     async def create(self, spec: common_pb2.StudySpec, request_id: str, priors: common_pb2.PriorTrials | None = None,
                      workers: list[scheduler_pb2.Worker] | None = None, tenant: str = DEFAULT_TENANT) -> common_pb2.Study:
@@ -74,7 +84,7 @@ class StudyController:
         self.store.insert_study(study, request_id, telemetry.traceparent_of(root), priors)
         self._root_spans[study_id] = root
         log.info("study %s created (%s, %d trials)", study_id, spec.strategy, spec.budget.max_trials, extra={"study_id": study_id})
-        self._start_driver(study_id)
+        self.watchers.notify(study_id, "study.created")  # the leader, this replica or another, drives it
         return study
 
     async def on_cluster_changed(self, msg: Any) -> None:
@@ -84,11 +94,40 @@ class StudyController:
                      list(change.left), len(change.workers))
         self.packer.request(check_placements=True)
 
-    def resume_running(self) -> None:
-        """After a restart: drive every study the store says is still running."""
+    def start_leading(self) -> None:
+        """This replica was elected (leadership.py): drive every running study, now and as they
+        are created, and place their trials."""
+        self.leading = True
+        self.packer.start()
+        self.adopt_running(resumed=True)
+        self._adopter = asyncio.create_task(self._adopt_new(), name="adopt-studies")
+
+    def adopt_running(self, resumed: bool) -> None:
+        """Drive every study the store says is running that no driver here drives yet: all of
+        them after a restart or a takeover (`resumed`), then those other replicas create."""
         for study_id in self.store.studies_in_state(S.STUDY_STATE_RUNNING):
-            log.info("resuming study %s", study_id, extra={"study_id": study_id})
-            self._start_driver(study_id, resumed=True)
+            if not self._driving(study_id):
+                log.info("%s study %s", "resuming" if resumed else "adopting", study_id, extra={"study_id": study_id})
+                self._start_driver(study_id, resumed=resumed)
+
+    async def _adopt_new(self) -> None:
+        """A study another replica created is adopted when its change arrives; this look at the
+        store catches one whose change was lost (NATS away)."""
+        while True:
+            await asyncio.sleep(ADOPT_SECONDS)
+            with contextlib.suppress(Exception):  # the database away: look again next time
+                self.adopt_running(resumed=True)
+
+    def _on_change(self, study_id: str, change: str, trial_id: str) -> None:
+        """Every change of every study, from this replica or another (watchers.py)."""
+        if change == "study.created":
+            if self.leading and not self._driving(study_id):
+                self._start_driver(study_id)
+        elif change in FINISHED_CHANGES:
+            self._end_root_span(study_id)
+            if self.leading:
+                self.wake(study_id)  # cancelled elsewhere: its driver sees it at once
+                self.packer.request()  # its trainer slots are free for other studies
 
     async def cancel(self, study_id: str) -> common_pb2.Study | None:
         study = self.store.study(study_id)
@@ -99,7 +138,8 @@ class StudyController:
                 placed = bool(trial.assigned_worker_id)
                 trial.status = S.TRIAL_STATUS_CANCELLED
                 trial.finished_at.CopyFrom(now_ts())
-                self.store.save_trial(trial)
+                if not self.store.save_trial(trial):
+                    continue  # it finished meanwhile (the leader recorded its result)
                 TRIALS_FINISHED.labels("cancelled").inc()
                 if placed:  # free its trainer slot for other studies' work
                     await self.packer.request_stop(study.id, trial.id, "study cancelled")
@@ -108,13 +148,17 @@ class StudyController:
         return self.store.study(study_id)
 
     async def stop(self) -> None:
-        tasks = list(self._drivers.values())
+        tasks = list(self._drivers.values()) + ([self._adopter] if self._adopter else [])
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.packer.stop()
+
+    def _driving(self, study_id: str) -> bool:
+        task = self._drivers.get(study_id)
+        return task is not None and not task.done()
 
     def _start_driver(self, study_id: str, resumed: bool = False) -> None:
         self._wakeups[study_id] = asyncio.Event()
@@ -219,15 +263,22 @@ class StudyController:
         best = best_trial(study)
         study.best_trial_id = best.id if best else ""
         study.pareto_trial_ids[:] = pareto_front(study) if study.spec.extra_objectives else []
-        self.store.save_study(study)
-        root = self._root_spans.pop(study_id, None)
-        if root is not None:
-            root.set_attribute("openautoglm.state", common_pb2.StudyState.Name(state))
-            root.set_attribute("openautoglm.best_trial_id", study.best_trial_id)
-            root.end()
+        if not self.store.finish_study(study):
+            return  # another replica finished it first (a cancel): that outcome stands
         name = STATE_NAME[state]
         log.info("study %s %s%s", study_id, name, f": {error}" if error else "", extra={"study_id": study_id})
         self.watchers.notify(study_id, f"study.{name}")
+
+    def _end_root_span(self, study_id: str) -> None:
+        """End the study's root span, if this replica opened it, with the study's outcome."""
+        root = self._root_spans.pop(study_id, None)
+        if root is None:
+            return
+        study = self.store.study(study_id, with_trials=False)
+        if study is not None:
+            root.set_attribute("openautoglm.state", common_pb2.StudyState.Name(study.state))
+            root.set_attribute("openautoglm.best_trial_id", study.best_trial_id)
+        root.end()
 
     async def export_best(self, study: common_pb2.Study) -> tuple[str, list[str]]:
         """Export the best trial's model through a trainer; raises LookupError if there is none."""

@@ -114,19 +114,31 @@ class KeyStore:
 
     def bootstrap(self, key_file: Path) -> None:
         """Make sure an admin can get in: register the Secret's key (compose, Kubernetes), and on
-        a database with no keys create one for tenant `default` in `key_file` (mode 0600)."""
+        a database with no keys create one for tenant `default` in `key_file` (mode 0600).
+        Replicas starting together on one database may race here: one registers, the others
+        find it done."""
         mounted = os.environ.get(BOOTSTRAP_KEY_VARIABLE, "").strip()
         if mounted:
             if self.principal(mounted) is None:
-                self.create(DEFAULT_TENANT, keys_pb2.ROLE_ADMIN, "bootstrap (secret)", secret=mounted)
+                try:
+                    self.create(DEFAULT_TENANT, keys_pb2.ROLE_ADMIN, "bootstrap (secret)", secret=mounted)
+                except sa.exc.IntegrityError:
+                    pass  # another replica registered it a moment ago
             return
         if not self.empty():
             return
         existing = key_file.read_text().strip() if key_file.is_file() else ""
-        _, secret = self.create(DEFAULT_TENANT, keys_pb2.ROLE_ADMIN, "bootstrap", secret=existing or None)
+        try:
+            key, secret = self.create(DEFAULT_TENANT, keys_pb2.ROLE_ADMIN, "bootstrap", secret=existing or None)
+        except sa.exc.IntegrityError:
+            return  # another replica registered the file's key a moment ago
         if not existing:
             key_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another replica wrote its key first: that one is the key
+                self.revoke(key.id)
+                return
             with os.fdopen(fd, "w") as handle:
                 handle.write(secret + "\n")
 

@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy.engine import Engine
 
 from openautoglm.gateway.database import DEFAULT_TENANT, open_database, studies, trials
+from openautoglm.gateway.states import TERMINAL_STUDY, TERMINAL_TRIAL
 from openautoglm.v1 import common_pb2
 
 __all__ = ["DEFAULT_TENANT", "StudyStore", "now_ts", "request_key"]
@@ -54,9 +55,10 @@ class StudyStore:
         with self.engine.connect() as connection:
             return list(connection.execute(statement))
 
-    def _write(self, statement: sa.Executable) -> None:
+    def _write(self, statement: sa.Executable) -> int:
+        """Run one write in its own transaction; returns the rows it changed."""
         with self.engine.begin() as connection:
-            connection.execute(statement)
+            return int(connection.execute(statement).rowcount)
 
     # studies -------------------------------------------------------------------------------
     def insert_study(self, study: common_pb2.Study, request_id: str, traceparent: str,
@@ -76,6 +78,15 @@ class StudyStore:
         study = _without_trials(study)
         study.updated_at.CopyFrom(now_ts())
         self._write(studies.update().where(studies.c.id == study.id).values(state=study.state, blob=study.SerializeToString()))
+
+    def finish_study(self, study: common_pb2.Study) -> bool:
+        """Record a study's final state, unless it has one already (another gateway replica
+        cancelled or finished it first): a finished study is never changed again. Returns
+        whether this write took effect."""
+        study = _without_trials(study)
+        study.updated_at.CopyFrom(now_ts())
+        return self._write(studies.update().where(studies.c.id == study.id, studies.c.state.not_in(TERMINAL_STUDY))
+                           .values(state=study.state, blob=study.SerializeToString())) > 0
 
     def study(self, study_id: str, with_trials: bool = True) -> common_pb2.Study | None:
         row = self._one(sa.select(studies.c.blob).where(studies.c.id == study_id))
@@ -128,8 +139,13 @@ class StudyStore:
         self._write(trials.insert().values(id=trial.id, study_id=trial.study_id, number=trial.number, status=trial.status,
                                            blob=trial.SerializeToString()))
 
-    def save_trial(self, trial: common_pb2.Trial) -> None:
-        self._write(trials.update().where(trials.c.id == trial.id).values(status=trial.status, blob=trial.SerializeToString()))
+    def save_trial(self, trial: common_pb2.Trial) -> bool:
+        """Store a trial's new state, unless the stored one is final already: a finished trial is
+        never changed again, so a late writer (a second gateway replica cancelling while the
+        leader records a result, a redelivered event) cannot undo an outcome. Returns whether
+        this write took effect."""
+        return self._write(trials.update().where(trials.c.id == trial.id, trials.c.status.not_in(TERMINAL_TRIAL))
+                           .values(status=trial.status, blob=trial.SerializeToString())) > 0
 
     def trial(self, trial_id: str) -> common_pb2.Trial | None:
         row = self._one(sa.select(trials.c.blob).where(trials.c.id == trial_id))

@@ -160,7 +160,8 @@ class TrialEvents:
         and other studies' queued work may take the place it held."""
         trial.status = status
         trial.finished_at.CopyFrom(now_ts())
-        self.store.save_trial(trial)
+        if not self.store.save_trial(trial):
+            return  # it had finished already (cancelled on another replica): that outcome stands
         TRIALS_FINISHED.labels(status_label(status)).inc()
         self.watchers.notify(study.id, change, trial.id)
         self.wake(study.id)

@@ -10,8 +10,8 @@ Each service serves them in Prometheus' text format on its metrics port
   `openautoglm_peer_retries_total` (calls to a peer that were retried, and why);
 - services that consume JetStream: consumer lag (`..._pending_messages`), messages delivered
   but not acknowledged yet, and redeliveries;
-- the gateway: trials of running studies by status, those waiting for a trainer, and trials
-  finished by status;
+- the gateway: whether this replica leads (drives the studies), trials of running studies by
+  status, those waiting for a trainer, and trials finished by status;
 - a trainer: its slots (busy and total), trials it ran by outcome, GPU memory when it has GPUs.
 """
 from __future__ import annotations
@@ -40,6 +40,8 @@ CONSUMER_ACK_PENDING = Gauge(
 CONSUMER_REDELIVERIES = Counter(
     "openautoglm_nats_redeliveries_total", "Messages this consumer received again (a handler failed, or a consumer died).",
     ["stream", "consumer"])
+GATEWAY_LEADER = Gauge(
+    "openautoglm_gateway_leader", "1 while this gateway replica is the leader (drives the running studies), else 0.")
 TRIALS = Gauge(
     "openautoglm_trials", "Trials of running studies, by status.", ["status"])
 UNPLACED_TRIALS = Gauge(

@@ -4,7 +4,7 @@ The NATS server requires a client certificate from the mesh's CA and maps it to 
 by the certificate's subject (`verify_and_map`): no passwords to hand out, and a connection with
 no certificate (anonymous) is refused. What the users may do follows the mesh's data flow:
 - only the gateway publishes train jobs and stop requests, manages the streams and consumes the
-  trial results;
+  trial results; its replicas tell each other's watchers what changed;
 - only trainers publish trial results and heartbeats, and consume only the jobs stream;
 - the scheduler hears heartbeats, pings trainers (they may answer) and announces cluster changes;
 - every identity receives replies only on its own inbox prefix (`_INBOX.<identity>.`), so no
@@ -43,8 +43,9 @@ def _allow(publish: list[str], subscribe: list[str], responses: bool = False) ->
 
 PERMISSIONS: dict[str, dict] = {
     "gateway": _allow(
-        publish=[f"{subjects.SUBJECT_TRAIN}.*", subjects.SUBJECT_STOP, "$JS.API.>", f"$JS.ACK.{EVENTS}.>"],
-        subscribe=[f"{inbox_prefix('gateway')}.>", subjects.SUBJECT_CLUSTER],
+        publish=[f"{subjects.SUBJECT_TRAIN}.*", subjects.SUBJECT_STOP, "$JS.API.>", f"$JS.ACK.{EVENTS}.>",
+                 subjects.SUBJECT_STUDY_CHANGED],
+        subscribe=[f"{inbox_prefix('gateway')}.>", subjects.SUBJECT_CLUSTER, subjects.SUBJECT_STUDY_CHANGED],
     ),
     "trainer": _allow(
         publish=[*RESULT_SUBJECTS, subjects.SUBJECT_HEARTBEAT, "$JS.API.INFO", f"$JS.API.STREAM.INFO.{JOBS}",

@@ -36,7 +36,7 @@ from pathlib import Path
 import grpc
 
 from openautoglm.common import events, nats_auth
-from openautoglm.common.credentials import KEY_FILE_NAME, gateway_channel
+from openautoglm.common.credentials import KEY_FILE_NAME, bearer_key_interceptors, gateway_channel
 from openautoglm.common.net import free_port
 from openautoglm.common.server import channel, wait_serving
 from openautoglm.common.tls import OPERATOR_IDENTITY, MeshIdentity, create_mesh_certificates
@@ -115,6 +115,10 @@ class EmbeddedStack:
     # More than one runs that many prompt-generator processes behind the gateway's one channel
     # (client-side round-robin), as a Kubernetes headless Service would.
     prompt_generator_replicas: int = 1
+    # More than one runs that many gateway processes ("gateway", "gateway-2", ...) on the one
+    # database (OPENAUTOGLM_DATABASE_URL in `env`, else the SQLite file they share): each serves
+    # the API, the elected leader drives the studies (gateway/leadership.py).
+    gateway_replicas: int = 1
     # Trainer processes: "trainer" (trainer id trainer-0), then "trainer-1", "trainer-2"... whose
     # process names are their trainer ids. Each has `trainer_slots` slots. 0: none (a benchmark
     # brings its own).
@@ -146,9 +150,14 @@ class EmbeddedStack:
         """The admin key the gateway created on its first start (tenant `default`)."""
         return (self.data_dir / KEY_FILE_NAME).read_text().strip()
 
-    def gateway_channel(self, key: str | None = None) -> grpc.aio.Channel:
-        """A channel to the gateway that authenticates with `key` (default: the admin key)."""
-        return gateway_channel(self.address("gateway"), key or self.api_key, self.gateway_credentials())
+    def gateway_channel(self, key: str | None = None, process: str | None = None) -> grpc.aio.Channel:
+        """A channel to the gateway that authenticates with `key` (default: the admin key): to one
+        gateway `process`, or round-robin over every replica (as behind a load balancer)."""
+        replicas = [process] if process else [n for n in self.process_names() if self.service_of(n) == "gateway"]
+        if len(replicas) == 1:
+            return gateway_channel(self.address(replicas[0]), key or self.api_key, self.gateway_credentials())
+        return channel("ipv4:" + ",".join(self.address(n) for n in replicas), self.gateway_credentials(), "gateway",
+                       interceptors=bearer_key_interceptors(key or self.api_key))
 
     @property
     def tls_dir(self) -> Path:
@@ -198,7 +207,8 @@ class EmbeddedStack:
     def process_names(self) -> list[str]:
         """Every service process in start order (extra replicas after each service's first)."""
         extra = {"prompt-generator": [f"prompt-generator-{i}" for i in range(2, self.prompt_generator_replicas + 1)],
-                 "trainer": [f"trainer-{i}" for i in range(1, self.trainers)]}
+                 "trainer": [f"trainer-{i}" for i in range(1, self.trainers)],
+                 "gateway": [f"gateway-{i}" for i in range(2, self.gateway_replicas + 1)]}
         return [name for service in SERVICE_ORDER for name in (service, *extra.get(service, ()))
                 if service != "trainer" or self.trainers > 0]
 
@@ -242,6 +252,8 @@ class EmbeddedStack:
                     # A stable id: a restarted trainer picks its own queue up again.
                     args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", self.trainer_id(name),
                              "--trainer-threads", str(self.trainer_threads or max(1, (os.cpu_count() or 2) - 1))]
+                if service == "gateway" and name != "gateway":  # the first creates the streams and the first key
+                    await self._wait("gateway", timeout)
                 self._spawn(name, args, base_env)
             await asyncio.gather(*(self._wait(name, timeout) for name in names))
             await asyncio.gather(*(self._wait_trainer_joined(name, timeout)

@@ -37,6 +37,7 @@ SUBJECT_STOP = "autoglm.trial.stop"  # core NATS: only the trainer running the t
 SUBJECT_HEARTBEAT = "autoglm.trainer.heartbeat"  # core NATS: a missed beat needs no replay
 SUBJECT_CLUSTER = "autoglm.cluster.changed"  # core NATS: the gateway also re-packs on a timer
 SUBJECT_PING = "autoglm.trainer.ping"  # + ".<worker id>", core NATS request/reply: is it still connected?
+SUBJECT_STUDY_CHANGED = "autoglm.study.changed"  # core NATS: gateway replicas tell each other's watchers
 
 
 def subject_token(name: str) -> str:

@@ -106,3 +106,13 @@ class ClusterChanged(_message.Message):
     left: _containers.RepeatedScalarFieldContainer[str]
     settled: bool
     def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., workers: _Optional[_Iterable[_Union[_scheduler_pb2.Worker, _Mapping]]] = ..., joined: _Optional[_Iterable[str]] = ..., left: _Optional[_Iterable[str]] = ..., settled: _Optional[bool] = ...) -> None: ...
+
+class StudyChanged(_message.Message):
+    __slots__ = ("meta", "change", "replica_id")
+    META_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_ID_FIELD_NUMBER: _ClassVar[int]
+    meta: EventMeta
+    change: str
+    replica_id: str
+    def __init__(self, meta: _Optional[_Union[EventMeta, _Mapping]] = ..., change: _Optional[str] = ..., replica_id: _Optional[str] = ...) -> None: ...
