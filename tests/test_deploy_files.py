@@ -170,7 +170,7 @@ def test_k8s_mounts_each_services_certificate_probes_the_health_port_and_nats_ha
         service = next(d for d in docs if d["kind"] == "Service" and d["metadata"]["name"] == name)
         assert service["spec"]["ports"][0]["targetPort"] == "grpc"
     policies = [d for d in docs if d["kind"] == "NetworkPolicy" and "ingress" in d["spec"]]
-    service_policies = [p for p in policies if not p["metadata"]["name"].startswith(("nats", "metrics"))]
+    service_policies = [p for p in policies if not p["metadata"]["name"].startswith(("nats", "metrics", "postgres"))]
     assert {port["port"] for p in service_policies for rule in p["spec"]["ingress"] for port in rule["ports"]} == {api_port}
     # The metrics port is open to Prometheus' namespace alone, and nothing else is.
     metrics = next(p for p in policies if p["metadata"]["name"] == "metrics-from-monitoring")["spec"]["ingress"]
@@ -203,3 +203,45 @@ def test_compose_restarts_every_long_running_container_and_checks_its_health():
     for name in (*SERVICES, "nats"):
         check = services[name]["healthcheck"]
         assert check["test"][0] == "CMD" and check["retries"] >= 3, name
+
+
+def test_k8s_runs_two_gateways_and_the_prompt_generators_on_postgresql():
+    """Two gateway replicas on PostgreSQL (one leads, gateway/leadership.py), with nothing
+    per-pod in their way (no ReadWriteOnce volume); the prompt-generators share their own
+    database on the same server; only those two reach it."""
+    docs = [d for _, d in _k8s_docs()]
+
+    def find(kind: str, name: str) -> dict:
+        return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
+
+    postgres = find("StatefulSet", "postgres")
+    server = postgres["spec"]["template"]["spec"]["containers"][0]
+    server_env = {e["name"]: e for e in server["env"]}
+    assert server_env["POSTGRES_DB"]["value"] == "openautoglm"
+    user = server_env["POSTGRES_USER"]["value"]
+    secret = server_env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert "tcp_keepalives_idle=10" in server["args"]  # a cut-off leader's lock is freed
+    assert "CREATE DATABASE optuna" in find("ConfigMap", "postgres-init")["data"]["10-optuna.sql"]
+    assert find("Service", "postgres")["spec"]["ports"][0]["port"] == 5432
+
+    def database_url(deployment: str, variable: str) -> str:
+        env = {e["name"]: e for e in find("Deployment", deployment)["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == secret
+        names = list(env)
+        assert names.index("POSTGRES_PASSWORD") < names.index(variable)  # $(...) sees only earlier variables
+        return env[variable]["value"]
+
+    prefix = f"postgresql://{user}:$(POSTGRES_PASSWORD)@postgres.openautoglm.svc:5432/"
+    assert database_url("gateway", "OPENAUTOGLM_DATABASE_URL") == prefix + "openautoglm"
+    assert database_url("prompt-generator", "OPENAUTOGLM_PROMPT_GENERATOR_STORAGE") == prefix + "optuna"
+
+    gateway = find("Deployment", "gateway")
+    assert gateway["spec"]["replicas"] == 2
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in gateway["spec"]["template"]["spec"]["volumes"]
+              if "persistentVolumeClaim" in v}
+    modes = {find("PersistentVolumeClaim", c)["spec"]["accessModes"][0] for c in claims}
+    assert modes <= {"ReadWriteMany", "ReadOnlyMany"}, modes
+    assert find("PodDisruptionBudget", "gateway")["spec"]["minAvailable"] == 1
+
+    allowed = find("NetworkPolicy", "postgres-from-its-clients")["spec"]["ingress"]
+    assert [rule["from"][0]["podSelector"]["matchExpressions"][0]["values"] for rule in allowed] == [["gateway", "prompt-generator"]]

@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
+from openautoglm.common.config import sqlalchemy_url
+
 log = logging.getLogger(__name__)
 
 # The tenant of studies created before tenants existed, and of the first API key.
@@ -67,7 +69,7 @@ api_keys = sa.Table(
 def database_url(url: str, data_dir: Path) -> str:
     """The URL to use: the one configured, else SQLite in the gateway's folder."""
     if url:
-        return url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+        return sqlalchemy_url(url)
     path = data_dir / "gateway" / "studies.sqlite"
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"

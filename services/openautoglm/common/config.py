@@ -30,6 +30,12 @@ FLAG_AND_ENV = {
 }
 
 
+def sqlalchemy_url(url: str) -> str:
+    """A database URL as SQLAlchemy should open it: plain `postgresql://` means psycopg 3, the
+    driver installed (SQLAlchemy's default for it is psycopg2)."""
+    return url.replace("postgresql://", "postgresql+psycopg://", 1) if url.startswith("postgresql://") else url
+
+
 class ConfigError(Exception):
     """A required setting is missing or malformed; the message names the flag and variable."""
 

@@ -3,7 +3,7 @@ replicas share for study registrations. It needs no NATS: every question carries
 is about, from the gateway that owns them."""
 from __future__ import annotations
 
-from openautoglm.common.config import ServiceSettings
+from openautoglm.common.config import ServiceSettings, sqlalchemy_url
 from openautoglm.prompt_generator.service import PromptGeneratorServicer
 from openautoglm.prompt_generator.studies import StudyRegistry
 from openautoglm.v1 import prompt_generator_pb2, prompt_generator_pb2_grpc
@@ -14,7 +14,7 @@ class PromptGeneratorApp:
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
-        storage = settings.prompt_generator_storage or f"sqlite:///{settings.service_dir() / 'registrations.db'}"
+        storage = sqlalchemy_url(settings.prompt_generator_storage) or f"sqlite:///{settings.service_dir() / 'registrations.db'}"
         self.registry = StudyRegistry(storage)
 
     def register(self, server):
