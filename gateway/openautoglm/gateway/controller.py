@@ -3,7 +3,9 @@
 A driver task per running study keeps up to `slots` trials in flight: it asks the
 prompt-generator for candidates and records them as queued trials; the packer (placement.py)
 places them on trainers; trial events (trial_events.py) move them to their end. State lives in
-the StudyStore after every step, so a restarted gateway resumes running studies.
+the StudyStore after every step, so a restarted gateway resumes running studies. With several
+gateway replicas, only the leader's controller drives (leadership.py); every replica's creates
+and cancels studies for the API.
 
 This is the gateway's gRPC-free core: it speaks to its peers through the client objects in
 `Peers` (errors: PeerRefused / PeerUnavailable) and to NATS through the `bus` it is given.
