@@ -1,7 +1,8 @@
 """Load on the gateway: many API clients at once, and what one trial event costs it at trial 10
 and at trial 1,000 of one study.
 
-    python benchmarks/load.py [--quick] [--json] [--clients N] [--seconds S] [--trials N]
+    python benchmarks/load.py [--quick] [--json] [--clients N] [--seconds S] [--per-client-rate R]
+                              [--saturation-seconds S] [--trials N]
 
 It starts the embedded stack (a real NATS server, the services as processes, mutual TLS) with no
 trainer process. In its place an *instant trainer* (a NATS client with the trainer's identity)
@@ -15,16 +16,25 @@ is the mesh's own work per trial: the gateway's above all.
    event over each window (a trial event: one trial's result, with all it sets off: the next
    proposal, placement, the progress event before it). Goal: the figure at trial 1,000 within 2x
    the one at trial 10 (no cost that grows with the study).
-2. **Clients.** `--clients` concurrent clients (200; 50 with --quick) call the API for
-   `--seconds` (60; 10 with --quick), each as fast as its answers come, over 8 TLS channels:
-   GetStudy 70% (a random study of those created; the 1,000-trial one a page of 100 trials at a
-   time), ListStudies 18% (a page of 50), WatchStudy 10% (changes only; timed to its first
-   message, then followed for up to 2 s) and CreateStudy 2% (a 2-trial study, which the instant
-   trainer then runs). The clients run on the same two cores as the stack, so their own cost is
-   in the latencies too.
+2. **Clients.** `--clients` concurrent clients (200; 50 with --quick) call the API over 8 TLS
+   channels: GetStudy 70% (a random study of those created; the 1,000-trial one a page of 100
+   trials at a time), ListStudies 18% (a page of 50), WatchStudy 10% (changes only; timed to
+   its first message, then followed for up to 2 s) and CreateStudy 2% (a 2-trial study, which
+   the instant trainer then runs). The clients run on the same two cores as the stack, so their
+   own cost is in the latencies too. Two phases:
+   - **paced** (`--seconds`: 60; 10 with --quick), the latencies reported: each client sends on
+     its own Poisson schedule, `--per-client-rate` requests/s (1.25: a dashboard or CLI
+     refreshing; 250 requests/s from 200 clients). A call's latency runs from when it was due,
+     so a slow answer cannot hide the calls queued behind it (no coordinated omission, as in
+     wrk2).
+   - **saturated** (`--saturation-seconds`: 20; 5 with --quick): each client calls again as soon
+     as its answer comes. This finds the most the gateway serves (`saturation.requests_per_s`).
+     Its latencies are mostly queueing: with every client always waiting, Little's law makes
+     the mean latency clients / throughput, whatever the gateway does.
 
-The last line with --json is one JSON object: errors (calls that failed, any status),
-requests_per_s, per-method p50_ms/p99_ms, gateway_peak_rss_mb (VmHWM) and cpu_ms_per_event
+The last line with --json is one JSON object: errors (calls that failed, any status, in both
+phases), requests_per_s and offered_requests_per_s, per-method p50_ms/p99_ms (paced), saturation
+{requests_per_s, errors, methods}, gateway_peak_rss_mb (VmHWM) and cpu_ms_per_event
 {"10": x, "<N>": x}. Goals (issue 11): 0 errors, GetStudy p99 under 100 ms, cpu_ms_per_event at
 trial 1,000 within 2x of trial 10.
 """
@@ -185,17 +195,36 @@ async def per_event_cpu(stack: EmbeddedStack, trainer: InstantTrainer, trials: i
     return per_event, study.id
 
 
-async def client_load(stack: EmbeddedStack, clients: int, seconds: float, big_study: str) -> dict:
-    """`clients` concurrent clients calling the API for `seconds`; latencies per method."""
+async def client_load(stack: EmbeddedStack, clients: int, seconds: float, big_study: str,
+                      rate: float | None = None) -> dict:
+    """`clients` concurrent clients calling the API for `seconds`; latencies per method.
+
+    With `rate` (requests/s over all clients), each client sends on its own Poisson schedule and
+    a call's latency runs from when it was due, not from when it was sent, so a slow answer
+    cannot hide the queue behind it (no coordinated omission). Without it, each client calls
+    again as soon as its answer comes (a closed loop: the saturation throughput)."""
     latencies: dict[str, list[float]] = {name: [] for name, _ in CLIENT_MIX}
     errors: dict[str, int] = {}
     channels = [stack.gateway_channel() for _ in range(CHANNELS)]
     studies = [big_study]
     names, weights = zip(*CLIENT_MIX)
     deadline = time.monotonic() + seconds
+    followers: set[asyncio.Task] = set()
 
-    async def one_call(stub, method: str, rng: random.Random) -> None:
-        started = time.perf_counter()
+    async def follow(call) -> None:
+        """A watcher stays for up to 2 s after its first message (the gateway keeps it fed)."""
+        follow_until = time.monotonic() + 2.0
+        try:
+            while time.monotonic() < follow_until:
+                reply = await asyncio.wait_for(call.read(), timeout=max(0.01, follow_until - time.monotonic()))
+                if reply is grpc.aio.EOF:
+                    break
+        except (asyncio.TimeoutError, grpc.aio.AioRpcError):
+            pass
+        finally:
+            call.cancel()
+
+    async def one_call(stub, method: str, rng: random.Random, due: float) -> None:
         if method == "GetStudy":
             study_id = rng.choice(studies)
             paged = 100 if study_id == big_study else 0
@@ -206,38 +235,43 @@ async def client_load(stack: EmbeddedStack, clients: int, seconds: float, big_st
             reply = await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=study_spec(2, "load-small")),
                                            timeout=CALL_TIMEOUT)
             studies.append(reply.study.id)
-        else:
+        else:  # timed to its first message
             call = stub.WatchStudy(studies_pb2.WatchStudyRequest(study_id=rng.choice(studies), changes_only=True),
                                    timeout=CALL_TIMEOUT)
             try:
                 await call.read()
-                latencies[method].append(time.perf_counter() - started)
-                follow_until = time.monotonic() + 2.0
-                while time.monotonic() < follow_until:
-                    reply = await asyncio.wait_for(call.read(), timeout=max(0.01, follow_until - time.monotonic()))
-                    if reply is grpc.aio.EOF:
-                        break
-            except asyncio.TimeoutError:
-                pass
-            finally:
+            except BaseException:
                 call.cancel()
-            return
-        latencies[method].append(time.perf_counter() - started)
+                raise
+            task = asyncio.create_task(follow(call))
+            followers.add(task)
+            task.add_done_callback(followers.discard)
+        latencies[method].append(time.perf_counter() - due)
 
     async def client(index: int) -> None:
         rng = random.Random(index)
         stub = studies_pb2_grpc.StudiesStub(channels[index % CHANNELS])
+        due = time.perf_counter() + (rng.expovariate(rate / clients) if rate else 0.0)
         while time.monotonic() < deadline:
+            if rate:
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            else:
+                due = time.perf_counter()
             method = rng.choices(names, weights)[0]
             try:
-                await one_call(stub, method, rng)
+                await one_call(stub, method, rng, due)
             except grpc.aio.AioRpcError as err:
                 key = f"{method}: {err.code().name}"
                 errors[key] = errors.get(key, 0) + 1
+            if rate:
+                due += rng.expovariate(rate / clients)
 
     began = time.monotonic()
     await asyncio.gather(*(client(i) for i in range(clients)))
     elapsed = time.monotonic() - began
+    for task in list(followers):
+        task.cancel()
+    await asyncio.gather(*followers, return_exceptions=True)
     for channel in channels:
         await channel.close()
     done = sum(len(v) for v in latencies.values())
@@ -269,19 +303,29 @@ async def run(args) -> dict:
             study_seconds = time.monotonic() - started
             print(f"{args.trials + 20}-trial study in {study_seconds:.1f}s; gateway CPU per trial event: "
                   + ", ".join(f"trial {k}: {v:.1f} ms" for k, v in per_event.items()), flush=True)
-            load = await client_load(stack, args.clients, args.seconds, big)
+            rate = args.clients * args.per_client_rate
+            load = await client_load(stack, args.clients, args.seconds, big, rate)
+            print(f"paced: {load['requests_per_s']:.1f} requests/s of {rate:.0f} offered, {load['errors']} errors", flush=True)
+            saturation = await client_load(stack, args.clients, args.saturation_seconds, big)
+            print(f"saturated: {saturation['requests_per_s']:.1f} requests/s, {saturation['errors']} errors", flush=True)
             rss = peak_rss_mb(stack.processes["gateway"].pid)
         finally:
             await trainer.stop()
             stack.stop()
     first, last = per_event.values()
-    return {"errors": load["errors"], "requests_per_s": round(load["requests_per_s"], 1),
-            "methods": {k: {m: (round(x, 1) if x is not None else None) for m, x in v.items()}
-                        for k, v in load["methods"].items()},
+
+    def rounded(methods: dict) -> dict:
+        return {k: {m: (round(x, 1) if x is not None else None) for m, x in v.items()} for k, v in methods.items()}
+
+    return {"errors": load["errors"] + saturation["errors"], "requests_per_s": round(load["requests_per_s"], 1),
+            "offered_requests_per_s": round(rate, 1), "methods": rounded(load["methods"]),
+            "saturation": {"requests_per_s": round(saturation["requests_per_s"], 1), "errors": saturation["errors"],
+                           "seconds": args.saturation_seconds, "methods": rounded(saturation["methods"])},
             "gateway_peak_rss_mb": round(rss, 1),
             "cpu_ms_per_event": {k: round(v, 2) for k, v in per_event.items()},
             "cpu_ratio_last_to_first": round(last / first, 2) if first else None,
-            "error_kinds": load["error_kinds"], "clients": args.clients, "seconds": args.seconds,
+            "error_kinds": {**load["error_kinds"], **{f"saturated {k}": v for k, v in saturation["error_kinds"].items()}},
+            "clients": args.clients, "seconds": args.seconds,
             "study_trials": args.trials + 20, "study_seconds": round(study_seconds, 1)}
 
 
@@ -290,17 +334,24 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="50 clients for 10 s (the 1,000-trial study still runs)")
     parser.add_argument("--json", action="store_true", help="print one JSON object last")
     parser.add_argument("--clients", type=int, default=None)
-    parser.add_argument("--seconds", type=float, default=None)
+    parser.add_argument("--seconds", type=float, default=None, help="the paced phase (60; 10 with --quick)")
+    parser.add_argument("--per-client-rate", type=float, default=1.25,
+                        help="requests/s each client sends in the paced phase (Poisson)")
+    parser.add_argument("--saturation-seconds", type=float, default=None,
+                        help="the closed-loop phase that finds the saturation throughput (20; 5 with --quick)")
     parser.add_argument("--trials", type=int, default=1000, help="the trial whose event cost is compared with trial 10's")
     args = parser.parse_args()
     args.clients = args.clients or (50 if args.quick else 200)
     args.seconds = args.seconds or (10.0 if args.quick else 60.0)
+    args.saturation_seconds = args.saturation_seconds or (5.0 if args.quick else 20.0)
     if args.trials < 10 + 2 * WINDOW:
         parser.error(f"--trials must be at least {10 + 2 * WINDOW}")
     result = asyncio.run(run(args))
-    for name, figures in result["methods"].items():
-        print(f"{name:12s} {figures['calls']:6d} calls  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms")
-    print(f"{result['requests_per_s']} requests/s, {result['errors']} errors, gateway peak RSS "
+    for phase, methods in (("paced", result["methods"]), ("saturated", result["saturation"]["methods"])):
+        for name, figures in methods.items():
+            print(f"{phase:9s} {name:12s} {figures['calls']:6d} calls  p50 {figures['p50_ms']} ms  p99 {figures['p99_ms']} ms")
+    print(f"{result['requests_per_s']} requests/s paced ({result['saturation']['requests_per_s']} saturated), "
+          f"{result['errors']} errors, gateway peak RSS "
           f"{result['gateway_peak_rss_mb']} MiB, CPU per trial event {result['cpu_ms_per_event']}")
     if args.json:
         print(json.dumps(result))

@@ -65,5 +65,9 @@ def test_load_quick_reports_latencies_rss_and_cpu_per_event():
     assert set(report["methods"]) == {"GetStudy", "ListStudies", "WatchStudy", "CreateStudy"}
     assert all(m["calls"] > 0 and m["p99_ms"] >= m["p50_ms"] > 0 for m in report["methods"].values())
     assert report["requests_per_s"] > 0 and report["gateway_peak_rss_mb"] > 0
+    assert report["offered_requests_per_s"] == 50 * 1.25  # paced: 50 clients at 1.25 requests/s each
+    saturated = report["saturation"]
+    assert saturated["requests_per_s"] > 0 and saturated["errors"] == 0
+    assert set(saturated["methods"]) == set(report["methods"])
     assert set(report["cpu_ms_per_event"]) == {"10", "1000"} and all(v > 0 for v in report["cpu_ms_per_event"].values())
     assert report["errors"] == 0, report["error_kinds"]

@@ -36,9 +36,10 @@ from openautoglm.gateway.records import proposals_due, window_for
 from openautoglm.gateway.search_client import SearchClient
 from openautoglm.gateway.states import IN_FLIGHT, STATE_NAME, TERMINAL_STUDY
 from openautoglm.gateway.store import DEFAULT_TENANT, StudyStore, now_ts, request_key
+from openautoglm.gateway.trial_cache import StudyTrialCache
 from openautoglm.gateway.trial_events import TrialEvents
 from openautoglm.gateway.watchers import Watchers
-from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
+from openautoglm.v1 import common_pb2, events_pb2, prompt_generator_pb2, scheduler_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
 S = common_pb2
@@ -182,28 +183,27 @@ class StudyController:
     async def _drive(self, study_id: str, resumed: bool = False) -> None:
         ctx = self.study_context(study_id)
         _, started = self.store.trace_info(study_id)
+        trials = StudyTrialCache(self.store, study_id)  # each look reads only what may have changed
         exhausted = False
         try:
             if resumed:
                 # A crash between recording trials and enqueueing their jobs must not strand
                 # them: enqueue every still-queued trial again (de-duplicated by job id).
-                study = self.store.existing_study(study_id)
+                study = trials.study()
                 for trial in study.trials:
                     if trial.status == S.TRIAL_STATUS_QUEUED and trial.assigned_worker_id:
                         with contextlib.suppress(BusUnavailable):  # then it is placed again
                             await self.packer.publish_or_unplace(study, trial)
             while True:
-                study = self.store.existing_study(study_id)
+                study = trials.study()
                 if study.state in TERMINAL_STUDY:
                     return
                 budget = study.spec.budget
-                trials = list(study.trials)
-                in_flight = [t for t in trials if t.status in IN_FLIGHT]
+                in_flight = any(t.status in IN_FLIGHT for t in study.trials)
                 out_of_time = budget.max_wall_seconds > 0 and time.time() - started > budget.max_wall_seconds
-                can_propose = not exhausted and not out_of_time and len(trials) < budget.max_trials
+                can_propose = not exhausted and not out_of_time and len(study.trials) < budget.max_trials
                 if not in_flight and not can_propose:
-                    succeeded = [t for t in trials if t.status == S.TRIAL_STATUS_SUCCEEDED]
-                    if succeeded:
+                    if any(t.status == S.TRIAL_STATUS_SUCCEEDED for t in study.trials):
                         await self._finish(study_id, S.STUDY_STATE_COMPLETED)
                     else:
                         await self._finish(study_id, S.STUDY_STATE_FAILED, "no trial succeeded")
@@ -211,7 +211,7 @@ class StudyController:
                 count = proposals_due(study) if can_propose else 0
                 if count:
                     try:
-                        proposed, exhausted = await self._dispatch(study, count, ctx)
+                        proposed, exhausted = await self._dispatch(study, count, ctx, trials.records)
                     except PeerRefused as err:
                         await self._finish(study_id, S.STUDY_STATE_FAILED, f"{err.code}: {err.details}")
                         return
@@ -230,12 +230,13 @@ class StudyController:
             log.exception("driver for %s crashed", study_id, extra={"study_id": study_id})
             await self._finish(study_id, S.STUDY_STATE_FAILED, f"internal error: {err}")
 
-    async def _dispatch(self, study: common_pb2.Study, count: int, ctx: otel_context.Context) -> tuple[int, bool]:
+    async def _dispatch(self, study: common_pb2.Study, count: int, ctx: otel_context.Context,
+                        known: dict[int, prompt_generator_pb2.TrialRecord]) -> tuple[int, bool]:
         """Propose and record the next `count` trials, then pack; returns (trials proposed, whether
         the space is exhausted)."""
         number = len(study.trials)
         with self.tracer.start_as_current_span("dispatch", context=ctx) as span:
-            reply = await self.search.propose(study, count)
+            reply = await self.search.propose(study, count, known)
             span.set_attribute("openautoglm.proposed", len(reply.candidates))
             if reply.render_cache_lookups:
                 span.set_attribute("openautoglm.render_cache_hit_rate", reply.render_cache_hits / reply.render_cache_lookups)
@@ -276,7 +277,7 @@ class StudyController:
         root = self._root_spans.pop(study_id, None)
         if root is None:
             return
-        study = self.store.study(study_id, with_trials=False)
+        study = self.store.header(study_id)
         if study is not None:
             root.set_attribute("openautoglm.state", common_pb2.StudyState.Name(study.state))
             root.set_attribute("openautoglm.best_trial_id", study.best_trial_id)

@@ -53,6 +53,7 @@ trials = sa.Table(
     sa.Index("trials_by_study", "study_id", "number"),
 )
 sa.Index("studies_by_state", studies.c.state)
+sa.Index("trials_by_status", trials.c.status)
 sa.Index("studies_by_tenant", studies.c.tenant, studies.c.created)
 api_keys = sa.Table(
     "api_keys", metadata,

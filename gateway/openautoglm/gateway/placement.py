@@ -121,7 +121,8 @@ class Packer:
             trial.assigned_worker_id = placement.worker_id
             self.store.save_trial(trial)  # recorded before published: a crash in between re-publishes
             self._unfit_logged.discard(trial.id)
-            study = self.store.existing_study(trial.study_id, with_trials=False)
+            study = self.store.header(trial.study_id)
+            assert study is not None  # a running study's trial
             with self.tracer.start_as_current_span("place", context=self.study_context(study.id)) as span:
                 span.set_attribute("openautoglm.trial_id", trial.id)
                 span.set_attribute("openautoglm.worker_id", placement.worker_id)

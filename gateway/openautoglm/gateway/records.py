@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from openautoglm.gateway.states import IN_FLIGHT
+from openautoglm.gateway.states import IN_FLIGHT, TERMINAL_TRIAL
 from openautoglm.v1 import common_pb2, prompt_generator_pb2, scheduler_pb2
 
 S = common_pb2
@@ -56,10 +56,22 @@ def record(trial: common_pb2.Trial, reveal: bool = True) -> prompt_generator_pb2
     return out
 
 
-def proposal_view(study: common_pb2.Study, number: int) -> list[prompt_generator_pb2.TrialRecord]:
-    """The study's trials as the proposal for trial `number` sees them."""
+def proposal_view(study: common_pb2.Study, number: int,
+                  known: dict[int, prompt_generator_pb2.TrialRecord] | None = None) -> list[prompt_generator_pb2.TrialRecord]:
+    """The study's trials as the proposal for trial `number` sees them. `known` keeps the records
+    of finished trials the search may see, by number: they never change, so each is built once."""
     horizon = number - window_of(study)
-    return [record(t, reveal=t.number < horizon) for t in study.trials]
+    view = []
+    for trial in study.trials:
+        reveal = trial.number < horizon
+        if known is None or not reveal or trial.status not in TERMINAL_TRIAL:
+            view.append(record(trial, reveal))
+            continue
+        kept = known.get(trial.number)
+        if kept is None:
+            kept = known[trial.number] = record(trial)
+        view.append(kept)
+    return view
 
 
 def pruning_view(study: common_pb2.Study) -> list[prompt_generator_pb2.TrialRecord]:

@@ -19,11 +19,12 @@ class SearchClient:
         self.peers = peers
         self.store = store
 
-    async def propose(self, study: common_pb2.Study, count: int) -> prompt_generator_pb2.ProposeResponse:
-        """Candidates for the study's next `count` trials."""
+    async def propose(self, study: common_pb2.Study, count: int,
+                      known: dict[int, prompt_generator_pb2.TrialRecord] | None = None) -> prompt_generator_pb2.ProposeResponse:
+        """Candidates for the study's next `count` trials (`known`: records.proposal_view's)."""
         number = len(study.trials)
         request = prompt_generator_pb2.ProposeRequest(study_id=study.id, count=count, next_number=number,
-                                                      trials=proposal_view(study, number))
+                                                      trials=proposal_view(study, number, known))
         reply: prompt_generator_pb2.ProposeResponse = await self._ask(study, "Propose", request)
         return reply
 

@@ -100,6 +100,12 @@ class StudyStore:
             study.trial_count = self.trial_count(study_id)
         return study
 
+    def header(self, study_id: str) -> common_pb2.Study | None:
+        """The study's own row: no trials, and trial_count left 0 (counting is O(trials); the
+        paths that run for every trial event need only the study's spec and state)."""
+        row = self._one(sa.select(studies.c.blob).where(studies.c.id == study_id))
+        return common_pb2.Study.FromString(row[0]) if row else None
+
     def existing_study(self, study_id: str, with_trials: bool = True) -> common_pb2.Study:
         """A study the caller knows exists (its own id, a trial's study): KeyError otherwise."""
         study = self.study(study_id, with_trials)
@@ -173,8 +179,8 @@ class StudyStore:
         row = self._one(sa.select(sa.func.count()).select_from(trials).where(trials.c.study_id == study_id))
         return int(row[0]) if row else 0
 
-    def trials_page(self, study_id: str, from_number: int, limit: int) -> list[common_pb2.Trial]:
-        """Up to `limit` of a study's trials, numbers `from_number` and up, in order."""
+    def trials_page(self, study_id: str, from_number: int, limit: int | None) -> list[common_pb2.Trial]:
+        """Up to `limit` (None: all) of a study's trials, numbers `from_number` and up, in order."""
         rows = self._all(sa.select(trials.c.blob).where(trials.c.study_id == study_id, trials.c.number >= from_number)
                          .order_by(trials.c.number).limit(limit))
         return [common_pb2.Trial.FromString(r[0]) for r in rows]

@@ -70,7 +70,7 @@ class TrialEvents:
         trial = self.store.trial(trial_id)
         if trial is None or trial.status in TERMINAL_TRIAL:
             return None
-        study = self.store.study(trial.study_id, with_trials=False)
+        study = self.store.header(trial.study_id)
         if study is None or study.state in TERMINAL_STUDY:
             return None
         return study, trial
