@@ -171,8 +171,22 @@ async def _kill_the_leader(stack: EmbeddedStack) -> dict:
     final = await poll_study(stack, study.id, lambda s: s.state != S.STUDY_STATE_RUNNING, 600, process="gateway")
     changes = await asyncio.wait_for(watched, 60)
     log_after = (stack.log_dir / f"{follower}.log").read_text()
+    cancelled = await _cancel_through_the_follower(stack, follower="gateway")
     return {"final": final, "took_over": took_over, "next_trial": next_trial, "drove_before": drove_before,
-            "changes": changes, "resumed": f"resuming study {study.id}" in log_after}
+            "changes": changes, "resumed": f"resuming study {study.id}" in log_after, "cancelled": cancelled}
+
+
+async def _cancel_through_the_follower(stack: EmbeddedStack, follower: str) -> common_pb2.Study:
+    """A study cancelled on a replica that does not drive it: the leader stops driving it, its
+    trials end cancelled and no new one is proposed."""
+    async with stack.gateway_channel(process=follower) as channel:
+        stub = studies_pb2_grpc.StudiesStub(channel)
+        study = (await stub.CreateStudy(studies_pb2.CreateStudyRequest(spec=chaos_spec(TRIALS, seed=23)), timeout=60)).study
+        await poll_study(stack, study.id, lambda s: any(t.status == S.TRIAL_STATUS_TRAINING for t in s.trials), 120,
+                         process=follower)
+        await stub.CancelStudy(studies_pb2.CancelStudyRequest(study_id=study.id), timeout=30)
+    await asyncio.sleep(3.0)  # time for a driver that missed the cancel to propose again
+    return await poll_study(stack, study.id, lambda s: True, 10)
 
 
 @pytest.mark.timeout(900)
@@ -202,3 +216,7 @@ def test_two_gateway_replicas_on_postgresql_and_the_leader_killed_mid_study(tmp_
     changes = outcome["changes"]
     assert changes[0] == "snapshot" and changes[-1] == "study.completed", changes
     assert len(changes) >= 4, changes
+    cancelled = outcome["cancelled"]
+    assert cancelled.state == S.STUDY_STATE_CANCELLED
+    assert all(t.status in (S.TRIAL_STATUS_CANCELLED, S.TRIAL_STATUS_SUCCEEDED) for t in cancelled.trials), cancelled.trials
+    assert len(cancelled.trials) < TRIALS

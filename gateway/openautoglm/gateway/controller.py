@@ -136,6 +136,13 @@ class StudyController:
         study = self.store.study(study_id)
         if study is None or study.state in TERMINAL_STUDY:
             return study
+        await self._cancel_in_flight(study, "study cancelled")
+        await self._finish(study_id, S.STUDY_STATE_CANCELLED, "cancelled by request")
+        self.packer.request()
+        return self.store.study(study_id)
+
+    async def _cancel_in_flight(self, study: common_pb2.Study, reason: str) -> None:
+        """Cancel the study's trials still in flight, stopping those a trainer holds."""
         for trial in study.trials:
             if trial.status in IN_FLIGHT:
                 placed = bool(trial.assigned_worker_id)
@@ -144,11 +151,9 @@ class StudyController:
                 if not self.store.save_trial(trial):
                     continue  # it finished meanwhile (the leader recorded its result)
                 TRIALS_FINISHED.labels("cancelled").inc()
+                self.watchers.notify(study.id, "trial.cancelled", trial.id)
                 if placed:  # free its trainer slot for other studies' work
-                    await self.packer.request_stop(study.id, trial.id, "study cancelled")
-        await self._finish(study_id, S.STUDY_STATE_CANCELLED, "cancelled by request")
-        self.packer.request()
-        return self.store.study(study_id)
+                    await self.packer.request_stop(study.id, trial.id, reason)
 
     async def stop(self) -> None:
         tasks = list(self._drivers.values()) + ([self._adopter] if self._adopter else [])
@@ -197,6 +202,9 @@ class StudyController:
             while True:
                 study = trials.study()
                 if study.state in TERMINAL_STUDY:
+                    # Finished elsewhere (a cancel on another replica) while this driver recorded
+                    # a trial: none is left in flight. From here on this driver records nothing.
+                    await self._cancel_in_flight(study, f"study {STATE_NAME[study.state]}")
                     return
                 budget = study.spec.budget
                 in_flight = any(t.status in IN_FLIGHT for t in study.trials)
