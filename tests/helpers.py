@@ -58,7 +58,7 @@ def chaos_spec(trials: int = 12, seed: int = 11) -> common_pb2.StudySpec:
         "epochs": {"type": "choice", "values": [1]},
         "learning_rate": {"type": "loguniform", "low": 0.001, "high": 0.01},
     }
-    return spec_proto(**spec)
+    return spec_to_proto(validate_dict(spec))
 
 
 def spec_proto(**overrides) -> common_pb2.StudySpec:

@@ -55,7 +55,7 @@ def test_studies_and_trials_round_trip_page_and_count_on_each_engine(engine):
     counts, unplaced = store.running_trial_counts()
     assert counts == {S.TRIAL_STATUS_QUEUED: 4, S.TRIAL_STATUS_SUCCEEDED: 1} and unplaced == 4
     study.state = S.STUDY_STATE_COMPLETED
-    store.save_study(study)
+    assert store.finish_study(study)
     assert store.studies_in_state(S.STUDY_STATE_RUNNING) == ["st-b"] and not store.trials_of_running_studies(S.TRIAL_STATUS_QUEUED)
     with pytest.raises(sa.exc.IntegrityError):  # trial numbers are unique per study
         store.insert_trial(common_pb2.Trial(id="st-a-dup", study_id="st-a", number=0))

@@ -102,16 +102,16 @@ class StudyController:
         are created, and place their trials."""
         self.leading = True
         self.packer.start()
-        self.adopt_running(resumed=True)
+        self.adopt_running()
         self._adopter = asyncio.create_task(self._adopt_new(), name="adopt-studies")
 
-    def adopt_running(self, resumed: bool) -> None:
+    def adopt_running(self) -> None:
         """Drive every study the store says is running that no driver here drives yet: all of
-        them after a restart or a takeover (`resumed`), then those other replicas create."""
+        them after a restart or a takeover, then those other replicas create."""
         for study_id in self.store.studies_in_state(S.STUDY_STATE_RUNNING):
             if not self._driving(study_id):
-                log.info("%s study %s", "resuming" if resumed else "adopting", study_id, extra={"study_id": study_id})
-                self._start_driver(study_id, resumed=resumed)
+                log.info("resuming study %s", study_id, extra={"study_id": study_id})
+                self._start_driver(study_id, resumed=True)
 
     async def _adopt_new(self) -> None:
         """A study another replica created is adopted when its change arrives; this look at the
@@ -119,7 +119,7 @@ class StudyController:
         while True:
             await asyncio.sleep(ADOPT_SECONDS)
             with contextlib.suppress(Exception):  # the database away: look again next time
-                self.adopt_running(resumed=True)
+                self.adopt_running()
 
     def _on_change(self, study_id: str, change: str, trial_id: str) -> None:
         """Every change of every study, from this replica or another (watchers.py)."""

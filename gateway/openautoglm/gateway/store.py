@@ -74,11 +74,6 @@ class StudyStore:
         row = self._one(sa.select(studies.c.priors).where(studies.c.id == study_id))
         return common_pb2.PriorTrials.FromString(row[0] or b"") if row else common_pb2.PriorTrials()
 
-    def save_study(self, study: common_pb2.Study) -> None:
-        study = _without_trials(study)
-        study.updated_at.CopyFrom(now_ts())
-        self._write(studies.update().where(studies.c.id == study.id).values(state=study.state, blob=study.SerializeToString()))
-
     def finish_study(self, study: common_pb2.Study) -> bool:
         """Record a study's final state, unless it has one already (another gateway replica
         cancelled or finished it first): a finished study is never changed again. Returns
@@ -89,10 +84,9 @@ class StudyStore:
                            .values(state=study.state, blob=study.SerializeToString())) > 0
 
     def study(self, study_id: str, with_trials: bool = True) -> common_pb2.Study | None:
-        row = self._one(sa.select(studies.c.blob).where(studies.c.id == study_id))
-        if row is None:
+        study = self.header(study_id)
+        if study is None:
             return None
-        study = common_pb2.Study.FromString(row[0])
         if with_trials:
             study.trials.extend(self.trials(study_id))
             study.trial_count = len(study.trials)

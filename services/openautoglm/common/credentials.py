@@ -79,7 +79,9 @@ def gateway_credentials(data_dir: Path) -> grpc.ChannelCredentials | None:
     return grpc.ssl_channel_credentials()
 
 
-def gateway_channel(address: str, key: str, credentials: grpc.ChannelCredentials | None) -> grpc.aio.Channel:
+def gateway_channel(address: str, key: str, credentials: grpc.ChannelCredentials | None,
+                    peer: str = "") -> grpc.aio.Channel:
     """A channel to the gateway's public API (TLS with `credentials`, plaintext without) that
-    authenticates every call with `key`."""
-    return channel(address, credentials, interceptors=bearer_key_interceptors(key))
+    authenticates every call with `key`; `peer`: the name the certificate must carry, when the
+    address is not it (several replicas' addresses, say)."""
+    return channel(address, credentials, peer, interceptors=bearer_key_interceptors(key))

@@ -36,7 +36,7 @@ from pathlib import Path
 import grpc
 
 from openautoglm.common import events, nats_auth
-from openautoglm.common.credentials import KEY_FILE_NAME, bearer_key_interceptors, gateway_channel
+from openautoglm.common.credentials import KEY_FILE_NAME, gateway_channel
 from openautoglm.common.net import free_port
 from openautoglm.common.server import channel, wait_serving
 from openautoglm.common.tls import OPERATOR_IDENTITY, MeshIdentity, create_mesh_certificates
@@ -156,8 +156,8 @@ class EmbeddedStack:
         replicas = [process] if process else [n for n in self.process_names() if self.service_of(n) == "gateway"]
         if len(replicas) == 1:
             return gateway_channel(self.address(replicas[0]), key or self.api_key, self.gateway_credentials())
-        return channel("ipv4:" + ",".join(self.address(n) for n in replicas), self.gateway_credentials(), "gateway",
-                       interceptors=bearer_key_interceptors(key or self.api_key))
+        return gateway_channel("ipv4:" + ",".join(self.address(n) for n in replicas), key or self.api_key,
+                               self.gateway_credentials(), peer="gateway")
 
     @property
     def tls_dir(self) -> Path:
