@@ -50,12 +50,12 @@ def small_spec(**overrides) -> dict:
     return spec
 
 
-def chaos_spec(trials: int = 12, seed: int = 11) -> common_pb2.StudySpec:
-    """Short trials, one epoch each: a random search over two templates and a continuous
-    learning rate (the studies the chaos tests kill processes under)."""
+def chaos_spec(trials: int = 12, seed: int = 11, epochs: int = 1) -> common_pb2.StudySpec:
+    """Short trials, `epochs` each (one epoch is about 0.1 s on CPU): a random search over two
+    templates and a continuous learning rate (the studies the chaos tests kill processes under)."""
     spec = small_spec(strategy="random", budget={"max_trials": trials}, seed=seed)
     spec["search_space"]["hyperparameters"] = {
-        "epochs": {"type": "choice", "values": [1]},
+        "epochs": {"type": "choice", "values": [epochs]},
         "learning_rate": {"type": "loguniform", "low": 0.001, "high": 0.01},
     }
     return spec_to_proto(validate_dict(spec))

@@ -31,13 +31,19 @@ NEXT_TRIAL_WITHIN = 15.0
 MOVED_WITHIN = 10.0
 
 
+# A trainer victim must die mid-training: one-epoch trials (about 0.1 s) can finish between the
+# poll that sees TRAINING and the kill, so its trials train long enough (about 2 s) not to.
+TRAINER_VICTIM_EPOCHS = 20
+
+
 async def _run(stack: EmbeddedStack, victims: tuple[str, ...], down: float) -> dict:
     """Kill `victims` while a trial trains (`trainer` means the trainer process training it),
     keep them down for `down` seconds, start them again and follow the study to its end."""
     await stack.start()
+    spec = chaos_spec(epochs=TRAINER_VICTIM_EPOCHS if "trainer" in victims else 1)
     async with stack.gateway_channel() as channel:
         study = (await studies_pb2_grpc.StudiesStub(channel).CreateStudy(
-            studies_pb2.CreateStudyRequest(spec=chaos_spec()), timeout=60)).study
+            studies_pb2.CreateStudyRequest(spec=spec), timeout=60)).study
     # Busy: two trials done, one training (the trainer mid-training; scoring follows at once).
     busy = await poll_study(stack, study.id, lambda s: succeeded(s) >= 2 and any(
         t.status == S.TRIAL_STATUS_TRAINING and t.trainer_id for t in s.trials), 240)
