@@ -14,11 +14,12 @@ import uuid
 import grpc
 
 from openautoglm.common.tls import service_identity
-from openautoglm.common import events, metrics, sandbox, subjects
+from openautoglm.common import artifacts, events, metrics, sandbox, subjects
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.credentials import KEY_FILE_NAME
 from openautoglm.common.server import mesh_channel
 from openautoglm.common.spec.protos import task_name
+from openautoglm.gateway.artifacts import ArtifactRecords, ArtifactsServicer, collect, running_references, study_artifacts
 from openautoglm.gateway.auth import ApiKeyAuth
 from openautoglm.gateway.clients import PeerClient
 from openautoglm.gateway.controller import StudyController
@@ -31,6 +32,8 @@ from openautoglm.gateway.service import KeysServicer, StudiesServicer
 from openautoglm.gateway.store import StudyStore
 from openautoglm.gateway.watchers import ChangeRelay, Watchers
 from openautoglm.v1 import (
+    artifacts_pb2,
+    artifacts_pb2_grpc,
     common_pb2,
     evaluator_pb2,
     evaluator_pb2_grpc,
@@ -49,16 +52,22 @@ log = logging.getLogger(__name__)
 GATEWAY_ACK_WAIT = 10.0
 # How often the trial gauges are counted again.
 TRIAL_METRICS_SECONDS = 2.0
+# How often the leader removes deleted artifacts that nothing refers to any more.
+ARTIFACT_COLLECT_SECONDS = 30.0
 
 
 class GatewayApp:
     service_names = (studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name,
-                     keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name)
+                     keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
+                     artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"].full_name)
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         database = open_database(database_url(settings.database_url, settings.data_dir))
         self.store = StudyStore(database)
+        self.artifacts = ArtifactRecords(database)
+        self._artifact_bucket = None
+        self._collect_task: asyncio.Task[None] | None = None
         self.read_roots = sandbox.read_roots(settings.data_dir)
         self.quotas = Quotas(settings.tenant_max_running_studies, settings.tenant_max_trials_per_study,
                              settings.tenant_max_queued_trials)
@@ -95,6 +104,30 @@ class GatewayApp:
     def register(self, server):
         studies_pb2_grpc.add_StudiesServicer_to_server(StudiesServicer(self), server)
         keys_pb2_grpc.add_KeysServicer_to_server(KeysServicer(self.keys), server)
+        artifacts_pb2_grpc.add_ArtifactsServicer_to_server(ArtifactsServicer(
+            self.artifacts, self.artifact_bucket, self.settings.service_dir() / "uploads", self.settings.artifact_max_bytes,
+            self.studies_referring), server)
+
+    async def artifact_bucket(self):
+        """The artifact store (created on first use with the configured replicas)."""
+        if self._artifact_bucket is None:
+            assert self.bus is not None
+            self._artifact_bucket = await artifacts.open_bucket(self.bus.js, create=True, replicas=self.settings.artifact_replicas)
+        return self._artifact_bucket
+
+    def studies_referring(self, artifact_id: str) -> list[str]:
+        """The unfinished studies whose spec names `artifact_id`."""
+        return [study_id for study_id, spec in self.store.unfinished_specs() if artifact_id in study_artifacts(spec)]
+
+    async def _collect_artifacts(self) -> None:
+        """Leader: remove deleted artifacts no unfinished study needs (their bytes, then their rows)."""
+        while True:
+            try:
+                in_use = running_references([spec for _, spec in self.store.unfinished_specs()])
+                await collect(self.artifacts, await self.artifact_bucket(), in_use)
+            except Exception as err:  # the store or the database away: next round
+                log.warning("artifact collection failed: %r", err)
+            await asyncio.sleep(ARTIFACT_COLLECT_SECONDS)
 
     async def start(self):
         self.bus = await events.NatsBus.connect(self.settings.nats_url, "gateway", service_identity(self.settings),
@@ -136,6 +169,7 @@ class GatewayApp:
         await self.bus.nc.subscribe(subjects.SUBJECT_CLUSTER, cb=controller.on_cluster_changed)
         controller.start_leading()
         self._metrics_task = asyncio.create_task(self._refresh_trial_metrics())
+        self._collect_task = asyncio.create_task(self._collect_artifacts())
 
     async def _on_study_changed(self, msg) -> None:
         """Another replica changed a study: tell this replica's watchers and hooks."""
@@ -156,8 +190,9 @@ class GatewayApp:
             await asyncio.sleep(TRIAL_METRICS_SECONDS)
 
     async def stop(self):
-        if self._metrics_task is not None:
-            self._metrics_task.cancel()
+        for task in (self._metrics_task, self._collect_task):
+            if task is not None:
+                task.cancel()
         if self.consumer:
             await self.consumer.stop()
         if self.controller:

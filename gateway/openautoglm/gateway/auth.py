@@ -1,4 +1,4 @@
-"""The public API's door: every call to Studies or Keys carries `authorization: Bearer <secret>`.
+"""The public API's door: every call to Studies, Keys, Artifacts or Models carries `authorization: Bearer <secret>`.
 
 No or an unknown/revoked key -> UNAUTHENTICATED; a key whose role is below the method's ->
 PERMISSION_DENIED. The caller's `Principal` (key id, tenant, role) is then available to the
@@ -13,10 +13,11 @@ import grpc
 
 from openautoglm.common.server import guarded
 from openautoglm.gateway.keys import KeyStore, Principal
-from openautoglm.v1 import keys_pb2, studies_pb2
+from openautoglm.v1 import artifacts_pb2, keys_pb2, studies_pb2
 
 _STUDIES = studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name
 _KEYS = keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name
+_ARTIFACTS = artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"].full_name
 # The least role each public method needs.
 METHOD_ROLES = {
     f"/{_STUDIES}/GetStudy": keys_pb2.ROLE_READER,
@@ -25,11 +26,15 @@ METHOD_ROLES = {
     f"/{_STUDIES}/CreateStudy": keys_pb2.ROLE_MEMBER,
     f"/{_STUDIES}/CancelStudy": keys_pb2.ROLE_MEMBER,
     f"/{_STUDIES}/ExportBest": keys_pb2.ROLE_MEMBER,
+    f"/{_ARTIFACTS}/GetArtifact": keys_pb2.ROLE_READER,
+    f"/{_ARTIFACTS}/ListArtifacts": keys_pb2.ROLE_READER,
+    f"/{_ARTIFACTS}/UploadArtifact": keys_pb2.ROLE_MEMBER,
+    f"/{_ARTIFACTS}/DeleteArtifact": keys_pb2.ROLE_MEMBER,
     f"/{_KEYS}/CreateKey": keys_pb2.ROLE_ADMIN,
     f"/{_KEYS}/ListKeys": keys_pb2.ROLE_ADMIN,
     f"/{_KEYS}/RevokeKey": keys_pb2.ROLE_ADMIN,
 }
-PUBLIC_SERVICES = (f"/{_STUDIES}/", f"/{_KEYS}/")
+PUBLIC_SERVICES = (f"/{_STUDIES}/", f"/{_KEYS}/", f"/{_ARTIFACTS}/")
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("openautoglm_principal", default=None)
 

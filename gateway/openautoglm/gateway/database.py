@@ -65,6 +65,39 @@ api_keys = sa.Table(
     sa.Column("created", sa.Float, nullable=False),
     sa.Column("revoked", sa.Float),
 )
+# Uploaded datasets and base models (their bytes are in the artifact store, common/artifacts.py).
+artifacts = sa.Table(
+    "artifacts", metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("tenant", sa.String(64), nullable=False),
+    sa.Column("kind", sa.Integer, nullable=False),
+    sa.Column("name", sa.String(128), nullable=False, server_default=""),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    # Set by DeleteArtifact; the row and the bytes go once no running study refers to it.
+    sa.Column("deleted", sa.Float),
+    sa.Index("artifacts_by_tenant", "tenant", "created"),
+)
+# Registered model versions: the ModelVersion proto as a blob, its keys as columns.
+model_versions = sa.Table(
+    "model_versions", metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("state", sa.Integer, nullable=False),
+    sa.Column("created", sa.Float, nullable=False),
+    sa.Column("blob", sa.LargeBinary, nullable=False),
+    # The trainer serving it while deployed (serving.py), else NULL.
+    sa.Column("deployed_on", sa.String(128)),
+)
+model_aliases = sa.Table(
+    "model_aliases", metadata,
+    sa.Column("tenant", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("alias", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
 
 
 def database_url(url: str, data_dir: Path) -> str:

@@ -15,6 +15,7 @@ from openautoglm.common.spec.protos import param_from_proto, param_to_proto, spe
 from openautoglm.common.spec.schema import SpecError
 from openautoglm.common.spec.warm_start import load_prior_trials, prior_params
 from openautoglm.gateway import auth
+from openautoglm.gateway.artifacts import ArtifactRecords
 from openautoglm.gateway.controller import StudyController
 from openautoglm.gateway.estimates import largest_trial_memory_mb
 from openautoglm.gateway.keys import KeyRefused, KeyStore
@@ -43,6 +44,7 @@ class GatewayState(Protocol):
     the app has started; the bootstrap's ReadyGate holds calls until then) and the evaluator's metrics."""
 
     store: StudyStore
+    artifacts: ArtifactRecords
     controller: StudyController | None
     # The only folders a spec's file paths may name (common/sandbox.py).
     read_roots: tuple[Path, ...]
@@ -71,6 +73,9 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         spec = spec_to_proto(model)
         tenant = auth.current().tenant
+        for field, artifact_id in (("spec.dataset.artifact", spec.dataset.artifact), ("spec.model.artifact", spec.model.artifact)):
+            if artifact_id and self.app.artifacts.get(artifact_id, tenant) is None:
+                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: no artifact {artifact_id!r} (deleted, or never uploaded)")
         retry = bool(request.request_id) and self.app.store.study_by_request(request_key(tenant, request.request_id)) is not None
         if not retry:
             try:

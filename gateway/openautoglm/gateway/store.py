@@ -129,6 +129,11 @@ class StudyStore:
     def studies_in_state(self, *states: int) -> list[str]:
         return [r[0] for r in self._all(sa.select(studies.c.id).where(studies.c.state.in_(states)).order_by(studies.c.created))]
 
+    def unfinished_specs(self) -> list[tuple[str, common_pb2.StudySpec]]:
+        """(id, spec) of every study not yet finished: what still needs its artifacts."""
+        rows = self._all(sa.select(studies.c.id, studies.c.blob).where(studies.c.state.not_in(TERMINAL_STUDY)))
+        return [(row[0], common_pb2.Study.FromString(row[1]).spec) for row in rows]
+
     def tenant_studies_not_in_state(self, tenant: str, *states: int) -> list[str]:
         """A tenant's study ids whose state is none of `states` (its running ones, say)."""
         return [r[0] for r in self._all(sa.select(studies.c.id).where(

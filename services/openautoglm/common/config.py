@@ -86,6 +86,10 @@ class ServiceSettings(BaseModel):
     tenant_max_running_studies: int = Field(0, ge=0)
     tenant_max_trials_per_study: int = Field(0, ge=0)
     tenant_max_queued_trials: int = Field(0, ge=0)
+    # Gateway only: the largest artifact (dataset, or model archive) an upload may carry, in bytes.
+    artifact_max_bytes: int = Field(2 * 1024**3, ge=1)
+    # Gateway only: copies of the artifact store kept by a NATS cluster (1 on a single server).
+    artifact_replicas: int = Field(1, ge=1, le=5)
     # Largest request this service accepts, in bytes; a larger one gets RESOURCE_EXHAUSTED.
     max_message_bytes: int = Field(64 * 1024 * 1024, ge=1024, le=2**31 - 1)
     # The mesh's CA, this service's certificate and key (tls.py); empty = <data dir>/tls.

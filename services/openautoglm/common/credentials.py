@@ -61,9 +61,19 @@ class _BearerKeyStream(_BearerKey, grpc.aio.UnaryStreamClientInterceptor):
         return await continuation(self._with_key(client_call_details), request)
 
 
+class _BearerKeyClientStream(_BearerKey, grpc.aio.StreamUnaryClientInterceptor):
+    async def intercept_stream_unary(self, continuation, client_call_details, request_iterator):
+        return await continuation(self._with_key(client_call_details), request_iterator)
+
+
+class _BearerKeyBidi(_BearerKey, grpc.aio.StreamStreamClientInterceptor):
+    async def intercept_stream_stream(self, continuation, client_call_details, request_iterator):
+        return await continuation(self._with_key(client_call_details), request_iterator)
+
+
 def bearer_key_interceptors(key: str) -> list[grpc.aio.ClientInterceptor]:
     """Client interceptors that add `authorization: Bearer <key>` to every call."""
-    return [_BearerKeyUnary(key), _BearerKeyStream(key)]
+    return [_BearerKeyUnary(key), _BearerKeyStream(key), _BearerKeyClientStream(key), _BearerKeyBidi(key)]
 
 
 def gateway_credentials(data_dir: Path) -> grpc.ChannelCredentials | None:

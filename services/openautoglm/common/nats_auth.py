@@ -20,11 +20,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from openautoglm.common import subjects
+from openautoglm.common import artifacts, subjects
 from openautoglm.common.tls import CA_CERT, NATS_IDENTITY, OPERATOR_IDENTITY, ORGANISATION, cert_path, key_path
 
 JOBS = "AUTOGLM_JOBS"
 EVENTS = "AUTOGLM_EVENTS"
+# The artifact store's stream (common/artifacts.py): trainers read uploads and write the files
+# of the trials they trained, through the Object Store's subjects and its stream's API.
+OBJECTS = f"OBJ_{artifacts.BUCKET}"
+OBJECT_SUBJECTS = f"$O.{artifacts.BUCKET}.>"
 RESULT_SUBJECTS = [subjects.SUBJECT_PROGRESS, subjects.SUBJECT_TRAINED, subjects.SUBJECT_FAILED, subjects.SUBJECT_PRUNED]
 
 
@@ -44,13 +48,16 @@ def _allow(publish: list[str], subscribe: list[str], responses: bool = False) ->
 PERMISSIONS: dict[str, dict] = {
     "gateway": _allow(
         publish=[f"{subjects.SUBJECT_TRAIN}.*", subjects.SUBJECT_STOP, "$JS.API.>", f"$JS.ACK.{EVENTS}.>",
-                 subjects.SUBJECT_STUDY_CHANGED],
+                 subjects.SUBJECT_STUDY_CHANGED, OBJECT_SUBJECTS, f"$JS.FC.{OBJECTS}.>"],
         subscribe=[f"{inbox_prefix('gateway')}.>", subjects.SUBJECT_CLUSTER, subjects.SUBJECT_STUDY_CHANGED],
     ),
     "trainer": _allow(
         publish=[*RESULT_SUBJECTS, subjects.SUBJECT_HEARTBEAT, "$JS.API.INFO", f"$JS.API.STREAM.INFO.{JOBS}",
                  f"$JS.API.CONSUMER.CREATE.{JOBS}.>", f"$JS.API.CONSUMER.DURABLE.CREATE.{JOBS}.>",
-                 f"$JS.API.CONSUMER.INFO.{JOBS}.>", f"$JS.API.CONSUMER.MSG.NEXT.{JOBS}.>", f"$JS.ACK.{JOBS}.>"],
+                 f"$JS.API.CONSUMER.INFO.{JOBS}.>", f"$JS.API.CONSUMER.MSG.NEXT.{JOBS}.>", f"$JS.ACK.{JOBS}.>",
+                 OBJECT_SUBJECTS, f"$JS.API.STREAM.INFO.{OBJECTS}", f"$JS.API.STREAM.MSG.GET.{OBJECTS}",
+                 f"$JS.API.DIRECT.GET.{OBJECTS}.>", f"$JS.API.STREAM.PURGE.{OBJECTS}", f"$JS.API.CONSUMER.CREATE.{OBJECTS}.>",
+                 f"$JS.API.CONSUMER.CREATE.{OBJECTS}", f"$JS.API.CONSUMER.DELETE.{OBJECTS}.>", f"$JS.FC.{OBJECTS}.>"],
         subscribe=[f"{inbox_prefix('trainer')}.>", subjects.SUBJECT_STOP, f"{subjects.SUBJECT_PING}.*"],
         responses=True,  # answers the scheduler's pings
     ),

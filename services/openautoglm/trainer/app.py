@@ -22,6 +22,7 @@ import os
 import socket
 import time
 import uuid
+from dataclasses import replace
 
 import grpc
 from opentelemetry import trace
@@ -29,11 +30,11 @@ from opentelemetry import trace
 from openautoglm.common.metrics import PEER_RETRIES, TRAINER_TRIALS
 from openautoglm.trainer.hardware import report_capacity
 from openautoglm.common.tls import service_identity
-from openautoglm.common import events, sandbox, subjects, telemetry
+from openautoglm.common import artifacts, events, sandbox, subjects, telemetry
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.server import mesh_channel
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
-from openautoglm.trainer.core import TrialError
+from openautoglm.trainer.core import TrialError, TrialJob
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
 from openautoglm.trainer.runner import TrialRunner
 from openautoglm.trainer.scoring import ScoringRefused, Scorer
@@ -54,6 +55,10 @@ class TrainerApp:
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
+        # Uploaded datasets and models this trainer fetched, kept by digest (a read root).
+        cache_dir = settings.service_dir() / "cache"
+        self.artifact_cache = artifacts.ArtifactCache(cache_dir, self._bucket, settings.artifact_max_bytes * 4)
+        self._artifact_bucket = None
         self.runner = TrialRunner(
             trainer_id=subjects.subject_token(settings.trainer_id or f"trainer-{socket.gethostname()}-{os.getpid()}"),
             slots=settings.trainer_slots,
@@ -62,7 +67,7 @@ class TrainerApp:
             artifacts=settings.service_dir() / "artifacts",
             checkpoints=settings.service_dir() / "checkpoints",
             queue_slots=settings.trainer_slots * settings.trainer_prefetch,
-            read_roots=sandbox.read_roots(settings.data_dir),
+            read_roots=(*sandbox.read_roots(settings.data_dir), cache_dir),
         )
         self.bus: events.NatsBus | None = None
         self.evaluator: grpc.aio.Channel | None = None
@@ -80,6 +85,26 @@ class TrainerApp:
     def _scorer(self) -> Scorer:
         assert self.scorer is not None, "scoring before start()"
         return self.scorer
+
+    async def _bucket(self):
+        """The artifact store (opened once; the gateway creates it)."""
+        if self._artifact_bucket is None:
+            self._artifact_bucket = await artifacts.open_bucket(self._bus.js)
+        return self._artifact_bucket
+
+    async def _fetch_artifacts(self, job: TrialJob) -> TrialJob:
+        """The job with its uploaded dataset and model as local paths (fetched once per digest).
+        An artifact that is gone or corrupt fails the trial; the store being away is transient
+        (the exception naks the job and it comes back)."""
+        try:
+            if job.dataset_artifact:
+                job = replace(job, dataset_path=str(await self.artifact_cache.dataset(job.dataset_artifact)))
+            if job.model_artifact:
+                job = replace(job, model_path=str(await self.artifact_cache.model_dir(job.model_artifact)), model_builtin="")
+        except artifacts.ArtifactError as err:
+            field = "dataset.artifact" if job.dataset_artifact and not job.dataset_path else "model.artifact"
+            raise TrialError(f"{field}: {err}") from None
+        return job
 
     def register(self, server):
         trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.runner, lambda: self._scorer), server)
@@ -132,7 +157,8 @@ class TrainerApp:
                 publish_progress(epoch=epoch, has_intermediate=True, intermediate_value=value)
 
             try:
-                result = await self.runner.run(job_from_proto(job), on_progress, on_intermediate, on_start)
+                trial_job = await self._fetch_artifacts(job_from_proto(job))
+                result = await self.runner.run(trial_job, on_progress, on_intermediate, on_start)
             except TrialError as err:
                 log.warning("trial %s failed: %s", job.trial_id, err, extra={"trial_id": job.trial_id})
                 TRAINER_TRIALS.labels("failed").inc()

@@ -54,12 +54,15 @@ class TrialJob:
     hyperparameters: dict[str, Any]
     dataset_builtin: str = ""
     dataset_path: str = ""
+    # An uploaded dataset / base model: the trainer fetches it and sets the path (app.py).
+    dataset_artifact: str = ""
     text_field: str = ""
     label_field: str = ""
     eval_fraction: float = DEFAULT_EVAL_FRACTION
     max_examples: int = 0
     model_builtin: str = DEFAULT_MODEL
     model_path: str = ""
+    model_artifact: str = ""
     tuning: str = DEFAULT_TUNING
     precision: str = DEFAULT_PRECISION
     gradient_checkpointing: bool = False

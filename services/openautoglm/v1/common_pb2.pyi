@@ -75,30 +75,34 @@ class ParamValue(_message.Message):
     def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ...) -> None: ...
 
 class DatasetSpec(_message.Message):
-    __slots__ = ("builtin", "path", "text_field", "label_field", "eval_fraction", "max_examples")
+    __slots__ = ("builtin", "path", "text_field", "label_field", "eval_fraction", "max_examples", "artifact")
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_FIELD_NUMBER: _ClassVar[int]
     EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
     MAX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     builtin: str
     path: str
     text_field: str
     label_field: str
     eval_fraction: float
     max_examples: int
-    def __init__(self, builtin: _Optional[str] = ..., path: _Optional[str] = ..., text_field: _Optional[str] = ..., label_field: _Optional[str] = ..., eval_fraction: _Optional[float] = ..., max_examples: _Optional[int] = ...) -> None: ...
+    artifact: str
+    def __init__(self, builtin: _Optional[str] = ..., path: _Optional[str] = ..., text_field: _Optional[str] = ..., label_field: _Optional[str] = ..., eval_fraction: _Optional[float] = ..., max_examples: _Optional[int] = ..., artifact: _Optional[str] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
-    __slots__ = ("builtin", "path", "tuning")
+    __slots__ = ("builtin", "path", "tuning", "artifact")
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     TUNING_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     builtin: str
     path: str
     tuning: str
-    def __init__(self, builtin: _Optional[str] = ..., path: _Optional[str] = ..., tuning: _Optional[str] = ...) -> None: ...
+    artifact: str
+    def __init__(self, builtin: _Optional[str] = ..., path: _Optional[str] = ..., tuning: _Optional[str] = ..., artifact: _Optional[str] = ...) -> None: ...
 
 class TrainingOptions(_message.Message):
     __slots__ = ("precision", "gradient_checkpointing", "gradient_accumulation_steps", "checkpoint_every_steps", "max_length", "memory_mb")

@@ -50,20 +50,24 @@ class TaskGraph(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., dependencies: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("id", "slots", "memory_mb", "speed", "device_kind", "queue_slots")
+    __slots__ = ("id", "slots", "memory_mb", "speed", "device_kind", "queue_slots", "address", "serving_memory_mb")
     ID_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     SPEED_FIELD_NUMBER: _ClassVar[int]
     DEVICE_KIND_FIELD_NUMBER: _ClassVar[int]
     QUEUE_SLOTS_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    SERVING_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     id: str
     slots: int
     memory_mb: float
     speed: float
     device_kind: str
     queue_slots: int
-    def __init__(self, id: _Optional[str] = ..., slots: _Optional[int] = ..., memory_mb: _Optional[float] = ..., speed: _Optional[float] = ..., device_kind: _Optional[str] = ..., queue_slots: _Optional[int] = ...) -> None: ...
+    address: str
+    serving_memory_mb: float
+    def __init__(self, id: _Optional[str] = ..., slots: _Optional[int] = ..., memory_mb: _Optional[float] = ..., speed: _Optional[float] = ..., device_kind: _Optional[str] = ..., queue_slots: _Optional[int] = ..., address: _Optional[str] = ..., serving_memory_mb: _Optional[float] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("graph", "workers", "policy")

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from openautoglm.v1 import common_pb2 as openautoglm_dot_v1_dot_common__pb2
+from openautoglm.v1 import models_pb2 as openautoglm_dot_v1_dot_models__pb2
 from openautoglm.v1 import scheduler_pb2 as openautoglm_dot_v1_dot_scheduler__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1copenautoglm/v1/trainer.proto\x12\x0eopenautoglm.v1\x1a\x1bopenautoglm/v1/common.proto\x1a\x1eopenautoglm/v1/scheduler.proto\":\n\rExportRequest\x12\x15\n\rartifact_path\x18\x01 \x01(\t\x12\x12\n\noutput_dir\x18\x02 \x01(\t\":\n\x0e\x45xportResponse\x12\r\n\x05\x66iles\x18\x01 \x03(\t\x12\x19\n\x11onnx_max_abs_diff\x18\x02 \x01(\x01\"\x9d\x03\n\x08TrainJob\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12&\n\x04task\x18\x03 \x01(\x0e\x32\x18.openautoglm.v1.TaskType\x12,\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x1b.openautoglm.v1.DatasetSpec\x12(\n\x05model\x18\x05 \x01(\x0b\x32\x19.openautoglm.v1.ModelSpec\x12,\n\tcandidate\x18\x06 \x01(\x0b\x32\x19.openautoglm.v1.Candidate\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x31\n\x08training\x18\x08 \x01(\x0b\x32\x1f.openautoglm.v1.TrainingOptions\x12\x1b\n\x13report_intermediate\x18\t \x01(\x08\x12,\n\tobjective\x18\n \x01(\x0b\x32\x19.openautoglm.v1.Objective\x12\x33\n\x10\x65xtra_objectives\x18\x0b \x03(\x0b\x32\x19.openautoglm.v1.Objective\"\x14\n\x12GetCapacityRequest\"Q\n\x13GetCapacityResponse\x12&\n\x06worker\x18\x01 \x01(\x0b\x32\x16.openautoglm.v1.Worker\x12\x12\n\nbusy_slots\x18\x02 \x01(\x05\"5\n\x0cTrainRequest\x12%\n\x03job\x18\x01 \x01(\x0b\x32\x18.openautoglm.v1.TrainJob\"}\n\rTrainResponse\x12\x31\n\x08progress\x18\x01 \x01(\x0b\x32\x1d.openautoglm.v1.TrialProgressH\x00\x12/\n\x07trained\x18\x02 \x01(\x0b\x32\x1c.openautoglm.v1.TrialTrainedH\x00\x42\x08\n\x06update\"\xd6\x01\n\rTrialProgress\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x05\x12\x0c\n\x04loss\x18\x05 \x01(\x01\x12\x12\n\ntrainer_id\x18\x06 \x01(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\x05\x12\x18\n\x10has_intermediate\x18\x08 \x01(\x08\x12\x1a\n\x12intermediate_value\x18\t \x01(\x01\x12\x17\n\x0f\x61waiting_scores\x18\n \x01(\x08\"\xce\x04\n\x0cTrialTrained\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12\x12\n\ntrainer_id\x18\x03 \x01(\t\x12&\n\x04task\x18\x04 \x01(\x0e\x32\x18.openautoglm.v1.TaskType\x12\x13\n\x0bpredictions\x18\x05 \x03(\t\x12\x12\n\nreferences\x18\x06 \x03(\t\x12\x12\n\ntrain_loss\x18\x07 \x01(\x01\x12\x15\n\rtrain_seconds\x18\x08 \x01(\x01\x12\r\n\x05steps\x18\t \x01(\x05\x12\x15\n\rartifact_path\x18\n \x01(\t\x12\x45\n\rmodel_metrics\x18\x0b \x03(\x0b\x32..openautoglm.v1.TrialTrained.ModelMetricsEntry\x12\x15\n\rskipped_steps\x18\x0c \x01(\x05\x12\x19\n\x11resumed_from_step\x18\r \x01(\x05\x12\x11\n\tprecision\x18\x0e \x01(\t\x12:\n\x07metrics\x18\x0f \x03(\x0b\x32).openautoglm.v1.TrialTrained.MetricsEntry\x12\x17\n\x0fobjective_value\x18\x10 \x01(\x01\x12\x1e\n\x16\x65xtra_objective_values\x18\x11 \x03(\x01\x1a\x33\n\x11ModelMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xf2\x01\n\x07Trainer\x12\x46\n\x05Train\x12\x1c.openautoglm.v1.TrainRequest\x1a\x1d.openautoglm.v1.TrainResponse0\x01\x12V\n\x0bGetCapacity\x12\".openautoglm.v1.GetCapacityRequest\x1a#.openautoglm.v1.GetCapacityResponse\x12G\n\x06\x45xport\x12\x1d.openautoglm.v1.ExportRequest\x1a\x1e.openautoglm.v1.ExportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1copenautoglm/v1/trainer.proto\x12\x0eopenautoglm.v1\x1a\x1bopenautoglm/v1/common.proto\x1a\x1bopenautoglm/v1/models.proto\x1a\x1eopenautoglm/v1/scheduler.proto\"g\n\x13PublishModelRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12\x15\n\rartifact_path\x18\x03 \x01(\t\x12\x15\n\robject_prefix\x18\x04 \x01(\t\"Z\n\x14PublishModelResponse\x12(\n\x05\x66iles\x18\x01 \x03(\x0b\x32\x19.openautoglm.v1.ModelFile\x12\x18\n\x10max_input_tokens\x18\x02 \x01(\x05\"[\n\x0bServedModel\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x15\n\robject_prefix\x18\x02 \x01(\t\x12(\n\x05\x66iles\x18\x03 \x03(\x0b\x32\x19.openautoglm.v1.ModelFile\">\n\x10LoadModelRequest\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.openautoglm.v1.ServedModel\"@\n\x11LoadModelResponse\x12\x11\n\tmemory_mb\x18\x01 \x01(\x01\x12\x18\n\x10max_input_tokens\x18\x02 \x01(\x05\"!\n\x12UnloadModelRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse\"2\n\x13ServePredictRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\"G\n\x14ServePredictResponse\x12/\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1a.openautoglm.v1.Prediction\"F\n\x15ServeGenerateResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x0c\n\x04\x64one\x18\x02 \x01(\x08\x12\x11\n\tfull_text\x18\x03 \x01(\t\"J\n\x14ServeGenerateRequest\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05input\x18\x02 \x01(\t\x12\x16\n\x0emax_new_tokens\x18\x03 \x01(\x05\":\n\rExportRequest\x12\x15\n\rartifact_path\x18\x01 \x01(\t\x12\x12\n\noutput_dir\x18\x02 \x01(\t\":\n\x0e\x45xportResponse\x12\r\n\x05\x66iles\x18\x01 \x03(\t\x12\x19\n\x11onnx_max_abs_diff\x18\x02 \x01(\x01\"\x9d\x03\n\x08TrainJob\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12&\n\x04task\x18\x03 \x01(\x0e\x32\x18.openautoglm.v1.TaskType\x12,\n\x07\x64\x61taset\x18\x04 \x01(\x0b\x32\x1b.openautoglm.v1.DatasetSpec\x12(\n\x05model\x18\x05 \x01(\x0b\x32\x19.openautoglm.v1.ModelSpec\x12,\n\tcandidate\x18\x06 \x01(\x0b\x32\x19.openautoglm.v1.Candidate\x12\x0c\n\x04seed\x18\x07 \x01(\x03\x12\x31\n\x08training\x18\x08 \x01(\x0b\x32\x1f.openautoglm.v1.TrainingOptions\x12\x1b\n\x13report_intermediate\x18\t \x01(\x08\x12,\n\tobjective\x18\n \x01(\x0b\x32\x19.openautoglm.v1.Objective\x12\x33\n\x10\x65xtra_objectives\x18\x0b \x03(\x0b\x32\x19.openautoglm.v1.Objective\"\x14\n\x12GetCapacityRequest\"Q\n\x13GetCapacityResponse\x12&\n\x06worker\x18\x01 \x01(\x0b\x32\x16.openautoglm.v1.Worker\x12\x12\n\nbusy_slots\x18\x02 \x01(\x05\"5\n\x0cTrainRequest\x12%\n\x03job\x18\x01 \x01(\x0b\x32\x18.openautoglm.v1.TrainJob\"}\n\rTrainResponse\x12\x31\n\x08progress\x18\x01 \x01(\x0b\x32\x1d.openautoglm.v1.TrialProgressH\x00\x12/\n\x07trained\x18\x02 \x01(\x0b\x32\x1c.openautoglm.v1.TrialTrainedH\x00\x42\x08\n\x06update\"\xd6\x01\n\rTrialProgress\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x04 \x01(\x05\x12\x0c\n\x04loss\x18\x05 \x01(\x01\x12\x12\n\ntrainer_id\x18\x06 \x01(\t\x12\r\n\x05\x65poch\x18\x07 \x01(\x05\x12\x18\n\x10has_intermediate\x18\x08 \x01(\x08\x12\x1a\n\x12intermediate_value\x18\t \x01(\x01\x12\x17\n\x0f\x61waiting_scores\x18\n \x01(\x08\"\xce\x04\n\x0cTrialTrained\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\t\x12\x12\n\ntrainer_id\x18\x03 \x01(\t\x12&\n\x04task\x18\x04 \x01(\x0e\x32\x18.openautoglm.v1.TaskType\x12\x13\n\x0bpredictions\x18\x05 \x03(\t\x12\x12\n\nreferences\x18\x06 \x03(\t\x12\x12\n\ntrain_loss\x18\x07 \x01(\x01\x12\x15\n\rtrain_seconds\x18\x08 \x01(\x01\x12\r\n\x05steps\x18\t \x01(\x05\x12\x15\n\rartifact_path\x18\n \x01(\t\x12\x45\n\rmodel_metrics\x18\x0b \x03(\x0b\x32..openautoglm.v1.TrialTrained.ModelMetricsEntry\x12\x15\n\rskipped_steps\x18\x0c \x01(\x05\x12\x19\n\x11resumed_from_step\x18\r \x01(\x05\x12\x11\n\tprecision\x18\x0e \x01(\t\x12:\n\x07metrics\x18\x0f \x03(\x0b\x32).openautoglm.v1.TrialTrained.MetricsEntry\x12\x17\n\x0fobjective_value\x18\x10 \x01(\x01\x12\x1e\n\x16\x65xtra_objective_values\x18\x11 \x03(\x01\x1a\x33\n\x11ModelMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xcd\x02\n\x07Trainer\x12\x46\n\x05Train\x12\x1c.openautoglm.v1.TrainRequest\x1a\x1d.openautoglm.v1.TrainResponse0\x01\x12V\n\x0bGetCapacity\x12\".openautoglm.v1.GetCapacityRequest\x1a#.openautoglm.v1.GetCapacityResponse\x12G\n\x06\x45xport\x12\x1d.openautoglm.v1.ExportRequest\x1a\x1e.openautoglm.v1.ExportResponse\x12Y\n\x0cPublishModel\x12#.openautoglm.v1.PublishModelRequest\x1a$.openautoglm.v1.PublishModelResponse2\xf2\x02\n\x0bModelServer\x12P\n\tLoadModel\x12 .openautoglm.v1.LoadModelRequest\x1a!.openautoglm.v1.LoadModelResponse\x12V\n\x0bUnloadModel\x12\".openautoglm.v1.UnloadModelRequest\x1a#.openautoglm.v1.UnloadModelResponse\x12Y\n\x0cServePredict\x12#.openautoglm.v1.ServePredictRequest\x1a$.openautoglm.v1.ServePredictResponse\x12^\n\rServeGenerate\x12$.openautoglm.v1.ServeGenerateRequest\x1a%.openautoglm.v1.ServeGenerateResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,28 +38,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TRIALTRAINED_MODELMETRICSENTRY']._serialized_options = b'8\001'
   _globals['_TRIALTRAINED_METRICSENTRY']._loaded_options = None
   _globals['_TRIALTRAINED_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_EXPORTREQUEST']._serialized_start=109
-  _globals['_EXPORTREQUEST']._serialized_end=167
-  _globals['_EXPORTRESPONSE']._serialized_start=169
-  _globals['_EXPORTRESPONSE']._serialized_end=227
-  _globals['_TRAINJOB']._serialized_start=230
-  _globals['_TRAINJOB']._serialized_end=643
-  _globals['_GETCAPACITYREQUEST']._serialized_start=645
-  _globals['_GETCAPACITYREQUEST']._serialized_end=665
-  _globals['_GETCAPACITYRESPONSE']._serialized_start=667
-  _globals['_GETCAPACITYRESPONSE']._serialized_end=748
-  _globals['_TRAINREQUEST']._serialized_start=750
-  _globals['_TRAINREQUEST']._serialized_end=803
-  _globals['_TRAINRESPONSE']._serialized_start=805
-  _globals['_TRAINRESPONSE']._serialized_end=930
-  _globals['_TRIALPROGRESS']._serialized_start=933
-  _globals['_TRIALPROGRESS']._serialized_end=1147
-  _globals['_TRIALTRAINED']._serialized_start=1150
-  _globals['_TRIALTRAINED']._serialized_end=1740
-  _globals['_TRIALTRAINED_MODELMETRICSENTRY']._serialized_start=1641
-  _globals['_TRIALTRAINED_MODELMETRICSENTRY']._serialized_end=1692
-  _globals['_TRIALTRAINED_METRICSENTRY']._serialized_start=1694
-  _globals['_TRIALTRAINED_METRICSENTRY']._serialized_end=1740
-  _globals['_TRAINER']._serialized_start=1743
-  _globals['_TRAINER']._serialized_end=1985
+  _globals['_PUBLISHMODELREQUEST']._serialized_start=138
+  _globals['_PUBLISHMODELREQUEST']._serialized_end=241
+  _globals['_PUBLISHMODELRESPONSE']._serialized_start=243
+  _globals['_PUBLISHMODELRESPONSE']._serialized_end=333
+  _globals['_SERVEDMODEL']._serialized_start=335
+  _globals['_SERVEDMODEL']._serialized_end=426
+  _globals['_LOADMODELREQUEST']._serialized_start=428
+  _globals['_LOADMODELREQUEST']._serialized_end=490
+  _globals['_LOADMODELRESPONSE']._serialized_start=492
+  _globals['_LOADMODELRESPONSE']._serialized_end=556
+  _globals['_UNLOADMODELREQUEST']._serialized_start=558
+  _globals['_UNLOADMODELREQUEST']._serialized_end=591
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=593
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=614
+  _globals['_SERVEPREDICTREQUEST']._serialized_start=616
+  _globals['_SERVEPREDICTREQUEST']._serialized_end=666
+  _globals['_SERVEPREDICTRESPONSE']._serialized_start=668
+  _globals['_SERVEPREDICTRESPONSE']._serialized_end=739
+  _globals['_SERVEGENERATERESPONSE']._serialized_start=741
+  _globals['_SERVEGENERATERESPONSE']._serialized_end=811
+  _globals['_SERVEGENERATEREQUEST']._serialized_start=813
+  _globals['_SERVEGENERATEREQUEST']._serialized_end=887
+  _globals['_EXPORTREQUEST']._serialized_start=889
+  _globals['_EXPORTREQUEST']._serialized_end=947
+  _globals['_EXPORTRESPONSE']._serialized_start=949
+  _globals['_EXPORTRESPONSE']._serialized_end=1007
+  _globals['_TRAINJOB']._serialized_start=1010
+  _globals['_TRAINJOB']._serialized_end=1423
+  _globals['_GETCAPACITYREQUEST']._serialized_start=1425
+  _globals['_GETCAPACITYREQUEST']._serialized_end=1445
+  _globals['_GETCAPACITYRESPONSE']._serialized_start=1447
+  _globals['_GETCAPACITYRESPONSE']._serialized_end=1528
+  _globals['_TRAINREQUEST']._serialized_start=1530
+  _globals['_TRAINREQUEST']._serialized_end=1583
+  _globals['_TRAINRESPONSE']._serialized_start=1585
+  _globals['_TRAINRESPONSE']._serialized_end=1710
+  _globals['_TRIALPROGRESS']._serialized_start=1713
+  _globals['_TRIALPROGRESS']._serialized_end=1927
+  _globals['_TRIALTRAINED']._serialized_start=1930
+  _globals['_TRIALTRAINED']._serialized_end=2520
+  _globals['_TRIALTRAINED_MODELMETRICSENTRY']._serialized_start=2421
+  _globals['_TRIALTRAINED_MODELMETRICSENTRY']._serialized_end=2472
+  _globals['_TRIALTRAINED_METRICSENTRY']._serialized_start=2474
+  _globals['_TRIALTRAINED_METRICSENTRY']._serialized_end=2520
+  _globals['_TRAINER']._serialized_start=2523
+  _globals['_TRAINER']._serialized_end=2856
+  _globals['_MODELSERVER']._serialized_start=2859
+  _globals['_MODELSERVER']._serialized_end=3229
 # @@protoc_insertion_point(module_scope)

@@ -1,4 +1,5 @@
 from openautoglm.v1 import common_pb2 as _common_pb2
+from openautoglm.v1 import models_pb2 as _models_pb2
 from openautoglm.v1 import scheduler_pb2 as _scheduler_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -7,6 +8,94 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class PublishModelRequest(_message.Message):
+    __slots__ = ("study_id", "trial_id", "artifact_path", "object_prefix")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_PATH_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    trial_id: str
+    artifact_path: str
+    object_prefix: str
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., artifact_path: _Optional[str] = ..., object_prefix: _Optional[str] = ...) -> None: ...
+
+class PublishModelResponse(_message.Message):
+    __slots__ = ("files", "max_input_tokens")
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    files: _containers.RepeatedCompositeFieldContainer[_models_pb2.ModelFile]
+    max_input_tokens: int
+    def __init__(self, files: _Optional[_Iterable[_Union[_models_pb2.ModelFile, _Mapping]]] = ..., max_input_tokens: _Optional[int] = ...) -> None: ...
+
+class ServedModel(_message.Message):
+    __slots__ = ("key", "object_prefix", "files")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    object_prefix: str
+    files: _containers.RepeatedCompositeFieldContainer[_models_pb2.ModelFile]
+    def __init__(self, key: _Optional[str] = ..., object_prefix: _Optional[str] = ..., files: _Optional[_Iterable[_Union[_models_pb2.ModelFile, _Mapping]]] = ...) -> None: ...
+
+class LoadModelRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: ServedModel
+    def __init__(self, model: _Optional[_Union[ServedModel, _Mapping]] = ...) -> None: ...
+
+class LoadModelResponse(_message.Message):
+    __slots__ = ("memory_mb", "max_input_tokens")
+    MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    MAX_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    memory_mb: float
+    max_input_tokens: int
+    def __init__(self, memory_mb: _Optional[float] = ..., max_input_tokens: _Optional[int] = ...) -> None: ...
+
+class UnloadModelRequest(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    def __init__(self, key: _Optional[str] = ...) -> None: ...
+
+class UnloadModelResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServePredictRequest(_message.Message):
+    __slots__ = ("key", "inputs")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    inputs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[str] = ..., inputs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ServePredictResponse(_message.Message):
+    __slots__ = ("predictions",)
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    predictions: _containers.RepeatedCompositeFieldContainer[_models_pb2.Prediction]
+    def __init__(self, predictions: _Optional[_Iterable[_Union[_models_pb2.Prediction, _Mapping]]] = ...) -> None: ...
+
+class ServeGenerateResponse(_message.Message):
+    __slots__ = ("text", "done", "full_text")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    FULL_TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    done: bool
+    full_text: str
+    def __init__(self, text: _Optional[str] = ..., done: _Optional[bool] = ..., full_text: _Optional[str] = ...) -> None: ...
+
+class ServeGenerateRequest(_message.Message):
+    __slots__ = ("key", "input", "max_new_tokens")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    input: str
+    max_new_tokens: int
+    def __init__(self, key: _Optional[str] = ..., input: _Optional[str] = ..., max_new_tokens: _Optional[int] = ...) -> None: ...
 
 class ExportRequest(_message.Message):
     __slots__ = ("artifact_path", "output_dir")

@@ -51,6 +51,11 @@ class TrainerStub:
                 request_serializer=openautoglm_dot_v1_dot_trainer__pb2.ExportRequest.SerializeToString,
                 response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ExportResponse.FromString,
                 _registered_method=True)
+        self.PublishModel = channel.unary_unary(
+                '/openautoglm.v1.Trainer/PublishModel',
+                request_serializer=openautoglm_dot_v1_dot_trainer__pb2.PublishModelRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.PublishModelResponse.FromString,
+                _registered_method=True)
 
 
 class TrainerServicer:
@@ -77,6 +82,14 @@ class TrainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishModel(self, request, context):
+        """Stores a trial this trainer trained in the artifact store, for the model registry: its
+        model files, ONNX export and serving recipe, each named `<object_prefix>/<path>`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TrainerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +107,11 @@ def add_TrainerServicer_to_server(servicer, server):
                     servicer.Export,
                     request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ExportRequest.FromString,
                     response_serializer=openautoglm_dot_v1_dot_trainer__pb2.ExportResponse.SerializeToString,
+            ),
+            'PublishModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.PublishModel,
+                    request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.PublishModelRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_trainer__pb2.PublishModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -179,6 +197,240 @@ class Trainer:
             '/openautoglm.v1.Trainer/Export',
             openautoglm_dot_v1_dot_trainer__pb2.ExportRequest.SerializeToString,
             openautoglm_dot_v1_dot_trainer__pb2.ExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.Trainer/PublishModel',
+            openautoglm_dot_v1_dot_trainer__pb2.PublishModelRequest.SerializeToString,
+            openautoglm_dot_v1_dot_trainer__pb2.PublishModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class ModelServerStub:
+    """A trainer's serving of registered model versions (the gateway's Models API calls it): the
+    GPUs are the trainer's, so deployed models live in trainer processes, within their memory.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.LoadModel = channel.unary_unary(
+                '/openautoglm.v1.ModelServer/LoadModel',
+                request_serializer=openautoglm_dot_v1_dot_trainer__pb2.LoadModelRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.LoadModelResponse.FromString,
+                _registered_method=True)
+        self.UnloadModel = channel.unary_unary(
+                '/openautoglm.v1.ModelServer/UnloadModel',
+                request_serializer=openautoglm_dot_v1_dot_trainer__pb2.UnloadModelRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.UnloadModelResponse.FromString,
+                _registered_method=True)
+        self.ServePredict = channel.unary_unary(
+                '/openautoglm.v1.ModelServer/ServePredict',
+                request_serializer=openautoglm_dot_v1_dot_trainer__pb2.ServePredictRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ServePredictResponse.FromString,
+                _registered_method=True)
+        self.ServeGenerate = channel.unary_stream(
+                '/openautoglm.v1.ModelServer/ServeGenerate',
+                request_serializer=openautoglm_dot_v1_dot_trainer__pb2.ServeGenerateRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ServeGenerateResponse.FromString,
+                _registered_method=True)
+
+
+class ModelServerServicer:
+    """A trainer's serving of registered model versions (the gateway's Models API calls it): the
+    GPUs are the trainer's, so deployed models live in trainer processes, within their memory.
+    """
+
+    def LoadModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UnloadModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServePredict(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServeGenerate(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_ModelServerServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'LoadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.LoadModel,
+                    request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.LoadModelRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_trainer__pb2.LoadModelResponse.SerializeToString,
+            ),
+            'UnloadModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.UnloadModel,
+                    request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.UnloadModelRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_trainer__pb2.UnloadModelResponse.SerializeToString,
+            ),
+            'ServePredict': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServePredict,
+                    request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ServePredictRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_trainer__pb2.ServePredictResponse.SerializeToString,
+            ),
+            'ServeGenerate': grpc.unary_stream_rpc_method_handler(
+                    servicer.ServeGenerate,
+                    request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ServeGenerateRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_trainer__pb2.ServeGenerateResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'openautoglm.v1.ModelServer', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('openautoglm.v1.ModelServer', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class ModelServer:
+    """A trainer's serving of registered model versions (the gateway's Models API calls it): the
+    GPUs are the trainer's, so deployed models live in trainer processes, within their memory.
+    """
+
+    @staticmethod
+    def LoadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.ModelServer/LoadModel',
+            openautoglm_dot_v1_dot_trainer__pb2.LoadModelRequest.SerializeToString,
+            openautoglm_dot_v1_dot_trainer__pb2.LoadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UnloadModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.ModelServer/UnloadModel',
+            openautoglm_dot_v1_dot_trainer__pb2.UnloadModelRequest.SerializeToString,
+            openautoglm_dot_v1_dot_trainer__pb2.UnloadModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServePredict(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.ModelServer/ServePredict',
+            openautoglm_dot_v1_dot_trainer__pb2.ServePredictRequest.SerializeToString,
+            openautoglm_dot_v1_dot_trainer__pb2.ServePredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServeGenerate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/openautoglm.v1.ModelServer/ServeGenerate',
+            openautoglm_dot_v1_dot_trainer__pb2.ServeGenerateRequest.SerializeToString,
+            openautoglm_dot_v1_dot_trainer__pb2.ServeGenerateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -129,7 +129,7 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
             hps[hp.name]["when"] = {hp.when_param: [param_from_proto(v) for v in hp.when_values]}
     budget = spec.budget
     model = set_fields(spec.model)
-    if not (model.get("builtin") or model.get("path")):
+    if not (model.get("builtin") or model.get("path") or model.get("artifact")):
         model["builtin"] = DEFAULT_MODEL
     data = {
         **set_fields(spec, ("name", "strategy", "seed", "pruner")),

@@ -11,7 +11,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from openautoglm.common import datasets, sandbox
+from openautoglm.common import artifacts, datasets, sandbox
 from openautoglm.common.catalogue import (
     BUILTIN_MODELS,
     DEFAULT_CHECKPOINT_EVERY_STEPS,
@@ -58,9 +58,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _artifact_id(value: str, prefix: str) -> str:
+    """An uploaded artifact's id, checked for shape here (the gateway checks that it exists)."""
+    if value and not (value.startswith(prefix) and artifacts.ARTIFACT_ID.match(value)):
+        raise ValueError(f"not an artifact id: expected {prefix} and 16 hex digits (Artifacts.UploadArtifact returns one)")
+    return value
+
+
 class DatasetModel(_Strict):
     builtin: str = ""
     path: str = ""
+    # An uploaded dataset (Artifacts.UploadArtifact): "ds-" and 16 hex digits.
+    artifact: str = ""
     text_field: str = DEFAULT_TEXT_FIELD
     label_field: str = ""
     eval_fraction: float = Field(DEFAULT_EVAL_FRACTION, gt=0.0, lt=1.0)
@@ -68,8 +77,8 @@ class DatasetModel(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "DatasetModel":
-        if bool(self.builtin) == bool(self.path):
-            raise ValueError("give exactly one of 'builtin' or 'path'")
+        if sum(map(bool, (self.builtin, self.path, self.artifact))) != 1:
+            raise ValueError("give exactly one of 'builtin', 'path' or 'artifact'")
         if self.builtin and self.builtin not in datasets.BUILTIN:
             raise ValueError(
                 f"unknown built-in dataset {self.builtin!r}; expected one of {', '.join(datasets.BUILTIN)}"
@@ -83,16 +92,28 @@ class DatasetModel(_Strict):
             raise ValueError(f"dataset file not found: {value}")
         return value
 
+    @field_validator("artifact")
+    @classmethod
+    def _dataset_artifact(cls, value: str) -> str:
+        return _artifact_id(value, artifacts.DATASET_PREFIX)
+
 
 class ModelModel(_Strict):
     builtin: str = ""
     path: str = ""
     tuning: Literal["full", "lora", "prompt_tuning"] = "full"
+    # An uploaded base model (Artifacts.UploadArtifact): "m-" and 16 hex digits.
+    artifact: str = ""
+
+    @field_validator("artifact")
+    @classmethod
+    def _model_artifact(cls, value: str) -> str:
+        return _artifact_id(value, artifacts.MODEL_PREFIX)
 
     @model_validator(mode="after")
     def _one_source(self, info: ValidationInfo) -> "ModelModel":
-        if bool(self.builtin) == bool(self.path):
-            raise ValueError("give exactly one of 'builtin' or 'path'")
+        if sum(map(bool, (self.builtin, self.path, self.artifact))) != 1:
+            raise ValueError("give exactly one of 'builtin', 'path' or 'artifact'")
         if self.builtin and self.builtin not in BUILTIN_MODELS:
             raise ValueError(f"unknown built-in model {self.builtin!r}; expected one of {', '.join(BUILTIN_MODELS)}")
         if self.path and not _sandboxed(self.path, info, "path").is_dir():

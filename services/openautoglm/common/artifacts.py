@@ -1,0 +1,217 @@
+"""The artifact store: uploaded datasets and base models, and registered model files, as objects
+in one NATS JetStream Object Store bucket (replicated like any stream in a NATS cluster).
+
+Bulk data travels by reference (an id, a digest), never inside events or through the study
+state. Everything here is shared by the gateway (which writes uploads and reads downloads) and
+the trainers (which fetch by id, keep what they fetched by digest, and store the files of the
+trials they trained); no gRPC here.
+
+A model directory travels as an uncompressed tar of regular files with `config.json` at its top:
+one object and one digest, and `check_model_archive` refuses anything else (links, absolute or
+`..` names, devices) before it is stored or unpacked. (nats is imported where it is used: the
+spec schema reads the id shapes from here.)
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import re
+import secrets
+import shutil
+import tarfile
+from pathlib import Path, PurePosixPath
+
+BUCKET = "autoglm-artifacts"
+DATASET_PREFIX = "ds-"
+MODEL_PREFIX = "m-"
+ARTIFACT_ID = re.compile(r"^(ds|m)-[0-9a-f]{16}$")
+# Bytes per object-store chunk (NATS messages stay well under the server's 1 MiB default).
+CHUNK_BYTES = 128 * 1024
+# Members of a model archive, and their total unpacked size, are bounded too.
+MAX_ARCHIVE_MEMBERS = 10_000
+
+
+class ArtifactError(Exception):
+    """An artifact that cannot be stored or used as asked; the message says why."""
+
+
+class ArtifactMissing(ArtifactError):
+    """No such object in the store (deleted, or never stored)."""
+
+
+def new_artifact_id(prefix: str) -> str:
+    return f"{prefix}{secrets.token_hex(8)}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hex_digest(object_digest: str) -> str:
+    """The object store's "SHA-256=<base64url>" digest as hex."""
+    encoded = object_digest.split("=", 1)[1] if "=" in object_digest[:8] else object_digest
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
+
+
+async def open_bucket(js, create: bool = False, replicas: int = 1):
+    """The artifact bucket; `create` makes it when missing (the gateway does, at start)."""
+    from nats.js.api import ObjectStoreConfig
+    from nats.js.errors import NotFoundError
+
+    try:
+        return await js.object_store(BUCKET)
+    except NotFoundError:
+        if not create:
+            raise
+        return await js.create_object_store(BUCKET, config=ObjectStoreConfig(
+            bucket=BUCKET, description="Open-AutoGLM datasets, base models and registered model files",
+            replicas=replicas))
+
+
+async def put_file(bucket, name: str, path: Path) -> tuple[str, int]:
+    """Store `path` as object `name`; (hex sha256, size)."""
+    from nats.js.api import ObjectMeta, ObjectMetaOptions
+
+    with path.open("rb") as handle:
+        info = await bucket.put(name, handle, meta=ObjectMeta(name=name, options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES)))
+    return hex_digest(info.digest), info.size
+
+
+async def object_digest(bucket, name: str) -> tuple[str, int]:
+    """(hex sha256, size) of a stored object; ArtifactMissing when there is none."""
+    from nats.js.errors import NotFoundError, ObjectNotFoundError
+
+    try:
+        info = await bucket.get_info(name)
+    except (ObjectNotFoundError, NotFoundError):
+        raise ArtifactMissing(f"no object {name!r} in the artifact store") from None
+    return hex_digest(info.digest), info.size
+
+
+async def fetch_file(bucket, name: str, target: Path) -> str:
+    """Write object `name` to `target` (through a temporary file beside it, renamed when whole);
+    the store checks the digest while it streams. Returns the hex sha256."""
+    digest, _ = await object_digest(bucket, name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f".{target.name}.part-{secrets.token_hex(4)}")
+    try:
+        with partial.open("wb") as handle:
+            await bucket.get(name, writeinto=handle)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return digest
+
+
+async def delete_object(bucket, name: str) -> None:
+    """Remove an object and its chunks (nothing to do when it is already gone)."""
+    from nats.js.errors import NotFoundError, ObjectNotFoundError
+
+    try:
+        await bucket.delete(name)
+    except (ObjectNotFoundError, NotFoundError):
+        pass
+
+
+def _member_name(name: str) -> str:
+    """A tar member name as a safe relative path, or ArtifactError naming it."""
+    path = PurePosixPath(name)
+    if path.is_absolute() or not path.parts or any(part in ("..", "") for part in path.parts):
+        raise ArtifactError(f"archive member {name!r}: must be a relative path without '..'")
+    return str(path)
+
+
+def check_model_archive(path: Path, max_unpacked_bytes: int) -> list[str]:
+    """The member names of a model archive, or ArtifactError saying what is wrong with it: not a
+    tar, a member that is not a regular file or a directory, an unsafe name, too many members,
+    too large unpacked, or no config.json at the top."""
+    try:
+        with tarfile.open(path, "r:") as archive:
+            names, total = [], 0
+            for count, member in enumerate(archive, start=1):
+                if count > MAX_ARCHIVE_MEMBERS:
+                    raise ArtifactError(f"archive: more than {MAX_ARCHIVE_MEMBERS} members")
+                name = _member_name(member.name)
+                if member.isdir():
+                    continue
+                if not member.isfile():
+                    raise ArtifactError(f"archive member {name!r}: only regular files and directories are accepted")
+                total += member.size
+                if total > max_unpacked_bytes:
+                    raise ArtifactError(f"archive: unpacks to more than {max_unpacked_bytes} bytes")
+                names.append(name)
+    except tarfile.TarError as err:
+        raise ArtifactError(f"not an uncompressed tar archive: {err}") from None
+    if "config.json" not in names:
+        raise ArtifactError("archive: no config.json at its top (a Hugging Face model directory)")
+    return names
+
+
+def unpack_model_archive(path: Path, target: Path, max_unpacked_bytes: int) -> Path:
+    """Unpack a checked model archive into `target` (through a temporary folder renamed when whole)."""
+    check_model_archive(path, max_unpacked_bytes)
+    staging = target.with_name(f".{target.name}.part-{secrets.token_hex(4)}")
+    try:
+        with tarfile.open(path, "r:") as archive:
+            archive.extractall(staging, filter="data")
+        if target.exists():
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def pack_model_dir(directory: Path, target: Path) -> Path:
+    """A model directory as the archive UploadArtifact takes (regular files only, relative names)."""
+    with tarfile.open(target, "w:", format=tarfile.PAX_FORMAT) as archive:
+        for path in sorted(p for p in directory.rglob("*") if p.is_file() and not p.is_symlink()):
+            archive.add(path, arcname=path.relative_to(directory).as_posix(), recursive=False)
+    return target
+
+
+class ArtifactCache:
+    """A trainer's copies of artifacts, kept by digest: a dataset or model fetched once serves
+    every later trial (and a new artifact with the same bytes too). `root` is one of the
+    trainer's read roots."""
+
+    def __init__(self, root: Path, bucket_opener, max_unpacked_bytes: int):
+        self.root = root
+        self._open_bucket = bucket_opener
+        self.max_unpacked_bytes = max_unpacked_bytes
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def dataset(self, artifact_id: str) -> Path:
+        """The dataset file of `artifact_id`, fetched when this trainer lacks its digest."""
+        return await self._blob(artifact_id, ".jsonl")
+
+    async def model_dir(self, artifact_id: str) -> Path:
+        """The unpacked model directory of `artifact_id`."""
+        archive = await self._blob(artifact_id, ".tar")
+        target = self.root / "models" / archive.stem
+        if not target.is_dir():
+            await asyncio.to_thread(unpack_model_archive, archive, target, self.max_unpacked_bytes)
+        return target
+
+    async def file(self, name: str, sha256: str, suffix: str = "") -> Path:
+        """Object `name`, whose digest the caller knows (a registered model file)."""
+        return await self._blob(name, suffix, sha256)
+
+    async def _blob(self, name: str, suffix: str, sha256: str = "") -> Path:
+        bucket = await self._open_bucket()
+        digest = sha256 or (await object_digest(bucket, name))[0]
+        target = self.root / "blobs" / f"{digest}{suffix}"
+        async with self._locks.setdefault(digest, asyncio.Lock()):
+            if not target.is_file():
+                got = await fetch_file(bucket, name, target)
+                if got != digest:
+                    target.unlink(missing_ok=True)
+                    raise ArtifactError(f"object {name!r}: digest {got} where {digest} was expected")
+        return target
