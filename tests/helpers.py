@@ -15,6 +15,7 @@ from openautoglm.v1 import (
     common_pb2,
     evaluator_pb2,
     keys_pb2,
+    keys_pb2_grpc,
     prompt_generator_pb2,
     scheduler_pb2,
     studies_pb2,
@@ -148,3 +149,11 @@ async def serving_statuses(stack) -> set[str]:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             statuses.add(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     return statuses
+
+
+async def create_key(stack, tenant: str, role: int = keys_pb2.ROLE_MEMBER) -> str:
+    """A new API key's secret for `tenant` (made with the stack's admin key)."""
+    async with stack.gateway_channel() as channel:
+        reply = await keys_pb2_grpc.KeysStub(channel).CreateKey(
+            keys_pb2.CreateKeyRequest(tenant=tenant, role=role, name=f"test {tenant}"), timeout=10)
+    return reply.secret

@@ -99,7 +99,7 @@ class Client:
             archive = artifacts.pack_model_dir(directory, Path(scratch) / "model.tar")
             return await self._upload(archive, artifacts_pb2.ARTIFACT_KIND_MODEL, name or directory.name)
 
-    async def _upload(self, path: Path, kind: artifacts_pb2.ArtifactKind.ValueType, name: str) -> artifacts_pb2.Artifact:
+    async def _upload(self, path: Path, kind: artifacts_pb2.ArtifactKind, name: str) -> artifacts_pb2.Artifact:
         header = artifacts_pb2.UploadArtifactHeader(kind=kind, name=name[:128], sha256=artifacts.sha256_file(path),
                                                     size_bytes=path.stat().st_size)
 

@@ -55,7 +55,7 @@ PERMISSIONS: dict[str, dict] = {
         publish=[*RESULT_SUBJECTS, subjects.SUBJECT_HEARTBEAT, "$JS.API.INFO", f"$JS.API.STREAM.INFO.{JOBS}",
                  f"$JS.API.CONSUMER.CREATE.{JOBS}.>", f"$JS.API.CONSUMER.DURABLE.CREATE.{JOBS}.>",
                  f"$JS.API.CONSUMER.INFO.{JOBS}.>", f"$JS.API.CONSUMER.MSG.NEXT.{JOBS}.>", f"$JS.ACK.{JOBS}.>",
-                 OBJECT_SUBJECTS, f"$JS.API.STREAM.INFO.{OBJECTS}", f"$JS.API.STREAM.MSG.GET.{OBJECTS}",
+                 OBJECT_SUBJECTS, "$JS.API.STREAM.NAMES", f"$JS.API.STREAM.INFO.{OBJECTS}", f"$JS.API.STREAM.MSG.GET.{OBJECTS}",
                  f"$JS.API.DIRECT.GET.{OBJECTS}.>", f"$JS.API.STREAM.PURGE.{OBJECTS}", f"$JS.API.CONSUMER.CREATE.{OBJECTS}.>",
                  f"$JS.API.CONSUMER.CREATE.{OBJECTS}", f"$JS.API.CONSUMER.DELETE.{OBJECTS}.>", f"$JS.FC.{OBJECTS}.>"],
         subscribe=[f"{inbox_prefix('trainer')}.>", subjects.SUBJECT_STOP, f"{subjects.SUBJECT_PING}.*"],
