@@ -133,7 +133,6 @@ async def test_a_model_archive_with_a_link_or_an_escaping_name_is_refused(stack,
 
 
 async def test_artifacts_are_per_tenant_and_deleted_ones_are_collected(stack, tmp_path):
-    from helpers import create_key
 
     data = _dataset(tmp_path / "mine.jsonl", rows=20)
     async with Client(channel=stack.gateway_channel()) as client:

@@ -139,8 +139,8 @@ class Client:
         while True:
             study = None
             try:
-                async for study in self.watch(study_id):
-                    pass
+                async for update in self.watch(study_id):
+                    study = update
             except ClientError:
                 await asyncio.sleep(1.0)
             if study is not None and study.state in TERMINAL:
