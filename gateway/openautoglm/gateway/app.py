@@ -21,6 +21,8 @@ from openautoglm.common.server import mesh_channel
 from openautoglm.common.spec.protos import task_name
 from openautoglm.gateway.artifacts import ArtifactRecords, ArtifactsServicer, collect, running_references, study_artifacts
 from openautoglm.gateway.auth import ApiKeyAuth
+from openautoglm.gateway.models_api import ModelsServicer, TrainerDirectory
+from openautoglm.gateway.registry import ModelRegistry, Registrar
 from openautoglm.gateway.clients import PeerClient
 from openautoglm.gateway.controller import StudyController
 from openautoglm.gateway.database import database_url, open_database
@@ -39,7 +41,10 @@ from openautoglm.v1 import (
     evaluator_pb2_grpc,
     keys_pb2,
     keys_pb2_grpc,
+    models_pb2,
+    models_pb2_grpc,
     prompt_generator_pb2_grpc,
+    scheduler_pb2,
     scheduler_pb2_grpc,
     studies_pb2,
     studies_pb2_grpc,
@@ -59,7 +64,8 @@ ARTIFACT_COLLECT_SECONDS = 30.0
 class GatewayApp:
     service_names = (studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name,
                      keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
-                     artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"].full_name)
+                     artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"].full_name,
+                     models_pb2.DESCRIPTOR.services_by_name["Models"].full_name)
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
@@ -68,6 +74,11 @@ class GatewayApp:
         self.artifacts = ArtifactRecords(database)
         self._artifact_bucket = None
         self._collect_task: asyncio.Task[None] | None = None
+        # The model registry; registrations and serving calls reach trainers at their own addresses.
+        self.registry = ModelRegistry(database)
+        self.trainers = TrainerDirectory(self._live_workers, lambda address: mesh_channel(settings, address, "trainer"))
+        self.registrar = Registrar(self.registry, self.store, self.artifact_bucket, self._live_workers, self.trainers.channel)
+        self.models = ModelsServicer(self.registry, self.registrar, self.store, self.artifact_bucket, self.trainers)
         self.read_roots = sandbox.read_roots(settings.data_dir)
         self.quotas = Quotas(settings.tenant_max_running_studies, settings.tenant_max_trials_per_study,
                              settings.tenant_max_queued_trials)
@@ -107,6 +118,21 @@ class GatewayApp:
         artifacts_pb2_grpc.add_ArtifactsServicer_to_server(ArtifactsServicer(
             self.artifacts, self.artifact_bucket, self.settings.service_dir() / "uploads", self.settings.artifact_max_bytes,
             self.studies_referring), server)
+        models_pb2_grpc.add_ModelsServicer_to_server(self.models, server)
+
+    async def _live_workers(self) -> list[scheduler_pb2.Worker]:
+        assert self.controller is not None
+        reply = await self.controller.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=5)
+        return list(reply.workers)
+
+    def _register_best(self, study_id: str, change: str, trial_id: str) -> None:
+        """Leader: a study that completed registers its best trial as `<study name>` version N."""
+        if change != "study.completed" or not self.election.leading:
+            return
+        study = self.store.study(study_id)
+        if study is None or not study.best_trial_id or self.registry.of_study(study.tenant, study.id):
+            return
+        self.models.register(study, study.best_trial_id)
 
     async def artifact_bucket(self):
         """The artifact store (created on first use with the configured replicas)."""
@@ -168,6 +194,9 @@ class GatewayApp:
         await self.consumer.start()
         await self.bus.nc.subscribe(subjects.SUBJECT_CLUSTER, cb=controller.on_cluster_changed)
         controller.start_leading()
+        controller.watchers.add_hook(self._register_best)
+        for version in self.registry.registering():  # a registration its gateway did not finish
+            self.registrar.start(version)
         self._metrics_task = asyncio.create_task(self._refresh_trial_metrics())
         self._collect_task = asyncio.create_task(self._collect_artifacts())
 
@@ -193,6 +222,8 @@ class GatewayApp:
         for task in (self._metrics_task, self._collect_task):
             if task is not None:
                 task.cancel()
+        await self.registrar.stop()
+        await self.trainers.close()
         if self.consumer:
             await self.consumer.stop()
         if self.controller:

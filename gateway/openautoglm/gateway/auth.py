@@ -13,11 +13,12 @@ import grpc
 
 from openautoglm.common.server import guarded
 from openautoglm.gateway.keys import KeyStore, Principal
-from openautoglm.v1 import artifacts_pb2, keys_pb2, studies_pb2
+from openautoglm.v1 import artifacts_pb2, keys_pb2, models_pb2, studies_pb2
 
 _STUDIES = studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name
 _KEYS = keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name
 _ARTIFACTS = artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"].full_name
+_MODELS = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
 # The least role each public method needs.
 METHOD_ROLES = {
     f"/{_STUDIES}/GetStudy": keys_pb2.ROLE_READER,
@@ -30,11 +31,21 @@ METHOD_ROLES = {
     f"/{_ARTIFACTS}/ListArtifacts": keys_pb2.ROLE_READER,
     f"/{_ARTIFACTS}/UploadArtifact": keys_pb2.ROLE_MEMBER,
     f"/{_ARTIFACTS}/DeleteArtifact": keys_pb2.ROLE_MEMBER,
+    f"/{_MODELS}/ListModels": keys_pb2.ROLE_READER,
+    f"/{_MODELS}/GetModel": keys_pb2.ROLE_READER,
+    f"/{_MODELS}/DownloadModel": keys_pb2.ROLE_READER,
+    f"/{_MODELS}/Predict": keys_pb2.ROLE_READER,
+    f"/{_MODELS}/Generate": keys_pb2.ROLE_READER,
+    f"/{_MODELS}/RegisterModel": keys_pb2.ROLE_MEMBER,
+    f"/{_MODELS}/SetAlias": keys_pb2.ROLE_MEMBER,
+    f"/{_MODELS}/DeleteModel": keys_pb2.ROLE_MEMBER,
+    f"/{_MODELS}/Deploy": keys_pb2.ROLE_MEMBER,
+    f"/{_MODELS}/Undeploy": keys_pb2.ROLE_MEMBER,
     f"/{_KEYS}/CreateKey": keys_pb2.ROLE_ADMIN,
     f"/{_KEYS}/ListKeys": keys_pb2.ROLE_ADMIN,
     f"/{_KEYS}/RevokeKey": keys_pb2.ROLE_ADMIN,
 }
-PUBLIC_SERVICES = (f"/{_STUDIES}/", f"/{_KEYS}/", f"/{_ARTIFACTS}/")
+PUBLIC_SERVICES = (f"/{_STUDIES}/", f"/{_KEYS}/", f"/{_ARTIFACTS}/", f"/{_MODELS}/")
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("openautoglm_principal", default=None)
 

@@ -83,6 +83,14 @@ async def put_file(bucket, name: str, path: Path) -> tuple[str, int]:
     return hex_digest(info.digest), info.size
 
 
+async def put_bytes(bucket, name: str, data: bytes) -> tuple[str, int]:
+    """Store `data` as object `name`; (hex sha256, size)."""
+    from nats.js.api import ObjectMeta, ObjectMetaOptions
+
+    info = await bucket.put(name, data, meta=ObjectMeta(name=name, options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES)))
+    return hex_digest(info.digest), info.size
+
+
 async def object_digest(bucket, name: str) -> tuple[str, int]:
     """(hex sha256, size) of a stored object; ArtifactMissing when there is none."""
     from nats.js.errors import NotFoundError, ObjectNotFoundError
@@ -119,8 +127,8 @@ async def delete_object(bucket, name: str) -> None:
         pass
 
 
-def _member_name(name: str) -> str:
-    """A tar member name as a safe relative path, or ArtifactError naming it."""
+def safe_relative_path(name: str) -> str:
+    """`name` as a safe relative path (a tar member's, a model file's), or ArtifactError naming it."""
     path = PurePosixPath(name)
     if path.is_absolute() or not path.parts or any(part in ("..", "") for part in path.parts):
         raise ArtifactError(f"archive member {name!r}: must be a relative path without '..'")
@@ -137,7 +145,7 @@ def check_model_archive(path: Path, max_unpacked_bytes: int) -> list[str]:
             for count, member in enumerate(archive, start=1):
                 if count > MAX_ARCHIVE_MEMBERS:
                     raise ArtifactError(f"archive: more than {MAX_ARCHIVE_MEMBERS} members")
-                name = _member_name(member.name)
+                name = safe_relative_path(member.name)
                 if member.isdir():
                     continue
                 if not member.isfile():

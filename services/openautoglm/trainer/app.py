@@ -36,6 +36,8 @@ from openautoglm.common.server import mesh_channel
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
 from openautoglm.trainer.core import TrialError, TrialJob
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
+from openautoglm.trainer.model_server import ModelServerServicer
+from openautoglm.trainer.serving import Serving
 from openautoglm.trainer.runner import TrialRunner
 from openautoglm.trainer.scoring import ScoringRefused, Scorer
 from openautoglm.trainer.service import TrainerServicer
@@ -51,7 +53,8 @@ RESULT_RETRY_MAX_SECONDS = 5.0
 
 
 class TrainerApp:
-    service_names = (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name,)
+    service_names = (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name,
+                     trainer_pb2.DESCRIPTOR.services_by_name["ModelServer"].full_name)
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
@@ -69,6 +72,12 @@ class TrainerApp:
             queue_slots=settings.trainer_slots * settings.trainer_prefetch,
             read_roots=(*sandbox.read_roots(settings.data_dir), cache_dir),
         )
+        # Deployed model versions (serving.py), remembered on disk across restarts.
+        self.serving = Serving(settings.service_dir() / "serving" / "deployed.json", settings.serving_max_batch,
+                               settings.serving_max_wait_ms, settings.serving_cache_entries)
+        self.model_server = ModelServerServicer(self.serving, self.artifact_cache, cache_dir / "served")
+        self.address = settings.advertise_addr or f"{_advertised_host(settings.host)}:{settings.port}"
+        self._reloading: asyncio.Task[None] | None = None
         self.bus: events.NatsBus | None = None
         self.evaluator: grpc.aio.Channel | None = None
         self.scorer: Scorer | None = None
@@ -107,13 +116,15 @@ class TrainerApp:
         return job
 
     def register(self, server):
-        trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.runner, lambda: self._scorer), server)
+        trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.runner, lambda: self._scorer, self._bucket), server)
+        trainer_pb2_grpc.add_ModelServerServicer_to_server(self.model_server, server)
 
     async def _beat(self, leaving: bool = False) -> None:
         capacity = self.runner.capacity()
         report_capacity(capacity.slots, capacity.busy)
         beat = events_pb2.TrainerHeartbeat(
-            meta=subjects.new_meta("trainer"), worker=worker_to_proto(capacity), busy_slots=capacity.busy, leaving=leaving,
+            meta=subjects.new_meta("trainer"), worker=worker_to_proto(capacity, self.address, self.serving.memory_mb()),
+            busy_slots=capacity.busy, leaving=leaving,
             ping_subject=subjects.ping_subject(self.runner.trainer_id),
         )
         with contextlib.suppress(Exception):
@@ -247,6 +258,9 @@ class TrainerApp:
                                                 service_identity(self.settings))
         await self.bus.wait_for_stream(events.JOBS_STREAM_NAME)
         await self.bus.nc.subscribe(subjects.SUBJECT_STOP, cb=self._on_stop_request)
+        # What was deployed here before a restart serves again (before the warm-up: serving is
+        # what callers are waiting for).
+        self._reloading = asyncio.create_task(self.model_server.reload_saved())
         # SERVING now; the trainer joins the cluster (heartbeats, its jobs queue) once warm.
         self._joining = asyncio.create_task(self._warm_up_then_join())
 
@@ -281,4 +295,12 @@ class TrainerApp:
             await self.bus.close()
         if self.evaluator is not None:
             await self.evaluator.close()
+        if self._reloading is not None:
+            self._reloading.cancel()
+        await self.serving.close()
         self.runner.close()
+
+
+def _advertised_host(bound: str) -> str:
+    """The host others reach this process at: the bound one, or this machine's name for a wildcard."""
+    return socket.gethostname() if bound in ("0.0.0.0", "::", "") else bound

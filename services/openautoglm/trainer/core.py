@@ -38,7 +38,10 @@ from openautoglm.common.spec.templates import fill_input
 from openautoglm.trainer import loop, models
 
 log = logging.getLogger(__name__)
-
+# Beside a trial's saved model: how to serve it (the prompt, demonstrations, labels), and what it
+# predicted for the held-out split (the registry ships both; serving must reproduce the latter).
+SERVING_RECIPE = "serving.json"
+EVAL_PREDICTIONS = "eval_predictions.jsonl"
 
 
 class TrialError(Exception):
@@ -233,7 +236,8 @@ def run_trial(
         if need > free_memory_mb:
             raise TrialError(f"the job needs about {need:.0f} MiB but this trainer has {free_memory_mb:.0f} MiB free")
     model.to(device)
-    encoder = Encoder(tokenizer, job, labels, demonstrations(train, hp["few_shot"], job.seed))
+    demos = demonstrations(train, hp["few_shot"], job.seed)
+    encoder = Encoder(tokenizer, job, labels, demos)
     rows = [encoder.encode(ex) for ex in train]
     cfg = loop.LoopConfig(
         epochs=hp["epochs"], batch_size=hp["batch_size"], learning_rate=hp["learning_rate"],
@@ -255,7 +259,12 @@ def run_trial(
     predictions, model_metrics = _predict(model, tokenizer, encoder, job, held_out, labels, device)
     model_metrics["latency_ms"] = (time.perf_counter() - timer) * 1000 / max(len(held_out), 1)
     model_metrics["params_m"] = sum(p.numel() for p in model.parameters()) / 1e6
-    artifact = _save(model, tokenizer, artifacts_dir / job.study_id / job.trial_id) if rank == 0 else None
+    extra = {
+        SERVING_RECIPE: json.dumps(serving_recipe(job, labels, demos), indent=1),
+        EVAL_PREDICTIONS: "".join(json.dumps({"input": ex.text, "reference": ex.label, "prediction": p}) + "\n"
+                                  for ex, p in zip(held_out, predictions)),
+    }
+    artifact = _save(model, tokenizer, artifacts_dir / job.study_id / job.trial_id, extra) if rank == 0 else None
     if ckpt_dir is not None and rank == 0:
         shutil.rmtree(ckpt_dir, ignore_errors=True)  # the trial is done: its result is the artifact
     tail = outcome.losses[-max(1, len(outcome.losses) // max(1, hp["epochs"])):] or [float("nan")]
@@ -320,35 +329,66 @@ def _perplexity(model: Any, encoder: Encoder, job: TrialJob, held_out: list[Exam
 
 
 @torch.no_grad()
+def classify(model: Any, encoder: Encoder, texts: Sequence[str], labels: list[str], device: torch.device,
+             precision: str, batch_size: int = 64) -> list[tuple[str, dict[str, float]]]:
+    """(label, every label's probability) per raw input text: the prompt applied, batched. The
+    trial's own held-out predictions and a served model's answers both come from here."""
+    model.eval()
+    autocast = loop.autocast_context(precision, device)
+    rows: list[tuple[list[int], list[int] | int]] = [(encoder.prompt_ids(text), 0) for text in texts]
+    out: list[tuple[str, dict[str, float]]] = []
+    for i in range(0, len(rows), batch_size):
+        batch = encoder.collate(rows[i : i + batch_size])
+        batch.pop("labels")
+        with autocast:
+            logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        probabilities = torch.softmax(logits.float(), -1).tolist()
+        for k, row in zip(logits.argmax(-1).tolist(), probabilities):
+            out.append((labels[k], {label: row[j] for j, label in enumerate(labels)}))
+    return out
+
+
+def generation_limit(prompt_length: int, max_length: int) -> int:
+    """New tokens a trial decodes for a prompt of this length (and a served model by default)."""
+    return min(max_length, 2 * prompt_length + 4)
+
+
+@torch.no_grad()
+def generate(model: Any, tokenizer: Any, encoder: Encoder, text: str, device: torch.device, precision: str,
+             max_new_tokens: int = 0, streamer: Any = None) -> str:
+    """Greedy continuation of one raw input (one at a time: no left-padding subtleties for
+    decoder-only models); `streamer` (transformers' streamer protocol) hears each token."""
+    model.eval()
+    prompt = encoder.prompt_ids(text, encoder.job.max_length - 1) + encoder.sep
+    ids = torch.tensor([prompt], device=device)
+    with loop.autocast_context(precision, device):
+        generated = model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_new_tokens or generation_limit(len(prompt), encoder.job.max_length),
+            do_sample=False, pad_token_id=encoder.pad, eos_token_id=tokenizer.eos_token_id, streamer=streamer,
+        )
+    return str(tokenizer.decode(generated[0, len(prompt):], skip_special_tokens=True).strip())
+
+
 def _predict(model: Any, tokenizer: Any, encoder: Encoder, job: TrialJob, held_out: list[Example], labels: list[str],
              device: torch.device) -> tuple[list[str], dict[str, float]]:
-    model.eval()
-    out: list[str] = []
-    autocast = loop.autocast_context(job.precision, device)
     if job.task == "classification":
-        rows: list[tuple[list[int], list[int] | int]] = [(encoder.prompt_ids(ex.text), 0) for ex in held_out]
-        for i in range(0, len(rows), 64):
-            batch = encoder.collate(rows[i : i + 64])
-            batch.pop("labels")
-            with autocast:
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
-            out += [labels[k] for k in logits.argmax(-1).tolist()]
-        return out, {}
+        return [label for label, _ in classify(model, encoder, [ex.text for ex in held_out], labels, device, job.precision)], {}
     perplexity = _perplexity(model, encoder, job, held_out, device)
-    for ex in held_out:  # one at a time: no left-padding subtleties for decoder-only models
-        prompt = encoder.prompt_ids(ex.text, job.max_length - 1) + encoder.sep
-        ids = torch.tensor([prompt], device=device)
-        with autocast:
-            generated = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=min(job.max_length, 2 * len(prompt) + 4),
-                do_sample=False, pad_token_id=encoder.pad, eos_token_id=tokenizer.eos_token_id,
-            )
-        out.append(tokenizer.decode(generated[0, len(prompt):], skip_special_tokens=True).strip())
-    return out, {"perplexity": perplexity}
+    return [generate(model, tokenizer, encoder, ex.text, device, job.precision) for ex in held_out], {"perplexity": perplexity}
 
 
-def _save(model: Any, tokenizer: Any, target: Path) -> Path:
-    """Write the model (merged, for LoRA) and tokenizer beside the target, then rename."""
+def serving_recipe(job: TrialJob, labels: list[str], demos: Sequence[Example]) -> dict[str, Any]:
+    """What serving needs beside the weights to answer as the trial did (serving.json): the task,
+    the prompt template as rendered for the trial, its few-shot demonstrations, the label set and
+    the length and precision it ran with."""
+    return {"format": 1, "task": job.task, "prompt": job.prompt, "labels": labels,
+            "demonstrations": [{"text": d.text, "label": d.label} for d in demos],
+            "max_length": job.max_length, "precision": job.precision, "tuning": job.tuning}
+
+
+def _save(model: Any, tokenizer: Any, target: Path, extra: dict[str, str]) -> Path:
+    """Write the model (merged, for LoRA), tokenizer and `extra` files beside the target, then rename."""
     if hasattr(model, "merge_and_unload") and getattr(model, "peft_type", None) is not None:
         from peft import PeftType
 
@@ -359,6 +399,8 @@ def _save(model: Any, tokenizer: Any, target: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, safe_serialization=True)
     tokenizer.save_pretrained(staging)
+    for name, text in extra.items():
+        (staging / name).write_text(text)
     shutil.rmtree(target, ignore_errors=True)
     os.replace(staging, target)
     return target

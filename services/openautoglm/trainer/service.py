@@ -7,7 +7,8 @@ stopped by its pruner ABORTED.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -19,15 +20,33 @@ from openautoglm.trainer.convert import job_from_proto, trained_message, worker_
 from openautoglm.trainer.core import TrialError
 from openautoglm.trainer.export import ExportError, export
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
+from openautoglm.trainer.model_server import publish_model
+from openautoglm.trainer.serving import ServingError
 from openautoglm.trainer.runner import TrialRunner
 from openautoglm.trainer.scoring import ScoringRefused, Scorer
 from openautoglm.v1 import trainer_pb2, trainer_pb2_grpc
 
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
-    def __init__(self, runner: TrialRunner, scorer: Callable[[], Scorer]):
+    def __init__(self, runner: TrialRunner, scorer: Callable[[], Scorer],
+                 bucket: Callable[[], Awaitable[Any]] | None = None):
         self.runner = runner
         self.scorer = scorer  # the app's evaluator client (available once the app has started)
+        self.bucket = bucket  # the artifact store (PublishModel), opened on first use
+
+    async def PublishModel(self, request, context):
+        """Store one of this trainer's trials in the artifact store for the model registry."""
+        if not request.artifact_path or not request.object_prefix:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "artifact_path and object_prefix: required")
+        if self.bucket is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "this trainer has no artifact store")
+        assert self.bucket is not None
+        try:
+            return await publish_model(await self.bucket(), self.runner.artifacts, request)
+        except OutsideRoots as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"artifact_path: {err}")
+        except (ServingError, ExportError, OSError) as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"artifact_path: {err}")
 
     async def Train(self, request, context):
         job = request.job

@@ -189,10 +189,14 @@ class DeleteModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[ModelVersion, _Mapping]] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("model",)
+    __slots__ = ("model", "max_batch", "max_wait_ms")
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
+    max_batch: int
+    max_wait_ms: float
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., max_batch: _Optional[int] = ..., max_wait_ms: _Optional[float] = ...) -> None: ...
 
 class DeployResponse(_message.Message):
     __slots__ = ("model",)

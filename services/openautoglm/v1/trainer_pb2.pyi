@@ -40,10 +40,14 @@ class ServedModel(_message.Message):
     def __init__(self, key: _Optional[str] = ..., object_prefix: _Optional[str] = ..., files: _Optional[_Iterable[_Union[_models_pb2.ModelFile, _Mapping]]] = ...) -> None: ...
 
 class LoadModelRequest(_message.Message):
-    __slots__ = ("model",)
+    __slots__ = ("model", "max_batch", "max_wait_ms")
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
     model: ServedModel
-    def __init__(self, model: _Optional[_Union[ServedModel, _Mapping]] = ...) -> None: ...
+    max_batch: int
+    max_wait_ms: float
+    def __init__(self, model: _Optional[_Union[ServedModel, _Mapping]] = ..., max_batch: _Optional[int] = ..., max_wait_ms: _Optional[float] = ...) -> None: ...
 
 class LoadModelResponse(_message.Message):
     __slots__ = ("memory_mb", "max_input_tokens")
