@@ -12,10 +12,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from openautoglm.common.spec.protos import spec_to_proto
 from openautoglm.common.spec.schema import validate_dict
 from openautoglm.v1 import (
+    artifacts_pb2,
     common_pb2,
     evaluator_pb2,
     keys_pb2,
     keys_pb2_grpc,
+    models_pb2,
     prompt_generator_pb2,
     scheduler_pb2,
     studies_pb2,
@@ -127,10 +129,11 @@ async def run_study(stack, spec: common_pb2.StudySpec, timeout: float = 240) -> 
 
 # Which process of the embedded stack serves each service of the contract (the protos).
 SERVICES_BY_PROCESS = {
-    "gateway": (studies_pb2.DESCRIPTOR.services_by_name["Studies"], keys_pb2.DESCRIPTOR.services_by_name["Keys"]),
+    "gateway": (studies_pb2.DESCRIPTOR.services_by_name["Studies"], keys_pb2.DESCRIPTOR.services_by_name["Keys"],
+                artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"], models_pb2.DESCRIPTOR.services_by_name["Models"]),
     "prompt-generator": (prompt_generator_pb2.DESCRIPTOR.services_by_name["PromptGenerator"],),
     "gnn-scheduler": (scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"],),
-    "trainer": (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"],),
+    "trainer": (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"], trainer_pb2.DESCRIPTOR.services_by_name["ModelServer"]),
     "evaluator": (evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"],),
 }
 
