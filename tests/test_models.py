@@ -81,6 +81,13 @@ async def test_upload_study_register_download_deploy_predict(stack, tmp_path):
         with pytest.raises(ClientError, match="FAILED_PRECONDITION.*deployed"):
             await client.delete_model("served-reviews@production")
         await client.undeploy("served-reviews@production")
+        # The downloaded model goes back in as a base model: a study fine-tunes it further.
+        base = await client.upload_model(folder, name="served-reviews-v1")
+        assert base.id.startswith("m-")
+        follow_up = await client.wait((await client.submit(small_spec(
+            name="from-uploaded-base", dataset={"artifact": study.spec.dataset.artifact}, model={"artifact": base.id},
+            budget={"max_trials": 1}))).id)
+        assert follow_up.state == common_pb2.STUDY_STATE_COMPLETED, [t.error for t in follow_up.trials]
         deleted = await client.delete_model("served-reviews@production")
         assert deleted.version == version.version
         with pytest.raises(ClientError, match="NOT_FOUND"):

@@ -21,7 +21,9 @@ import re
 import secrets
 import shutil
 import tarfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 BUCKET = "autoglm-artifacts"
 DATASET_PREFIX = "ds-"
@@ -29,6 +31,8 @@ MODEL_PREFIX = "m-"
 ARTIFACT_ID = re.compile(r"^(ds|m)-[0-9a-f]{16}$")
 # Bytes per object-store chunk (NATS messages stay well under the server's 1 MiB default).
 CHUNK_BYTES = 128 * 1024
+# nats-py's ObjectStore (untyped): what the functions below take as `bucket`.
+Bucket = Any
 # Members of a model archive, and their total unpacked size, are bounded too.
 MAX_ARCHIVE_MEMBERS = 10_000
 
@@ -59,7 +63,7 @@ def hex_digest(object_digest: str) -> str:
     return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).hex()
 
 
-async def open_bucket(js, create: bool = False, replicas: int = 1):
+async def open_bucket(js: Any, create: bool = False, replicas: int = 1) -> Bucket:
     """The artifact bucket; `create` makes it when missing (the gateway does, at start)."""
     from nats.js.api import ObjectStoreConfig
     from nats.js.errors import NotFoundError
@@ -74,7 +78,7 @@ async def open_bucket(js, create: bool = False, replicas: int = 1):
             replicas=replicas))
 
 
-async def put_file(bucket, name: str, path: Path) -> tuple[str, int]:
+async def put_file(bucket: Bucket, name: str, path: Path) -> tuple[str, int]:
     """Store `path` as object `name`; (hex sha256, size)."""
     from nats.js.api import ObjectMeta, ObjectMetaOptions
 
@@ -83,7 +87,7 @@ async def put_file(bucket, name: str, path: Path) -> tuple[str, int]:
     return hex_digest(info.digest), info.size
 
 
-async def put_bytes(bucket, name: str, data: bytes) -> tuple[str, int]:
+async def put_bytes(bucket: Bucket, name: str, data: bytes) -> tuple[str, int]:
     """Store `data` as object `name`; (hex sha256, size)."""
     from nats.js.api import ObjectMeta, ObjectMetaOptions
 
@@ -91,7 +95,7 @@ async def put_bytes(bucket, name: str, data: bytes) -> tuple[str, int]:
     return hex_digest(info.digest), info.size
 
 
-async def object_digest(bucket, name: str) -> tuple[str, int]:
+async def object_digest(bucket: Bucket, name: str) -> tuple[str, int]:
     """(hex sha256, size) of a stored object; ArtifactMissing when there is none."""
     from nats.js.errors import NotFoundError, ObjectNotFoundError
 
@@ -102,7 +106,7 @@ async def object_digest(bucket, name: str) -> tuple[str, int]:
     return hex_digest(info.digest), info.size
 
 
-async def fetch_file(bucket, name: str, target: Path) -> str:
+async def fetch_file(bucket: Bucket, name: str, target: Path) -> str:
     """Write object `name` to `target` (through a temporary file beside it, renamed when whole);
     the store checks the digest while it streams. Returns the hex sha256."""
     digest, _ = await object_digest(bucket, name)
@@ -117,7 +121,7 @@ async def fetch_file(bucket, name: str, target: Path) -> str:
     return digest
 
 
-async def delete_object(bucket, name: str) -> None:
+async def delete_object(bucket: Bucket, name: str) -> None:
     """Remove an object and its chunks (nothing to do when it is already gone)."""
     from nats.js.errors import NotFoundError, ObjectNotFoundError
 
@@ -190,7 +194,7 @@ class ArtifactCache:
     every later trial (and a new artifact with the same bytes too). `root` is one of the
     trainer's read roots."""
 
-    def __init__(self, root: Path, bucket_opener, max_unpacked_bytes: int):
+    def __init__(self, root: Path, bucket_opener: Callable[[], Awaitable[Bucket]], max_unpacked_bytes: int):
         self.root = root
         self._open_bucket = bucket_opener
         self.max_unpacked_bytes = max_unpacked_bytes

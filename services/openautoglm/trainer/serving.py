@@ -57,7 +57,7 @@ class ServedModel:
         demos = [Example(d["text"], d["label"]) for d in recipe["demonstrations"]]
         self.encoder = core.Encoder(self.tokenizer, self.job, self.labels, demos)
         self.max_input_tokens: int = recipe["max_length"]
-        self.memory_mb = sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20
+        self.memory_mb: float = sum(p.numel() * p.element_size() for p in self.model.parameters()) / 2**20
 
     def check(self, texts: list[str]) -> None:
         """InputTooLong naming the first input over the limit (counted without the prompt)."""
