@@ -86,3 +86,55 @@ def test_up_serves_until_sigterm_and_leaves_no_process_behind(tmp_path):
             os.kill(child, 0)
     for name in ("nats", "prompt-generator", "gnn-scheduler", "evaluator", "trainer", "gateway"):
         assert endpoints[name]
+
+
+def test_data_upload_refuses_a_bad_jsonl_naming_the_file_and_line(tmp_path):
+    bad = tmp_path / "rows.jsonl"
+    bad.write_text('{"text": "a", "label": "b"}\n[1, 2]\n')
+    result = cli("data", "upload", str(bad), env={"OPENAUTOGLM_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert f"{bad}: dataset line 2: not a JSON object" in " ".join(result.stderr.split())
+
+
+def test_data_and_models_commands_against_the_stack(stack, tmp_path):
+    """Upload a dataset with the CLI, run a study on it, and find its registered best model."""
+    import json as _json
+
+    data = tmp_path / "cli.jsonl"
+    data.write_text("".join(_json.dumps({"text": f"row {i} {'good' if i % 2 else 'bad'}", "label": "pos" if i % 2 else "neg"})
+                            + "\n" for i in range(40)))
+    env = {"OPENAUTOGLM_DATA_DIR": str(stack.data_dir), "OPENAUTOGLM_GATEWAY": stack.address("gateway")}
+    uploaded = cli("data", "upload", str(data), env=env)
+    assert uploaded.returncode == 0, uploaded.stderr
+    artifact_id = uploaded.stdout.strip()
+    assert artifact_id.startswith("ds-")
+    assert artifact_id in cli("data", "list", env=env).stdout
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""name: cli-served
+task: classification
+dataset: {{artifact: {artifact_id}}}
+search_space:
+  templates: [{{id: plain, text: "Review: {{input}} Sentiment:"}}]
+  hyperparameters: {{epochs: {{type: choice, values: [1]}}}}
+objective: {{terms: {{accuracy: 1.0}}}}
+strategy: grid
+budget: {{max_trials: 1}}
+""")
+    submitted = cli("study", "submit", str(spec), "--watch", env=env, timeout=300)
+    assert submitted.returncode == 0, submitted.stderr
+    listed = ""
+    for _ in range(120):  # registered when the study completed; READY once its files are stored
+        listed = cli("models", "list", "--name", "cli-served", env=env).stdout
+        if "ready" in listed:
+            break
+        time.sleep(1)
+    assert "cli-served" in listed and "ready" in listed, listed
+    downloaded = cli("models", "download", "cli-served", str(tmp_path / "out"), env=env)
+    assert downloaded.returncode == 0, downloaded.stderr
+    assert (tmp_path / "out" / "manifest.json").is_file() and (tmp_path / "out" / "model.safetensors").is_file()
+    assert cli("models", "deploy", "cli-served:1", env=env).returncode == 0
+    predicted = cli("models", "predict", "cli-served", "row 3 good", "row 4 bad", env=env)
+    assert predicted.returncode == 0, predicted.stderr
+    answers = [_json.loads(line) for line in predicted.stdout.splitlines()]
+    assert [a["input"] for a in answers] == ["row 3 good", "row 4 bad"] and all(a["label"] in ("pos", "neg") for a in answers)
+    assert cli("models", "undeploy", "cli-served", env=env).returncode == 0

@@ -30,6 +30,10 @@ study_app = typer.Typer(no_args_is_help=True, help="Create and follow studies th
 app.add_typer(study_app, name="study")
 keys_app = typer.Typer(no_args_is_help=True, help="Manage the gateway's API keys (needs an admin key).")
 app.add_typer(keys_app, name="keys")
+data_app = typer.Typer(no_args_is_help=True, help="Upload datasets and base models to the artifact store.")
+app.add_typer(data_app, name="data")
+models_app = typer.Typer(no_args_is_help=True, help="The model registry and serving: register, download, deploy, predict.")
+app.add_typer(models_app, name="models")
 DEMO_SPEC = Path(__file__).parent / "common" / "examples" / "demo.yaml"
 GATEWAY_ENV = "OPENAUTOGLM_GATEWAY"
 
@@ -484,6 +488,159 @@ def keys_revoke(key_id: str, gateway: Optional[str] = GatewayOpt) -> None:
     """Revoke a key; its next call is refused (no restart)."""
     reply = asyncio.run(_call(_gateway_address(gateway), "RevokeKey", service="Keys", key_id=key_id))
     Console().print(f"revoked {reply.key.id} (tenant {reply.key.tenant})")
+
+
+# --- data and models commands (over the SDK, openautoglm/client.py) ---------------------------
+
+
+def _sdk(gateway: Optional[str], work):
+    """Run `work(client)` against the gateway; a refusal exits with the gateway's message."""
+    from openautoglm.client import Client, ClientError
+
+    address = _gateway_address(gateway)
+
+    async def run():
+        async with Client(channel=_open_gateway(address)) as client:
+            return await work(client)
+
+    try:
+        return asyncio.run(run())
+    except ClientError as err:
+        _err(str(err), 1)
+
+
+def _artifact_row(a) -> list[str]:
+    from openautoglm.v1 import artifacts_pb2
+
+    return [a.id, artifacts_pb2.ArtifactKind.Name(a.kind).removeprefix("ARTIFACT_KIND_").lower(), a.name,
+            f"{a.size_bytes}", a.sha256[:12], a.created_at.ToDatetime().isoformat(timespec="seconds")]
+
+
+@data_app.command("upload")
+def data_upload(
+    path: Path = typer.Argument(..., help="a JSONL dataset file, or a Hugging Face model directory (with --model)"),
+    model: bool = typer.Option(False, "--model", help="upload a base model directory"),
+    name: str = typer.Option("", "--name", help="a label for people (default: the file's name)"),
+    gateway: Optional[str] = GatewayOpt,
+) -> None:
+    """Upload a dataset or a base model; prints its id for a spec (dataset: {artifact: ID})."""
+    from openautoglm.common import artifacts
+
+    if model:
+        if not (path / "config.json").is_file():
+            _err(f"{path}: not a Hugging Face model directory (no config.json)")
+    else:
+        if not path.is_file():
+            _err(f"{path}: no such file")
+        try:
+            artifacts.check_jsonl(path)
+        except artifacts.ArtifactError as err:
+            _err(f"{path}: {err}")
+    artifact = _sdk(gateway, lambda c: c.upload_model(path, name) if model else c.upload_dataset(path, name))
+    Console(stderr=True).print(f"uploaded {path} ({artifact.size_bytes} bytes, sha256 {artifact.sha256[:12]}...); its id:")
+    print(artifact.id)
+
+
+@data_app.command("list")
+def data_list(gateway: Optional[str] = GatewayOpt) -> None:
+    """Your tenant's artifacts."""
+    table = Table("id", "kind", "name", "bytes", "sha256", "created")
+    for artifact in _sdk(gateway, lambda c: c.list_artifacts()):
+        table.add_row(*_artifact_row(artifact))
+    Console().print(table)
+
+
+@data_app.command("delete")
+def data_delete(artifact_id: str, gateway: Optional[str] = GatewayOpt) -> None:
+    """Delete an artifact (its bytes go once no running study uses it)."""
+    artifact = _sdk(gateway, lambda c: c.delete_artifact(artifact_id))
+    still = f"; {len(artifact.referenced_by)} running studies still use it" if artifact.referenced_by else ""
+    Console().print(f"deleted {artifact.id}{still}")
+
+
+def _version_row(v) -> list[str]:
+    from openautoglm.v1 import models_pb2
+
+    state = models_pb2.ModelVersionState.Name(v.state).removeprefix("MODEL_VERSION_STATE_").lower()
+    deployed = v.deployment.trainer_id if v.HasField("deployment") else ""
+    return [v.name, str(v.version), state, ",".join(v.aliases), f"{v.objective_value:.4f}", v.study_id, v.trial_id, deployed]
+
+
+MODEL_HELP = "NAME, NAME:VERSION or NAME@ALIAS (NAME alone: its newest ready version)"
+
+
+@models_app.command("list")
+def models_list(name: str = typer.Option("", "--name", help="only this model's versions"),
+                gateway: Optional[str] = GatewayOpt) -> None:
+    """Registered model versions, newest first."""
+    table = Table("name", "version", "state", "aliases", "objective", "study", "trial", "deployed on")
+    for version in _sdk(gateway, lambda c: c.list_models(name)):
+        table.add_row(*_version_row(version))
+    Console().print(table)
+
+
+@models_app.command("get")
+def models_get(model: str = typer.Argument(..., help=MODEL_HELP), gateway: Optional[str] = GatewayOpt) -> None:
+    """A version with its files and manifest, as JSON."""
+    from google.protobuf import json_format
+
+    print(json_format.MessageToJson(_sdk(gateway, lambda c: c.model(model)), preserving_proto_field_name=True))
+
+
+@models_app.command("register")
+def models_register(study_id: str, trial_id: str = typer.Option("", "--trial", help="default: the best trial"),
+                    name: str = typer.Option("", "--name", help="default: the study's name"),
+                    gateway: Optional[str] = GatewayOpt) -> None:
+    """Register a succeeded trial as the next version of a model (waits until it is ready)."""
+    version = _sdk(gateway, lambda c: c.register(study_id, trial_id, name))
+    Console().print(f"registered {version.name} version {version.version} ({len(version.files)} files)")
+
+
+@models_app.command("download")
+def models_download(model: str = typer.Argument(..., help=MODEL_HELP),
+                    directory: Path = typer.Argument(..., help="where to write the files"),
+                    gateway: Optional[str] = GatewayOpt) -> None:
+    """Download a version's files; every file's sha256 is checked against the manifest."""
+    files = _sdk(gateway, lambda c: c.download(model, directory))
+    Console().print(f"{len(files)} files in {directory}, every digest checked")
+
+
+@models_app.command("alias")
+def models_alias(model: str = typer.Argument(..., help=MODEL_HELP), alias: str = typer.Argument(...),
+                 gateway: Optional[str] = GatewayOpt) -> None:
+    """Point an alias (production, say) at a version."""
+    version = _sdk(gateway, lambda c: c.set_alias(model, alias))
+    Console().print(f"{version.name}@{alias} -> version {version.version}")
+
+
+@models_app.command("deploy")
+def models_deploy(model: str = typer.Argument(..., help=MODEL_HELP), gateway: Optional[str] = GatewayOpt) -> None:
+    """Load a version onto serving capacity (a trainer)."""
+    version = _sdk(gateway, lambda c: c.deploy(model))
+    Console().print(f"{version.name} version {version.version} deployed on {version.deployment.trainer_id}")
+
+
+@models_app.command("undeploy")
+def models_undeploy(model: str = typer.Argument(..., help=MODEL_HELP), gateway: Optional[str] = GatewayOpt) -> None:
+    version = _sdk(gateway, lambda c: c.undeploy(model))
+    Console().print(f"{version.name} version {version.version} undeployed")
+
+
+@models_app.command("predict")
+def models_predict(model: str = typer.Argument(..., help=MODEL_HELP),
+                   inputs: list[str] = typer.Argument(..., help="raw inputs (the prompt is applied by the server)"),
+                   gateway: Optional[str] = GatewayOpt) -> None:
+    """Predict with a deployed version: one JSON line per input."""
+    for text, prediction in zip(inputs, _sdk(gateway, lambda c: c.predict(model, inputs))):
+        answer = {"label": prediction.label, "scores": dict(prediction.scores)} if prediction.label else {"text": prediction.text}
+        print(json.dumps({"input": text, **answer, "cached": prediction.cached}))
+
+
+@models_app.command("delete")
+def models_delete(model: str = typer.Argument(..., help=MODEL_HELP), gateway: Optional[str] = GatewayOpt) -> None:
+    """Delete a version that is not deployed, with its files."""
+    version = _sdk(gateway, lambda c: c.delete_model(model))
+    Console().print(f"deleted {version.name} version {version.version}")
 
 
 # --- gRPC client helpers ---------------------------------------------------------------------

@@ -12,7 +12,6 @@ bytes and the row of deleted artifacts that no running study refers to any more.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import re
 import secrets
@@ -119,20 +118,6 @@ def check_header(header: artifacts_pb2.UploadArtifactHeader, max_bytes: int) -> 
                             f"header.size_bytes: {header.size_bytes} bytes is over the upload limit of {max_bytes} bytes")
 
 
-def check_dataset(path: Path) -> None:
-    """Every non-empty line a JSON object, UTF-8; UploadRefused naming the first bad line."""
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as err:
-                raise UploadRefused(grpc.StatusCode.INVALID_ARGUMENT, f"chunk: dataset line {number}: not JSON ({err})") from None
-            if not isinstance(row, dict):
-                raise UploadRefused(grpc.StatusCode.INVALID_ARGUMENT, f"chunk: dataset line {number}: not a JSON object")
-
-
 class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
     def __init__(self, records: ArtifactRecords, bucket: BucketOpener, spool_dir: Path, max_bytes: int,
                  studies_referring: Callable[[str], list[str]]):
@@ -194,13 +179,13 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
         if digest.hexdigest() != header.sha256:
             raise UploadRefused(grpc.StatusCode.INVALID_ARGUMENT,
                                 f"header.sha256: the bytes sent hash to {digest.hexdigest()}, not {header.sha256}")
-        if header.kind == artifacts_pb2.ARTIFACT_KIND_DATASET:
-            check_dataset(spooled)
-        else:
-            try:
+        try:
+            if header.kind == artifacts_pb2.ARTIFACT_KIND_DATASET:
+                store.check_jsonl(spooled)
+            else:
                 store.check_model_archive(spooled, self.max_bytes * 4)
-            except store.ArtifactError as err:
-                raise UploadRefused(grpc.StatusCode.INVALID_ARGUMENT, f"chunk: {err}") from None
+        except store.ArtifactError as err:
+            raise UploadRefused(grpc.StatusCode.INVALID_ARGUMENT, f"chunk: {err}") from None
         return artifacts_pb2.Artifact(kind=header.kind, name=header.name, sha256=header.sha256, size_bytes=size)
 
     async def _own(self, artifact_id: str, context) -> artifacts_pb2.Artifact:

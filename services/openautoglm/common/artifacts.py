@@ -131,6 +131,22 @@ async def delete_object(bucket: Bucket, name: str) -> None:
         pass
 
 
+def check_jsonl(path: Path) -> None:
+    """Every non-empty line a JSON object in UTF-8; ArtifactError naming the first bad line."""
+    import json
+
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as err:
+                raise ArtifactError(f"dataset line {number}: not JSON ({err})") from None
+            if not isinstance(row, dict):
+                raise ArtifactError(f"dataset line {number}: not a JSON object")
+
+
 def safe_relative_path(name: str) -> str:
     """`name` as a safe relative path (a tar member's, a model file's), or ArtifactError naming it."""
     path = PurePosixPath(name)
