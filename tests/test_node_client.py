@@ -44,3 +44,27 @@ def test_node_client_sees_invalid_argument_for_a_bad_spec(stack, tmp_path):
                                  "OPENAUTOGLM_CA_CERT": str(stack.tls_dir / "ca.crt")})
     assert result.returncode == 1
     assert "INVALID_ARGUMENT: spec.search_space.templates:" in result.stderr
+
+
+def test_node_client_goes_from_an_uploaded_dataset_to_predictions_of_the_served_best_model(stack, tmp_path):
+    """Upload (client streaming, sha256) -> study -> registered best -> download (every digest
+    checked in Node) -> Deploy -> Predict, which equals the trial's own eval predictions."""
+    node = shutil.which("node")
+    if node is None or not (ROOT / "node_modules" / "@grpc" / "grpc-js").exists():
+        if os.environ.get("CI"):
+            pytest.fail("node and npm install are part of the CI set-up")
+        pytest.skip("node or node_modules missing (run make setup)")
+    data = tmp_path / "node-reviews.jsonl"
+    data.write_text("".join(json.dumps({"text": f"item {i} was {'great fine' if i % 2 else 'awful dull'}",
+                                        "label": "positive" if i % 2 else "negative"}) + "\n" for i in range(60)))
+    result = subprocess.run(
+        [node, str(ROOT / "examples" / "node-client" / "client.js"), "--gateway", stack.address("gateway"), "--serve", str(data)],
+        capture_output=True, text=True, timeout=400, env={**os.environ, "OPENAUTOGLM_API_KEY": stack.api_key,
+                                                         "OPENAUTOGLM_CA_CERT": str(stack.tls_dir / "ca.crt")},
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["artifact_id"].startswith("ds-") and out["model"] == "node-served" and out["version"] >= 1
+    assert out["registered_trial_id"] == out["best_trial_id"]
+    assert out["files_checked"] >= 6 and out["predicted"] == 12
+    assert out["equal_to_trial"], out["labels"]

@@ -3,11 +3,17 @@
 // (@grpc/proto-loader + @grpc/grpc-js, no generated code).
 //
 //   node examples/node-client/client.js --gateway 127.0.0.1:50051 [--spec spec.json] [--wait]
+//   node examples/node-client/client.js --gateway 127.0.0.1:50051 --serve reviews.jsonl
 //
 // Creates a study, reads its state back with GetStudy (and with --wait follows WatchStudy until
-// the study ends), and prints one JSON object with what it saw.
+// the study ends), and prints one JSON object with what it saw. With --serve it goes from data
+// to a served model: uploads the JSONL dataset (Artifacts.UploadArtifact, client streaming, with
+// its sha256), runs the study on it, waits for its best trial to be registered, downloads the
+// version (checking every file's sha256), deploys it and calls Predict on the evaluation inputs
+// shipped in the version, comparing the answers with the trial's own predictions.
 'use strict';
 
+const crypto = require('crypto');
 const fs = require('fs');
 const os = require('os');
 const path = require('path');
@@ -36,9 +42,10 @@ const DEFAULT_SPEC = {
 };
 
 function parseArgs(argv) {
-  const args = { gateway: process.env.OPENAUTOGLM_GATEWAY || '127.0.0.1:50051', spec: null, wait: false };
+  const args = { gateway: process.env.OPENAUTOGLM_GATEWAY || '127.0.0.1:50051', spec: null, wait: false, serve: null };
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--gateway') args.gateway = argv[++i];
+    else if (argv[i] === '--serve') args.serve = argv[++i];
     else if (argv[i] === '--spec') args.spec = argv[++i];
     else if (argv[i] === '--wait') args.wait = true;
     else throw new Error(`unknown argument ${argv[i]}`);
@@ -81,8 +88,9 @@ function withApiKey(key) {
   });
 }
 
-function loadStudiesClient(address) {
-  const definition = protoLoader.loadSync(path.join(PROTO_ROOT, 'openautoglm/v1/studies.proto'), {
+// The public services, from the .proto files alone; one channel shared by the three clients.
+function loadClients(address) {
+  const definition = protoLoader.loadSync(['studies', 'artifacts', 'models'].map((p) => path.join(PROTO_ROOT, `openautoglm/v1/${p}.proto`)), {
     includeDirs: [PROTO_ROOT],
     keepCase: true,
     longs: String,
@@ -91,7 +99,88 @@ function loadStudiesClient(address) {
     oneofs: true,
   });
   const pkg = grpc.loadPackageDefinition(definition).openautoglm.v1;
-  return new pkg.Studies(address, channelCredentials(), { interceptors: [withApiKey(apiKey())] });
+  const options = { interceptors: [withApiKey(apiKey())] };
+  const studies = new pkg.Studies(address, channelCredentials(), options);
+  const channelOverride = studies.getChannel();
+  return {
+    studies,
+    artifacts: new pkg.Artifacts(address, channelCredentials(), { ...options, channelOverride }),
+    models: new pkg.Models(address, channelCredentials(), { ...options, channelOverride }),
+  };
+}
+
+// Client streaming: the header (kind, name, sha256, size), then the bytes in 1 MiB chunks.
+function upload(client, file) {
+  const data = fs.readFileSync(file);
+  const sha256 = crypto.createHash('sha256').update(data).digest('hex');
+  return new Promise((resolve, reject) => {
+    const call = client.UploadArtifact({ deadline: new Date(Date.now() + 300000) }, (err, reply) => (err ? reject(err) : resolve(reply.artifact)));
+    call.write({ header: { kind: 'ARTIFACT_KIND_DATASET', name: path.basename(file), sha256, size_bytes: String(data.length) } });
+    for (let start = 0; start < data.length; start += 1 << 20) call.write({ chunk: data.subarray(start, start + (1 << 20)) });
+    call.end();
+  });
+}
+
+// Server streaming: each file's first message names it (path, size, sha256), its bytes follow.
+function download(client, model) {
+  return new Promise((resolve, reject) => {
+    const files = {};
+    let current = null;
+    const finish = () => {
+      if (!current) return;
+      const bytes = Buffer.concat(current.parts);
+      const digest = crypto.createHash('sha256').update(bytes).digest('hex');
+      if (digest !== current.file.sha256) throw new Error(`${current.file.path}: sha256 ${digest}, manifest says ${current.file.sha256}`);
+      files[current.file.path] = bytes;
+    };
+    const call = client.DownloadModel({ model }, { deadline: new Date(Date.now() + 300000) });
+    call.on('data', (part) => {
+      try {
+        if (part.file) { finish(); current = { file: part.file, parts: [] }; } else current.parts.push(part.chunk);
+      } catch (err) { call.cancel(); reject(err); }
+    });
+    call.on('error', reject);
+    call.on('end', () => { try { finish(); resolve(files); } catch (err) { reject(err); } });
+  });
+}
+
+async function registeredBest(models, study) {
+  const deadline = Date.now() + 300000;
+  while (Date.now() < deadline) {
+    const { models: versions } = await unary(models, 'ListModels', { name: study.spec.name });
+    const version = versions.find((v) => v.study_id === study.id);
+    if (version && version.state === 'MODEL_VERSION_STATE_READY') return version;
+    if (version && version.state === 'MODEL_VERSION_STATE_FAILED') throw new Error(`registration failed: ${version.error}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  throw new Error('the best model was not registered in time');
+}
+
+async function serve(clients, datasetFile) {
+  const artifact = await upload(clients.artifacts, datasetFile);
+  const spec = { ...DEFAULT_SPEC, name: 'node-served', dataset: { artifact: artifact.id } };
+  const created = (await unary(clients.studies, 'CreateStudy', { spec })).study;
+  const { study } = await watchUntilDone(clients.studies, created.id);
+  if (study.state !== 'STUDY_STATE_COMPLETED') throw new Error(`study ended ${study.state}: ${study.error}`);
+  const version = await registeredBest(clients.models, study);
+  const model = { name: version.name, version: version.version };
+  const files = await download(clients.models, model);
+  await unary(clients.models, 'Deploy', { model });
+  const evaluated = files['eval_predictions.jsonl'].toString('utf8').trim().split('\n').map((line) => JSON.parse(line));
+  const { predictions } = await unary(clients.models, 'Predict', { model, inputs: evaluated.map((row) => row.input) });
+  return {
+    artifact_id: artifact.id,
+    artifact_sha256: artifact.sha256,
+    study_id: study.id,
+    model: version.name,
+    version: version.version,
+    best_trial_id: study.best_trial_id,
+    registered_trial_id: version.trial_id,
+    files_checked: Object.keys(files).length,
+    predicted: predictions.length,
+    equal_to_trial: predictions.every((p, i) => p.label === evaluated[i].prediction),
+    labels: predictions.map((p) => p.label),
+  };
 }
 
 function unary(client, method, request) {
@@ -114,8 +203,14 @@ function watchUntilDone(client, studyId) {
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
+  const clients = loadClients(args.gateway);
+  if (args.serve) {
+    console.log(JSON.stringify(await serve(clients, args.serve)));
+    clients.studies.close();
+    return;
+  }
   const spec = args.spec ? JSON.parse(fs.readFileSync(args.spec, 'utf8')) : DEFAULT_SPEC;
-  const client = loadStudiesClient(args.gateway);
+  const client = clients.studies;
   const created = (await unary(client, 'CreateStudy', { spec })).study;
   const fetched = (await unary(client, 'GetStudy', { study_id: created.id })).study;
   const out = {
