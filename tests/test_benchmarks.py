@@ -71,3 +71,13 @@ def test_load_quick_reports_latencies_rss_and_cpu_per_event():
     assert set(saturated["methods"]) == set(report["methods"])
     assert set(report["cpu_ms_per_event"]) == {"10", "1000"} and all(v > 0 for v in report["cpu_ms_per_event"].values())
     assert report["errors"] == 0, report["error_kinds"]
+
+
+def test_serving_quick_reports_batched_unbatched_and_cache_hit_figures():
+    report = _run("serving.py", "--quick")
+    for mode in ("batched", "unbatched"):
+        assert set(report[mode]) == {"1", "8", "32"}
+        assert all(report[mode][n]["rps"] > 0 and 0 < report[mode][n]["p50_ms"] <= report[mode][n]["p99_ms"]
+                   for n in report[mode])
+    assert report["cache_hit"]["p50_ms"] > 0
+    assert report["throughput_ratio_32"] > 0 and report["p99_32_over_unbatched_p99_1"] > 0

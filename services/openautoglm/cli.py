@@ -123,6 +123,18 @@ def serve(
                                     help="a plaintext port that answers only the health check (0 = none)"),
     metrics_port: int = typer.Option(0, envvar="OPENAUTOGLM_METRICS_PORT",
                                      help="Prometheus metrics over HTTP at /metrics on this port (0 = none)"),
+    advertise_addr: str = typer.Option("", envvar="OPENAUTOGLM_ADVERTISE_ADDR",
+                                       help="trainer: host:port the gateway reaches it at (default: its host name and port)"),
+    serving_max_batch: int = typer.Option(32, envvar="OPENAUTOGLM_SERVING_MAX_BATCH",
+                                          help="trainer: inputs per forward pass of a served model"),
+    serving_max_wait_ms: float = typer.Option(0.0, envvar="OPENAUTOGLM_SERVING_MAX_WAIT_MS",
+                                              help="trainer: ms a batch that is not full waits for more (0 = none)"),
+    serving_cache_entries: int = typer.Option(10_000, envvar="OPENAUTOGLM_SERVING_CACHE_ENTRIES",
+                                              help="trainer: answers cached by (model version, input); 0 = no cache"),
+    artifact_max_bytes: int = typer.Option(2 * 1024**3, envvar="OPENAUTOGLM_ARTIFACT_MAX_BYTES",
+                                           help="gateway: the largest dataset or model upload, in bytes"),
+    artifact_replicas: int = typer.Option(1, envvar="OPENAUTOGLM_ARTIFACT_REPLICAS",
+                                          help="gateway: copies of the artifact store a NATS cluster keeps"),
 ) -> None:
     """Run one service until SIGTERM/SIGINT."""
     from openautoglm.common import telemetry
@@ -146,7 +158,9 @@ def serve(
             tenant_max_running_studies=tenant_max_running_studies, tenant_max_trials_per_study=tenant_max_trials_per_study,
             tenant_max_queued_trials=tenant_max_queued_trials, tls_dir=tls_dir, plaintext=plaintext,
             public_tls_cert=public_tls_cert, public_tls_key=public_tls_key, health_port=health_port,
-            metrics_port=metrics_port,
+            metrics_port=metrics_port, advertise_addr=advertise_addr, serving_max_batch=serving_max_batch,
+            serving_max_wait_ms=serving_max_wait_ms, serving_cache_entries=serving_cache_entries,
+            artifact_max_bytes=artifact_max_bytes, artifact_replicas=artifact_replicas,
         ).check_required()
         check_transport(settings)
     except ConfigError as err:

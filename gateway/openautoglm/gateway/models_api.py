@@ -29,6 +29,9 @@ MAX_PAGE = 500
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 # Live trainers' addresses are read again after this many seconds (or at once on a miss).
 WORKERS_TTL_SECONDS = 2.0
+# Predict resolves a model reference to its deployment at most this often per reference (a
+# change made on another gateway replica is seen within it; this replica's own at once).
+SERVING_TTL_SECONDS = 1.0
 
 
 def served_key(version: models_pb2.ModelVersion) -> str:
@@ -76,6 +79,8 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         self.store = store
         self.bucket = bucket
         self.trainers = trainers
+        # (tenant, name, version, alias) -> (deployed version, its trainer's address, until).
+        self._serving_cache: dict[tuple[str, str, int, str], tuple[models_pb2.ModelVersion, str, float]] = {}
 
     async def _version(self, ref: models_pb2.ModelRef, context, field: str = "model") -> models_pb2.ModelVersion:
         if not ref.name:
@@ -151,6 +156,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "alias: letters, digits, '.', '_' and '-' (not only digits)")
         version = await self._version(request.model, context)
         self.registry.set_alias(version, request.alias)
+        self._changed()
         return models_pb2.SetAliasResponse(model=await self._version(
             models_pb2.ModelRef(name=version.name, version=version.version), context))
 
@@ -159,6 +165,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         if version.HasField("deployment"):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"model: version {version.version} is deployed; Undeploy it first")
         self.registry.delete(version)
+        self._changed()
         bucket = await self.bucket()
         prefix = object_prefix(version.tenant, version.name, version.version)
         for f in version.files:
@@ -186,6 +193,7 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         version.deployment.CopyFrom(models_pb2.Deployment(state=V.DEPLOYMENT_STATE_DEPLOYED, trainer_id=worker.id,
                                                           deployed_at=now_ts(), max_input_tokens=loaded.max_input_tokens))
         self.registry.set_deployed(version, worker.id)
+        self._changed()
         log.info("%s version %d deployed on %s", version.name, version.version, worker.id)
         return models_pb2.DeployResponse(model=version)
 
@@ -211,11 +219,16 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
                 await context.abort(err.code(), f"trainer {version.deployment.trainer_id}: {err.details()}")
         version.ClearField("deployment")
         self.registry.set_deployed(version, None)
+        self._changed()
         return models_pb2.UndeployResponse(model=version)
 
     async def _serving(self, ref: models_pb2.ModelRef, context) -> tuple[models_pb2.ModelVersion, str]:
         """The deployed version and its trainer's address; FAILED_PRECONDITION when it is not
         deployed, UNAVAILABLE while its trainer is away."""
+        key = (auth.current().tenant, ref.name, ref.version, ref.alias)
+        cached = self._serving_cache.get(key)
+        if cached is not None and cached[2] > time.monotonic():
+            return cached[0], cached[1]
         version = await self._version(ref, context)
         if not version.HasField("deployment"):
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
@@ -224,7 +237,12 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         if not address:
             await context.abort(grpc.StatusCode.UNAVAILABLE, f"model: the trainer serving {version.name} is away; retry")
         assert address is not None
+        self._serving_cache[key] = (version, address, time.monotonic() + SERVING_TTL_SECONDS)
         return version, address
+
+    def _changed(self) -> None:
+        """A deployment, alias or version changed here: resolve references afresh."""
+        self._serving_cache.clear()
 
     async def Predict(self, request, context):
         if not request.inputs or len(request.inputs) > MAX_INPUTS:
@@ -237,6 +255,8 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
                 reply = await stub.ServePredict(call, timeout=120)
                 return models_pb2.PredictResponse(predictions=reply.predictions, name=version.name, version=version.version)
             except grpc.aio.AioRpcError as err:
+                if err.code() == grpc.StatusCode.UNAVAILABLE:
+                    self._changed()  # its trainer may come back elsewhere
                 if err.code() == grpc.StatusCode.FAILED_PRECONDITION and attempt == 1:
                     await self._load(version, address)  # the trainer restarted without it: load it again
                     continue

@@ -89,10 +89,11 @@ class ServiceSettings(BaseModel):
     # Trainer only: the host:port the gateway reaches this trainer's gRPC server at (publishing a
     # trial's model, serving deployed ones); empty = this host's name (or the bound host) and port.
     advertise_addr: str = ""
-    # Trainer only: dynamic batching of served models (inputs per forward pass, and the longest
-    # wait for a batch to fill, in ms) and the answer cache's size (entries; 0 = no cache).
+    # Trainer only: dynamic batching of served models (inputs per forward pass; how long a batch
+    # that is not full waits for more, in ms: 0 = it takes what queued while the last one ran)
+    # and the answer cache's size (entries; 0 = no cache).
     serving_max_batch: int = Field(32, ge=1, le=1024)
-    serving_max_wait_ms: float = Field(5.0, ge=0)
+    serving_max_wait_ms: float = Field(0.0, ge=0)
     serving_cache_entries: int = Field(10_000, ge=0)
     # Gateway only: the largest artifact (dataset, or model archive) an upload may carry, in bytes.
     artifact_max_bytes: int = Field(2 * 1024**3, ge=1)

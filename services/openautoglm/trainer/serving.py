@@ -3,8 +3,9 @@
 A `ServedModel` is a registered version's files (weights, tokenizer, `serving.json`) loaded
 once: it answers raw inputs the way its trial predicted its held-out split (core.classify /
 core.generate, the same prompt, demonstrations and labels). `Batcher` groups the single inputs
-of concurrent requests into one forward pass (up to `max_batch` inputs, waiting at most
-`max_wait_ms` after the first), on one inference thread. `Serving` holds the loaded versions, a
+of concurrent requests into one forward pass on one inference thread: whatever queued while the
+previous batch ran, up to `max_batch` inputs, and (when `max_wait_ms` > 0) whatever else
+arrives within that many ms of the first. `Serving` holds the loaded versions, a
 cache of answers keyed by hash(model version, input), and the list of what is deployed on disk,
 so a restarted trainer loads it again.
 """
@@ -124,6 +125,9 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # Batch while busy: everything that queued up while the last batch ran leaves now,
+            # so a lone request never waits and a loaded server runs full batches. With
+            # max_wait_ms > 0 a batch that is not full also waits that long for more.
             batch = [await self._queue.get()]
             deadline = loop.time() + self.max_wait_ms / 1000
             while len(batch) < self.max_batch:
