@@ -68,6 +68,16 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+async def _registered(client: Client, study: common_pb2.Study) -> models_pb2.ModelVersion:
+    """The version the gateway registers for a completed study's best trial, once READY."""
+    for _ in range(600):
+        for version in await client.list_models(MODEL):
+            if version.study_id == study.id:
+                return await client.wait_ready(models_pb2.ModelRef(name=MODEL, version=version.version))
+        await asyncio.sleep(0.5)
+    raise SystemExit("the best trial was not registered")
+
+
 async def _level(clients: list[Client], ref: models_pb2.ModelRef, concurrency: int, seconds: float, tag: str) -> dict:
     """`concurrency` closed-loop callers for `seconds`; rps and latency percentiles."""
     latencies: list[float] = []
@@ -100,7 +110,7 @@ async def run(seconds: float, levels: list[int], cache_calls: int, model: str) -
             study = await clients[0].wait((await clients[0].submit(_spec(model))).id)
             if study.state != common_pb2.STUDY_STATE_COMPLETED:
                 raise SystemExit(f"the tuning study ended {study.state}: {study.error}")
-            version = await clients[0].register(study.id, name=MODEL)  # the auto-registered one may race: any READY will do
+            version = await _registered(clients[0], study)
             ref = models_pb2.ModelRef(name=MODEL, version=version.version)
             report: dict = {"model": f"{MODEL}:{version.version}", "base_model": model, "levels": levels, "seconds_per_level": seconds}
             for mode, max_batch in (("batched", 0), ("unbatched", 1)):

@@ -224,7 +224,10 @@ class Registrar:
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
         version.files.extend(reply.files)
-        text = json.dumps(manifest(version, study, trial), indent=1, sort_keys=True)
+        recorded = manifest(version, study, trial)
+        if reply.onnx_error:
+            recorded["onnx_error"] = reply.onnx_error
+        text = json.dumps(recorded, indent=1, sort_keys=True)
         bucket = await self.bucket()
         digest, size = await artifacts.put_bytes(bucket, f"{prefix}/{MANIFEST}", text.encode())
         version.files.add(path=MANIFEST, size_bytes=size, sha256=digest)

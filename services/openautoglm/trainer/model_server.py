@@ -40,16 +40,27 @@ def trial_files(source: Path) -> list[tuple[str, Path]]:
     return files
 
 
+# One ONNX export at a time: torch.export is not thread-safe, and two registrations of one
+# trial must not write the same export folder at once.
+_EXPORTING = asyncio.Lock()
+
+
 async def publish_model(bucket: Any, artifact_root: Path, request: trainer_pb2.PublishModelRequest) -> trainer_pb2.PublishModelResponse:
-    """Export the trial to ONNX (once), then store each file as `<object_prefix>/<path>`."""
+    """Export the trial to ONNX (once), then store each file as `<object_prefix>/<path>`. An
+    architecture torch cannot export is registered without ONNX, saying why."""
     source = sandbox.inside(request.artifact_path, artifact_root)
     if not (source / core.SERVING_RECIPE).is_file():
         raise ServingError(f"{request.trial_id}: its saved model has no {core.SERVING_RECIPE} (trained before serving existed)")
-    if not (source / "export" / "model.onnx").is_file():
-        # A thread that ends with the export (a live one would keep its OpenMP team; see TrialRunner).
-        with telemetry.tracer().start_as_current_span("export"), ThreadPoolExecutor(1, "export") as one_off:
-            await asyncio.get_running_loop().run_in_executor(one_off, export.export, source)
     reply = trainer_pb2.PublishModelResponse()
+    async with _EXPORTING:
+        if not (source / "export" / "model.onnx").is_file():
+            # A thread that ends with the export (a live one would keep its OpenMP team; see TrialRunner).
+            try:
+                with telemetry.tracer().start_as_current_span("export"), ThreadPoolExecutor(1, "export") as one_off:
+                    await asyncio.get_running_loop().run_in_executor(one_off, export.export, source)
+            except Exception as err:  # torch.export's own errors are many kinds
+                reply.onnx_error = f"{type(err).__name__}: {str(err).splitlines()[0][:500]}"
+                log.warning("trial %s: no ONNX export: %s", request.trial_id, reply.onnx_error)
     for relative, path in trial_files(source):
         digest, size = await artifacts.put_file(bucket, f"{request.object_prefix}/{relative}", path)
         reply.files.add(path=relative, size_bytes=size, sha256=digest)

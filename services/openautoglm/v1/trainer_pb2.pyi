@@ -22,12 +22,14 @@ class PublishModelRequest(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., artifact_path: _Optional[str] = ..., object_prefix: _Optional[str] = ...) -> None: ...
 
 class PublishModelResponse(_message.Message):
-    __slots__ = ("files", "max_input_tokens")
+    __slots__ = ("files", "max_input_tokens", "onnx_error")
     FILES_FIELD_NUMBER: _ClassVar[int]
     MAX_INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    ONNX_ERROR_FIELD_NUMBER: _ClassVar[int]
     files: _containers.RepeatedCompositeFieldContainer[_models_pb2.ModelFile]
     max_input_tokens: int
-    def __init__(self, files: _Optional[_Iterable[_Union[_models_pb2.ModelFile, _Mapping]]] = ..., max_input_tokens: _Optional[int] = ...) -> None: ...
+    onnx_error: str
+    def __init__(self, files: _Optional[_Iterable[_Union[_models_pb2.ModelFile, _Mapping]]] = ..., max_input_tokens: _Optional[int] = ..., onnx_error: _Optional[str] = ...) -> None: ...
 
 class ServedModel(_message.Message):
     __slots__ = ("key", "object_prefix", "files")
