@@ -131,3 +131,28 @@ def test_a_killed_serving_trainer_answers_unavailable_then_serves_again_after_it
         asyncio.run(run())
     finally:
         stack.stop()
+
+
+async def test_a_generation_model_streams_its_continuation_and_predicts_as_its_trial_did(stack, tmp_path):
+    spec = small_spec(name="served-piglatin", task="generation", dataset={"builtin": "piglatin-demo", "max_examples": 60},
+                      objective={"terms": {"chrf": 1.0}}, budget={"max_trials": 1},
+                      search_space={"templates": [{"id": "plain", "text": "English: {input} Pig latin:"}],
+                                    "hyperparameters": {"epochs": {"type": "choice", "values": [1]}}})
+    async with Client(channel=stack.gateway_channel()) as client:
+        study = await client.wait((await client.submit(spec)).id)
+        assert study.state == common_pb2.STUDY_STATE_COMPLETED, [t.error for t in study.trials]
+        version = await _registered(client, study)
+        assert version.task == common_pb2.TASK_TYPE_GENERATION
+        files = await client.download(models_pb2.ModelRef(name=version.name, version=version.version), tmp_path / "gen")
+        assert "onnx/model.onnx" in {f.path for f in files}
+        evaluated = [json.loads(line) for line in (tmp_path / "gen" / "eval_predictions.jsonl").read_text().splitlines()]
+        await client.deploy(models_pb2.ModelRef(name=version.name, version=version.version))
+        answers = await client.predict(version.name, [row["input"] for row in evaluated[:4]])
+        assert [a.text for a in answers] == [row["prediction"] for row in evaluated[:4]]
+        pieces = [piece async for piece in client.generate(version.name, evaluated[0]["input"])]
+        assert "".join(pieces).strip() == evaluated[0]["prediction"]
+        async with stack.gateway_channel() as channel:
+            last = [r async for r in models_pb2_grpc.ModelsStub(channel).Generate(
+                models_pb2.GenerateRequest(model=models_pb2.ModelRef(name=version.name), input=evaluated[0]["input"]))][-1]
+        assert last.done and last.full_text == evaluated[0]["prediction"]
+        await client.undeploy(version.name)
