@@ -88,6 +88,9 @@ async def test_upload_study_register_download_deploy_predict(stack, tmp_path):
             name="from-uploaded-base", dataset={"artifact": study.spec.dataset.artifact}, model={"artifact": base.id},
             budget={"max_trials": 1}))).id)
         assert follow_up.state == common_pb2.STUDY_STATE_COMPLETED, [t.error for t in follow_up.trials]
+        # The dataset it was tuned on is kept while the version exists, even once deleted.
+        dataset = await client.delete_artifact(study.spec.dataset.artifact)
+        assert f"served-reviews:{version.version}" in dataset.referenced_by
         deleted = await client.delete_model("served-reviews@production")
         assert deleted.version == version.version
         with pytest.raises(ClientError, match="NOT_FOUND"):
@@ -156,3 +159,38 @@ async def test_a_generation_model_streams_its_continuation_and_predicts_as_its_t
                 models_pb2.GenerateRequest(model=models_pb2.ModelRef(name=version.name), input=evaluated[0]["input"]))][-1]
         assert last.done and last.full_text == evaluated[0]["prediction"]
         await client.undeploy(version.name)
+
+
+def test_the_one_liner_searches_exports_deploys_and_predicts(stack, tmp_path):
+    """`AutoTrainer("study.yaml").search()` then `.export(dir)`, `.deploy()` and `.predict()`."""
+    from openautoglm import AutoTrainer
+
+    spec_file = tmp_path / "study.yaml"
+    spec_file.write_text("""name: one-liner
+task: classification
+dataset: {builtin: sentiment-demo, max_examples: 120}
+search_space:
+  templates: [{id: plain, text: "Review: {input} Sentiment:"}]
+  hyperparameters: {epochs: {type: choice, values: [1]}, learning_rate: {type: choice, values: [0.003, 0.001]}}
+objective: {terms: {accuracy: 1.0}}
+strategy: grid
+budget: {max_trials: 2}
+""")
+    tuned = AutoTrainer(spec_file, address=stack.address("gateway"), api_key=stack.api_key, data_dir=stack.data_dir).search()
+    assert tuned.study.state == common_pb2.STUDY_STATE_COMPLETED and tuned.best is not None
+    out = tuned.export(tmp_path / "exported")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["trial_id"] == tuned.best.id
+    for f in manifest["files"]:
+        assert hashlib.sha256((out / f["path"]).read_bytes()).hexdigest() == f["sha256"]
+    deployed = tuned.deploy()
+    assert deployed.deployment.trainer_id
+    evaluated = [json.loads(line) for line in (out / "eval_predictions.jsonl").read_text().splitlines()]
+    answers = tuned.predict([row["input"] for row in evaluated])
+    assert [a.label for a in answers] == [row["prediction"] for row in evaluated]
+    asyncio.run(_undeploy(stack, deployed))
+
+
+async def _undeploy(stack, version: models_pb2.ModelVersion) -> None:
+    async with Client(channel=stack.gateway_channel()) as client:
+        await client.undeploy(models_pb2.ModelRef(name=version.name, version=version.version))

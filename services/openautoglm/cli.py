@@ -538,7 +538,7 @@ def data_upload(
     gateway: Optional[str] = GatewayOpt,
 ) -> None:
     """Upload a dataset or a base model; prints its id for a spec (dataset: {artifact: ID})."""
-    from openautoglm.common import artifacts
+    from openautoglm.common import artifact_files
 
     if model:
         if not (path / "config.json").is_file():
@@ -547,8 +547,8 @@ def data_upload(
         if not path.is_file():
             _err(f"{path}: no such file")
         try:
-            artifacts.check_jsonl(path)
-        except artifacts.ArtifactError as err:
+            artifact_files.check_jsonl(path)
+        except artifact_files.ArtifactError as err:
             _err(f"{path}: {err}")
     artifact = _sdk(gateway, lambda c: c.upload_model(path, name) if model else c.upload_dataset(path, name))
     Console(stderr=True).print(f"uploaded {path} ({artifact.size_bytes} bytes, sha256 {artifact.sha256[:12]}...); its id:")

@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 
-from openautoglm.common import artifacts
+from openautoglm.common import artifact_files
 from openautoglm.common.config import default_data_dir
 from openautoglm.common.credentials import api_key as stored_api_key
 from openautoglm.common.credentials import gateway_channel, gateway_credentials
@@ -96,11 +96,11 @@ class Client:
         """Upload a Hugging Face model directory; its id goes in a spec as `model: {artifact: ...}`."""
         directory = Path(directory)
         with tempfile.TemporaryDirectory(prefix="openautoglm-upload-") as scratch:
-            archive = artifacts.pack_model_dir(directory, Path(scratch) / "model.tar")
+            archive = artifact_files.pack_model_dir(directory, Path(scratch) / "model.tar")
             return await self._upload(archive, artifacts_pb2.ARTIFACT_KIND_MODEL, name or directory.name)
 
     async def _upload(self, path: Path, kind: artifacts_pb2.ArtifactKind, name: str) -> artifacts_pb2.Artifact:
-        header = artifacts_pb2.UploadArtifactHeader(kind=kind, name=name[:128], sha256=artifacts.sha256_file(path),
+        header = artifacts_pb2.UploadArtifactHeader(kind=kind, name=name[:128], sha256=artifact_files.sha256_file(path),
                                                     size_bytes=path.stat().st_size)
 
         async def parts() -> AsyncIterator[artifacts_pb2.UploadArtifactRequest]:

@@ -141,15 +141,25 @@ class GatewayApp:
             self._artifact_bucket = await artifacts.open_bucket(self.bus.js, create=True, replicas=self.settings.artifact_replicas)
         return self._artifact_bucket
 
+    def _artifact_users(self) -> list[tuple[str, common_pb2.StudySpec]]:
+        """(who, spec) of everything that still needs the artifacts its spec names: unfinished
+        studies (by id) and registered model versions (as name:version, for reproducing them)."""
+        users = list(self.store.unfinished_specs())
+        for version in self.registry.all_versions():
+            header = self.store.header(version.study_id)
+            if header is not None:
+                users.append((f"{version.name}:{version.version}", header.spec))
+        return users
+
     def studies_referring(self, artifact_id: str) -> list[str]:
-        """The unfinished studies whose spec names `artifact_id`."""
-        return [study_id for study_id, spec in self.store.unfinished_specs() if artifact_id in study_artifacts(spec)]
+        """What refers to `artifact_id`: unfinished studies and registered model versions."""
+        return [who for who, spec in self._artifact_users() if artifact_id in study_artifacts(spec)]
 
     async def _collect_artifacts(self) -> None:
-        """Leader: remove deleted artifacts no unfinished study needs (their bytes, then their rows)."""
+        """Leader: remove deleted artifacts nothing needs any more (their bytes, then their rows)."""
         while True:
             try:
-                in_use = running_references([spec for _, spec in self.store.unfinished_specs()])
+                in_use = running_references([spec for _, spec in self._artifact_users()])
                 await collect(self.artifacts, await self.artifact_bucket(), in_use)
             except Exception as err:  # the store or the database away: next round
                 log.warning("artifact collection failed: %r", err)

@@ -24,6 +24,7 @@ import grpc
 import sqlalchemy as sa
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from openautoglm.common import artifact_files
 from openautoglm.common import artifacts as store
 from openautoglm.gateway import auth
 from openautoglm.gateway.database import artifacts as table
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_NAME = 128
 MAX_PAGE = 500
-PREFIX = {artifacts_pb2.ARTIFACT_KIND_DATASET: store.DATASET_PREFIX, artifacts_pb2.ARTIFACT_KIND_MODEL: store.MODEL_PREFIX}
+PREFIX = {artifacts_pb2.ARTIFACT_KIND_DATASET: artifact_files.DATASET_PREFIX, artifacts_pb2.ARTIFACT_KIND_MODEL: artifact_files.MODEL_PREFIX}
 BucketOpener = Callable[[], Awaitable[Any]]
 
 
@@ -135,7 +136,7 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         try:
             artifact = await self._receive(request_iterator, spooled)
-            artifact.id = store.new_artifact_id(PREFIX[artifact.kind])
+            artifact.id = artifact_files.new_artifact_id(PREFIX[artifact.kind])
             artifact.tenant = auth.current().tenant
             try:
                 await store.put_file(await self.bucket(), artifact.id, spooled)
@@ -181,10 +182,10 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
                                 f"header.sha256: the bytes sent hash to {digest.hexdigest()}, not {header.sha256}")
         try:
             if header.kind == artifacts_pb2.ARTIFACT_KIND_DATASET:
-                store.check_jsonl(spooled)
+                artifact_files.check_jsonl(spooled)
             else:
-                store.check_model_archive(spooled, self.max_bytes * 4)
-        except store.ArtifactError as err:
+                artifact_files.check_model_archive(spooled, self.max_bytes * 4)
+        except artifact_files.ArtifactError as err:
             raise UploadRefused(grpc.StatusCode.INVALID_ARGUMENT, f"chunk: {err}") from None
         return artifacts_pb2.Artifact(kind=header.kind, name=header.name, sha256=header.sha256, size_bytes=size)
 

@@ -143,6 +143,10 @@ class ModelRegistry:
             query = query.where(model_versions.c.created < before)
         return self._rows(query.order_by(model_versions.c.created.desc()).limit(limit))
 
+    def all_versions(self) -> list[models_pb2.ModelVersion]:
+        """Every tenant's versions (the artifact collector keeps what they were tuned on)."""
+        return self._rows(model_versions.select())
+
     def registering(self) -> list[models_pb2.ModelVersion]:
         return self._rows(model_versions.select().where(model_versions.c.state == V.MODEL_VERSION_STATE_REGISTERING))
 
@@ -223,6 +227,12 @@ class Registrar:
             log.info("registration of %s v%d waits: %s", version.name, version.version, reason)
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
+        if self.registry.get(version.tenant, models_pb2.ModelRef(name=version.name, version=version.version)) is None:
+            # Deleted while it registered: its files go too.
+            bucket = await self.bucket()
+            for f in reply.files:
+                await artifacts.delete_object(bucket, f"{prefix}/{f.path}")
+            return None
         version.files.extend(reply.files)
         recorded = manifest(version, study, trial)
         if reply.onnx_error:

@@ -378,6 +378,8 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
     bound = _bind(server, settings)
     if bound == 0:
         raise RuntimeError(f"{settings.service}: cannot bind {settings.host}:{settings.port}")
+    if not settings.port:  # "any free port": the app announces the one it got (the trainer's address)
+        settings.port = bound
     probe_server = None
     if settings.health_port:
         probe_server = grpc.aio.server()

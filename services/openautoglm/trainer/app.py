@@ -30,7 +30,7 @@ from opentelemetry import trace
 from openautoglm.common.metrics import PEER_RETRIES, TRAINER_TRIALS
 from openautoglm.trainer.hardware import report_capacity
 from openautoglm.common.tls import service_identity
-from openautoglm.common import artifacts, events, sandbox, subjects, telemetry
+from openautoglm.common import artifact_files, artifacts, events, sandbox, subjects, telemetry
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.server import mesh_channel
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
@@ -76,7 +76,8 @@ class TrainerApp:
         self.serving = Serving(settings.service_dir() / "serving" / "deployed.json", settings.serving_max_batch,
                                settings.serving_max_wait_ms, settings.serving_cache_entries)
         self.model_server = ModelServerServicer(self.serving, self.artifact_cache, cache_dir / "served")
-        self.address = settings.advertise_addr or f"{_advertised_host(settings.host)}:{settings.port}"
+        # Where the gateway reaches this trainer (set at start, once the port is bound).
+        self.address = settings.advertise_addr
         self._reloading: asyncio.Task[None] | None = None
         self.bus: events.NatsBus | None = None
         self.evaluator: grpc.aio.Channel | None = None
@@ -110,7 +111,7 @@ class TrainerApp:
                 job = replace(job, dataset_path=str(await self.artifact_cache.dataset(job.dataset_artifact)))
             if job.model_artifact:
                 job = replace(job, model_path=str(await self.artifact_cache.model_dir(job.model_artifact)), model_builtin="")
-        except artifacts.ArtifactError as err:
+        except artifact_files.ArtifactError as err:
             field = "dataset.artifact" if job.dataset_artifact and not job.dataset_path else "model.artifact"
             raise TrialError(f"{field}: {err}") from None
         return job
@@ -252,6 +253,7 @@ class TrainerApp:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        self.address = self.settings.advertise_addr or f"{_advertised_host(self.settings.host)}:{self.settings.port}"
         self.evaluator = mesh_channel(self.settings, self.settings.evaluator_addr, "evaluator")
         self.scorer = Scorer(self.evaluator)
         self.bus = await events.NatsBus.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}",

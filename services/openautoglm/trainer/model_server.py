@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 
-from openautoglm.common import artifacts, sandbox, telemetry
+from openautoglm.common import artifact_files, artifacts, sandbox, telemetry
 from openautoglm.trainer import core, export
 from openautoglm.trainer.serving import InputTooLong, Serving, ServingError
 from openautoglm.v1 import models_pb2, trainer_pb2, trainer_pb2_grpc
@@ -83,7 +83,7 @@ class ModelServerServicer(trainer_pb2_grpc.ModelServerServicer):
         shutil.rmtree(staging, ignore_errors=True)
         for f in model.files:
             blob = await self.cache.file(f"{model.object_prefix}/{f.path}", f.sha256)
-            place = staging / artifacts.safe_relative_path(f.path)
+            place = staging / artifact_files.safe_relative_path(f.path)
             place.parent.mkdir(parents=True, exist_ok=True)
             try:
                 os.link(blob, place)

@@ -90,7 +90,8 @@ class ArtifactsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DeleteArtifact(self, request, context):
-        """Hidden at once (new specs cannot name it); its bytes go when no running study refers to it.
+        """Hidden at once (new specs cannot name it); its bytes go when nothing refers to it any more
+        (no unfinished study, no registered model version tuned on it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -11,7 +11,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from openautoglm.common import artifacts, datasets, sandbox
+from openautoglm.common import artifact_files, datasets, sandbox
 from openautoglm.common.catalogue import (
     BUILTIN_MODELS,
     DEFAULT_CHECKPOINT_EVERY_STEPS,
@@ -60,7 +60,7 @@ class _Strict(BaseModel):
 
 def _artifact_id(value: str, prefix: str) -> str:
     """An uploaded artifact's id, checked for shape here (the gateway checks that it exists)."""
-    if value and not (value.startswith(prefix) and artifacts.ARTIFACT_ID.match(value)):
+    if value and not (value.startswith(prefix) and artifact_files.ARTIFACT_ID.match(value)):
         raise ValueError(f"not an artifact id: expected {prefix} and 16 hex digits (Artifacts.UploadArtifact returns one)")
     return value
 
@@ -95,7 +95,7 @@ class DatasetModel(_Strict):
     @field_validator("artifact")
     @classmethod
     def _dataset_artifact(cls, value: str) -> str:
-        return _artifact_id(value, artifacts.DATASET_PREFIX)
+        return _artifact_id(value, artifact_files.DATASET_PREFIX)
 
 
 class ModelModel(_Strict):
@@ -108,7 +108,7 @@ class ModelModel(_Strict):
     @field_validator("artifact")
     @classmethod
     def _model_artifact(cls, value: str) -> str:
-        return _artifact_id(value, artifacts.MODEL_PREFIX)
+        return _artifact_id(value, artifact_files.MODEL_PREFIX)
 
     @model_validator(mode="after")
     def _one_source(self, info: ValidationInfo) -> "ModelModel":
