@@ -258,8 +258,11 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
                 if err.code() == grpc.StatusCode.UNAVAILABLE:
                     self._changed()  # its trainer may come back elsewhere
                 if err.code() == grpc.StatusCode.FAILED_PRECONDITION and attempt == 1:
-                    await self._load(version, address)  # the trainer restarted without it: load it again
-                    continue
+                    try:  # the trainer restarted without it (its files gone): load it again
+                        await self._load(version, address)
+                        continue
+                    except grpc.aio.AioRpcError as reload_err:
+                        err = reload_err
                 await context.abort(err.code(), err.details() or err.code().name)
 
     async def Generate(self, request, context):
