@@ -3,10 +3,16 @@ axes, checked against torch on a probe batch with onnxruntime."""
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 import torch
+
+
+# One export at a time in a process: torch.export is not thread-safe (two at once fail inside
+# torch), and ExportBest and a registration may export the same trial together.
+_EXPORT_LOCK = threading.Lock()
 
 
 class ExportError(ValueError):
@@ -42,6 +48,11 @@ def export(artifact: str | Path, output_dir: str | Path | None = None, opset: in
     Returns the files and the largest |onnxruntime - torch| logit difference on a probe batch
     of a different batch size and length than the export sample (so the axes really are dynamic).
     """
+    with _EXPORT_LOCK:
+        return _export(artifact, output_dir, opset)
+
+
+def _export(artifact: str | Path, output_dir: str | Path | None, opset: int) -> tuple[list[Path], float]:
     import onnxruntime
 
     artifact = Path(artifact)

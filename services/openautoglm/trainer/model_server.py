@@ -40,8 +40,8 @@ def trial_files(source: Path) -> list[tuple[str, Path]]:
     return files
 
 
-# One ONNX export at a time: torch.export is not thread-safe, and two registrations of one
-# trial must not write the same export folder at once.
+# Registrations of one trainer take turns, so the second of one trial finds the first's export
+# (export.py itself runs one export at a time in the process).
 _EXPORTING = asyncio.Lock()
 
 
