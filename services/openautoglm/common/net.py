@@ -1,12 +1,37 @@
 """Loopback networking helpers shared by the embedded stack, the trainer's torchrun launcher and tests."""
 from __future__ import annotations
 
+import random
 import socket
+from pathlib import Path
+
+# Listening ports are picked below the kernel's ephemeral range: a port from inside it, free when
+# picked, can be taken by any process's outgoing connection before the service binds it (CI saw
+# a service's metrics port go that way).
+LOWEST_PICKED_PORT = 20000
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` right now (the OS picks it)."""
+    """A TCP port free on `host` right now, outside the ephemeral range when the kernel says
+    where that is (else the one the OS picks)."""
+    low = _ephemeral_low()
+    if low > LOWEST_PICKED_PORT + 100:
+        for _ in range(200):
+            port = random.randrange(LOWEST_PICKED_PORT, low)
+            with socket.socket() as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
+        picked: int = sock.getsockname()[1]
+        return picked
