@@ -1,14 +1,27 @@
-"""Scheduler policies side by side: average job completion time (JCT) and makespan for FIFO,
-critical path, HEFT and the learned GNN, with jobs arriving over time onto a bounded cluster.
+"""Scheduling policies side by side: average job completion time (JCT) and makespan of the
+learned GNN against the baselines the literature uses (Decima, SIGCOMM 2019): FIFO, SJF-CP,
+fair sharing, tuned weighted fair, a Tetris packing score, critical path and HEFT.
 
-    python benchmarks/scheduler.py [--quick] [--json]
+    python benchmarks/scheduler.py [--quick] [--json] [--workflows DIR]
 
-Held-out sets (seeds the GNN never trained or validated on): random layered DAGs, and workflow
-DAGs generated from WfCommons recipes (Montage, Epigenomics, Seismology, Cycles). Every policy
-runs the same workloads in the same simulator (services/openautoglm/gnn_scheduler/simulate.py); they
-differ only in which ready task they start first. Also: the median time to plan one
-1,000-node DAG with the GNN (features + GCN + placement) and HEFT's schedule length on the
-paper's own example (Topcuoglu et al. 2002: 80).
+Held-out sets, each with continuous (Poisson, 80% load) and batched (all at once) arrivals, on
+one heterogeneous cluster (workloads.CLUSTER):
+- `random_layered`: random layered DAGs;
+- `wfcommons`: workflow DAGs generated from WfCommons recipes (Montage, Epigenomics, ...);
+- `real_workflows`: real execution traces (WfFormat 1.5), every JSON file of `--workflows DIR`
+  (default: the nine instances in benchmarks/data/wfinstances, SOURCES.md there). The GNN trains
+  on generated DAGs only and the heuristics are tuned on generated DAGs only, so real traces are
+  never trained, validated or tuned on.
+Every policy's parameters are swept on training workloads (generated DAGs, training seeds) per
+arrival mode, and the best is reported and used: the placement rule (simulate.PLACEMENTS: free
+slots only, HEFT's earliest finish over all slots, or waiting for a faster slot without
+committing), weighted fair's alpha, and Tetris' weight. Every policy runs the same workloads in
+the same simulator (services/openautoglm/gnn_scheduler/simulate.py).
+
+Also: the learning report (validation JCT relative to SJF-CP after imitation and after PPO, per
+training seed, and the shipped weights' own record), the median time to plan one 1,000-node
+DAG with the GNN (features + GCN + placement), and HEFT's schedule length on the paper's own
+example (Topcuoglu et al. 2002: 80).
 """
 from __future__ import annotations
 
@@ -21,50 +34,81 @@ from pathlib import Path
 
 import torch
 
-from openautoglm.gnn_scheduler import gnn
-from openautoglm.gnn_scheduler.dags import WFCOMMONS_RECIPES, WFCOMMONS_SIZES, random_layered, wfcommons_job
+from openautoglm.gnn_scheduler import gnn, heuristics, train_gnn
+from openautoglm.gnn_scheduler.dags import random_layered
 from openautoglm.gnn_scheduler.graph import TaskNode, WorkerSlots
 from openautoglm.gnn_scheduler.planner import plan
-from openautoglm.gnn_scheduler.simulate import (
-    critical_path_priority, fifo_priority, heft_priority, poisson_arrivals, simulate,
+from openautoglm.gnn_scheduler.simulate import PLACEMENTS, simulate
+from openautoglm.gnn_scheduler.workflows import load_directory
+from openautoglm.gnn_scheduler.workloads import (
+    ARRIVALS, CLUSTER, TEST_SEEDS, TRAIN_SEEDS, random_workload, trace_workload, wfcommons_workload,
 )
-from openautoglm.gnn_scheduler.train_gnn import CLUSTER
 
-PAPER = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "heft_topcuoglu2002_example.json"
-CAPACITY = sum(w.slots * w.speed for w in CLUSTER)
-UTILISATION = 0.8
-
-
-def gnn_priority(job, workers):
-    with torch.no_grad():
-        values = gnn.scores(gnn.load_default(), job.tasks, job.edges, workers).tolist()
-    return {t.id: v for t, v in zip(job.tasks, values)}
+ROOT = Path(__file__).resolve().parent.parent
+PAPER = ROOT / "tests" / "fixtures" / "heft_topcuoglu2002_example.json"
+REAL_WORKFLOWS = ROOT / "benchmarks" / "data" / "wfinstances"
+POLICIES = (*heuristics.HEURISTICS, "gnn")
 
 
-POLICIES = {"fifo": fifo_priority, "critical_path": critical_path_priority, "heft": heft_priority, "gnn": gnn_priority}
+def make_policy(name: str, params: dict):
+    if name == "gnn":
+        return gnn.LearnedPolicy(gnn.load_default())
+    return heuristics.make(name, alpha=params.get("alpha", 0.0), tetris_weight=params.get("tetris_weight", 1.0))
 
 
-def with_arrivals(jobs, rng):
-    mean_work = statistics.mean(sum(t.compute_seconds for t in j.tasks) for j in jobs)
-    return poisson_arrivals(jobs, mean_work / (CAPACITY * UTILISATION), rng)
+def settings(name: str) -> list[dict]:
+    """The parameters swept for a policy: the placement rule for all, alpha and the weight too."""
+    grid = [{"placement": p} for p in PLACEMENTS]
+    if name == "weighted_fair":
+        grid = [{**g, "alpha": a} for g in grid for a in heuristics.ALPHAS]
+    if name == "tetris":  # Tetris picks its slot itself, among the free ones
+        grid = [{"placement": "free", "tetris_weight": w} for w in heuristics.TETRIS_WEIGHTS]
+    if name == "gnn":  # the learned policy picks the slot, or waits for a faster one, itself
+        grid = [{"placement": "free"}]
+    return grid
 
 
-def random_set(workloads: int, jobs: int) -> list:
-    out = []
-    for w in range(workloads):
-        rng = random.Random(50_000 + w)
-        out.append(with_arrivals([random_layered(rng, rng.randint(8, 60), f"r{w}j{i}") for i in range(jobs)], rng))
-    return out
+def run(name: str, params: dict, load: list):
+    return simulate(load, CLUSTER, make_policy(name, params), params["placement"])
 
 
-def wfcommons_set(workloads: int, jobs: int) -> list:
-    out = []
-    for w in range(workloads):
-        rng = random.Random(60_000 + w)
-        recipes = [WFCOMMONS_RECIPES[(w + i) % len(WFCOMMONS_RECIPES)] for i in range(jobs)]
-        batch = [wfcommons_job(r, rng.randint(*WFCOMMONS_SIZES[r]), 60_000 + 100 * w + i, f"w{w}j{i}") for i, r in enumerate(recipes)]
-        out.append(with_arrivals(batch, rng))
-    return out
+def tune(arrivals: str, workloads: int, jobs: int) -> dict[str, dict]:
+    """Each policy's parameters with the lowest JCT (relative to FIFO's on the same workload, so
+    both families count alike) on training workloads: generated DAGs, training seeds."""
+    loads = [random_workload(TRAIN_SEEDS + w, jobs, arrivals) for w in range(workloads)]
+    loads += [wfcommons_workload(TRAIN_SEEDS + w, jobs, arrivals) for w in range(workloads)]
+    fifo = [run("fifo", {"placement": "free"}, load).avg_jct for load in loads]
+    tuned = {}
+    for name in POLICIES:
+        tuned[name] = min(settings(name), key=lambda params: statistics.mean(
+            run(name, params, load).avg_jct / base for load, base in zip(loads, fifo)))
+    return tuned
+
+
+def learning_report(seeds: list[int], quick: bool, episodes: int) -> dict:
+    """Validation JCT (relative to SJF-CP) after imitation and after PPO, per training seed, and
+    what the shipped weights recorded when they were trained."""
+    budget = {"imitation_jobs": 32, "imitation_epochs": 10, "validate_every": 5} if quick else {}
+    runs = {}
+    for seed in seeds:
+        started = time.monotonic()
+        result = train_gnn.train(episodes, seed, log=lambda *_: None, **budget)
+        runs[str(seed)] = {"imitation": round(result["imitation_validation_jct"], 4),
+                           "ppo": round(result["final_validation_jct"], 4),
+                           "seconds": round(time.monotonic() - started, 1)}
+    shipped = torch.load(gnn.WEIGHTS, map_location="cpu", weights_only=False)["meta"]
+    return {"episodes": episodes, "validation_jct_vs_sjf_cp": runs, "shipped_weights": shipped}
+
+
+def held_out_sets(workloads: int, jobs: int, workflows_dir: Path) -> dict[str, list]:
+    traces = load_directory(workflows_dir)
+    sets = {}
+    for arrivals in ARRIVALS:
+        suffix = "" if arrivals == "poisson" else "_batched"
+        sets[f"random_layered{suffix}"] = [random_workload(TEST_SEEDS + w, jobs, arrivals) for w in range(workloads)]
+        sets[f"wfcommons{suffix}"] = [wfcommons_workload(TEST_SEEDS + w, jobs, arrivals) for w in range(workloads)]
+        sets[f"real_workflows{suffix}"] = [trace_workload(traces, TEST_SEEDS + w, jobs, arrivals) for w in range(workloads)]
+    return sets
 
 
 def plan_ms_1000() -> tuple[float, float]:
@@ -91,29 +135,51 @@ def heft_paper() -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer workloads (under a minute)")
-    parser.add_argument("--json", action="store_true")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer and smaller workloads (about a minute)")
+    parser.add_argument("--json", action="store_true", help="print one JSON summary last")
+    parser.add_argument("--learning-episodes", type=int, default=None,
+                        help="PPO episodes per seed for the learning report (default: 10 with --quick, else 100)")
+    parser.add_argument("--workflows", type=Path, default=REAL_WORKFLOWS, metavar="DIR",
+                        help="directory of WfFormat 1.5 execution traces (every *.json file) for the real_workflows set")
     args = parser.parse_args()
     workloads, jobs = (2, 8) if args.quick else (8, 16)
-    sets = {"random_layered": random_set(workloads, jobs), "wfcommons": wfcommons_set(workloads, jobs)}
-    report: dict = {"avg_jct": {}, "makespan": {}, "gnn_vs_heft_jct": {}, "workloads": workloads, "jobs_per_workload": jobs}
-    for name, loads in sets.items():
+    tuning_workloads = 2 if args.quick else 6
+    report: dict = {"avg_jct": {}, "makespan": {}, "best_heuristic": {}, "gnn_vs_best_heuristic": {}, "tuned": {},
+                    "workloads": workloads, "jobs_per_workload": jobs, "workflows_dir": str(args.workflows)}
+    for arrivals in ARRIVALS:
+        report["tuned"][arrivals] = tune(arrivals, tuning_workloads, jobs)
+        print(f"tuned on training workloads ({arrivals}): " + "; ".join(
+            f"{name} " + ", ".join(f"{k} {v}" for k, v in params.items()) for name, params in report["tuned"][arrivals].items()))
+    for name, loads in held_out_sets(workloads, jobs, args.workflows).items():
+        tuned = report["tuned"]["batched" if name.endswith("_batched") else "poisson"]
         report["avg_jct"][name], report["makespan"][name] = {}, {}
-        for policy, priority in POLICIES.items():
-            outcomes = [simulate(load, CLUSTER, priority) for load in loads]
+        for policy in POLICIES:
+            outcomes = [run(policy, tuned[policy], load) for load in loads]
             report["avg_jct"][name][policy] = round(statistics.mean(o.avg_jct for o in outcomes), 3)
             report["makespan"][name][policy] = round(statistics.mean(o.makespan for o in outcomes), 3)
-        report["gnn_vs_heft_jct"][name] = round(report["avg_jct"][name]["gnn"] / report["avg_jct"][name]["heft"], 3)
+        jct = report["avg_jct"][name]
+        best = min(heuristics.HEURISTICS, key=lambda p: jct[p])
+        report["best_heuristic"][name] = best
+        report["gnn_vs_best_heuristic"][name] = round(jct["gnn"] / jct[best], 3)
         print(f"{name} ({workloads} workloads x {jobs} jobs):")
         for policy in POLICIES:
-            print(f"  {policy:<13} avg JCT {report['avg_jct'][name][policy]:10.2f}   makespan {report['makespan'][name][policy]:10.2f}")
-        print(f"  gnn / heft avg JCT: {report['gnn_vs_heft_jct'][name]:.3f}")
+            print(f"  {policy:<14} avg JCT {jct[policy]:10.2f}   makespan {report['makespan'][name][policy]:10.2f}")
+        print(f"  gnn / best heuristic ({best}) avg JCT: {report['gnn_vs_best_heuristic'][name]:.3f} (goal <= 0.90)")
+    seeds = [0, 1] if args.quick else [0, 1, 2]
+    episodes = args.learning_episodes or (10 if args.quick else 100)
+    report["learning"] = learning_report(seeds, args.quick, episodes)
+    for seed, runs in report["learning"]["validation_jct_vs_sjf_cp"].items():
+        print(f"learning, seed {seed} ({episodes} PPO episodes): validation JCT / SJF-CP after imitation "
+              f"{runs['imitation']:.4f}, after PPO {runs['ppo']:.4f}")
+    shipped = report["learning"]["shipped_weights"]
+    print(f"shipped weights (seed {shipped.get('seed')}, {shipped.get('episodes')} episodes): after imitation "
+          f"{shipped.get('imitation_validation_jct_vs_sjf_cp')}, after PPO {shipped.get('final_validation_jct_vs_sjf_cp')}")
     gnn_ms, heft_ms = plan_ms_1000()
     report["plan_ms_1000_nodes"] = round(gnn_ms, 2)
     report["heft_plan_ms_1000_nodes"] = round(heft_ms, 2)
     report["heft_paper_example"] = heft_paper()
-    print(f"plan a 1,000-node DAG (median): gnn {gnn_ms:.1f} ms, heft {heft_ms:.1f} ms")
+    print(f"plan a 1,000-node DAG (median): gnn {gnn_ms:.1f} ms (goal <= 50), heft {heft_ms:.1f} ms")
     print(f"HEFT on the paper's example: schedule length {report['heft_paper_example']:.0f} (paper: 80)")
     if args.json:
         print(json.dumps(report))

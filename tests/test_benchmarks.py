@@ -1,8 +1,11 @@
 """Benchmarks stay runnable: each runs here in its quick form and prints its JSON summary."""
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,12 +44,24 @@ def test_search_efficiency_quick_reports_every_strategy_on_two_tasks():
         assert all(1 <= v <= report["space_size"][task] for v in means.values())
 
 
-def test_scheduler_quick_reports_every_policy_on_both_sets():
-    report = _run("scheduler.py", "--quick")
+def test_scheduler_quick_reports_every_policy_on_every_set(tmp_path):
+    # Any directory of WfFormat 1.5 traces: here a copy of the shipped ones.
+    workflows = tmp_path / "traces"
+    shutil.copytree(ROOT / "benchmarks" / "data" / "wfinstances", workflows)
+    report = _run("scheduler.py", "--quick", "--workflows", str(workflows))
+    sets = {f"{family}{suffix}" for family in ("random_layered", "wfcommons", "real_workflows") for suffix in ("", "_batched")}
+    policies = {"fifo", "sjf_cp", "fair", "weighted_fair", "tetris", "critical_path", "heft", "gnn"}
     for key in ("avg_jct", "makespan"):
-        assert set(report[key]) == {"random_layered", "wfcommons"}
+        assert set(report[key]) == sets
         for values in report[key].values():
-            assert set(values) == {"fifo", "critical_path", "heft", "gnn"}
+            assert set(values) == policies and all(v > 0 for v in values.values())
+    for name, ratio in report["gnn_vs_best_heuristic"].items():
+        best = report["best_heuristic"][name]
+        assert ratio == pytest.approx(report["avg_jct"][name]["gnn"] / report["avg_jct"][name][best], abs=1e-3)
+    assert set(report["tuned"]) == {"poisson", "batched"}
+    assert report["workflows_dir"] == str(workflows)
+    learning = report["learning"]["validation_jct_vs_sjf_cp"]
+    assert set(learning) == {"0", "1"} and all(run["imitation"] > 0 and run["ppo"] > 0 for run in learning.values())
     assert report["heft_paper_example"] == 80
     assert report["plan_ms_1000_nodes"] > 0
 

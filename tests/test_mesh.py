@@ -50,6 +50,22 @@ async def test_a_study_runs_end_to_end_through_all_five_services(stack):
     assert len(study.trace_id) == 32
 
 
+async def test_trials_record_predicted_and_actual_seconds_on_trainers_that_measured_their_speed(stack):
+    from openautoglm.common.catalogue import REFERENCE_TOKENS_PER_SECOND
+
+    study = await _completed_study(stack)
+    async with stack.service_channel("gnn-scheduler") as channel:
+        workers = (await scheduler_pb2_grpc.SchedulerStub(channel).ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=10)).workers
+    assert workers
+    for worker in workers:  # measured when the trainer started, per precision the CPU runs
+        assert set(worker.tokens_per_second) == {"fp32", "bf16"} and min(worker.tokens_per_second.values()) > 0
+        assert worker.speed == pytest.approx(worker.tokens_per_second["fp32"] / REFERENCE_TOKENS_PER_SECOND)
+    speeds = {w.id: w.speed for w in workers}
+    for t in study.trials:
+        assert t.predicted_seconds > 0 and t.predicted_seconds_sd > 0 and t.actual_seconds > 0
+        assert t.worker_speed == pytest.approx(speeds[t.assigned_worker_id])
+
+
 async def test_one_trace_per_study_spans_all_five_services(stack, otlp_receiver):
     study = await _completed_study(stack)
     deadline = time.monotonic() + 20

@@ -70,3 +70,15 @@ def test_a_local_hugging_face_directory_is_fine_tuned(tmp_path):
     first = run_trial(_job(hyperparameters={"epochs": 1}), tmp_path / "a")
     again = run_trial(_job(model_builtin="", model_path=first.artifact_path, hyperparameters={"epochs": 1}), tmp_path / "b")
     assert len(again.predictions) == len(first.predictions)
+
+
+def test_the_startup_benchmark_measures_tokens_per_second_for_each_precision_the_device_runs():
+    from openautoglm.trainer.core import measure_throughput
+    from openautoglm.trainer.runner import Capacity
+
+    measured = measure_throughput(seconds=0.05)
+    assert set(measured) == {"fp32", "bf16"}  # fp16 needs CUDA
+    assert all(value > 0 for value in measured.values())
+    capacity = Capacity("t", 1, 0, 100.0, "cpu", 0, measured)
+    assert capacity.speed == pytest.approx(measured["fp32"] / 10_000.0)
+    assert Capacity("t", 1, 0, 100.0, "cpu", 0).speed == 1.0  # not measured yet

@@ -28,6 +28,7 @@ from opentelemetry import trace
 from openautoglm.common.metrics import TRIALS_FINISHED
 from openautoglm.common.subjects import BusUnavailable
 from openautoglm.common import telemetry
+from openautoglm.gateway.cost_model import TrialCosts
 from openautoglm.gateway.estimates import trial_memory_mb
 from openautoglm.gateway.peers import Bus, PeerError, PeerRefused, PeerUnavailable, Peers
 from openautoglm.gateway.placement import Packer
@@ -59,9 +60,10 @@ class StudyController:
         self.tracer = telemetry.tracer("openautoglm.gateway")
         self.watchers = watchers or Watchers()
         self.watchers.add_hook(self._on_change)
-        self.packer = Packer(store, bus, peers, self.study_context, self.watchers.notify)
+        self.costs = TrialCosts(store)
+        self.packer = Packer(store, bus, peers, self.study_context, self.watchers.notify, self.costs)
         self.search = SearchClient(peers, store)
-        self.trial_events = TrialEvents(store, self.search, self.watchers, self.packer, self.wake)
+        self.trial_events = TrialEvents(store, self.search, self.watchers, self.packer, self.wake, self.costs)
         self.leading = False
         self._drivers: dict[str, asyncio.Task[None]] = {}
         self._wakeups: dict[str, asyncio.Event] = {}
@@ -249,10 +251,12 @@ class StudyController:
             if reply.render_cache_lookups:
                 span.set_attribute("openautoglm.render_cache_hit_rate", reply.render_cache_hits / reply.render_cache_lookups)
             for candidate in reply.candidates:
+                predicted = self.costs.predict(study.spec, candidate)
                 trial = common_pb2.Trial(
                     id=f"{study.id}-t{number:03d}", study_id=study.id, number=number, candidate=candidate,
                     status=S.TRIAL_STATUS_QUEUED, created_at=now_ts(),
                     memory_mb=trial_memory_mb(study.spec, candidate),
+                    predicted_seconds=predicted.seconds, predicted_seconds_sd=predicted.sd,
                 )
                 self.store.insert_trial(trial)
                 self.watchers.notify(study.id, "trial.queued", trial.id)

@@ -1,7 +1,7 @@
-"""What the gateway knows of a trial before it runs: the memory it needs and its relative cost."""
+"""What the gateway knows of a trial before it runs: the memory it needs (its cost in time is
+cost_model.py's)."""
 from __future__ import annotations
 
-from openautoglm.common.catalogue import DEFAULT_HYPERPARAMETERS
 from openautoglm.common.resources import estimate_trial_memory_mb
 from openautoglm.common.spec.protos import param_from_proto
 from openautoglm.v1 import common_pb2
@@ -27,9 +27,3 @@ def largest_trial_memory_mb(spec: common_pb2.StudySpec) -> float:
             elif hp.WhichOneof("domain") == "int_range":
                 largest = int(hp.int_range.high)
     return trial_memory_mb(spec, common_pb2.Candidate(hyperparameters={"batch_size": common_pb2.ParamValue(integer=largest)}))
-
-
-def trial_compute_seconds(candidate: common_pb2.Candidate) -> float:
-    """A relative cost for the scheduler's ordering: proportional to the epochs trained."""
-    epochs = candidate.hyperparameters.get("epochs")
-    return 2.0 * max(int(param_from_proto(epochs) or 1) if epochs is not None else int(DEFAULT_HYPERPARAMETERS["epochs"]), 1)

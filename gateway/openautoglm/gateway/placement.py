@@ -19,7 +19,7 @@ from opentelemetry import context as otel_context
 
 from openautoglm.common import subjects, telemetry
 from openautoglm.common.subjects import BusUnavailable
-from openautoglm.gateway.estimates import trial_compute_seconds
+from openautoglm.gateway.cost_model import TrialCosts
 from openautoglm.gateway.peers import Bus, PeerError, Peers
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
@@ -35,8 +35,9 @@ RETRY_SECONDS = 1.0
 
 class Packer:
     def __init__(self, store: StudyStore, bus: Bus, peers: Peers, study_context: Callable[[str], otel_context.Context],
-                 notify: Callable[[str, str, str], None]):
+                 notify: Callable[[str, str, str], None], costs: TrialCosts):
         self.store = store
+        self.costs = costs  # each trial's predicted seconds: what the scheduler orders and places by
         self.bus = bus
         self.peers = peers
         self.study_context = study_context
@@ -100,9 +101,14 @@ class Packer:
         checking, self._check_placements = self._check_placements, False
         if not pending and not (checking and running):
             return False
+        specs: dict[str, common_pb2.StudySpec] = {}
+        for t in pending:
+            if t.study_id not in specs:
+                header = self.store.header(t.study_id)
+                specs[t.study_id] = header.spec if header is not None else common_pb2.StudySpec()
         try:
             reply = await self.peers.scheduler.Pack(scheduler_pb2.PackRequest(
-                pending=[scheduler_pb2.Task(id=t.id, kind="train", compute_seconds=trial_compute_seconds(t.candidate),
+                pending=[scheduler_pb2.Task(id=t.id, kind="train", compute_seconds=self.costs.predict(specs[t.study_id], t.candidate).seconds,
                                             memory_mb=t.memory_mb, study_id=t.study_id, trial_id=t.id) for t in pending],
                 running=[scheduler_pb2.Assignment(task_id=t.id, worker_id=t.assigned_worker_id) for t in running],
             ), timeout=RPC_DEADLINE)
@@ -116,9 +122,13 @@ class Packer:
                 biggest = max((w.memory_mb for w in reply.workers), default=0.0)
                 log.warning("trial %s needs %.0f MiB; no live trainer has a slot that large (largest %.0f MiB): it waits",
                             trial_id, by_id[trial_id].memory_mb, biggest, extra={"trial_id": trial_id})
+        speeds = {w.id: w.speed or 1.0 for w in reply.workers}
         for placement in reply.placements:
             trial = by_id[placement.task_id]
             trial.assigned_worker_id = placement.worker_id
+            trial.worker_speed = speeds.get(placement.worker_id, 1.0)
+            predicted = self.costs.predict(specs[trial.study_id], trial.candidate, trial.worker_speed)
+            trial.predicted_seconds, trial.predicted_seconds_sd = predicted.seconds, predicted.sd
             self.store.save_trial(trial)  # recorded before published: a crash in between re-publishes
             self._unfit_logged.discard(trial.id)
             study = self.store.header(trial.study_id)

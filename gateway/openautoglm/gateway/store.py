@@ -189,6 +189,25 @@ class StudyStore:
         rows = self._all(sa.select(trials.c.blob).where(trials.c.id.in_(trial_ids)).order_by(trials.c.number))
         return [common_pb2.Trial.FromString(r[0]) for r in rows]
 
+    def trained_trials(self, limit: int) -> list[tuple[common_pb2.StudySpec, common_pb2.Trial]]:
+        """The most recent `limit` succeeded trials that recorded how long they trained, each
+        with its study's spec (for the cost model)."""
+        rows = self._all(
+            sa.select(trials.c.study_id, trials.c.blob).join(studies, studies.c.id == trials.c.study_id)
+            .where(trials.c.status == common_pb2.TRIAL_STATUS_SUCCEEDED)
+            .order_by(studies.c.created.desc(), trials.c.number.desc()).limit(limit))
+        specs: dict[str, common_pb2.StudySpec] = {}
+        out = []
+        for study_id, blob in rows:
+            trial = common_pb2.Trial.FromString(blob)
+            if trial.actual_seconds <= 0:
+                continue
+            if study_id not in specs:
+                header = self.header(study_id)
+                specs[study_id] = header.spec if header is not None else common_pb2.StudySpec()
+            out.append((specs[study_id], trial))
+        return out
+
     def trials(self, study_id: str) -> list[common_pb2.Trial]:
         rows = self._all(sa.select(trials.c.blob).where(trials.c.study_id == study_id).order_by(trials.c.number))
         return [common_pb2.Trial.FromString(r[0]) for r in rows]

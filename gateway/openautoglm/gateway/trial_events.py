@@ -17,6 +17,7 @@ from opentelemetry import context as otel_context
 from openautoglm.common.metrics import TRIALS_FINISHED, status_label
 from openautoglm.common import subjects, telemetry
 from openautoglm.gateway.peers import PeerError
+from openautoglm.gateway.cost_model import TrialCosts
 from openautoglm.gateway.placement import Packer
 from openautoglm.gateway.search_client import SearchClient
 from openautoglm.gateway.states import TERMINAL_STUDY, TERMINAL_TRIAL
@@ -32,8 +33,9 @@ class TrialEvents:
     """Handler of the gateway's durable consumer of trial events."""
 
     def __init__(self, store: StudyStore, search: SearchClient, watchers: Watchers, packer: Packer,
-                 wake: Callable[[str], None]):
+                 wake: Callable[[str], None], costs: TrialCosts):
         self.store = store
+        self.costs = costs  # learns from every trial's actual training time
         self.search = search
         self.watchers = watchers
         self.packer = packer
@@ -139,8 +141,10 @@ class TrialEvents:
         trial.metrics.update(trained.metrics)
         trial.objective_value = trained.objective_value
         trial.extra_objective_values[:] = trained.extra_objective_values
+        trial.actual_seconds = trained.train_seconds
         log.info("trial %s scored %.4f", trial.id, trained.objective_value, extra={"study_id": study.id, "trial_id": trial.id})
-        self._end(study, trial, S.TRIAL_STATUS_SUCCEEDED, "trial.succeeded")
+        if self._end(study, trial, S.TRIAL_STATUS_SUCCEEDED, "trial.succeeded") and trained.resumed_from_step == 0:
+            self.costs.record(study.spec, trial)  # a resumed trial's seconds are only its last part
 
     async def _on_failed(self, event: events_pb2.TrialFailedEvent) -> None:
         found = self._live_trial(event.meta.trial_id)
@@ -155,14 +159,15 @@ class TrialEvents:
         log.warning("trial %s failed: %s", trial.id, reason, extra={"study_id": study.id, "trial_id": trial.id})
         self._end(study, trial, S.TRIAL_STATUS_FAILED, "trial.failed")
 
-    def _end(self, study: common_pb2.Study, trial: common_pb2.Trial, status: common_pb2.TrialStatus, change: str) -> None:
-        """Record a trial's final state. Its study may propose the next trial (which packs it),
-        and other studies' queued work may take the place it held."""
+    def _end(self, study: common_pb2.Study, trial: common_pb2.Trial, status: common_pb2.TrialStatus, change: str) -> bool:
+        """Record a trial's final state (False if it had one already). Its study may propose the
+        next trial (which packs it), and other studies' queued work may take the place it held."""
         trial.status = status
         trial.finished_at.CopyFrom(now_ts())
         if not self.store.save_trial(trial):
-            return  # it had finished already (cancelled on another replica): that outcome stands
+            return False  # it had finished already (cancelled on another replica): that outcome stands
         TRIALS_FINISHED.labels(status_label(status)).inc()
         self.watchers.notify(study.id, change, trial.id)
         self.wake(study.id)
         self.packer.request()
+        return True

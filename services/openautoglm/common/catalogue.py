@@ -65,6 +65,10 @@ DEFAULT_HYPERPARAMETERS: dict[str, float | int] = {
     "lora_dropout": 0.0,
     "num_virtual_tokens": 8,
 }
+# Training tokens per second of a reference trainer (speed 1.0) on the fixed benchmark every
+# trainer runs when it starts (trainer/core.measure_throughput): about what two CPU cores do in
+# fp32. Speeds, and the gateway's predicted seconds, are relative to it.
+REFERENCE_TOKENS_PER_SECOND = 10_000.0
 # Longest input in tokens when training.max_length is not given.
 DEFAULT_MAX_LENGTH = 96
 # Share of a dataset held out for scoring when dataset.eval_fraction is not given.

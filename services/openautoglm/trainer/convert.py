@@ -73,7 +73,8 @@ def trained_message(job: trainer_pb2.TrainJob, result: TrialResult, trainer_id: 
 
 def worker_to_proto(capacity: Capacity, address: str = "", serving_memory_mb: float = 0.0) -> scheduler_pb2.Worker:
     return scheduler_pb2.Worker(
-        id=capacity.trainer_id, slots=capacity.slots, memory_mb=capacity.memory_per_slot_mb, speed=1.0,
+        id=capacity.trainer_id, slots=capacity.slots, memory_mb=capacity.memory_per_slot_mb, speed=capacity.speed,
+        tokens_per_second=capacity.tokens_per_second,
         device_kind=capacity.device_kind, queue_slots=capacity.queue_slots, address=address,
         serving_memory_mb=serving_memory_mb,
     )

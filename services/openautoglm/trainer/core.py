@@ -32,6 +32,7 @@ from openautoglm.common.catalogue import (
     DEFAULT_MODEL,
     DEFAULT_PRECISION,
     DEFAULT_TUNING,
+    PRECISIONS,
 )
 from openautoglm.common.resources import training_memory_mb
 from openautoglm.common.spec.templates import fill_input
@@ -283,17 +284,63 @@ def run_trial(
     )
 
 
-def warm_up(scratch_dir: Path) -> None:
+def warm_up(scratch_dir: Path) -> dict[str, float]:
     """Run one short trial per task on the built-in model and data, so a trainer pays its one-time
     costs (transformers' lazy imports, the optimiser's and the kernels' first-call set-up, the
     safetensors writer) while it starts rather than in a study's first trial, which otherwise
-    took about three times as long as the next ones (benchmarks/mesh_overhead.py)."""
+    took about three times as long as the next ones (benchmarks/mesh_overhead.py); then measure
+    its training throughput (`measure_throughput`), which it announces."""
     models.preload()
     for dataset, (_, task) in datasets.BUILTIN.items():
         job = TrialJob(study_id="warm-up", trial_id=task, task=task, prompt="{input}",
                        hyperparameters={"epochs": 1, "batch_size": 8}, dataset_builtin=dataset, max_examples=24)
         run_trial(job, scratch_dir)
     shutil.rmtree(scratch_dir / "warm-up", ignore_errors=True)
+    return measure_throughput()
+
+
+# The fixed benchmark a trainer runs when it starts: training steps of the built-in tiny model
+# on a batch of this many sequences of this many tokens, for at least this long per precision.
+THROUGHPUT_BATCH, THROUGHPUT_TOKENS, THROUGHPUT_SECONDS = 8, 64, 0.3
+
+
+def measure_throughput(device: torch.device | None = None, seconds: float = THROUGHPUT_SECONDS) -> dict[str, float]:
+    """Training tokens per second of the fixed benchmark, per precision this device runs (fp16
+    only on CUDA; bf16 where supported): what the scheduler's speeds and the gateway's cost model
+    are measured in."""
+    device = device or pick_device()
+    texts = [f"w{i}" for i in range(200)]
+    _, model = models.load("tiny", "", "generation", [], texts, THROUGHPUT_TOKENS)
+    model.to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    generator = torch.Generator().manual_seed(0)
+    batch = torch.randint(0, int(model.config.vocab_size), (THROUGHPUT_BATCH, THROUGHPUT_TOKENS), generator=generator).to(device)
+    out = {}
+    for precision in PRECISIONS:
+        try:
+            check_precision(precision, device)
+        except TrialError:
+            continue
+        steps, started = 0, 0.0
+        while True:
+            if steps == 2:  # the first steps set up kernels: not timed
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                started = time.perf_counter()
+            with loop.autocast_context(precision, device):
+                loss = model(input_ids=batch, labels=batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            steps += 1
+            if steps > 2:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                elapsed = time.perf_counter() - started
+                if elapsed >= seconds and steps >= 5:
+                    break
+        out[precision] = (steps - 2) * THROUGHPUT_BATCH * THROUGHPUT_TOKENS / elapsed
+    return out
 
 
 def held_out_score(model: Any, tokenizer: Any, encoder: Encoder, job: TrialJob, held_out: list[Example], labels: list[str],

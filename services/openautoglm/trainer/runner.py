@@ -17,10 +17,11 @@ import tempfile
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from openautoglm.common import sandbox, telemetry
+from openautoglm.common.catalogue import REFERENCE_TOKENS_PER_SECOND
 from openautoglm.common.net import free_port
 from openautoglm.trainer import hardware
 from openautoglm.trainer.core import TrialError, TrialJob, TrialResult, run_trial, warm_up
@@ -46,6 +47,15 @@ class Capacity:
     memory_per_slot_mb: float
     device_kind: str
     busy: int
+    # Training tokens/s of the fixed start-up benchmark per precision (core.measure_throughput);
+    # empty until measured.
+    tokens_per_second: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def speed(self) -> float:
+        """fp32 throughput relative to the reference trainer (1.0 until measured)."""
+        measured = self.tokens_per_second.get("fp32", 0.0)
+        return measured / REFERENCE_TOKENS_PER_SECOND if measured > 0 else 1.0
 
 
 class TrialRunner:
@@ -78,13 +88,16 @@ class TrialRunner:
         self.prune_flags: dict[str, threading.Event] = {}
         # Trials asked to stop before they started here (most recent last, bounded).
         self.stop_early: dict[str, None] = {}
+        self.tokens_per_second: dict[str, float] = {}
 
     def start_warm_up(self) -> Future[None]:
         """Pay the one-time costs of training (`core.warm_up`) on the training thread, ahead of
         any job submitted after this call: the first trial then runs at full speed."""
         def warm() -> None:
             with tempfile.TemporaryDirectory(prefix="autoglm-warm-up-") as scratch:
-                warm_up(Path(scratch))
+                self.tokens_per_second = warm_up(Path(scratch))
+            log.info("trainer %s measured %s training tokens/s", self.trainer_id,
+                     ", ".join(f"{p} {v:.0f}" for p, v in self.tokens_per_second.items()))
 
         return self._training_threads.submit(warm)
 
@@ -93,7 +106,8 @@ class TrialRunner:
         self._training_threads.shutdown(wait=False, cancel_futures=True)
 
     def capacity(self) -> Capacity:
-        return Capacity(self.trainer_id, self.slots, self.queue_slots, self.memory_per_slot_mb, hardware.device_kind(), self.busy)
+        return Capacity(self.trainer_id, self.slots, self.queue_slots, self.memory_per_slot_mb, hardware.device_kind(), self.busy,
+                        dict(self.tokens_per_second))
 
     def request_stop(self, trial_id: str) -> None:
         """Stop a running trial at its next step, or as soon as it starts here."""

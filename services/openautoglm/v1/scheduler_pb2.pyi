@@ -50,7 +50,14 @@ class TaskGraph(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., dependencies: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("id", "slots", "memory_mb", "speed", "device_kind", "queue_slots", "address", "serving_memory_mb")
+    __slots__ = ("id", "slots", "memory_mb", "speed", "device_kind", "queue_slots", "address", "serving_memory_mb", "tokens_per_second")
+    class TokensPerSecondEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +66,7 @@ class Worker(_message.Message):
     QUEUE_SLOTS_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SERVING_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     id: str
     slots: int
     memory_mb: float
@@ -67,7 +75,8 @@ class Worker(_message.Message):
     queue_slots: int
     address: str
     serving_memory_mb: float
-    def __init__(self, id: _Optional[str] = ..., slots: _Optional[int] = ..., memory_mb: _Optional[float] = ..., speed: _Optional[float] = ..., device_kind: _Optional[str] = ..., queue_slots: _Optional[int] = ..., address: _Optional[str] = ..., serving_memory_mb: _Optional[float] = ...) -> None: ...
+    tokens_per_second: _containers.ScalarMap[str, float]
+    def __init__(self, id: _Optional[str] = ..., slots: _Optional[int] = ..., memory_mb: _Optional[float] = ..., speed: _Optional[float] = ..., device_kind: _Optional[str] = ..., queue_slots: _Optional[int] = ..., address: _Optional[str] = ..., serving_memory_mb: _Optional[float] = ..., tokens_per_second: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("graph", "workers", "policy")
