@@ -18,7 +18,8 @@ slots only, HEFT's earliest finish over all slots, or waiting for a faster slot 
 committing), weighted fair's alpha, and Tetris' weight. Every policy runs the same workloads in
 the same simulator (services/openautoglm/gnn_scheduler/simulate.py).
 
-Also: the learning report (validation JCT relative to SJF-CP after imitation and after PPO, per
+Also: the trial cost model's prediction error on real trials trained here (median absolute
+percentage error, `cost_prediction_mape`), the learning report (validation JCT relative to SJF-CP after imitation and after PPO, per
 training seed, and the shipped weights' own record), the median time to plan one 1,000-node
 DAG with the GNN (features + GCN + placement), and HEFT's schedule length on the paper's own
 example (Topcuoglu et al. 2002: 80).
@@ -29,6 +30,7 @@ import argparse
 import json
 import random
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -98,6 +100,45 @@ def learning_report(seeds: list[int], quick: bool, episodes: int) -> dict:
                            "seconds": round(time.monotonic() - started, 1)}
     shipped = torch.load(gnn.WEIGHTS, map_location="cpu", weights_only=False)["meta"]
     return {"episodes": episodes, "validation_jct_vs_sjf_cp": runs, "shipped_weights": shipped}
+
+
+def cost_prediction(trials: int, seed: int = 0) -> dict:
+    """Train `trials` real trials of varied shapes (the trainer's core, the built-in tiny model,
+    both built-in datasets) and replay them in order through the gateway's cost model, each
+    predicted before it is observed: the median absolute percentage error once 5 trials have
+    finished (and of the first 5, predicted from the prior alone), and how often the actual time
+    fell within the predicted mean +/- one standard deviation."""
+    from openautoglm.gateway.cost_model import CostModel, trial_shape
+    from openautoglm.trainer.core import TrialJob, run_trial, warm_up
+    from openautoglm.v1 import common_pb2
+
+    rng = random.Random(seed)
+    model, errors, within = CostModel(), [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        warm_up(Path(scratch))  # as a trainer does when it starts: one-time costs are not a trial's
+        for i in range(trials):
+            dataset, task = rng.choice([("sentiment-demo", "classification"), ("piglatin-demo", "generation")])
+            epochs, batch, examples = rng.choice([1, 2, 3]), rng.choice([8, 16]), rng.choice([60, 120, 200])
+            max_length, tuning, precision = rng.choice([48, 96]), rng.choice(["full", "lora"]), rng.choice(["fp32", "bf16"])
+            spec = common_pb2.StudySpec(
+                task=common_pb2.TASK_TYPE_CLASSIFICATION if task == "classification" else common_pb2.TASK_TYPE_GENERATION,
+                dataset=common_pb2.DatasetSpec(builtin=dataset, max_examples=examples),
+                model=common_pb2.ModelSpec(builtin="tiny", tuning=tuning),
+                training=common_pb2.TrainingOptions(precision=precision, max_length=max_length))
+            candidate = common_pb2.Candidate(hyperparameters={"epochs": common_pb2.ParamValue(integer=epochs),
+                                                              "batch_size": common_pb2.ParamValue(integer=batch)})
+            shape = trial_shape(spec, candidate)
+            predicted = model.predict(shape)
+            result = run_trial(TrialJob(study_id="cost", trial_id=f"t{i}", task=task, prompt="{input}",
+                                        hyperparameters={"epochs": epochs, "batch_size": batch}, dataset_builtin=dataset,
+                                        max_examples=examples, max_length=max_length, tuning=tuning, precision=precision,
+                                        seed=i), Path(scratch))
+            errors.append(abs(predicted.seconds - result.seconds) / result.seconds)
+            within.append(abs(predicted.seconds - result.seconds) <= predicted.sd)
+            model.observe(shape, result.seconds)
+    return {"trials": trials, "mape_after_5": round(statistics.median(errors[5:]), 4),
+            "mape_first_5": round(statistics.median(errors[:5]), 4),
+            "within_one_sd_after_5": round(sum(within[5:]) / max(1, len(within[5:])), 3)}
 
 
 def held_out_sets(workloads: int, jobs: int, workflows_dir: Path) -> dict[str, list]:
@@ -175,6 +216,12 @@ def main() -> None:
     shipped = report["learning"]["shipped_weights"]
     print(f"shipped weights (seed {shipped.get('seed')}, {shipped.get('episodes')} episodes): after imitation "
           f"{shipped.get('imitation_validation_jct_vs_sjf_cp')}, after PPO {shipped.get('final_validation_jct_vs_sjf_cp')}")
+    costs = cost_prediction(12 if args.quick else 40)
+    report["cost_prediction"] = costs
+    report["cost_prediction_mape"] = costs["mape_after_5"]
+    print(f"trial cost prediction over {costs['trials']} real trials: median absolute percentage error "
+          f"{100 * costs['mape_after_5']:.1f}% once 5 had finished ({100 * costs['mape_first_5']:.1f}% for the first 5, "
+          f"from the prior alone); {100 * costs['within_one_sd_after_5']:.0f}% within one predicted SD")
     gnn_ms, heft_ms = plan_ms_1000()
     report["plan_ms_1000_nodes"] = round(gnn_ms, 2)
     report["heft_plan_ms_1000_nodes"] = round(heft_ms, 2)

@@ -62,6 +62,7 @@ def test_scheduler_quick_reports_every_policy_on_every_set(tmp_path):
     assert report["workflows_dir"] == str(workflows)
     learning = report["learning"]["validation_jct_vs_sjf_cp"]
     assert set(learning) == {"0", "1"} and all(run["imitation"] > 0 and run["ppo"] > 0 for run in learning.values())
+    assert report["cost_prediction"]["trials"] == 12 and report["cost_prediction_mape"] >= 0
     assert report["heft_paper_example"] == 80
     assert report["plan_ms_1000_nodes"] > 0
 

@@ -27,6 +27,7 @@ def test_demo_json_runs_a_whole_study_on_a_fresh_stack(tmp_path):
     assert len({json.dumps(t["candidate"]["variables"], sort_keys=True) for t in trials}) >= 3
     assert len({json.dumps(t["candidate"]["hyperparameters"], sort_keys=True) for t in trials}) >= 2
     assert all({"accuracy", "macro_f1"} <= set(t["metrics"]) for t in trials)
+    assert all(t["predicted_seconds"] > 0 and t["actual_seconds"] > 0 for t in trials)
     best = summary["best"]
     assert best["objective"] == max(t["objective"] for t in trials)
     assert "trace id:" in result.stderr and "best:" in result.stderr  # the human view went to stderr

@@ -752,6 +752,8 @@ def study_summary(study) -> dict:
             "objective": t.objective_value if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED else None,
             "extra_objectives": list(t.extra_objective_values),
             "error": t.error,
+            "predicted_seconds": round(t.predicted_seconds, 3) if t.predicted_seconds else None,
+            "actual_seconds": round(t.actual_seconds, 3) if t.actual_seconds else None,
         }
 
     best = next((t for t in study.trials if t.id == study.best_trial_id), None)
@@ -778,6 +780,7 @@ def _print_study(study, console: Console) -> None:
     table.add_column("hyper-parameters", no_wrap=True)
     table.add_column("status", no_wrap=True)
     table.add_column("trainer", no_wrap=True)
+    table.add_column("seconds (predicted)", justify="right", no_wrap=True)
     for name in (*metric_names, "objective"):
         table.add_column(name, justify="right", no_wrap=True)
     for t in study.trials:
@@ -785,7 +788,9 @@ def _print_study(study, console: Console) -> None:
         mark = "*" if t.id == study.best_trial_id else ""
         hps = " ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in _hp_plain(t.candidate).items())
         trainer = (t.trainer_id or t.assigned_worker_id) + (f" (attempt {t.attempt + 1})" if t.attempt else "")
+        seconds = (f"{t.actual_seconds:.1f}" if t.actual_seconds else "") + (f" ({t.predicted_seconds:.1f})" if t.predicted_seconds else "")
         table.add_row(f"{t.number}{mark}", t.candidate.template_id, " / ".join(t.candidate.variables.values()), hps, status, trainer,
+                      seconds,
                       *(f"{t.metrics[m]:.3f}" if m in t.metrics else "" for m in metric_names),
                       f"{t.objective_value:.3f}" if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED else "")
     console.print(table)
