@@ -69,6 +69,12 @@ def test_recorded_decisions_recompute_to_the_probabilities_they_were_sampled_wit
     # Waiting is offered while something runs, and an untrained policy takes it now and then.
     assert any(d.wait is not None for d in episode.decisions)
     assert any(d.action == len(d.rows) for d in episode.decisions)
+    # The static head's policy (what Plan and packing order by) records and recomputes alike.
+    static = gnn.LearnedPolicy(model, sample=True, generator=torch.Generator().manual_seed(0), record=True, static=True)
+    simulate(random_workload(7, 4, "poisson"), CLUSTER, static)
+    recomputed, _ = gnn.decision_log_probs(model, static.episode, static=True)
+    assert torch.allclose(recomputed, torch.tensor([d.log_prob for d in static.episode.decisions]), atol=1e-5)
+    assert all(d.wait is None for d in static.episode.decisions)
 
 
 def test_the_shipped_online_policy_beats_fifo_and_heft_on_unseen_workloads():

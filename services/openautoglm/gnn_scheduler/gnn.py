@@ -15,8 +15,8 @@ would finish sooner on a faster worker that is busy now).
 
 Trained offline by train_gnn.py (imitation of a heuristic teacher, then PPO on average job
 completion time); the small weights ship in weights/gnn_policy.pt. `scores`/`priority_order`
-give a static order (each task's score as if its job had just arrived alone) for planner.plan
-and for packing on the live path.
+give a static order for planner.plan and for packing on the live path, from a third head fitted
+on the final embeddings to a job-aware critical-path teacher.
 """
 from __future__ import annotations
 
@@ -48,6 +48,12 @@ DYNAMIC = (
 )
 WAIT_FEATURES = ("log_candidates", "free_share", "min_wait_gain", "mean_slowdown", "log_active_jobs", "best_free_speed")
 JOB_WORK_UNIT = 50.0  # mean tasks' worth of work per unit of the job_work feature
+# The time scale a job is read at when scored alone with no workload around it (`scores`): the
+# mean task of the generated training workloads, in seconds.
+STATIC_SCALE = 4.0
+# Static scores are fitted in units of 100 s of a critical path; sampling them (training) divides
+# by this, so a few seconds' difference is a clear preference.
+STATIC_TEMPERATURE = 0.05
 
 
 def node_features(tasks: list[TaskNode], edges: list[tuple[str, str, float]], workers: list[WorkerSlots],
@@ -107,6 +113,8 @@ class PolicyGNN(nn.Module):
         self.head = nn.Sequential(nn.Linear(2 * hidden + features + dynamic, hidden), nn.ReLU(),
                                   nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, 1))
         self.wait_head = nn.Sequential(nn.Linear(wait_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        # Static priorities (Plan, packing): a task's score from its embedding alone.
+        self.static_head = nn.Sequential(nn.Linear(2 * hidden + features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
     def embed(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         """[n, 2 * hidden + features]: each task's embedding, its job's, and its raw features."""
@@ -125,28 +133,16 @@ class PolicyGNN(nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        """Static scores: each task as if its job had just arrived alone on an idle cluster."""
-        return self.task_logits(self.embed(x, edge_index), arrival_dynamic(x))
-
-
-def arrival_dynamic(x: torch.Tensor) -> torch.Tensor:
-    """The dynamic features of a lone job at its arrival, on the fastest slot, nothing waiting."""
-    n = x.shape[0]
-    compute_rel = x[:, FEATURES.index("compute_rel")]
-    out = torch.zeros(n, len(DYNAMIC))
-    out[:, DYNAMIC.index("unstarted_frac")] = 1.0
-    out[:, DYNAMIC.index("log_active_jobs")] = math.log(2.0)
-    out[:, DYNAMIC.index("log_candidates")] = math.log1p(n)
-    out[:, DYNAMIC.index("slot_speed_rel")] = 1.0
-    out[:, DYNAMIC.index("slowdown")] = 1.0
-    out[:, DYNAMIC.index("log_cost_vs_candidates")] = torch.log(compute_rel.clamp_min(1e-6))
-    out[:, DYNAMIC.index("remaining_tasks_frac")] = 1.0
-    return out
+        """Static scores (higher first), comparable across jobs scored at one time scale."""
+        out: torch.Tensor = self.static_head(self.embed(x, edge_index)).squeeze(-1)
+        return out
 
 
 def scores(model: PolicyGNN, tasks: list[TaskNode], edges: list[tuple[str, str, float]],
-           workers: list[WorkerSlots]) -> torch.Tensor:
-    x, edge_index = node_features(tasks, edges, workers)
+           workers: list[WorkerSlots], scale: float = STATIC_SCALE) -> torch.Tensor:
+    """Static scores; `scale` (seconds per time unit) is the workload's typical task when the
+    caller knows it, else STATIC_SCALE, so scores of separately scored jobs compare."""
+    x, edge_index = node_features(tasks, edges, workers, scale)
     out: torch.Tensor = model(x, edge_index)
     return out
 
@@ -162,10 +158,12 @@ def load_default() -> PolicyGNN:
 
 def priority_order(tasks: list[TaskNode], edges: list[tuple[str, str, float]], workers: list[WorkerSlots],
                    model: PolicyGNN | None = None) -> list[str]:
-    """Task ids by decreasing learned priority (for planner.plan)."""
+    """Task ids by decreasing learned priority (for planner.plan: one graph, read at the scale
+    of its own mean task)."""
     model = model or load_default()
+    mean = sum(t.compute_seconds for t in tasks) / max(1, len(tasks))
     with torch.no_grad():
-        values = scores(model, tasks, edges, workers).tolist()
+        values = scores(model, tasks, edges, workers, mean or STATIC_SCALE).tolist()
     ranked = sorted(range(len(tasks)), key=lambda i: -values[i])
     return [tasks[i].id for i in ranked]
 
@@ -191,11 +189,14 @@ class Episode:
 
 class LearnedPolicy:
     """The GNN as a simulate.Policy: greedy (argmax), or sampling (training) with `sample`; with
-    `teacher` (another policy) it records the teacher's choices for imitation instead."""
+    `teacher` (another policy) it records the teacher's choices for imitation instead. With
+    `static` it orders by the static head alone (what Plan and packing use), read at
+    STATIC_SCALE, never waits, and samples at STATIC_TEMPERATURE."""
 
     def __init__(self, model: PolicyGNN, sample: bool = False, generator: torch.Generator | None = None,
-                 record: bool = False, teacher: Policy | None = None):
+                 record: bool = False, teacher: Policy | None = None, static: bool = False):
         self.model = model
+        self.static = static
         self.sample = sample
         self.generator = generator
         self.teacher = teacher
@@ -209,7 +210,8 @@ class LearnedPolicy:
     def arrive(self, job: Job, sim: Simulation) -> None:
         self.seen_compute += sum(t.compute_seconds for t in job.tasks)
         self.seen_tasks += len(job.tasks)
-        x, edge_index = node_features(job.tasks, job.edges, sim.workers, self.seen_compute / self.seen_tasks)
+        scale = STATIC_SCALE if self.static else self.seen_compute / self.seen_tasks
+        x, edge_index = node_features(job.tasks, job.edges, sim.workers, scale)
         with torch.no_grad():
             self.rows[job.id] = self.model.embed(x, edge_index)
         for i, t in enumerate(job.tasks):
@@ -222,6 +224,8 @@ class LearnedPolicy:
             self.episode.graphs.append((x, edge_index))
 
     def pick(self, sim: Simulation, candidates: list[str]) -> tuple[int, Slot | None]:
+        if self.static:
+            return self._pick_static(sim, candidates)
         dynamic, wait, slots = features(sim, candidates)
         if self.teacher is not None:
             index, _ = self.teacher.pick(sim, candidates)
@@ -244,6 +248,20 @@ class LearnedPolicy:
         if action == len(candidates):
             return -1, None
         return action, slots[action]
+
+    def _pick_static(self, sim: Simulation, candidates: list[str]) -> tuple[int, Slot | None]:
+        with torch.no_grad():
+            rows = torch.stack([self.rows[sim.job_of[t]][self.local[t]] for t in candidates])
+            logits = self.model.static_head(rows).squeeze(-1) / STATIC_TEMPERATURE
+            if self.sample:
+                action = int(torch.multinomial(torch.softmax(logits, dim=0), 1, generator=self.generator))
+            else:
+                action = int(torch.argmax(logits))
+            log_prob = float(torch.log_softmax(logits, dim=0)[action])
+        if self.episode is not None:
+            self.episode.decisions.append(Decision(sim.now, [self.offset[t] for t in candidates],
+                                                   torch.zeros(len(candidates), len(DYNAMIC)), None, action, log_prob))
+        return action, None
 
 
 def features(sim: Simulation, candidates: list[str]) -> tuple[torch.Tensor, torch.Tensor | None, list[Slot]]:
@@ -300,9 +318,9 @@ def _rank(sorted_values: list[float], value: float) -> int:
     return lo
 
 
-def decision_log_probs(model: PolicyGNN, episode: Episode) -> tuple[torch.Tensor, torch.Tensor]:
+def decision_log_probs(model: PolicyGNN, episode: Episode, static: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probability of each recorded action, entropy of each decision), with gradients,
-    computed in one padded batch."""
+    computed in one padded batch; `static`: of an episode played by the static head."""
     rows = torch.cat([model.embed(x, edge_index) for x, edge_index in episode.graphs])
     decisions = episode.decisions
     width = max(len(d.rows) for d in decisions) + 1
@@ -318,7 +336,10 @@ def decision_log_probs(model: PolicyGNN, episode: Episode) -> tuple[torch.Tensor
         if d.wait is not None:
             mask[i, -1] = True
             wait[i] = d.wait
-    task_logits = model.task_logits(rows[index], dynamic)
+    if static:
+        task_logits = model.static_head(rows[index]).squeeze(-1) / STATIC_TEMPERATURE
+    else:
+        task_logits = model.task_logits(rows[index], dynamic)
     logits = torch.cat([task_logits, model.wait_logit(wait).unsqueeze(1)], dim=1)
     logits = logits.masked_fill(~mask, float("-inf"))
     log_probs = torch.log_softmax(logits, dim=1)

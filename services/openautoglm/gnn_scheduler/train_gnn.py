@@ -15,6 +15,9 @@ workloads.py), never on the benchmark's held-out sets or the real traces.
    clipped ratio, several epochs per batch, an entropy bonus; a curriculum of job counts.
    Both stages are scored on validation workloads (validation seeds) with the greedy policy,
    relative to SJF-CP on the same workloads; the best checkpoint is kept.
+3. The static head (the order `Plan` and packing use) is fitted on the final embeddings to a
+   job-aware critical-path teacher (upward rank minus twice the job's total work), then tuned
+   by PPO with static priorities sampled (embeddings frozen), keeping the best on validation.
 """
 from __future__ import annotations
 
@@ -59,6 +62,41 @@ class Teacher:
         return min(pool, key=lambda i: (sim.jobs[sim.job_of[candidates[i]]].unstarted_work, -self.rank[candidates[i]])), None
 
 
+# The static head's teacher: HEFT's upward rank made job-aware (minus this many times the job's
+# total work, so small jobs go first), in units of STATIC_UNIT seconds.
+STATIC_JOB_WEIGHT, STATIC_UNIT = 2.0, 100.0
+
+
+def fit_static_head(model: gnn.PolicyGNN, jobs: int, epochs: int, seed: int, log) -> float:
+    """Fit the static head (everything else frozen) to the job-aware critical-path teacher on
+    random layered DAGs read at gnn.STATIC_SCALE; returns the final mean squared error."""
+    from openautoglm.gnn_scheduler.dags import random_layered
+    from openautoglm.gnn_scheduler.graph import upward_ranks
+
+    rng = random.Random(TRAIN_SEEDS + seed)
+    data = []
+    for i in range(jobs):
+        job = random_layered(rng, rng.randint(5, 80), f"static{i}")
+        with torch.no_grad():
+            x, edge_index = gnn.node_features(job.tasks, job.edges, CLUSTER, gnn.STATIC_SCALE)
+            rows = model.embed(x, edge_index)
+        ranks = upward_ranks(job.tasks, job.edges, CLUSTER)
+        total = sum(t.compute_seconds for t in job.tasks)
+        data.append((rows, torch.tensor([(ranks[t.id] - STATIC_JOB_WEIGHT * total) / STATIC_UNIT for t in job.tasks])))
+    optimizer = torch.optim.Adam(model.static_head.parameters(), lr=3e-3)
+    mse = 0.0
+    for epoch in range(epochs):
+        mse = 0.0
+        for rows, target in data:
+            loss = torch.nn.functional.mse_loss(model.static_head(rows).squeeze(-1), target)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            mse += float(loss.detach()) / len(data)
+    log(f"static head: mse {mse:.4f}")
+    return mse
+
+
 def validation_workloads(count: int = 4, jobs: int = 10) -> list[list]:
     """Random layered and WfCommons-generated workloads, both arrival modes, validation seeds."""
     loads = [random_workload(VALIDATION_SEEDS + i, jobs, ARRIVALS[i % len(ARRIVALS)]) for i in range(count)]
@@ -72,10 +110,11 @@ def training_workload(seed: int, jobs: int, arrivals: str) -> list:
     return random_workload(seed, jobs, arrivals)
 
 
-def relative_jct(model: gnn.PolicyGNN, workloads: list[list], baseline: list[float]) -> float:
+def relative_jct(model: gnn.PolicyGNN, workloads: list[list], baseline: list[float], static: bool = False) -> float:
     """Mean over workloads of the greedy policy's average JCT / the baseline's (SJF-CP's)."""
     model.eval()
-    ratios = [simulate(load, CLUSTER, gnn.LearnedPolicy(model)).avg_jct / base for load, base in zip(workloads, baseline)]
+    ratios = [simulate(load, CLUSTER, gnn.LearnedPolicy(model, static=static)).avg_jct / base
+              for load, base in zip(workloads, baseline)]
     return statistics.mean(ratios)
 
 
@@ -104,13 +143,14 @@ def imitate(model: gnn.PolicyGNN, jobs: int, epochs: int, seed: int, log) -> Non
 
 
 def ppo_step(model: gnn.PolicyGNN, optimizer, load: list, rollouts: int, generator: torch.Generator,
-             epochs: int = 4, clip: float = 0.2, entropy_bonus: float = 0.01) -> float:
+             epochs: int = 4, clip: float = 0.2, entropy_bonus: float = 0.01, static: bool = False) -> float:
     """Roll the workload out `rollouts` times, then PPO epochs on those decisions; returns the
-    rollouts' mean average JCT."""
+    rollouts' mean average JCT. `static`: the static head's policy (the optimiser holds only
+    the parameters to tune)."""
     model.eval()
     played = []
     for _ in range(rollouts):
-        policy = gnn.LearnedPolicy(model, sample=True, generator=generator, record=True)
+        policy = gnn.LearnedPolicy(model, sample=True, generator=generator, record=True, static=static)
         outcome = simulate(load, CLUSTER, policy)
         assert policy.episode is not None
         played.append((policy.episode, outcome))
@@ -127,7 +167,7 @@ def ppo_step(model: gnn.PolicyGNN, optimizer, load: list, rollouts: int, generat
         for (episode, _), advantage in zip(played, advantages):
             if not episode.decisions:
                 continue
-            new_log_probs, entropy = gnn.decision_log_probs(model, episode)
+            new_log_probs, entropy = gnn.decision_log_probs(model, episode, static)
             old = torch.tensor([d.log_prob for d in episode.decisions])
             ratio = torch.exp(new_log_probs - old)
             normalised = advantage / scale
@@ -142,6 +182,18 @@ def ppo_step(model: gnn.PolicyGNN, optimizer, load: list, rollouts: int, generat
 
 def train(episodes: int, seed: int = 0, log=print, imitation_jobs: int = 160, imitation_epochs: int = 40,
           rollouts: int = 4, learning_rate: float = 1e-3, validate_every: int = 10) -> dict:
+    """Both stages, on one CPU thread: parallel CPU reductions (the GCN's scatter) do not add in
+    a fixed order, so only a single thread makes the weights bit-for-bit reproducible."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(episodes, seed, log, imitation_jobs, imitation_epochs, rollouts, learning_rate, validate_every)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(episodes: int, seed: int, log, imitation_jobs: int, imitation_epochs: int, rollouts: int,
+           learning_rate: float, validate_every: int) -> dict:
     torch.manual_seed(seed)
     random.seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -165,9 +217,33 @@ def train(episodes: int, seed: int = 0, log=print, imitation_jobs: int = 160, im
             if jct < best_jct:
                 best_jct, best_state = jct, {k: v.clone() for k, v in model.state_dict().items()}
     model.load_state_dict(best_state)
+    static_mse = fit_static_head(model, max(20, imitation_jobs), max(10, imitation_epochs), seed, log)
+    static = tune_static_head(model, max(2, episodes // 3), rollouts, generator, seed, log)
     model.eval()
     return {"model": model, "imitation_validation_jct": imitation_jct, "final_validation_jct": best_jct,
-            "history": history}
+            "history": history, "static_mse": static_mse, **static}
+
+
+def tune_static_head(model: gnn.PolicyGNN, episodes: int, rollouts: int, generator: torch.Generator, seed: int,
+                     log) -> dict:
+    """PPO on the static head alone (the embeddings frozen), with static priorities sampled in
+    the simulator on random layered workloads; the best on validation (relative to SJF-CP) is
+    kept, the fitted head included."""
+    validation = [random_workload(VALIDATION_SEEDS + 500 + i, 10, "poisson") for i in range(4)]
+    baseline = [simulate(load, CLUSTER, make_heuristic("sjf_cp")).avg_jct for load in validation]
+    fitted = relative_jct(model, validation, baseline, static=True)
+    best_jct, best_state = fitted, {k: v.clone() for k, v in model.static_head.state_dict().items()}
+    optimizer = torch.optim.Adam(model.static_head.parameters(), lr=1e-3)
+    for episode in range(episodes):
+        load = random_workload(TRAIN_SEEDS + 300_000 + seed * 10_000 + episode, 8, "poisson")
+        ppo_step(model, optimizer, load, rollouts, generator, static=True)
+        if episode % 10 == 9 or episode == episodes - 1:
+            jct = relative_jct(model, validation, baseline, static=True)
+            if jct < best_jct:
+                best_jct, best_state = jct, {k: v.clone() for k, v in model.static_head.state_dict().items()}
+    model.static_head.load_state_dict(best_state)
+    log(f"static head: validation JCT / SJF-CP {fitted:.4f} fitted, {best_jct:.4f} after PPO")
+    return {"static_fitted_validation_jct": fitted, "static_validation_jct": best_jct}
 
 
 def main() -> None:
@@ -184,6 +260,9 @@ def main() -> None:
     meta = {"features": list(gnn.FEATURES), "dynamic": list(gnn.DYNAMIC), "episodes": args.episodes, "seed": args.seed,
             "rollouts": args.rollouts, "imitation_validation_jct_vs_sjf_cp": round(result["imitation_validation_jct"], 4),
             "final_validation_jct_vs_sjf_cp": round(result["final_validation_jct"], 4), "history": result["history"],
+            "static_head_mse": round(result["static_mse"], 5),
+            "static_fitted_validation_jct_vs_sjf_cp": round(result["static_fitted_validation_jct"], 4),
+            "static_validation_jct_vs_sjf_cp": round(result["static_validation_jct"], 4),
             "train_seconds": round(time.monotonic() - started, 1)}
     torch.save({"model": result["model"].state_dict(), "hidden": 32, "meta": meta}, out)
     print(json.dumps(meta))
