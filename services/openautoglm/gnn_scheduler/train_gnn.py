@@ -85,7 +85,7 @@ def fit_static_head(model: gnn.PolicyGNN, jobs: int, epochs: int, seed: int, log
         data.append((rows, torch.tensor([(ranks[t.id] - STATIC_JOB_WEIGHT * total) / STATIC_UNIT for t in job.tasks])))
     optimizer = torch.optim.Adam(model.static_head.parameters(), lr=3e-3)
     mse = 0.0
-    for epoch in range(epochs):
+    for _ in range(epochs):
         mse = 0.0
         for rows, target in data:
             loss = torch.nn.functional.mse_loss(model.static_head(rows).squeeze(-1), target)
