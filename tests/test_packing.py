@@ -69,12 +69,15 @@ def test_malformed_input_is_refused_naming_the_problem(bad):
 @pytest.mark.parametrize("policy", POLICIES)
 def test_random_snapshots_respect_memory_and_slots_under_every_policy(policy):
     rng = random.Random(7)
-    for _ in range(30):
+    for snapshot in range(60):
         workers = [WorkerSlots(f"w{i}", rng.randint(0, 3), rng.choice([0, 500, 2000, 8000]), rng.choice([1.0, 2.0]))
                    for i in range(rng.randint(1, 4))]
         pending = [TaskNode(f"t{i}", rng.uniform(1, 20), rng.choice([0, 100, 1000, 4000, 9000])) for i in range(rng.randint(0, 12))]
         running = {f"r{i}": rng.choice([w.id for w in workers] + ["gone"]) for i in range(rng.randint(0, 4))}
-        result = pack(pending, running, workers, policy)
+        # Half the snapshots name each task's study (the learned policy then decides online).
+        study_of = {tid: f"s{rng.randint(0, 2)}" for tid in [t.id for t in pending] + list(running)} if snapshot % 2 else None
+        result = pack(pending, running, workers, policy, study_of=study_of,
+                      running_work=[TaskNode(tid, rng.uniform(1, 20)) for tid in running])
         by_worker = {w.id: w for w in workers}
         tasks = {t.id: t for t in pending}
         for task_id, worker_id in result.placements:
@@ -89,3 +92,15 @@ def test_random_snapshots_respect_memory_and_slots_under_every_policy(policy):
         for task in pending:
             if task.id not in placed and task.id not in result.unfit:
                 assert not any(fits(task, by_worker[wid]) for wid, free in result.free_slots.items() if free > 0)
+
+
+def test_the_learned_policy_starts_the_study_with_the_least_work_left_first():
+    """Each study is one job: with one free slot, a trial of the study that can finish soonest
+    starts, where the critical-path order (longest task first) would start the long one."""
+    pending = [TaskNode(f"long{i}", 100.0, 100) for i in range(3)] + [TaskNode(f"short{i}", 5.0, 100) for i in range(3)]
+    study_of = {t.id: ("long-study" if t.id.startswith("long") else "short-study") for t in pending}
+    workers = [WorkerSlots("w", 1, 4000, 1.0)]
+    learned = pack(pending, {}, workers, "gnn", study_of=study_of)
+    assert learned.placements[0][0].startswith("short")
+    ordered = pack(pending, {}, workers, "critical_path", study_of=study_of)
+    assert ordered.placements[0][0].startswith("long")

@@ -111,6 +111,9 @@ class Packer:
                 pending=[scheduler_pb2.Task(id=t.id, kind="train", compute_seconds=self.costs.predict(specs[t.study_id], t.candidate).seconds,
                                             memory_mb=t.memory_mb, study_id=t.study_id, trial_id=t.id) for t in pending],
                 running=[scheduler_pb2.Assignment(task_id=t.id, worker_id=t.assigned_worker_id) for t in running],
+                running_work=[scheduler_pb2.Task(id=t.id, kind="train", study_id=t.study_id, trial_id=t.id,
+                                                 compute_seconds=t.predicted_seconds * (t.worker_speed or 1.0))
+                              for t in running],
             ), timeout=RPC_DEADLINE)
         except BaseException:
             self._check_placements |= checking  # not done: the next pack checks them

@@ -82,6 +82,9 @@ class ServiceSettings(BaseModel):
     # Scheduler only: seconds without a heartbeat after which a trainer counts as failed and its
     # trials are placed elsewhere.
     heartbeat_ttl: float = Field(15.0, gt=0)
+    # Scheduler only: the policy a Pack or Plan that names none gets: "gnn" (the learned one, with
+    # critical_path until its weights load), "critical_path", "heft" or "fifo".
+    scheduler_policy: str = Field("gnn", pattern="^(gnn|critical_path|heft|fifo)$")
     # Gateway only: per-tenant quotas (0 = no limit), checked at CreateStudy.
     tenant_max_running_studies: int = Field(0, ge=0)
     tenant_max_trials_per_study: int = Field(0, ge=0)

@@ -42,7 +42,8 @@ class SchedulerApp:
         self.bus: events.NatsBus | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
-        self.policy = DefaultPolicy(learned=True)  # loads after SERVING (start)
+        # The learned policy loads after SERVING (start); another default needs no load.
+        self.policy = DefaultPolicy(learned=settings.scheduler_policy == "gnn", name=settings.scheduler_policy)
         self._policy_load: asyncio.Task[None] | None = None
 
     def register(self, server):
@@ -129,7 +130,8 @@ class SchedulerApp:
         await self.bus.nc.subscribe(subjects.SUBJECT_HEARTBEAT, cb=self._on_heartbeat)
         self._sweeper = asyncio.create_task(self._sweep())
         self._pinger = asyncio.create_task(self._ping())
-        self._policy_load = asyncio.create_task(self.policy.load())
+        if self.settings.scheduler_policy == "gnn":
+            self._policy_load = asyncio.create_task(self.policy.load())
 
     async def stop(self):
         for task in (self._sweeper, self._pinger, self._policy_load):

@@ -10,6 +10,9 @@ whenever either side changes, so this module is a pure function of that snapshot
 2. Pending tasks that no live worker can hold are *unfit*: they wait (never placed anywhere).
 3. The rest are ranked by the scheduling policy (planner.plan over all pending tasks of all
    studies at once, onto the whole cluster), and taken in the order of their planned start.
+   The learned policy (`gnn`) instead decides online, as in the simulator: each study is a job
+   whose queued trials are its ready tasks, and it picks one start after another, each on the
+   free slot where it finishes first (live.py).
    Each goes to the free slot that fits it most tightly (best fit on memory per slot, then the
    fastest worker), so large slots stay free for large tasks. A task that fits no free slot waits, and smaller
    tasks behind it may use the slots it cannot (backfilling).
@@ -43,9 +46,13 @@ def pack(
     workers: list[WorkerSlots],
     policy: str = "critical_path",
     is_gone: Callable[[str], bool] | None = None,
+    study_of: dict[str, str] | None = None,
+    running_work: list[TaskNode] | None = None,
 ) -> Packing:
     """Place pending tasks onto free slots; `running` maps placed task id -> worker id.
-    `is_gone(worker id)` says whether a worker missing from `workers` has gone (default: yes)."""
+    `is_gone(worker id)` says whether a worker missing from `workers` has gone (default: yes).
+    With `study_of` (task id -> study id, for pending and running tasks) the `gnn` policy
+    decides online, each study one job (live.py); `running_work` gives the running tasks' costs."""
     check_policy(policy)
     check_workers(workers)
     topological_order(pending, [])  # refuses duplicate ids
@@ -64,7 +71,16 @@ def pack(
     for task in pending:
         (placeable if any(fits(task, w) for w in capable) else unfit).append(task)
     out.unfit = [t.id for t in unfit]
-    if placeable and any(free.values()):
+    if placeable and any(free.values()) and policy == "gnn" and study_of is not None:
+        from openautoglm.gnn_scheduler.gnn import LearnedPolicy, load_default
+        from openautoglm.gnn_scheduler.live import learned_placements
+
+        live_running = {tid: study_of.get(tid, "") for tid, wid in running.items() if wid in live}
+        for task_id, worker_id in learned_placements(placeable, study_of, running_work or [], live_running, capable, free,
+                                                     LearnedPolicy(load_default())):
+            free[worker_id] -= 1
+            out.placements.append((task_id, worker_id))
+    elif placeable and any(free.values()):
         planned = plan(placeable, [], capable, policy)
         ranked = sorted(planned.placements, key=lambda p: p.order)
         by_id = {t.id: t for t in placeable}

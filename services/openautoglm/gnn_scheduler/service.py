@@ -47,9 +47,10 @@ class DefaultPolicy:
 
     FALLBACK = "critical_path"
 
-    def __init__(self, learned: bool = False):
-        """`learned`: `load()` will be called (until it ends, the fallback answers)."""
-        self.name = self.FALLBACK
+    def __init__(self, learned: bool = False, name: str = "gnn"):
+        """`learned`: `load()` will be called (until it ends, the fallback answers); `name`: the
+        default when it is not the learned policy (a deployment's --scheduler-policy)."""
+        self.name = self.FALLBACK if learned or name == "gnn" else name
         self.loaded = asyncio.Event()
         if not learned:
             self.loaded.set()
@@ -126,8 +127,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         is_gone = None if request.workers else self.registry.is_gone
         try:
             with telemetry.tracer().start_as_current_span("pack") as span:
+                study_of = {t.id: t.study_id for t in (*request.pending, *request.running_work)}
                 result = pack(_task_nodes(request.pending), {a.task_id: a.worker_id for a in request.running},
-                              _worker_slots(workers, with_queues=True), policy, is_gone)
+                              _worker_slots(workers, with_queues=True), policy, is_gone, study_of,
+                              _task_nodes(request.running_work))
                 span.set_attribute("openautoglm.pending", len(request.pending))
                 span.set_attribute("openautoglm.running", len(request.running))
                 span.set_attribute("openautoglm.workers", len(workers))

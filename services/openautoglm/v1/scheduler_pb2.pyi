@@ -127,16 +127,18 @@ class ListWorkersResponse(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
 
 class PackRequest(_message.Message):
-    __slots__ = ("pending", "running", "workers", "policy")
+    __slots__ = ("pending", "running", "workers", "policy", "running_work")
     PENDING_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_WORK_FIELD_NUMBER: _ClassVar[int]
     pending: _containers.RepeatedCompositeFieldContainer[Task]
     running: _containers.RepeatedCompositeFieldContainer[Assignment]
     workers: _containers.RepeatedCompositeFieldContainer[Worker]
     policy: str
-    def __init__(self, pending: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., policy: _Optional[str] = ...) -> None: ...
+    running_work: _containers.RepeatedCompositeFieldContainer[Task]
+    def __init__(self, pending: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., policy: _Optional[str] = ..., running_work: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
 
 class PackResponse(_message.Message):
     __slots__ = ("placements", "orphaned_task_ids", "unfit_task_ids", "workers", "free_slots", "policy")

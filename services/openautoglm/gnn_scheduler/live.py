@@ -1,0 +1,96 @@
+"""The learned policy on the live path: the pending work of every running study, as the
+scheduler sees it at one Pack, in the shape simulate.Simulation gives a policy.
+
+Each running study is a job: its queued trials are its ready tasks (costs: the gateway's
+predicted seconds on a reference trainer), its running trials count against it. The free
+slots are the live trainers' free places. `learned_placements` asks the policy for one start
+after another until no free slot holds a queued trial; it never waits (a Pack answers now).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from openautoglm.gnn_scheduler.dags import Job
+from openautoglm.gnn_scheduler.graph import TaskNode, WorkerSlots, cost, fits
+from openautoglm.gnn_scheduler.simulate import JobState, Slot
+
+
+@dataclass
+class LiveSnapshot:
+    workers: list[WorkerSlots]
+    free: list[Slot]
+    now: float = 0.0
+    can_wait: bool = False
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    task: dict[str, TaskNode] = field(default_factory=dict)
+    job_of: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def active(self) -> dict[str, JobState]:
+        return self.jobs
+
+    @property
+    def slots(self) -> list[Slot]:
+        return self.free  # busy places' end times are not known here: only the free ones count
+
+    @property
+    def total_slots(self) -> int:
+        return sum(w.slots for w in self.workers)
+
+    @property
+    def max_speed(self) -> float:
+        return max(w.speed for w in self.workers)
+
+    def earliest_end(self, tid: str, options: list[Slot]) -> tuple[float, Slot | None]:
+        task = self.task[tid]
+        best: tuple[float, Slot | None] = (float("inf"), None)
+        for w, s in options:
+            if fits(task, w):
+                end = self.now + cost(task, w)
+                if end < best[0]:
+                    best = (end, (w, s))
+        return best
+
+
+def learned_placements(pending: list[TaskNode], study_of: dict[str, str], running_work: list[TaskNode],
+                       running_study: dict[str, str], workers: list[WorkerSlots], free: dict[str, int],
+                       policy) -> list[tuple[str, str]]:
+    """(task id, worker id) to start now, in the order the learned policy picks them."""
+    by_worker = {w.id: w for w in workers}
+    snapshot = LiveSnapshot(workers=[w for w in workers if w.slots > 0],
+                            free=[(by_worker[wid], i) for wid, n in free.items() for i in range(n)])
+    if not snapshot.workers:
+        return []
+    tasks_of: dict[str, list[TaskNode]] = {}
+    for t in pending:
+        tasks_of.setdefault(study_of[t.id], []).append(t)
+    running = Counter(running_study.values())
+    running_seconds: Counter[str] = Counter()
+    for t in running_work:
+        running_seconds[running_study.get(t.id, "")] += t.compute_seconds
+    for study, tasks in tasks_of.items():
+        unstarted = sum(t.compute_seconds for t in tasks)
+        state = JobState(Job(study, tasks, []), unstarted + running_seconds[study], unstarted,
+                         len(tasks), running[study])
+        snapshot.jobs[study] = state
+        for t in tasks:
+            snapshot.task[t.id], snapshot.job_of[t.id] = t, study
+        policy.arrive(state.job, snapshot)
+    out: list[tuple[str, str]] = []
+    waiting = list(pending)
+    while snapshot.free:
+        candidates = [t.id for t in waiting if any(fits(t, w) for w, _ in snapshot.free)]
+        if not candidates:
+            break
+        index, slot = policy.pick(snapshot, candidates)
+        task = snapshot.task[candidates[index]]
+        slot = slot or snapshot.earliest_end(task.id, snapshot.free)[1]
+        assert slot is not None
+        snapshot.free.remove(slot)
+        waiting.remove(task)
+        state = snapshot.jobs[snapshot.job_of[task.id]]
+        state.running += 1
+        state.unstarted_work -= task.compute_seconds
+        out.append((task.id, slot[0].id))
+    return out
