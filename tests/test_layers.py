@@ -32,6 +32,7 @@ CORES = (
     "openautoglm.gnn_scheduler.heuristics",
     "openautoglm.gnn_scheduler.workflows",
     "openautoglm.gnn_scheduler.workloads",
+    "openautoglm.gnn_scheduler.live",
     "openautoglm.gnn_scheduler.cluster",
     "openautoglm.trainer.core",
     "openautoglm.trainer.loop",

@@ -8,7 +8,7 @@ after another until no free slot holds a queued trial; it never waits (a Pack an
 """
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from openautoglm.gnn_scheduler.dags import Job
@@ -66,7 +66,7 @@ def learned_placements(pending: list[TaskNode], study_of: dict[str, str], runnin
     for t in pending:
         tasks_of.setdefault(study_of[t.id], []).append(t)
     running = Counter(running_study.values())
-    running_seconds: Counter[str] = Counter()
+    running_seconds: dict[str, float] = defaultdict(float)
     for t in running_work:
         running_seconds[running_study.get(t.id, "")] += t.compute_seconds
     for study, tasks in tasks_of.items():

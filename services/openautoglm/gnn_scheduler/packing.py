@@ -76,10 +76,10 @@ def pack(
         from openautoglm.gnn_scheduler.live import learned_placements
 
         live_running = {tid: study_of.get(tid, "") for tid, wid in running.items() if wid in live}
-        for task_id, worker_id in learned_placements(placeable, study_of, running_work or [], live_running, capable, free,
-                                                     LearnedPolicy(load_default())):
-            free[worker_id] -= 1
-            out.placements.append((task_id, worker_id))
+        for task_id, chosen in learned_placements(placeable, study_of, running_work or [], live_running, capable, free,
+                                                  LearnedPolicy(load_default())):
+            free[chosen] -= 1
+            out.placements.append((task_id, chosen))
     elif placeable and any(free.values()):
         planned = plan(placeable, [], capable, policy)
         ranked = sorted(planned.placements, key=lambda p: p.order)
