@@ -16,6 +16,9 @@ from openautoglm.gnn_scheduler.graph import TaskNode, WorkerSlots, cost, fits
 from openautoglm.gnn_scheduler.simulate import JobState, Slot
 
 
+CANDIDATES_PER_STUDY = 4
+
+
 @dataclass
 class LiveSnapshot:
     workers: list[WorkerSlots]
@@ -80,7 +83,15 @@ def learned_placements(pending: list[TaskNode], study_of: dict[str, str], runnin
     out: list[tuple[str, str]] = []
     waiting = list(pending)
     while snapshot.free:
-        candidates = [t.id for t in waiting if any(fits(t, w) for w, _ in snapshot.free)]
+        # A study's queued trials differ little: its first few that fit are its candidates, so a
+        # pick costs O(studies), not O(queued trials).
+        per_study: Counter[str] = Counter()
+        candidates = []
+        for t in waiting:
+            study = snapshot.job_of[t.id]
+            if per_study[study] < CANDIDATES_PER_STUDY and any(fits(t, w) for w, _ in snapshot.free):
+                per_study[study] += 1
+                candidates.append(t.id)
         if not candidates:
             break
         index, slot = policy.pick(snapshot, candidates)
