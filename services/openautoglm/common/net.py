@@ -10,6 +10,12 @@ from pathlib import Path
 # a service's metrics port go that way).
 LOWEST_PICKED_PORT = 20000
 
+# Ports this process has handed out. A picked port is free but not held until its service binds
+# it, so a second pick in the same burst (a stack picks two ports per service before starting
+# any) could return it again: CI saw an evaluator fail to bind the port another service's pick
+# had already been given.
+_handed_out: set[int] = set()
+
 
 def _ephemeral_low() -> int:
     try:
@@ -19,19 +25,29 @@ def _ephemeral_low() -> int:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` right now, outside the ephemeral range when the kernel says
-    where that is (else the one the OS picks)."""
+    """A TCP port free on `host` right now and never before returned by this process, outside the
+    ephemeral range when the kernel says where that is (else one the OS picks)."""
     low = _ephemeral_low()
     if low > LOWEST_PICKED_PORT + 100:
         for _ in range(200):
             port = random.randrange(LOWEST_PICKED_PORT, low)
-            with socket.socket() as sock:
-                try:
-                    sock.bind((host, port))
-                except OSError:
-                    continue
+            if port not in _handed_out and _bindable(host, port):
+                _handed_out.add(port)
                 return port
+    for _ in range(200):
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            picked: int = sock.getsockname()[1]
+        if picked not in _handed_out:
+            _handed_out.add(picked)
+            return picked
+    raise OSError(f"no free port on {host} that this process has not handed out already")
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind((host, 0))
-        picked: int = sock.getsockname()[1]
-        return picked
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
