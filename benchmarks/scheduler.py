@@ -5,15 +5,20 @@ fair sharing, tuned weighted fair, a Tetris packing score, critical path and HEF
     python benchmarks/scheduler.py [--quick] [--json] [--workflows DIR]
 
 Held-out sets, each with continuous (Poisson, 80% load) and batched (all at once) arrivals, on
-one heterogeneous cluster (workloads.CLUSTER):
+one heterogeneous cluster (workloads.CLUSTER; for `studies` the same trainers plus an evaluator
+pool, workloads.STUDY_CLUSTER):
 - `random_layered`: random layered DAGs;
 - `wfcommons`: workflow DAGs generated from WfCommons recipes (Montage, Epigenomics, ...);
 - `real_workflows`: real execution traces (WfFormat 1.5), every JSON file of `--workflows DIR`
   (default: the nine instances in benchmarks/data/wfinstances, SOURCES.md there). The GNN trains
   on generated DAGs only and the heuristics are tuned on generated DAGs only, so real traces are
-  never trained, validated or tuned on.
-Every policy's parameters are swept on training workloads (generated DAGs, training seeds) per
-arrival mode, and the best is reported and used: the placement rule (simulate.PLACEMENTS: free
+  never trained, validated or tuned on;
+- `studies`: tuning studies in the shape the live mesh gives the scheduler (dags.study_job):
+  trials as chains of stages (training split at the pruner's rungs, scoring on the evaluator
+  pool), some pruned early, then the export of the best; mostly short studies, some long.
+Every policy's parameters are swept on training workloads (generated, training seeds) per
+arrival mode and per family (real traces: the best over both generated DAG families), and the
+best is reported and used: the placement rule (simulate.PLACEMENTS: free
 slots only, HEFT's earliest finish over all slots, or waiting for a faster slot without
 committing), weighted fair's alpha, and Tetris' weight. Every policy runs the same workloads in
 the same simulator (services/openautoglm/gnn_scheduler/simulate.py).
@@ -43,7 +48,7 @@ from openautoglm.gnn_scheduler.planner import plan
 from openautoglm.gnn_scheduler.simulate import PLACEMENTS, simulate
 from openautoglm.gnn_scheduler.workflows import load_directory
 from openautoglm.gnn_scheduler.workloads import (
-    ARRIVALS, CLUSTER, TEST_SEEDS, TRAIN_SEEDS, random_workload, trace_workload, wfcommons_workload,
+    ARRIVALS, TEST_SEEDS, TRAIN_SEEDS, cluster_for, random_workload, study_workload, trace_workload, wfcommons_workload,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,20 +76,40 @@ def settings(name: str) -> list[dict]:
 
 
 def run(name: str, params: dict, load: list):
-    return simulate(load, CLUSTER, make_policy(name, params), params["placement"])
+    return simulate(load, cluster_for(load), make_policy(name, params), params["placement"])
 
 
-def tune(arrivals: str, workloads: int, jobs: int) -> dict[str, dict]:
-    """Each policy's parameters with the lowest JCT (relative to FIFO's on the same workload, so
-    both families count alike) on training workloads: generated DAGs, training seeds."""
-    loads = [random_workload(TRAIN_SEEDS + w, jobs, arrivals) for w in range(workloads)]
-    loads += [wfcommons_workload(TRAIN_SEEDS + w, jobs, arrivals) for w in range(workloads)]
-    fifo = [run("fifo", {"placement": "free"}, load).avg_jct for load in loads]
-    tuned = {}
+# What each held-out family is tuned on: its own generator's training seeds; real traces, which
+# are never tuned on, take the parameters best over both generated DAG families.
+TUNING_FAMILIES = {"random_layered": ("random_layered",), "wfcommons": ("wfcommons",), "studies": ("studies",),
+                   "real_workflows": ("random_layered", "wfcommons")}
+
+
+def tune(arrivals: str, workloads: int, jobs: int) -> dict[str, dict[str, dict]]:
+    """Per held-out family, each policy's parameters with the lowest JCT (relative to FIFO's on
+    the same workload) on training workloads of that family (training seeds only), so every
+    baseline gets its best setting for the kind of work it is scored on."""
+    generators = {"random_layered": random_workload, "wfcommons": wfcommons_workload, "studies": study_workload}
+    loads = {family: [make(TRAIN_SEEDS + w, jobs, arrivals) for w in range(workloads)] for family, make in generators.items()}
+    relative: dict[tuple[str, str], dict[str, list[float]]] = {}  # (policy, params) -> family -> JCT / FIFO's
+    fifo = {family: [run("fifo", {"placement": "free"}, load).avg_jct for load in batch] for family, batch in loads.items()}
     for name in POLICIES:
-        tuned[name] = min(settings(name), key=lambda params: statistics.mean(
-            run(name, params, load).avg_jct / base for load, base in zip(loads, fifo)))
+        for params in settings(name):
+            relative[(name, json.dumps(params, sort_keys=True))] = {
+                family: [run(name, params, load).avg_jct / base for load, base in zip(batch, fifo[family])]
+                for family, batch in loads.items()}
+    tuned: dict[str, dict[str, dict]] = {}
+    for family, sources in TUNING_FAMILIES.items():
+        tuned[family] = {}
+        for name in POLICIES:
+            best = min(settings(name), key=lambda params: statistics.mean(
+                r for source in sources for r in relative[(name, json.dumps(params, sort_keys=True))][source]))
+            tuned[family][name] = best
     return tuned
+
+
+def family_of(set_name: str) -> str:
+    return set_name.removesuffix("_batched")
 
 
 def learning_report(seeds: list[int], quick: bool, episodes: int) -> dict:
@@ -149,6 +174,7 @@ def held_out_sets(workloads: int, jobs: int, workflows_dir: Path) -> dict[str, l
         sets[f"random_layered{suffix}"] = [random_workload(TEST_SEEDS + w, jobs, arrivals) for w in range(workloads)]
         sets[f"wfcommons{suffix}"] = [wfcommons_workload(TEST_SEEDS + w, jobs, arrivals) for w in range(workloads)]
         sets[f"real_workflows{suffix}"] = [trace_workload(traces, TEST_SEEDS + w, jobs, arrivals) for w in range(workloads)]
+        sets[f"studies{suffix}"] = [study_workload(TEST_SEEDS + w, jobs, arrivals) for w in range(workloads)]
     return sets
 
 
@@ -190,10 +216,11 @@ def main() -> None:
                     "workloads": workloads, "jobs_per_workload": jobs, "workflows_dir": str(args.workflows)}
     for arrivals in ARRIVALS:
         report["tuned"][arrivals] = tune(arrivals, tuning_workloads, jobs)
-        print(f"tuned on training workloads ({arrivals}): " + "; ".join(
-            f"{name} " + ", ".join(f"{k} {v}" for k, v in params.items()) for name, params in report["tuned"][arrivals].items()))
+        for family, chosen in report["tuned"][arrivals].items():
+            print(f"tuned on {family} training workloads ({arrivals}): " + "; ".join(
+                f"{name} " + ", ".join(f"{k} {v}" for k, v in params.items()) for name, params in chosen.items()))
     for name, loads in held_out_sets(workloads, jobs, args.workflows).items():
-        tuned = report["tuned"]["batched" if name.endswith("_batched") else "poisson"]
+        tuned = report["tuned"]["batched" if name.endswith("_batched") else "poisson"][family_of(name)]
         report["avg_jct"][name], report["makespan"][name] = {}, {}
         for policy in POLICIES:
             outcomes = [run(policy, tuned[policy], load) for load in loads]

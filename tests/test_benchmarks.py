@@ -49,7 +49,7 @@ def test_scheduler_quick_reports_every_policy_on_every_set(tmp_path):
     workflows = tmp_path / "traces"
     shutil.copytree(ROOT / "benchmarks" / "data" / "wfinstances", workflows)
     report = _run("scheduler.py", "--quick", "--workflows", str(workflows))
-    sets = {f"{family}{suffix}" for family in ("random_layered", "wfcommons", "real_workflows") for suffix in ("", "_batched")}
+    sets = {f"{family}{suffix}" for family in ("random_layered", "wfcommons", "real_workflows", "studies") for suffix in ("", "_batched")}
     policies = {"fifo", "sjf_cp", "fair", "weighted_fair", "tetris", "critical_path", "heft", "gnn"}
     for key in ("avg_jct", "makespan"):
         assert set(report[key]) == sets

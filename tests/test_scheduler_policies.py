@@ -96,3 +96,25 @@ def test_every_heuristic_finishes_every_job_on_a_heterogeneous_cluster():
                 assert task.memory_mb <= worker.memory_mb
     with pytest.raises(ValueError, match="unknown heuristic"):
         heuristics.make("magic")
+
+
+@pytest.mark.parametrize("policy", list(heuristics.HEURISTICS))
+def test_study_stages_run_on_their_own_pool_in_order(policy):
+    """A study's scoring stages run only on the evaluator pool and its training rungs only on
+    trainers, each stage after the one before it, and the export after every trial is done."""
+    from openautoglm.gnn_scheduler.graph import POOL_EVALUATOR
+    from openautoglm.gnn_scheduler.workloads import STUDY_CLUSTER, study_workload
+
+    load = study_workload(3, 6)
+    outcome = simulate(load, STUDY_CLUSTER, heuristics.make(policy, alpha=-1.0))
+    pool_of = {w.id: w.pool for w in STUDY_CLUSTER}
+    tasks = {t.id: t for job in load for t in job.tasks}
+    assert any(t.pool == POOL_EVALUATOR for t in tasks.values())
+    for tid, task in tasks.items():
+        assert pool_of[outcome.where[tid]] == task.pool, tid
+    for job in load:
+        for a, b, _ in job.edges:
+            assert outcome.times[b][0] >= outcome.times[a][1] - 1e-9, (a, b)
+        export = f"{job.id}/export"
+        assert outcome.times[export][0] >= max(end for tid, (_, end) in outcome.times.items()
+                                               if tid.startswith(job.id + "/") and tid != export) - 1e-9

@@ -7,6 +7,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 
+# The pool a task or worker with no pool named belongs to: the trainers' slots. A trial's scoring
+# stage runs on the evaluators' pool instead (POOL_EVALUATOR); a task only ever runs on its pool.
+POOL_TRAINER = "trainer"
+POOL_EVALUATOR = "evaluator"
+
+
 class PlanError(ValueError):
     """The graph or capacity cannot be planned; the message names the problem."""
 
@@ -23,6 +29,7 @@ class TaskNode:
     kind: str = ""
     # Per-worker compute time (worker id -> seconds), overriding compute_seconds / speed.
     cost_by_worker: dict[str, float] | None = None
+    pool: str = POOL_TRAINER
 
 
 @dataclass(frozen=True)
@@ -31,6 +38,7 @@ class WorkerSlots:
     slots: int
     memory_mb: float  # per slot; 0 = unlimited
     speed: float = 1.0
+    pool: str = POOL_TRAINER
 
 
 @dataclass
@@ -85,8 +93,9 @@ def topological_order(tasks: list[TaskNode], edges: list[tuple[str, str, float]]
 
 
 def fits(task: TaskNode, worker: WorkerSlots) -> bool:
-    """Whether one slot of the worker holds the task (memory 0: unknown need / unlimited slot)."""
-    return worker.memory_mb <= 0 or task.memory_mb <= worker.memory_mb
+    """Whether one slot of the worker holds the task: the same pool, and the memory (0: unknown
+    need / unlimited slot)."""
+    return task.pool == worker.pool and (worker.memory_mb <= 0 or task.memory_mb <= worker.memory_mb)
 
 
 def cost(task: TaskNode, worker: WorkerSlots) -> float:
@@ -96,7 +105,9 @@ def cost(task: TaskNode, worker: WorkerSlots) -> float:
 
 
 def mean_cost(task: TaskNode, workers: list[WorkerSlots]) -> float:
-    return sum(cost(task, w) for w in workers) / len(workers)
+    """Mean over the workers of the task's pool (its reference seconds when none is known)."""
+    mine = [w for w in workers if w.pool == task.pool]
+    return sum(cost(task, w) for w in mine) / len(mine) if mine else task.compute_seconds
 
 
 def upward_ranks(tasks: list[TaskNode], edges: list[tuple[str, str, float]], workers: list[WorkerSlots],
