@@ -185,6 +185,12 @@ async def test_a_trainer_whose_connection_drops_is_gone_at_once_and_a_busy_one_i
     (scheduler_pb2.PackRequest(pending=[scheduler_pb2.Task()]), "pending[0]"),
     (scheduler_pb2.PackRequest(pending=[scheduler_pb2.Task(id="x")], policy="lottery"), "policy"),
     (scheduler_pb2.PackRequest(pending=[scheduler_pb2.Task(id="x", memory_mb=-1)]), "memory_mb"),
+    (scheduler_pb2.PackRequest(pending=[scheduler_pb2.Task(id="x", pool="gpu")]), "pending[0].pool"),
+    (scheduler_pb2.PackRequest(pending=[scheduler_pb2.Task(id="x")],
+                               dependencies=[scheduler_pb2.Dependency(from_task="nowhere", to_task="x")]), "dependencies[0].from_task"),
+    (scheduler_pb2.PackRequest(pending=[scheduler_pb2.Task(id="x"), scheduler_pb2.Task(id="y")],
+                               dependencies=[scheduler_pb2.Dependency(from_task="x", to_task="y"),
+                                             scheduler_pb2.Dependency(from_task="y", to_task="x")]), "cycle"),
 ])
 async def test_bad_pack_requests_are_invalid_argument_naming_the_problem(scheduler, request_, field):
     request_.workers.add(id="w", slots=1)

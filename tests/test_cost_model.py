@@ -97,3 +97,36 @@ def test_trial_costs_seed_from_the_trials_the_store_recorded(tmp_path):
     seeded = TrialCosts(store).predict(spec, candidate).seconds
     assert seeded == pytest.approx(30.0, rel=0.1)
     assert CostModel().predict(trial_shape(spec, candidate)).seconds != pytest.approx(30.0, rel=0.1)
+
+
+def test_scoring_seconds_come_from_the_studys_own_trials_then_everyones(tmp_path):
+    from openautoglm.gateway.cost_model import DEFAULT_SCORE_SECONDS
+
+    store = StudyStore(tmp_path / "gateway.sqlite")
+    spec = common_pb2.StudySpec(dataset=common_pb2.DatasetSpec(builtin="sentiment-demo"))
+    store.insert_study(common_pb2.Study(id="s1", spec=spec, state=common_pb2.STUDY_STATE_COMPLETED), "", "")
+    for number, seconds in enumerate([4.0, 5.0, 60.0]):
+        store.insert_trial(common_pb2.Trial(id=f"s1-t{number}", study_id="s1", number=number, status=common_pb2.TRIAL_STATUS_SUCCEEDED,
+                                            actual_seconds=30.0, worker_speed=1.0, score_seconds=seconds))
+    costs = TrialCosts(store)
+    assert costs.scoring_seconds("s1") == 5.0  # the median: one slow scoring does not set it
+    assert costs.scoring_seconds("s2") == 5.0  # no history of its own: every study's
+    costs.record(spec, common_pb2.Trial(id="s2-t0", study_id="s2", actual_seconds=10.0, score_seconds=0.5))
+    assert costs.scoring_seconds("s2") == 0.5
+    assert TrialCosts(StudyStore(tmp_path / "empty.sqlite")).scoring_seconds("s1") == DEFAULT_SCORE_SECONDS
+
+
+@pytest.mark.parametrize("pruner, rungs", [("", 1), ("median", 3)])
+def test_a_queued_trial_goes_to_the_scheduler_as_the_chain_of_its_stages(pruner, rungs):
+    from openautoglm.gateway.placement import trial_stages
+
+    spec = common_pb2.StudySpec(pruner=pruner)
+    trial = common_pb2.Trial(id="s-t1", study_id="s", memory_mb=900, candidate=common_pb2.Candidate(
+        hyperparameters={"epochs": common_pb2.ParamValue(integer=3)}))
+    tasks, edges = trial_stages(trial, spec, 30.0, 2.0)
+    assert [t.kind for t in tasks] == ["train"] * rungs + ["evaluate"]
+    assert tasks[0].id == "s-t1"  # the stage a placement dispatches is the trial itself
+    assert sum(t.compute_seconds for t in tasks[:-1]) == pytest.approx(30.0)
+    assert tasks[-1].pool == "evaluator" and tasks[-1].compute_seconds == 2.0 and tasks[-1].memory_mb == 0
+    assert all(t.memory_mb == 900 for t in tasks[:-1]) and {t.study_id for t in tasks} == {"s"}
+    assert [(e.from_task, e.to_task) for e in edges] == [(a.id, b.id) for a, b in zip(tasks, tasks[1:])]

@@ -2,7 +2,8 @@
 long ones submitted first) through the real mesh, once with FIFO and once with the learned
 policy as the scheduler's default, on one trainer with one slot and no prefetch so every start
 is the scheduler's choice. Trial costs are the gateway's predictions (cost_model.py) and the
-trainer's measured speed; the learned policy sees each study as one job. It must order the
+trainer's measured speed; the learned policy sees each study as one job, each queued trial the
+chain of its stages (training, then scoring on the evaluators). It must order the
 trials differently and lower the average study completion time. (Each completed study's best is
 registered, and its ONNX export runs on the same trainer: the next trial there takes seconds
 longer under both policies. The scheduler does not see that work yet.)"""
@@ -49,6 +50,8 @@ async def _run_load(data_dir, policy: str) -> tuple[float, list[str]]:
     finally:
         await asyncio.to_thread(stack.stop)
     assert all(s.state == common_pb2.STUDY_STATE_COMPLETED for s in studies), [s.error for s in studies]
+    # Every trial's scoring stage was timed: what the next Pack predicts the evaluator stage from.
+    assert all(t.score_seconds > 0 for s in studies for t in s.trials)
     completion = [max(t.finished_at.ToMicroseconds() for t in s.trials) / 1e6 - s.created_at.ToMicroseconds() / 1e6
                   for s in studies]
     finished = sorted((t.finished_at.ToMicroseconds(), s.spec.name) for s in studies for t in s.trials)

@@ -104,3 +104,37 @@ def test_the_learned_policy_starts_the_study_with_the_least_work_left_first():
     assert learned.placements[0][0].startswith("short")
     ordered = pack(pending, {}, workers, "critical_path", study_of=study_of)
     assert ordered.placements[0][0].startswith("long")
+
+
+def _trial(trial_id: str, first: float, later: list[float], score: float, study: str):
+    """A trial as the gateway sends it: its first stage, later rungs and scoring (placement.trial_stages)."""
+    from openautoglm.gnn_scheduler.graph import POOL_EVALUATOR
+
+    tasks = [TaskNode(trial_id, first, 100)] + [TaskNode(f"{trial_id}#r{i + 2}", s, 100) for i, s in enumerate(later)]
+    tasks.append(TaskNode(f"{trial_id}#score", score, 0, "evaluate", pool=POOL_EVALUATOR))
+    return tasks, [(a.id, b.id, 0.0) for a, b in zip(tasks, tasks[1:])], {t.id: study for t in tasks}
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_only_a_trials_first_stage_is_placed_and_its_later_stages_shape_the_order(policy):
+    """Stages with a predecessor are never placed; with one free slot, critical path starts the
+    trial whose later rungs make its chain the longest, though its first stage is the shorter."""
+    long_tasks, long_edges, long_of = _trial("long", 2.0, [20.0, 20.0], 1.0, "s1")
+    short_tasks, short_edges, short_of = _trial("short", 5.0, [], 1.0, "s2")
+    workers = [WorkerSlots("w", 1, 4000, 1.0)]
+    result = pack(long_tasks + short_tasks, {}, workers, policy, study_of={**long_of, **short_of},
+                  edges=long_edges + short_edges)
+    assert len(result.placements) == 1 and result.placements[0][0] in {"long", "short"}
+    assert result.unfit == []  # the scoring stages wait on their trials: never called unfit
+    if policy == "critical_path":
+        assert result.placements == [("long", "w")]
+        flat = pack([TaskNode("long", 2.0, 100), TaskNode("short", 5.0, 100)], {}, workers, policy)
+        assert flat.placements == [("short", "w")]  # without the stages it sees only the first
+
+
+def test_a_stage_after_running_work_waits_and_bad_edges_are_refused():
+    workers = [WorkerSlots("w", 2, 0)]
+    result = pack([TaskNode("t#score", 1.0)], {"t": "w"}, workers, "fifo", edges=[("t", "t#score", 0.0)])
+    assert result.placements == [] and result.free_slots == {"w": 1}
+    with pytest.raises(PlanError, match=r"dependencies\[0\].to_task"):
+        pack([TaskNode("a", 1.0)], {"t": "w"}, workers, "fifo", edges=[("a", "t", 0.0)])

@@ -15,8 +15,10 @@ seconds.
 """
 from __future__ import annotations
 
+import collections
 import functools
 import math
+import statistics
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,9 +164,17 @@ def trial_shape(spec: common_pb2.StudySpec, candidate: common_pb2.Candidate) -> 
                       task="generation" if spec.task == common_pb2.TASK_TYPE_GENERATION else "classification")
 
 
+# A trial's scoring stage before any trial has been scored here, in seconds.
+DEFAULT_SCORE_SECONDS = 1.0
+# Recent scoring times kept per study and overall (their median is the prediction).
+SCORE_HISTORY = 50
+
+
 class TrialCosts:
     """The gateway's cost model over its store: seeded with the trials that finished before this
-    process started (the most recent, bounded), then fed each trial as it trains."""
+    process started (the most recent, bounded), then fed each trial as it trains. Also each
+    study's scoring time (the evaluator's stage): the median of its recent trials' (a study scores
+    the same held-out set with the same metrics every time), else of every study's recent ones."""
 
     SEED_LIMIT = 2000
 
@@ -172,13 +182,27 @@ class TrialCosts:
         self.store = store
         self.model = CostModel()
         self._seeded = False
+        self._scoring: dict[str, collections.deque[float]] = {}
+        self._recent_scoring: collections.deque[float] = collections.deque(maxlen=SCORE_HISTORY)
 
     def _seed(self) -> None:
         if self._seeded:
             return
         self._seeded = True
-        for spec, trial in self.store.trained_trials(self.SEED_LIMIT):
+        for spec, trial in reversed(self.store.trained_trials(self.SEED_LIMIT)):  # oldest first
             self.model.observe(trial_shape(spec, trial.candidate), trial.actual_seconds, trial.worker_speed or 1.0)
+            self._observe_scoring(trial)
+
+    def _observe_scoring(self, trial: common_pb2.Trial) -> None:
+        if trial.score_seconds > 0:
+            self._scoring.setdefault(trial.study_id, collections.deque(maxlen=SCORE_HISTORY)).append(trial.score_seconds)
+            self._recent_scoring.append(trial.score_seconds)
+
+    def scoring_seconds(self, study_id: str) -> float:
+        """Predicted seconds of one of the study's trials on the evaluator."""
+        self._seed()
+        history = self._scoring.get(study_id) or self._recent_scoring
+        return statistics.median(history) if history else DEFAULT_SCORE_SECONDS
 
     def predict(self, spec: common_pb2.StudySpec, candidate: common_pb2.Candidate, speed: float = 1.0) -> Prediction:
         """Seconds on a trainer of `speed` (1.0: the reference)."""
@@ -186,6 +210,7 @@ class TrialCosts:
         return self.model.predict(trial_shape(spec, candidate)).on(speed)
 
     def record(self, spec: common_pb2.StudySpec, trial: common_pb2.Trial) -> None:
-        """A trial trained (its actual_seconds and worker_speed set)."""
+        """A trial trained (its actual_seconds, score_seconds and worker_speed set)."""
         self._seed()
         self.model.observe(trial_shape(spec, trial.candidate), trial.actual_seconds, trial.worker_speed or 1.0)
+        self._observe_scoring(trial)

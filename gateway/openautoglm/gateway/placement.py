@@ -1,7 +1,7 @@
 """Placement: every running study's queued trials onto the trainers' free slots.
 
 One packer serves all studies. It asks the scheduler to pack the queued trials (each with the
-memory it needs) around the trials already holding places (a trainer's slots plus the jobs it
+memory it needs, as the chain of its stages: `trial_stages`) around the trials already holding places (a trainer's slots plus the jobs it
 holds waiting), records each placement, then publishes the trial's job on that trainer's own
 subject. Packing is driven by events: trials queued, a place freed, a trainer joined or left
 (which also checks every placement: trials placed on a trainer that is gone are re-queued, their
@@ -19,7 +19,7 @@ from opentelemetry import context as otel_context
 
 from openautoglm.common import subjects, telemetry
 from openautoglm.common.subjects import BusUnavailable
-from openautoglm.gateway.cost_model import TrialCosts
+from openautoglm.gateway.cost_model import TrialCosts, trial_shape
 from openautoglm.gateway.peers import Bus, PeerError, Peers
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import common_pb2, events_pb2, scheduler_pb2, trainer_pb2
@@ -31,6 +31,28 @@ RPC_DEADLINE = 30.0
 SAFETY_INTERVAL_SECONDS = 30.0
 # After a failed pack (the scheduler unreachable, say), the next try comes this soon.
 RETRY_SECONDS = 1.0
+# A trial's training is split into at most this many stages (one per pruner rung, an epoch each).
+MAX_RUNGS = 16
+POOL_EVALUATOR = "evaluator"
+
+
+def trial_stages(trial: common_pb2.Trial, spec: common_pb2.StudySpec, seconds: float,
+                 score_seconds: float) -> tuple[list[scheduler_pb2.Task], list[scheduler_pb2.Dependency]]:
+    """A queued trial as the scheduler should see it: its training split at the pruner's rungs
+    (one per epoch when the study prunes; the first stage, under the trial's own id, also
+    prepares and tokenises the data, and is what a placement dispatches), then its scoring on
+    the evaluator pool. The later stages follow the first: the trainer runs the rungs back to
+    back on the slot it got (the pruner may stop it at one), then sends its predictions to an
+    evaluator while that slot takes the next trial."""
+    rungs = 1
+    if spec.pruner not in ("", "none"):
+        rungs = max(1, min(MAX_RUNGS, round(trial_shape(spec, trial.candidate).epochs)))
+    tasks = [scheduler_pb2.Task(id=trial.id if r == 0 else f"{trial.id}#r{r + 1}", kind="train", study_id=trial.study_id,
+                                trial_id=trial.id, compute_seconds=seconds / rungs, memory_mb=trial.memory_mb)
+             for r in range(rungs)]
+    tasks.append(scheduler_pb2.Task(id=f"{trial.id}#score", kind="evaluate", pool=POOL_EVALUATOR, study_id=trial.study_id,
+                                    trial_id=trial.id, compute_seconds=score_seconds))
+    return tasks, [scheduler_pb2.Dependency(from_task=a.id, to_task=b.id) for a, b in zip(tasks, tasks[1:])]
 
 
 class Packer:
@@ -106,14 +128,26 @@ class Packer:
             if t.study_id not in specs:
                 header = self.store.header(t.study_id)
                 specs[t.study_id] = header.spec if header is not None else common_pb2.StudySpec()
+        stages: list[scheduler_pb2.Task] = []
+        dependencies: list[scheduler_pb2.Dependency] = []
+        # Each queued trial's predicted seconds on the reference trainer, scaled to its trainer once placed.
+        reference = {t.id: self.costs.predict(specs[t.study_id], t.candidate) for t in pending}
+        for t in pending:
+            tasks, edges = trial_stages(t, specs[t.study_id], reference[t.id].seconds, self.costs.scoring_seconds(t.study_id))
+            stages += tasks
+            dependencies += edges
+        for t in running:  # still to come of a placed trial: its scoring, after its training
+            stages.append(scheduler_pb2.Task(id=f"{t.id}#score", kind="evaluate", pool=POOL_EVALUATOR, study_id=t.study_id,
+                                             trial_id=t.id, compute_seconds=self.costs.scoring_seconds(t.study_id)))
+            dependencies.append(scheduler_pb2.Dependency(from_task=t.id, to_task=stages[-1].id))
         try:
             reply = await self.peers.scheduler.Pack(scheduler_pb2.PackRequest(
-                pending=[scheduler_pb2.Task(id=t.id, kind="train", compute_seconds=self.costs.predict(specs[t.study_id], t.candidate).seconds,
-                                            memory_mb=t.memory_mb, study_id=t.study_id, trial_id=t.id) for t in pending],
+                pending=stages,
                 running=[scheduler_pb2.Assignment(task_id=t.id, worker_id=t.assigned_worker_id) for t in running],
                 running_work=[scheduler_pb2.Task(id=t.id, kind="train", study_id=t.study_id, trial_id=t.id,
                                                  compute_seconds=t.predicted_seconds * (t.worker_speed or 1.0))
                               for t in running],
+                dependencies=dependencies,
             ), timeout=RPC_DEADLINE)
         except BaseException:
             self._check_placements |= checking  # not done: the next pack checks them
@@ -130,7 +164,7 @@ class Packer:
             trial = by_id[placement.task_id]
             trial.assigned_worker_id = placement.worker_id
             trial.worker_speed = speeds.get(placement.worker_id, 1.0)
-            predicted = self.costs.predict(specs[trial.study_id], trial.candidate, trial.worker_speed)
+            predicted = reference[trial.id].on(trial.worker_speed)
             trial.predicted_seconds, trial.predicted_seconds_sd = predicted.seconds, predicted.sd
             self.store.save_trial(trial)  # recorded before published: a crash in between re-publishes
             self._unfit_logged.discard(trial.id)

@@ -142,6 +142,7 @@ class TrialEvents:
         trial.objective_value = trained.objective_value
         trial.extra_objective_values[:] = trained.extra_objective_values
         trial.actual_seconds = trained.train_seconds
+        trial.score_seconds = trained.score_seconds
         log.info("trial %s scored %.4f", trial.id, trained.objective_value, extra={"study_id": study.id, "trial_id": trial.id})
         if self._end(study, trial, S.TRIAL_STATUS_SUCCEEDED, "trial.succeeded") and trained.resumed_from_step == 0:
             self.costs.record(study.spec, trial)  # a resumed trial's seconds are only its last part

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 # stage runs on the evaluators' pool instead (POOL_EVALUATOR); a task only ever runs on its pool.
 POOL_TRAINER = "trainer"
 POOL_EVALUATOR = "evaluator"
+POOLS = (POOL_TRAINER, POOL_EVALUATOR)
 
 
 class PlanError(ValueError):

@@ -1,14 +1,18 @@
 """The learned policy on the live path: the pending work of every running study, as the
 scheduler sees it at one Pack, in the shape simulate.Simulation gives a policy.
 
-Each running study is a job: its queued trials are its ready tasks (costs: the gateway's
-predicted seconds on a reference trainer), its running trials count against it. The free
-slots are the live trainers' free places. `learned_placements` asks the policy for one start
-after another until no free slot holds a queued trial; it never waits (a Pack answers now).
+Each running study is a job: its queued trials' first stages are its ready tasks (costs: the
+gateway's predicted seconds on a reference trainer), their later stages (rungs, scoring on the
+evaluator pool, the study's export) its waiting tasks, joined by the request's edges so the GCN
+passes messages along them; its running trials count against it. The free slots are the live
+trainers' free places. `learned_placements` asks the policy for one start after another until
+no free slot holds a ready task; it never waits (a Pack answers now). A picked stage's
+successors stay waiting: they follow it on its slot (rungs) or go to the evaluators (scoring).
 """
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from openautoglm.gnn_scheduler.dags import Job
@@ -58,23 +62,29 @@ class LiveSnapshot:
 
 def learned_placements(pending: list[TaskNode], study_of: dict[str, str], running_work: list[TaskNode],
                        running_study: dict[str, str], workers: list[WorkerSlots], free: dict[str, int],
-                       policy) -> list[tuple[str, str]]:
-    """(task id, worker id) to start now, in the order the learned policy picks them."""
+                       policy, later: Sequence[TaskNode] = (),
+                       edges: Sequence[tuple[str, str, float]] = ()) -> list[tuple[str, str]]:
+    """(task id, worker id) to start now, in the order the learned policy picks them: `pending`
+    are the ready tasks, `later` the waiting ones, `edges` join them (pending to pending)."""
     by_worker = {w.id: w for w in workers}
     snapshot = LiveSnapshot(workers=[w for w in workers if w.slots > 0],
                             free=[(by_worker[wid], i) for wid, n in free.items() for i in range(n)])
     if not snapshot.workers:
         return []
     tasks_of: dict[str, list[TaskNode]] = {}
-    for t in pending:
+    for t in [*pending, *later]:
         tasks_of.setdefault(study_of[t.id], []).append(t)
+    edges_of: dict[str, list[tuple[str, str, float]]] = defaultdict(list)
+    for edge in edges:
+        if study_of[edge[0]] == study_of[edge[1]]:
+            edges_of[study_of[edge[0]]].append(edge)
     running = Counter(running_study.values())
     running_seconds: dict[str, float] = defaultdict(float)
     for t in running_work:
         running_seconds[running_study.get(t.id, "")] += t.compute_seconds
     for study, tasks in tasks_of.items():
         unstarted = sum(t.compute_seconds for t in tasks)
-        state = JobState(Job(study, tasks, []), unstarted + running_seconds[study], unstarted,
+        state = JobState(Job(study, tasks, edges_of[study]), unstarted + running_seconds[study], unstarted,
                          len(tasks), running[study])
         snapshot.jobs[study] = state
         for t in tasks:

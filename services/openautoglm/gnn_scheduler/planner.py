@@ -21,6 +21,7 @@ import heapq
 import math
 
 from openautoglm.gnn_scheduler.graph import (
+    POOLS,
     FieldPlanError,
     Placement,
     Plan,
@@ -58,6 +59,8 @@ def check_task_values(tasks: list[TaskNode], field: str = "tasks", limit: int = 
     if len(tasks) > limit:
         raise FieldPlanError(f"{field}: {len(tasks)} tasks; at most {limit} per request")
     for i, t in enumerate(tasks):
+        if t.pool not in POOLS:
+            raise FieldPlanError(f"{field}[{i}].pool: {t.pool!r}; expected one of {', '.join(POOLS)} (empty: trainer)")
         if not (_finite_at_least_zero(t.compute_seconds) and _finite_at_least_zero(t.memory_mb)):
             raise FieldPlanError(f"{field}[{i}] (task {t.id!r}): compute_seconds and memory_mb must be finite numbers >= 0")
         for worker_id, seconds in (t.cost_by_worker or {}).items():
@@ -85,6 +88,8 @@ def check_workers(workers: list[WorkerSlots], field: str = "workers") -> None:
         if w.id in seen:
             raise FieldPlanError(f"{field}[{i}].id: duplicate worker id {w.id!r}")
         seen.add(w.id)
+        if w.pool not in POOLS:
+            raise FieldPlanError(f"{field}[{i}].pool: {w.pool!r}; expected one of {', '.join(POOLS)} (empty: trainer)")
         if not 0 <= w.slots <= MAX_SLOTS_PER_WORKER:
             raise FieldPlanError(f"{field}[{i}].slots: must be between 0 and {MAX_SLOTS_PER_WORKER}")
         if not _finite_at_least_zero(w.memory_mb):

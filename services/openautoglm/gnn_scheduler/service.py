@@ -18,7 +18,7 @@ import grpc
 from openautoglm.common import telemetry
 from openautoglm.gnn_scheduler.cluster import CapacityRegistry
 from openautoglm.gnn_scheduler.packing import pack
-from openautoglm.gnn_scheduler.graph import FieldPlanError, PlanError, TaskNode, WorkerSlots
+from openautoglm.gnn_scheduler.graph import POOL_TRAINER, FieldPlanError, PlanError, TaskNode, WorkerSlots
 from openautoglm.gnn_scheduler.planner import plan
 from openautoglm.v1 import scheduler_pb2, scheduler_pb2_grpc
 
@@ -26,14 +26,15 @@ log = logging.getLogger(__name__)
 
 
 def _task_nodes(tasks) -> list[TaskNode]:
-    return [TaskNode(t.id, t.compute_seconds, t.memory_mb, t.kind, dict(t.compute_seconds_by_worker) or None)
-            for t in tasks]
+    return [TaskNode(t.id, t.compute_seconds, t.memory_mb, t.kind, dict(t.compute_seconds_by_worker) or None,
+                     t.pool or POOL_TRAINER) for t in tasks]
 
 
 def _worker_slots(workers, with_queues: bool = False) -> list[WorkerSlots]:
     """Workers as the planner sees them; `with_queues` counts the jobs a worker holds waiting
     beside its slots as places too (packing fills them, so the next trial is already there)."""
-    return [WorkerSlots(w.id, w.slots + (w.queue_slots if with_queues else 0), w.memory_mb, w.speed or 1.0) for w in workers]
+    return [WorkerSlots(w.id, w.slots + (w.queue_slots if with_queues else 0), w.memory_mb, w.speed or 1.0,
+                        w.pool or POOL_TRAINER) for w in workers]
 
 
 class DefaultPolicy:
@@ -130,7 +131,8 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
                 study_of = {t.id: t.study_id for t in (*request.pending, *request.running_work)}
                 result = pack(_task_nodes(request.pending), {a.task_id: a.worker_id for a in request.running},
                               _worker_slots(workers, with_queues=True), policy, is_gone, study_of,
-                              _task_nodes(request.running_work))
+                              _task_nodes(request.running_work),
+                              [(d.from_task, d.to_task, d.transfer_seconds) for d in request.dependencies])
                 span.set_attribute("openautoglm.pending", len(request.pending))
                 span.set_attribute("openautoglm.running", len(request.running))
                 span.set_attribute("openautoglm.workers", len(workers))

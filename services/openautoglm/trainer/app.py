@@ -190,7 +190,9 @@ class TrainerApp:
             try:
                 with telemetry.tracer().start_as_current_span("score"):
                     # While the evaluator is away the trial shows as EVALUATING, not TRAINING.
+                    scoring_started = time.monotonic()
                     scores = await self._scorer.score(job, result, on_wait=lambda: publish_progress(awaiting_scores=True))
+                    score_seconds = time.monotonic() - scoring_started
             except ScoringRefused as err:
                 log.warning("trial %s: %s", job.trial_id, err, extra={"trial_id": job.trial_id})
                 await self._publish_failed(job, str(err))
@@ -199,6 +201,7 @@ class TrainerApp:
                 meta=subjects.new_meta("trainer", job.study_id, job.trial_id, f"trained-{job.trial_id}"),
                 trained=trained_message(job, result, trainer_id, scores, outputs=False),
             )
+            trained.trained.score_seconds = score_seconds  # the scoring stage, for the scheduler's costs
             await self._publish_result(subjects.SUBJECT_TRAINED, trained)
             TRAINER_TRIALS.labels("trained").inc()
             log.info("trial %s trained in %.1fs (loss %.4f), scored %.4f", job.trial_id, result.seconds, result.train_loss,

@@ -319,7 +319,7 @@ class Candidate(_message.Message):
     def __init__(self, id: _Optional[str] = ..., template_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., prompt: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., search_state: _Optional[str] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("id", "study_id", "number", "candidate", "status", "metrics", "objective_value", "error", "trainer_id", "train_loss", "created_at", "finished_at", "artifact_path", "precision", "skipped_steps", "extra_objective_values", "assigned_worker_id", "attempt", "memory_mb", "intermediate_values", "predicted_seconds", "predicted_seconds_sd", "actual_seconds", "worker_speed")
+    __slots__ = ("id", "study_id", "number", "candidate", "status", "metrics", "objective_value", "error", "trainer_id", "train_loss", "created_at", "finished_at", "artifact_path", "precision", "skipped_steps", "extra_objective_values", "assigned_worker_id", "attempt", "memory_mb", "intermediate_values", "predicted_seconds", "predicted_seconds_sd", "actual_seconds", "worker_speed", "score_seconds")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -358,6 +358,7 @@ class Trial(_message.Message):
     PREDICTED_SECONDS_SD_FIELD_NUMBER: _ClassVar[int]
     ACTUAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WORKER_SPEED_FIELD_NUMBER: _ClassVar[int]
+    SCORE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     study_id: str
     number: int
@@ -382,7 +383,8 @@ class Trial(_message.Message):
     predicted_seconds_sd: float
     actual_seconds: float
     worker_speed: float
-    def __init__(self, id: _Optional[str] = ..., study_id: _Optional[str] = ..., number: _Optional[int] = ..., candidate: _Optional[_Union[Candidate, _Mapping]] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., error: _Optional[str] = ..., trainer_id: _Optional[str] = ..., train_loss: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., artifact_path: _Optional[str] = ..., precision: _Optional[str] = ..., skipped_steps: _Optional[int] = ..., extra_objective_values: _Optional[_Iterable[float]] = ..., assigned_worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., memory_mb: _Optional[float] = ..., intermediate_values: _Optional[_Mapping[int, float]] = ..., predicted_seconds: _Optional[float] = ..., predicted_seconds_sd: _Optional[float] = ..., actual_seconds: _Optional[float] = ..., worker_speed: _Optional[float] = ...) -> None: ...
+    score_seconds: float
+    def __init__(self, id: _Optional[str] = ..., study_id: _Optional[str] = ..., number: _Optional[int] = ..., candidate: _Optional[_Union[Candidate, _Mapping]] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., error: _Optional[str] = ..., trainer_id: _Optional[str] = ..., train_loss: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., artifact_path: _Optional[str] = ..., precision: _Optional[str] = ..., skipped_steps: _Optional[int] = ..., extra_objective_values: _Optional[_Iterable[float]] = ..., assigned_worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., memory_mb: _Optional[float] = ..., intermediate_values: _Optional[_Mapping[int, float]] = ..., predicted_seconds: _Optional[float] = ..., predicted_seconds_sd: _Optional[float] = ..., actual_seconds: _Optional[float] = ..., worker_speed: _Optional[float] = ..., score_seconds: _Optional[float] = ...) -> None: ...
 
 class Study(_message.Message):
     __slots__ = ("id", "spec", "state", "trace_id", "trials", "best_trial_id", "error", "created_at", "updated_at", "pareto_trial_ids", "window", "tenant", "trial_count")

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenautoglm/v1/scheduler.proto\x12\x0eopenautoglm.v1\"\x84\x02\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12\x11\n\tmemory_mb\x18\x04 \x01(\x01\x12\x10\n\x08study_id\x18\x05 \x01(\t\x12\x10\n\x08trial_id\x18\x06 \x01(\t\x12S\n\x19\x63ompute_seconds_by_worker\x18\x07 \x03(\x0b\x32\x30.openautoglm.v1.Task.ComputeSecondsByWorkerEntry\x1a=\n\x1b\x43omputeSecondsByWorkerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"J\n\nDependency\x12\x11\n\tfrom_task\x18\x01 \x01(\t\x12\x0f\n\x07to_task\x18\x02 \x01(\t\x12\x18\n\x10transfer_seconds\x18\x03 \x01(\x01\"b\n\tTaskGraph\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.openautoglm.v1.Task\x12\x30\n\x0c\x64\x65pendencies\x18\x02 \x03(\x0b\x32\x1a.openautoglm.v1.Dependency\"\x9b\x02\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x01(\x05\x12\x11\n\tmemory_mb\x18\x03 \x01(\x01\x12\r\n\x05speed\x18\x04 \x01(\x01\x12\x13\n\x0b\x64\x65vice_kind\x18\x05 \x01(\t\x12\x13\n\x0bqueue_slots\x18\x06 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x07 \x01(\t\x12\x19\n\x11serving_memory_mb\x18\x08 \x01(\x01\x12\x46\n\x11tokens_per_second\x18\t \x03(\x0b\x32+.openautoglm.v1.Worker.TokensPerSecondEntry\x1a\x36\n\x14TokensPerSecondEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"p\n\x0bPlanRequest\x12(\n\x05graph\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.TaskGraph\x12\'\n\x07workers\x18\x02 \x03(\x0b\x32\x16.openautoglm.v1.Worker\x12\x0e\n\x06policy\x18\x03 \x01(\t\"|\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\x05\x12\x15\n\rstart_seconds\x18\x04 \x01(\x01\x12\x16\n\x0e\x66inish_seconds\x18\x05 \x01(\x01\x12\r\n\x05order\x18\x06 \x01(\x05\"~\n\x0cPlanResponse\x12/\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1a.openautoglm.v1.Assignment\x12\x18\n\x10makespan_seconds\x18\x02 \x01(\x01\x12\x13\n\x0btotal_slots\x18\x03 \x01(\x05\x12\x0e\n\x06policy\x18\x04 \x01(\t\"\x14\n\x12ListWorkersRequest\">\n\x13ListWorkersResponse\x12\'\n\x07workers\x18\x01 \x03(\x0b\x32\x16.openautoglm.v1.Worker\"\xc6\x01\n\x0bPackRequest\x12%\n\x07pending\x18\x01 \x03(\x0b\x32\x14.openautoglm.v1.Task\x12+\n\x07running\x18\x02 \x03(\x0b\x32\x1a.openautoglm.v1.Assignment\x12\'\n\x07workers\x18\x03 \x03(\x0b\x32\x16.openautoglm.v1.Worker\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12*\n\x0crunning_work\x18\x05 \x03(\x0b\x32\x14.openautoglm.v1.Task\"\xbe\x01\n\x0cPackResponse\x12.\n\nplacements\x18\x01 \x03(\x0b\x32\x1a.openautoglm.v1.Assignment\x12\x19\n\x11orphaned_task_ids\x18\x02 \x03(\t\x12\x16\n\x0eunfit_task_ids\x18\x03 \x03(\t\x12\'\n\x07workers\x18\x04 \x03(\x0b\x32\x16.openautoglm.v1.Worker\x12\x12\n\nfree_slots\x18\x05 \x03(\x05\x12\x0e\n\x06policy\x18\x06 \x01(\t2\xe9\x01\n\tScheduler\x12\x41\n\x04Plan\x12\x1b.openautoglm.v1.PlanRequest\x1a\x1c.openautoglm.v1.PlanResponse\x12V\n\x0bListWorkers\x12\".openautoglm.v1.ListWorkersRequest\x1a#.openautoglm.v1.ListWorkersResponse\x12\x41\n\x04Pack\x12\x1b.openautoglm.v1.PackRequest\x1a\x1c.openautoglm.v1.PackResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenautoglm/v1/scheduler.proto\x12\x0eopenautoglm.v1\"\x92\x02\n\x04Task\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x17\n\x0f\x63ompute_seconds\x18\x03 \x01(\x01\x12\x11\n\tmemory_mb\x18\x04 \x01(\x01\x12\x10\n\x08study_id\x18\x05 \x01(\t\x12\x10\n\x08trial_id\x18\x06 \x01(\t\x12S\n\x19\x63ompute_seconds_by_worker\x18\x07 \x03(\x0b\x32\x30.openautoglm.v1.Task.ComputeSecondsByWorkerEntry\x12\x0c\n\x04pool\x18\x08 \x01(\t\x1a=\n\x1b\x43omputeSecondsByWorkerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"J\n\nDependency\x12\x11\n\tfrom_task\x18\x01 \x01(\t\x12\x0f\n\x07to_task\x18\x02 \x01(\t\x12\x18\n\x10transfer_seconds\x18\x03 \x01(\x01\"b\n\tTaskGraph\x12#\n\x05tasks\x18\x01 \x03(\x0b\x32\x14.openautoglm.v1.Task\x12\x30\n\x0c\x64\x65pendencies\x18\x02 \x03(\x0b\x32\x1a.openautoglm.v1.Dependency\"\xa9\x02\n\x06Worker\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05slots\x18\x02 \x01(\x05\x12\x11\n\tmemory_mb\x18\x03 \x01(\x01\x12\r\n\x05speed\x18\x04 \x01(\x01\x12\x13\n\x0b\x64\x65vice_kind\x18\x05 \x01(\t\x12\x13\n\x0bqueue_slots\x18\x06 \x01(\x05\x12\x0f\n\x07\x61\x64\x64ress\x18\x07 \x01(\t\x12\x19\n\x11serving_memory_mb\x18\x08 \x01(\x01\x12\x46\n\x11tokens_per_second\x18\t \x03(\x0b\x32+.openautoglm.v1.Worker.TokensPerSecondEntry\x12\x0c\n\x04pool\x18\n \x01(\t\x1a\x36\n\x14TokensPerSecondEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"p\n\x0bPlanRequest\x12(\n\x05graph\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.TaskGraph\x12\'\n\x07workers\x18\x02 \x03(\x0b\x32\x16.openautoglm.v1.Worker\x12\x0e\n\x06policy\x18\x03 \x01(\t\"|\n\nAssignment\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tworker_id\x18\x02 \x01(\t\x12\x0c\n\x04slot\x18\x03 \x01(\x05\x12\x15\n\rstart_seconds\x18\x04 \x01(\x01\x12\x16\n\x0e\x66inish_seconds\x18\x05 \x01(\x01\x12\r\n\x05order\x18\x06 \x01(\x05\"~\n\x0cPlanResponse\x12/\n\x0b\x61ssignments\x18\x01 \x03(\x0b\x32\x1a.openautoglm.v1.Assignment\x12\x18\n\x10makespan_seconds\x18\x02 \x01(\x01\x12\x13\n\x0btotal_slots\x18\x03 \x01(\x05\x12\x0e\n\x06policy\x18\x04 \x01(\t\"\x14\n\x12ListWorkersRequest\">\n\x13ListWorkersResponse\x12\'\n\x07workers\x18\x01 \x03(\x0b\x32\x16.openautoglm.v1.Worker\"\xf8\x01\n\x0bPackRequest\x12%\n\x07pending\x18\x01 \x03(\x0b\x32\x14.openautoglm.v1.Task\x12+\n\x07running\x18\x02 \x03(\x0b\x32\x1a.openautoglm.v1.Assignment\x12\'\n\x07workers\x18\x03 \x03(\x0b\x32\x16.openautoglm.v1.Worker\x12\x0e\n\x06policy\x18\x04 \x01(\t\x12*\n\x0crunning_work\x18\x05 \x03(\x0b\x32\x14.openautoglm.v1.Task\x12\x30\n\x0c\x64\x65pendencies\x18\x06 \x03(\x0b\x32\x1a.openautoglm.v1.Dependency\"\xbe\x01\n\x0cPackResponse\x12.\n\nplacements\x18\x01 \x03(\x0b\x32\x1a.openautoglm.v1.Assignment\x12\x19\n\x11orphaned_task_ids\x18\x02 \x03(\t\x12\x16\n\x0eunfit_task_ids\x18\x03 \x03(\t\x12\'\n\x07workers\x18\x04 \x03(\x0b\x32\x16.openautoglm.v1.Worker\x12\x12\n\nfree_slots\x18\x05 \x03(\x05\x12\x0e\n\x06policy\x18\x06 \x01(\t2\xe9\x01\n\tScheduler\x12\x41\n\x04Plan\x12\x1b.openautoglm.v1.PlanRequest\x1a\x1c.openautoglm.v1.PlanResponse\x12V\n\x0bListWorkers\x12\".openautoglm.v1.ListWorkersRequest\x1a#.openautoglm.v1.ListWorkersResponse\x12\x41\n\x04Pack\x12\x1b.openautoglm.v1.PackRequest\x1a\x1c.openautoglm.v1.PackResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,31 +36,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WORKER_TOKENSPERSECONDENTRY']._loaded_options = None
   _globals['_WORKER_TOKENSPERSECONDENTRY']._serialized_options = b'8\001'
   _globals['_TASK']._serialized_start=51
-  _globals['_TASK']._serialized_end=311
-  _globals['_TASK_COMPUTESECONDSBYWORKERENTRY']._serialized_start=250
-  _globals['_TASK_COMPUTESECONDSBYWORKERENTRY']._serialized_end=311
-  _globals['_DEPENDENCY']._serialized_start=313
-  _globals['_DEPENDENCY']._serialized_end=387
-  _globals['_TASKGRAPH']._serialized_start=389
-  _globals['_TASKGRAPH']._serialized_end=487
-  _globals['_WORKER']._serialized_start=490
-  _globals['_WORKER']._serialized_end=773
-  _globals['_WORKER_TOKENSPERSECONDENTRY']._serialized_start=719
-  _globals['_WORKER_TOKENSPERSECONDENTRY']._serialized_end=773
-  _globals['_PLANREQUEST']._serialized_start=775
-  _globals['_PLANREQUEST']._serialized_end=887
-  _globals['_ASSIGNMENT']._serialized_start=889
-  _globals['_ASSIGNMENT']._serialized_end=1013
-  _globals['_PLANRESPONSE']._serialized_start=1015
-  _globals['_PLANRESPONSE']._serialized_end=1141
-  _globals['_LISTWORKERSREQUEST']._serialized_start=1143
-  _globals['_LISTWORKERSREQUEST']._serialized_end=1163
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=1165
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=1227
-  _globals['_PACKREQUEST']._serialized_start=1230
-  _globals['_PACKREQUEST']._serialized_end=1428
-  _globals['_PACKRESPONSE']._serialized_start=1431
-  _globals['_PACKRESPONSE']._serialized_end=1621
-  _globals['_SCHEDULER']._serialized_start=1624
-  _globals['_SCHEDULER']._serialized_end=1857
+  _globals['_TASK']._serialized_end=325
+  _globals['_TASK_COMPUTESECONDSBYWORKERENTRY']._serialized_start=264
+  _globals['_TASK_COMPUTESECONDSBYWORKERENTRY']._serialized_end=325
+  _globals['_DEPENDENCY']._serialized_start=327
+  _globals['_DEPENDENCY']._serialized_end=401
+  _globals['_TASKGRAPH']._serialized_start=403
+  _globals['_TASKGRAPH']._serialized_end=501
+  _globals['_WORKER']._serialized_start=504
+  _globals['_WORKER']._serialized_end=801
+  _globals['_WORKER_TOKENSPERSECONDENTRY']._serialized_start=747
+  _globals['_WORKER_TOKENSPERSECONDENTRY']._serialized_end=801
+  _globals['_PLANREQUEST']._serialized_start=803
+  _globals['_PLANREQUEST']._serialized_end=915
+  _globals['_ASSIGNMENT']._serialized_start=917
+  _globals['_ASSIGNMENT']._serialized_end=1041
+  _globals['_PLANRESPONSE']._serialized_start=1043
+  _globals['_PLANRESPONSE']._serialized_end=1169
+  _globals['_LISTWORKERSREQUEST']._serialized_start=1171
+  _globals['_LISTWORKERSREQUEST']._serialized_end=1191
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=1193
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=1255
+  _globals['_PACKREQUEST']._serialized_start=1258
+  _globals['_PACKREQUEST']._serialized_end=1506
+  _globals['_PACKRESPONSE']._serialized_start=1509
+  _globals['_PACKRESPONSE']._serialized_end=1699
+  _globals['_SCHEDULER']._serialized_start=1702
+  _globals['_SCHEDULER']._serialized_end=1935
 # @@protoc_insertion_point(module_scope)

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Task(_message.Message):
-    __slots__ = ("id", "kind", "compute_seconds", "memory_mb", "study_id", "trial_id", "compute_seconds_by_worker")
+    __slots__ = ("id", "kind", "compute_seconds", "memory_mb", "study_id", "trial_id", "compute_seconds_by_worker", "pool")
     class ComputeSecondsByWorkerEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class Task(_message.Message):
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     COMPUTE_SECONDS_BY_WORKER_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: str
     compute_seconds: float
@@ -29,7 +30,8 @@ class Task(_message.Message):
     study_id: str
     trial_id: str
     compute_seconds_by_worker: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., compute_seconds: _Optional[float] = ..., memory_mb: _Optional[float] = ..., study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., compute_seconds_by_worker: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    pool: str
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[str] = ..., compute_seconds: _Optional[float] = ..., memory_mb: _Optional[float] = ..., study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., compute_seconds_by_worker: _Optional[_Mapping[str, float]] = ..., pool: _Optional[str] = ...) -> None: ...
 
 class Dependency(_message.Message):
     __slots__ = ("from_task", "to_task", "transfer_seconds")
@@ -50,7 +52,7 @@ class TaskGraph(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., dependencies: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ...) -> None: ...
 
 class Worker(_message.Message):
-    __slots__ = ("id", "slots", "memory_mb", "speed", "device_kind", "queue_slots", "address", "serving_memory_mb", "tokens_per_second")
+    __slots__ = ("id", "slots", "memory_mb", "speed", "device_kind", "queue_slots", "address", "serving_memory_mb", "tokens_per_second", "pool")
     class TokensPerSecondEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -67,6 +69,7 @@ class Worker(_message.Message):
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SERVING_MEMORY_MB_FIELD_NUMBER: _ClassVar[int]
     TOKENS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
+    POOL_FIELD_NUMBER: _ClassVar[int]
     id: str
     slots: int
     memory_mb: float
@@ -76,7 +79,8 @@ class Worker(_message.Message):
     address: str
     serving_memory_mb: float
     tokens_per_second: _containers.ScalarMap[str, float]
-    def __init__(self, id: _Optional[str] = ..., slots: _Optional[int] = ..., memory_mb: _Optional[float] = ..., speed: _Optional[float] = ..., device_kind: _Optional[str] = ..., queue_slots: _Optional[int] = ..., address: _Optional[str] = ..., serving_memory_mb: _Optional[float] = ..., tokens_per_second: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    pool: str
+    def __init__(self, id: _Optional[str] = ..., slots: _Optional[int] = ..., memory_mb: _Optional[float] = ..., speed: _Optional[float] = ..., device_kind: _Optional[str] = ..., queue_slots: _Optional[int] = ..., address: _Optional[str] = ..., serving_memory_mb: _Optional[float] = ..., tokens_per_second: _Optional[_Mapping[str, float]] = ..., pool: _Optional[str] = ...) -> None: ...
 
 class PlanRequest(_message.Message):
     __slots__ = ("graph", "workers", "policy")
@@ -127,18 +131,20 @@ class ListWorkersResponse(_message.Message):
     def __init__(self, workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ...) -> None: ...
 
 class PackRequest(_message.Message):
-    __slots__ = ("pending", "running", "workers", "policy", "running_work")
+    __slots__ = ("pending", "running", "workers", "policy", "running_work", "dependencies")
     PENDING_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     RUNNING_WORK_FIELD_NUMBER: _ClassVar[int]
+    DEPENDENCIES_FIELD_NUMBER: _ClassVar[int]
     pending: _containers.RepeatedCompositeFieldContainer[Task]
     running: _containers.RepeatedCompositeFieldContainer[Assignment]
     workers: _containers.RepeatedCompositeFieldContainer[Worker]
     policy: str
     running_work: _containers.RepeatedCompositeFieldContainer[Task]
-    def __init__(self, pending: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., policy: _Optional[str] = ..., running_work: _Optional[_Iterable[_Union[Task, _Mapping]]] = ...) -> None: ...
+    dependencies: _containers.RepeatedCompositeFieldContainer[Dependency]
+    def __init__(self, pending: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[Assignment, _Mapping]]] = ..., workers: _Optional[_Iterable[_Union[Worker, _Mapping]]] = ..., policy: _Optional[str] = ..., running_work: _Optional[_Iterable[_Union[Task, _Mapping]]] = ..., dependencies: _Optional[_Iterable[_Union[Dependency, _Mapping]]] = ...) -> None: ...
 
 class PackResponse(_message.Message):
     __slots__ = ("placements", "orphaned_task_ids", "unfit_task_ids", "workers", "free_slots", "policy")

@@ -196,7 +196,7 @@ class TrialProgress(_message.Message):
     def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., step: _Optional[int] = ..., total_steps: _Optional[int] = ..., loss: _Optional[float] = ..., trainer_id: _Optional[str] = ..., epoch: _Optional[int] = ..., has_intermediate: _Optional[bool] = ..., intermediate_value: _Optional[float] = ..., awaiting_scores: _Optional[bool] = ...) -> None: ...
 
 class TrialTrained(_message.Message):
-    __slots__ = ("study_id", "trial_id", "trainer_id", "task", "predictions", "references", "train_loss", "train_seconds", "steps", "artifact_path", "model_metrics", "skipped_steps", "resumed_from_step", "precision", "metrics", "objective_value", "extra_objective_values")
+    __slots__ = ("study_id", "trial_id", "trainer_id", "task", "predictions", "references", "train_loss", "train_seconds", "steps", "artifact_path", "model_metrics", "skipped_steps", "resumed_from_step", "precision", "metrics", "objective_value", "extra_objective_values", "score_seconds")
     class ModelMetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -228,6 +228,7 @@ class TrialTrained(_message.Message):
     METRICS_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
     EXTRA_OBJECTIVE_VALUES_FIELD_NUMBER: _ClassVar[int]
+    SCORE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     trial_id: str
     trainer_id: str
@@ -245,4 +246,5 @@ class TrialTrained(_message.Message):
     metrics: _containers.ScalarMap[str, float]
     objective_value: float
     extra_objective_values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., trainer_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., train_loss: _Optional[float] = ..., train_seconds: _Optional[float] = ..., steps: _Optional[int] = ..., artifact_path: _Optional[str] = ..., model_metrics: _Optional[_Mapping[str, float]] = ..., skipped_steps: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., precision: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., extra_objective_values: _Optional[_Iterable[float]] = ...) -> None: ...
+    score_seconds: float
+    def __init__(self, study_id: _Optional[str] = ..., trial_id: _Optional[str] = ..., trainer_id: _Optional[str] = ..., task: _Optional[_Union[_common_pb2.TaskType, str]] = ..., predictions: _Optional[_Iterable[str]] = ..., references: _Optional[_Iterable[str]] = ..., train_loss: _Optional[float] = ..., train_seconds: _Optional[float] = ..., steps: _Optional[int] = ..., artifact_path: _Optional[str] = ..., model_metrics: _Optional[_Mapping[str, float]] = ..., skipped_steps: _Optional[int] = ..., resumed_from_step: _Optional[int] = ..., precision: _Optional[str] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., extra_objective_values: _Optional[_Iterable[float]] = ..., score_seconds: _Optional[float] = ...) -> None: ...
