@@ -211,6 +211,32 @@ async def test_a_study_whose_trials_fit_no_trainer_is_refused(stack):
     assert "training.memory_mb" in info.value.details() and "trainer-0" in info.value.details()
 
 
+async def test_the_evaluator_announces_its_pool_and_pack_weighs_scoring_stages_against_it(stack):
+    """The stack's evaluator joins the scheduler's evaluator pool (its own heartbeat subject, its
+    NATS user's only right); Pack lists it beside the trainers, never places a trial on it, and
+    a trial's scoring stage is never placed (it follows the trial's training)."""
+    async with stack.service_channel("gnn-scheduler") as sched_channel:
+        scheduler = scheduler_pb2_grpc.SchedulerStub(sched_channel)
+        await _wait_for_workers(scheduler, {"trainer-0"})
+        deadline = time.monotonic() + 30
+        while True:
+            reply = await scheduler.Pack(scheduler_pb2.PackRequest(
+                pending=[scheduler_pb2.Task(id="t", study_id="s", compute_seconds=5),
+                         scheduler_pb2.Task(id="t#score", study_id="s", kind="evaluate", pool="evaluator", compute_seconds=1)],
+                dependencies=[scheduler_pb2.Dependency(from_task="t", to_task="t#score")], policy="critical_path"), timeout=10)
+            pools = {w.id: w.pool for w in reply.workers}
+            if "evaluator" in pools.values() or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.5)
+    evaluators = [w for w in reply.workers if w.pool == "evaluator"]
+    assert len(evaluators) == 1 and evaluators[0].slots >= 1 and evaluators[0].id.startswith("evaluator-")
+    assert [(a.task_id, pools[a.worker_id]) for a in reply.placements] == [("t", "")]  # a trainer; never the evaluator
+    # ListWorkers stays the trainers' list.
+    async with stack.service_channel("gnn-scheduler") as sched_channel:
+        listed = (await scheduler_pb2_grpc.SchedulerStub(sched_channel).ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=10)).workers
+    assert all(w.pool != "evaluator" for w in listed)
+
+
 def _start_trainer(stack, trainer_id: str, memory_mb: float) -> subprocess.Popen:
     log = open(stack.log_dir / f"{trainer_id}.log", "w")
     return subprocess.Popen(

@@ -187,14 +187,16 @@ async def _connect_error(url: str, **options) -> str:
 
 def test_nats_refuses_anonymous_connections_and_certificates_without_a_user(stack, foreign_ca):
     ca_only = ssl.create_default_context(cafile=str(stack.tls_dir / "ca.crt"))
-    evaluator = MeshIdentity(stack.tls_dir, "evaluator")  # a mesh certificate, but the evaluator has no NATS user
+    # A mesh certificate, but the prompt-generator has no NATS user (it needs none).
+    prompt_generator = MeshIdentity(stack.tls_dir, "prompt-generator")
 
     async def run():
         return {
             "plaintext": await _connect_error(stack.nats_url),
             "TLS without a certificate": await _connect_error(stack.nats_url, tls=ca_only, tls_hostname="nats"),
             "another CA's certificate": await _connect_error(stack.nats_url, tls=foreign_ca.ssl_context(), tls_hostname="nats"),
-            "the evaluator's certificate": await _connect_error(stack.nats_url, tls=evaluator.ssl_context(), tls_hostname="nats"),
+            "the prompt-generator's certificate": await _connect_error(stack.nats_url, tls=prompt_generator.ssl_context(),
+                                                                       tls_hostname="nats"),
             "the gateway's certificate": await _connect_error(stack.nats_url, tls=MeshIdentity(stack.tls_dir, "gateway").ssl_context(),
                                                               tls_hostname="nats", inbox_prefix="_INBOX.gateway"),
         }
@@ -203,7 +205,7 @@ def test_nats_refuses_anonymous_connections_and_certificates_without_a_user(stac
     assert answers["the gateway's certificate"] == ""
     refused = {name: text for name, text in answers.items() if name != "the gateway's certificate"}
     assert all(refused.values()), refused
-    assert "authorization violation" in answers["the evaluator's certificate"].lower()
+    assert "authorization violation" in answers["the prompt-generator's certificate"].lower()
 
 
 def test_a_forged_result_from_a_connection_without_the_right_never_reaches_the_study(stack):

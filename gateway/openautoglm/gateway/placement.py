@@ -156,7 +156,7 @@ class Packer:
         for trial_id in reply.unfit_task_ids:
             if trial_id not in self._unfit_logged:
                 self._unfit_logged.add(trial_id)
-                biggest = max((w.memory_mb for w in reply.workers), default=0.0)
+                biggest = max((w.memory_mb for w in reply.workers if w.pool != POOL_EVALUATOR), default=0.0)
                 log.warning("trial %s needs %.0f MiB; no live trainer has a slot that large (largest %.0f MiB): it waits",
                             trial_id, by_id[trial_id].memory_mb, biggest, extra={"trial_id": trial_id})
         speeds = {w.id: w.speed or 1.0 for w in reply.workers}

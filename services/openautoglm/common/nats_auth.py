@@ -7,6 +7,7 @@ no certificate (anonymous) is refused. What the users may do follows the mesh's 
   trial results; its replicas tell each other's watchers what changed;
 - only trainers publish trial results and heartbeats, and consume only the jobs stream;
 - the scheduler hears heartbeats, pings trainers (they may answer) and announces cluster changes;
+- evaluators only announce their scoring capacity (their own heartbeats);
 - every identity receives replies only on its own inbox prefix (`_INBOX.<identity>.`), so no
   one reads another's JetStream replies;
 - the operator (whoever runs the stack) may do anything, as the owner of the NATS server.
@@ -63,8 +64,9 @@ PERMISSIONS: dict[str, dict] = {
     ),
     "gnn-scheduler": _allow(
         publish=[subjects.SUBJECT_CLUSTER, f"{subjects.SUBJECT_PING}.*"],
-        subscribe=[f"{inbox_prefix('gnn-scheduler')}.>", subjects.SUBJECT_HEARTBEAT],
+        subscribe=[f"{inbox_prefix('gnn-scheduler')}.>", subjects.SUBJECT_HEARTBEAT, subjects.SUBJECT_EVALUATOR_HEARTBEAT],
     ),
+    "evaluator": _allow(publish=[subjects.SUBJECT_EVALUATOR_HEARTBEAT], subscribe=[f"{inbox_prefix('evaluator')}.>"]),
     OPERATOR_IDENTITY: _allow(publish=[">"], subscribe=[">"]),
 }
 

@@ -51,3 +51,10 @@ def _bindable(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def advertised_address(bound_host: str, port: int, advertise: str = "") -> str:
+    """host:port where others reach this process: `advertise` when set, else the bound host (this
+    machine's name for a wildcard)."""
+    host = socket.gethostname() if bound_host in ("0.0.0.0", "::", "") else bound_host
+    return advertise or f"{host}:{port}"

@@ -35,6 +35,8 @@ SUBJECT_FAILED = "autoglm.trial.failed"
 SUBJECT_PRUNED = "autoglm.trial.pruned"
 SUBJECT_STOP = "autoglm.trial.stop"  # core NATS: only the trainer running the trial acts on it
 SUBJECT_HEARTBEAT = "autoglm.trainer.heartbeat"  # core NATS: a missed beat needs no replay
+# Core NATS: each evaluator's scoring capacity (the scheduler's evaluator pool), same message.
+SUBJECT_EVALUATOR_HEARTBEAT = "autoglm.evaluator.heartbeat"
 SUBJECT_CLUSTER = "autoglm.cluster.changed"  # core NATS: the gateway also re-packs on a timer
 SUBJECT_PING = "autoglm.trainer.ping"  # + ".<worker id>", core NATS request/reply: is it still connected?
 SUBJECT_STUDY_CHANGED = "autoglm.study.changed"  # core NATS: gateway replicas tell each other's watchers

@@ -16,10 +16,24 @@ log = logging.getLogger(__name__)
 
 
 class EvaluatorServicer(evaluator_pb2_grpc.EvaluatorServicer):
+    """Runs at most `workers` scorings at once (the capacity the evaluator announces); more wait."""
+
+    def __init__(self, workers: int = 1):
+        self._gate = asyncio.Semaphore(workers)
+        self.busy = 0
+
     async def Evaluate(self, request, context):
         task = task_name(request.task)
         if not task:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "task: set TASK_TYPE_CLASSIFICATION or TASK_TYPE_GENERATION")
+        async with self._gate:
+            self.busy += 1
+            try:
+                return await self._evaluate(request, context, task)
+            finally:
+                self.busy -= 1
+
+    async def _evaluate(self, request, context, task: str):
         try:
             with telemetry.tracer().start_as_current_span("evaluate.metrics") as span:
                 span.set_attribute("openautoglm.examples", len(request.references))

@@ -39,6 +39,7 @@ class SchedulerApp:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         self.registry = CapacityRegistry(settings.heartbeat_ttl)
+        self.evaluators = CapacityRegistry(settings.heartbeat_ttl)  # scoring capacity, no pings
         self.bus: events.NatsBus | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._pinger: asyncio.Task[None] | None = None
@@ -47,7 +48,7 @@ class SchedulerApp:
         self._policy_load: asyncio.Task[None] | None = None
 
     def register(self, server):
-        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self.registry, self.policy), server)
+        scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self.registry, self.policy, self.evaluators), server)
 
     async def _on_heartbeat(self, msg):
         try:
@@ -58,6 +59,19 @@ class SchedulerApp:
         joined, left = self.registry.update(beat)
         if joined or left:
             await self._announce(joined, left)
+
+    async def _on_evaluator_heartbeat(self, msg):
+        try:
+            beat = events_pb2.TrainerHeartbeat.FromString(msg.data)
+        except Exception:
+            log.warning("ignoring undecodable heartbeat on %s", msg.subject)
+            return
+        beat.worker.pool = "evaluator"  # whatever it says: this subject is the evaluators'
+        joined, left = self.evaluators.update(beat)
+        for worker_id in joined:
+            log.info("evaluator %s joined (%d slots)", worker_id, beat.worker.slots)
+        for worker_id in left:
+            log.info("evaluator %s left", worker_id)
 
     async def _announce(self, joined: list[str], left: list[str], settled: bool = False) -> None:
         workers = self.registry.live()
@@ -128,6 +142,7 @@ class SchedulerApp:
     async def start(self):
         self.bus = await events.NatsBus.connect(self.settings.nats_url, "gnn-scheduler", service_identity(self.settings))
         await self.bus.nc.subscribe(subjects.SUBJECT_HEARTBEAT, cb=self._on_heartbeat)
+        await self.bus.nc.subscribe(subjects.SUBJECT_EVALUATOR_HEARTBEAT, cb=self._on_evaluator_heartbeat)
         self._sweeper = asyncio.create_task(self._sweep())
         self._pinger = asyncio.create_task(self._ping())
         if self.settings.scheduler_policy == "gnn":

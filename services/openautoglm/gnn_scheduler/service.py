@@ -1,5 +1,6 @@
 """gRPC face of the gnn-scheduler: Plan, Pack and ListWorkers over planner.plan / packing.pack
-and the live capacity that trainers announce on `autoglm.trainer.heartbeat`.
+and the live capacity that trainers announce on `autoglm.trainer.heartbeat` (and evaluators, for
+Pack's evaluator pool, on `autoglm.evaluator.heartbeat`).
 
 Policies (planner.py): gnn (the default: the learned policy in gnn.py, shipped weights),
 critical_path, heft and fifo, which are also the GNN's baselines and its fallback when its
@@ -77,8 +78,11 @@ class DefaultPolicy:
 
 
 class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
-    def __init__(self, registry: CapacityRegistry, default_policy: DefaultPolicy | None = None):
+    def __init__(self, registry: CapacityRegistry, default_policy: DefaultPolicy | None = None,
+                 evaluators: CapacityRegistry | None = None):
         self.registry = registry
+        # The evaluators' announced scoring capacity: the pool trials' scoring stages run on.
+        self.evaluators = evaluators or CapacityRegistry()
         self.default_policy = default_policy or DefaultPolicy()
 
     async def Plan(self, request, context):
@@ -122,9 +126,10 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
             for i, task_id in enumerate(ids):
                 if not task_id:
                     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}[{i}]: task id required")
-        # Workers named in the request are the whole cluster; else the live trainers, and work on
-        # a trainer not heard from is orphaned only once it is known to be gone (cluster.py).
-        workers = list(request.workers) or self.registry.live()
+        # Workers named in the request are the whole cluster; else the live trainers and
+        # evaluators, and work on a trainer not heard from is orphaned only once it is known to be
+        # gone (cluster.py).
+        workers = list(request.workers) or [*self.registry.live(), *self.evaluators.live()]
         is_gone = None if request.workers else self.registry.is_gone
         try:
             with telemetry.tracer().start_as_current_span("pack") as span:

@@ -32,6 +32,7 @@ from openautoglm.trainer.hardware import report_capacity
 from openautoglm.common.tls import service_identity
 from openautoglm.common import artifact_files, artifacts, events, sandbox, subjects, telemetry
 from openautoglm.common.config import ServiceSettings
+from openautoglm.common.net import advertised_address
 from openautoglm.common.server import mesh_channel
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
 from openautoglm.trainer.core import TrialError, TrialJob
@@ -256,7 +257,7 @@ class TrainerApp:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        self.address = self.settings.advertise_addr or f"{_advertised_host(self.settings.host)}:{self.settings.port}"
+        self.address = advertised_address(self.settings.host, self.settings.port, self.settings.advertise_addr)
         self.evaluator = mesh_channel(self.settings, self.settings.evaluator_addr, "evaluator")
         self.scorer = Scorer(self.evaluator)
         self.bus = await events.NatsBus.connect(self.settings.nats_url, f"trainer-{uuid.uuid4().hex[:6]}",
@@ -305,7 +306,3 @@ class TrainerApp:
         await self.serving.close()
         self.runner.close()
 
-
-def _advertised_host(bound: str) -> str:
-    """The host others reach this process at: the bound one, or this machine's name for a wildcard."""
-    return socket.gethostname() if bound in ("0.0.0.0", "::", "") else bound
