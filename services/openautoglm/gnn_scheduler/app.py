@@ -33,6 +33,14 @@ PING_STRIKES = 2
 RECONNECT_GRACE_SECONDS = 5.0
 
 
+def _decode_beat(msg) -> events_pb2.TrainerHeartbeat | None:
+    try:
+        return events_pb2.TrainerHeartbeat.FromString(msg.data)
+    except Exception:
+        log.warning("ignoring undecodable heartbeat on %s", msg.subject)
+        return None
+
+
 class SchedulerApp:
     service_names = (scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"].full_name,)
 
@@ -51,20 +59,16 @@ class SchedulerApp:
         scheduler_pb2_grpc.add_SchedulerServicer_to_server(SchedulerServicer(self.registry, self.policy, self.evaluators), server)
 
     async def _on_heartbeat(self, msg):
-        try:
-            beat = events_pb2.TrainerHeartbeat.FromString(msg.data)
-        except Exception:
-            log.warning("ignoring undecodable heartbeat on %s", msg.subject)
+        beat = _decode_beat(msg)
+        if beat is None:
             return
         joined, left = self.registry.update(beat)
         if joined or left:
             await self._announce(joined, left)
 
     async def _on_evaluator_heartbeat(self, msg):
-        try:
-            beat = events_pb2.TrainerHeartbeat.FromString(msg.data)
-        except Exception:
-            log.warning("ignoring undecodable heartbeat on %s", msg.subject)
+        beat = _decode_beat(msg)
+        if beat is None:
             return
         beat.worker.pool = "evaluator"  # whatever it says: this subject is the evaluators'
         joined, left = self.evaluators.update(beat)
