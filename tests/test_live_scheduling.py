@@ -5,8 +5,8 @@ is the scheduler's choice. Trial costs are the gateway's predictions (cost_model
 trainer's measured speed; the learned policy sees each study as one job, each queued trial the
 chain of its stages (training, then scoring on the evaluators). It must order the
 trials differently and lower the average study completion time. (Each completed study's best is
-registered, and its ONNX export runs on the same trainer: the next trial there takes seconds
-longer under both policies. The scheduler does not see that work yet.)"""
+registered, and its export runs on the trainer that holds the model: it holds that trainer's
+place until it ends, under both policies.)"""
 import asyncio
 import statistics
 

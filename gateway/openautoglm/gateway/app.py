@@ -22,6 +22,7 @@ from openautoglm.common.spec.protos import task_name
 from openautoglm.gateway.artifacts import ArtifactRecords, ArtifactsServicer, collect, running_references, study_artifacts
 from openautoglm.gateway.auth import ApiKeyAuth
 from openautoglm.gateway.models_api import ModelsServicer, TrainerDirectory
+from openautoglm.gateway.placement import Export
 from openautoglm.gateway.registry import ModelRegistry, Registrar
 from openautoglm.gateway.clients import PeerClient
 from openautoglm.gateway.controller import StudyController
@@ -182,7 +183,8 @@ class GatewayApp:
             trainer,
         )
         self.relay = ChangeRelay(self.bus, self.replica_id)
-        self.controller = StudyController(self.store, self.bus, peers, Watchers(self.relay))
+        self.controller = StudyController(self.store, self.bus, peers, Watchers(self.relay), self._exports_in_flight)
+        self.registrar.on_done = self.controller.packer.request  # the trainer's place it held is free
         self.relay.start()
         await self.bus.nc.subscribe(subjects.SUBJECT_STUDY_CHANGED, cb=self._on_study_changed)
         # Lead at once if no other replica does (always, with one replica); else follow, and
@@ -209,6 +211,17 @@ class GatewayApp:
             self.registrar.start(version)
         self._metrics_task = asyncio.create_task(self._refresh_trial_metrics())
         self._collect_task = asyncio.create_task(self._collect_artifacts())
+
+    def _exports_in_flight(self) -> list[Export]:
+        """Registrations running now (any replica's: the registry is shared), each on the
+        trainer that holds its trial's model."""
+        out = []
+        for version in self.registry.registering():
+            trial = self.store.trial(version.trial_id)
+            if trial is not None and trial.trainer_id:
+                out.append(Export(f"export/{version.tenant}/{version.name}/v{version.version}", trial.trainer_id,
+                                  version.study_id))
+        return out
 
     async def _on_study_changed(self, msg) -> None:
         """Another replica changed a study: tell this replica's watchers and hooks."""

@@ -20,6 +20,7 @@ import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -31,7 +32,7 @@ from openautoglm.common import telemetry
 from openautoglm.gateway.cost_model import TrialCosts
 from openautoglm.gateway.estimates import trial_memory_mb
 from openautoglm.gateway.peers import Bus, PeerError, PeerRefused, PeerUnavailable, Peers
-from openautoglm.gateway.placement import Packer
+from openautoglm.gateway.placement import Export, Packer
 from openautoglm.gateway.results import best_trial, pareto_front
 from openautoglm.gateway.records import proposals_due, window_for
 from openautoglm.gateway.search_client import SearchClient
@@ -53,7 +54,8 @@ class StudyController:
     """Every gateway replica has one: it creates and cancels studies for the API; the leader's
     (leadership.py) also drives them, from `start_leading()` on."""
 
-    def __init__(self, store: StudyStore, bus: Bus, peers: Peers, watchers: Watchers | None = None):
+    def __init__(self, store: StudyStore, bus: Bus, peers: Peers, watchers: Watchers | None = None,
+                 exports: Callable[[], list[Export]] | None = None):
         self.store = store
         self.bus = bus
         self.peers = peers
@@ -61,7 +63,7 @@ class StudyController:
         self.watchers = watchers or Watchers()
         self.watchers.add_hook(self._on_change)
         self.costs = TrialCosts(store)
-        self.packer = Packer(store, bus, peers, self.study_context, self.watchers.notify, self.costs)
+        self.packer = Packer(store, bus, peers, self.study_context, self.watchers.notify, self.costs, exports)
         self.search = SearchClient(peers, store)
         self.trial_events = TrialEvents(store, self.search, self.watchers, self.packer, self.wake, self.costs)
         self.leading = False

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from opentelemetry import context as otel_context
 
@@ -31,9 +32,21 @@ RPC_DEADLINE = 30.0
 SAFETY_INTERVAL_SECONDS = 30.0
 # After a failed pack (the scheduler unreachable, say), the next try comes this soon.
 RETRY_SECONDS = 1.0
+# Seconds an export (a registration's model files and ONNX) holds its trainer, until measured.
+EXPORT_SECONDS = 10.0
 # A trial's training is split into at most this many stages (one per pruner rung, an epoch each).
 MAX_RUNGS = 16
 POOL_EVALUATOR = "evaluator"
+
+
+@dataclass(frozen=True)
+class Export:
+    """The export of a study's best (a model registration) running on the trainer that holds the
+    model: it holds a place there until it ends, so no trial is packed into it meanwhile."""
+
+    task_id: str
+    trainer_id: str
+    study_id: str
 
 
 def trial_stages(trial: common_pb2.Trial, spec: common_pb2.StudySpec, seconds: float,
@@ -57,8 +70,10 @@ def trial_stages(trial: common_pb2.Trial, spec: common_pb2.StudySpec, seconds: f
 
 class Packer:
     def __init__(self, store: StudyStore, bus: Bus, peers: Peers, study_context: Callable[[str], otel_context.Context],
-                 notify: Callable[[str, str, str], None], costs: TrialCosts):
+                 notify: Callable[[str, str, str], None], costs: TrialCosts,
+                 exports: Callable[[], list[Export]] | None = None):
         self.store = store
+        self.exports = exports or list  # the exports running now, each holding a trainer's place
         self.costs = costs  # each trial's predicted seconds: what the scheduler orders and places by
         self.bus = bus
         self.peers = peers
@@ -123,6 +138,7 @@ class Packer:
         checking, self._check_placements = self._check_placements, False
         if not pending and not (checking and running):
             return False
+        exporting = [e for e in self.exports() if e.trainer_id]
         specs: dict[str, common_pb2.StudySpec] = {}
         for t in pending:
             if t.study_id not in specs:
@@ -143,10 +159,13 @@ class Packer:
         try:
             reply = await self.peers.scheduler.Pack(scheduler_pb2.PackRequest(
                 pending=stages,
-                running=[scheduler_pb2.Assignment(task_id=t.id, worker_id=t.assigned_worker_id) for t in running],
+                running=[scheduler_pb2.Assignment(task_id=t.id, worker_id=t.assigned_worker_id) for t in running]
+                + [scheduler_pb2.Assignment(task_id=e.task_id, worker_id=e.trainer_id) for e in exporting],
                 running_work=[scheduler_pb2.Task(id=t.id, kind="train", study_id=t.study_id, trial_id=t.id,
                                                  compute_seconds=t.predicted_seconds * (t.worker_speed or 1.0))
-                              for t in running],
+                              for t in running]
+                + [scheduler_pb2.Task(id=e.task_id, kind="export", study_id=e.study_id, compute_seconds=EXPORT_SECONDS)
+                   for e in exporting],
                 dependencies=dependencies,
             ), timeout=RPC_DEADLINE)
         except BaseException:
@@ -178,8 +197,8 @@ class Packer:
                 await self.publish_or_unplace(study, trial)
             log.info("trial %s placed on %s", trial.id, placement.worker_id, extra={"study_id": study.id, "trial_id": trial.id})
         gone_workers = set()
-        for trial_id in reply.orphaned_task_ids:
-            trial = by_id[trial_id]
+        orphaned = [by_id[task_id] for task_id in reply.orphaned_task_ids if task_id in by_id]  # not exports
+        for trial in orphaned:
             gone_workers.add(trial.assigned_worker_id)
             log.warning("trial %s: trainer %s is gone; placing it again", trial.id, trial.assigned_worker_id,
                         extra={"study_id": trial.study_id, "trial_id": trial.id})
@@ -191,7 +210,7 @@ class Packer:
             # Its queue must not replay these jobs if the trainer comes back under the same id.
             with contextlib.suppress(Exception):
                 await self.bus.purge_jobs(worker_id)
-        return bool(reply.orphaned_task_ids)
+        return bool(orphaned)
 
     async def publish_or_unplace(self, study: common_pb2.Study, trial: common_pb2.Trial) -> None:
         """Publish a placed trial's job; if NATS cannot take it now, take the placement back (the

@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -194,11 +195,14 @@ class Registrar:
         self.workers = workers  # async () -> live scheduler workers
         self.trainer_channel = trainer_channel  # (address) -> grpc.aio.Channel
         self._tasks: dict[tuple[str, str, int], asyncio.Task[None]] = {}
+        # Called when a registration ends: the trainer's place its export held is free again.
+        self.on_done: Callable[[], None] | None = None
 
     def start(self, version: models_pb2.ModelVersion) -> None:
         key = (version.tenant, version.name, version.version)
         if key not in self._tasks or self._tasks[key].done():
-            self._tasks[key] = asyncio.create_task(self._register(version))
+            self._tasks[key] = task = asyncio.create_task(self._register(version))
+            task.add_done_callback(lambda _: self.on_done() if self.on_done is not None else None)
 
     async def stop(self) -> None:
         for task in self._tasks.values():
