@@ -2,8 +2,9 @@
 
     python -m openautoglm.gnn_scheduler.train_gnn [--episodes N] [--seed S]
 
-Trained on generated DAGs only (random layered and WfCommons-generated, training seeds;
-workloads.py), never on the benchmark's held-out sets or the real traces.
+Trained on generated DAGs only (random layered, WfCommons-generated and tuning studies in the
+live mesh's shape, on the trainers plus an evaluator pool; training seeds; workloads.py), never
+on the benchmark's held-out sets or the real traces.
 
 1. Imitation: behaviour cloning of a heuristic teacher (shortest remaining work first, critical
    path within the job, a task that would finish sooner on a busy faster worker waits for it),
@@ -34,7 +35,7 @@ from openautoglm.gnn_scheduler import gnn
 from openautoglm.gnn_scheduler.heuristics import make as make_heuristic
 from openautoglm.gnn_scheduler.simulate import WAIT, Simulation, Slot, returns_at, simulate
 from openautoglm.gnn_scheduler.workloads import (
-    ARRIVALS, CLUSTER, TRAIN_SEEDS, VALIDATION_SEEDS, random_workload, wfcommons_workload,
+    ARRIVALS, CLUSTER, TRAIN_SEEDS, VALIDATION_SEEDS, cluster_for, random_workload, study_workload, wfcommons_workload,
 )
 
 __all__ = ["CLUSTER", "train"]
@@ -98,22 +99,26 @@ def fit_static_head(model: gnn.PolicyGNN, jobs: int, epochs: int, seed: int, log
 
 
 def validation_workloads(count: int = 4, jobs: int = 10) -> list[list]:
-    """Random layered and WfCommons-generated workloads, both arrival modes, validation seeds."""
+    """Random layered, WfCommons-generated and study workloads, both arrival modes, validation seeds."""
     loads = [random_workload(VALIDATION_SEEDS + i, jobs, ARRIVALS[i % len(ARRIVALS)]) for i in range(count)]
-    return loads + [wfcommons_workload(VALIDATION_SEEDS + i, jobs // 2, ARRIVALS[i % len(ARRIVALS)]) for i in range(count // 2)]
+    loads += [wfcommons_workload(VALIDATION_SEEDS + i, jobs // 2, ARRIVALS[i % len(ARRIVALS)]) for i in range(count // 2)]
+    return loads + [study_workload(VALIDATION_SEEDS + i, jobs, ARRIVALS[i % len(ARRIVALS)]) for i in range(count // 2)]
 
 
 def training_workload(seed: int, jobs: int, arrivals: str) -> list:
-    """Every third a WfCommons-generated workload (fewer, larger jobs), else random layered DAGs."""
-    if seed % 3 == 2:
+    """Of every four: a WfCommons-generated workload (fewer, larger jobs), a workload of tuning
+    studies, and two of random layered DAGs."""
+    if seed % 4 == 2:
         return wfcommons_workload(seed, max(2, jobs // 3), arrivals)
+    if seed % 4 == 3:
+        return study_workload(seed, jobs, arrivals)
     return random_workload(seed, jobs, arrivals)
 
 
 def relative_jct(model: gnn.PolicyGNN, workloads: list[list], baseline: list[float], static: bool = False) -> float:
     """Mean over workloads of the greedy policy's average JCT / the baseline's (SJF-CP's)."""
     model.eval()
-    ratios = [simulate(load, CLUSTER, gnn.LearnedPolicy(model, static=static)).avg_jct / base
+    ratios = [simulate(load, cluster_for(load), gnn.LearnedPolicy(model, static=static)).avg_jct / base
               for load, base in zip(workloads, baseline)]
     return statistics.mean(ratios)
 
@@ -124,7 +129,7 @@ def imitate(model: gnn.PolicyGNN, jobs: int, epochs: int, seed: int, log) -> Non
     for w in range(max(1, jobs // per_workload)):
         load = training_workload(TRAIN_SEEDS + seed * 1000 + w, per_workload, ARRIVALS[w % len(ARRIVALS)])
         recorder = gnn.LearnedPolicy(model, teacher=Teacher())
-        simulate(load, CLUSTER, recorder)
+        simulate(load, cluster_for(load), recorder)
         if recorder.episode is not None and recorder.episode.decisions:
             episodes.append(recorder.episode)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
@@ -151,7 +156,7 @@ def ppo_step(model: gnn.PolicyGNN, optimizer, load: list, rollouts: int, generat
     played = []
     for _ in range(rollouts):
         policy = gnn.LearnedPolicy(model, sample=True, generator=generator, record=True, static=static)
-        outcome = simulate(load, CLUSTER, policy)
+        outcome = simulate(load, cluster_for(load), policy)
         assert policy.episode is not None
         played.append((policy.episode, outcome))
     advantages = []
@@ -199,7 +204,7 @@ def _train(episodes: int, seed: int, log, imitation_jobs: int, imitation_epochs:
     generator = torch.Generator().manual_seed(seed)
     model = gnn.PolicyGNN()
     validation = validation_workloads()
-    baseline = [simulate(load, CLUSTER, make_heuristic("sjf_cp")).avg_jct for load in validation]
+    baseline = [simulate(load, cluster_for(load), make_heuristic("sjf_cp")).avg_jct for load in validation]
     imitate(model, imitation_jobs, imitation_epochs, seed, log)
     imitation_jct = relative_jct(model, validation, baseline)
     log(f"validation JCT / SJF-CP after imitation: {imitation_jct:.4f}")
