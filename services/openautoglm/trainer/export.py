@@ -1,8 +1,20 @@
 """Exporting a trained model: safetensors (as saved) and ONNX with dynamic batch and sequence
-axes, checked against torch on a probe batch with onnxruntime."""
+axes, checked against torch on a probe batch with onnxruntime.
+
+`export` runs the exporter in a child process (`python -m openautoglm.trainer.export`): torch's
+dynamo-based ONNX exporter edits process-wide torch.fx state, and a training thread of the same
+process that calls into torch meanwhile failed inside torch (KeyError 'custom' from
+torch.fx.traceback.annotate, seen on a trainer registering a model while it trained a trial).
+
+    python -m openautoglm.trainer.export ARTIFACT OUTPUT_DIR [--opset N]
+"""
 from __future__ import annotations
 
+import argparse
+import json
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -10,9 +22,11 @@ import numpy as np
 import torch
 
 
-# One export at a time in a process: torch.export is not thread-safe (two at once fail inside
-# torch), and ExportBest and a registration may export the same trial together.
+# One export at a time per trainer: ExportBest and a registration may export the same trial
+# together, and each is seconds of every core.
 _EXPORT_LOCK = threading.Lock()
+# The child's exit status for an artifact that cannot be exported as asked (ExportError).
+EXIT_EXPORT_ERROR = 3
 
 
 class ExportError(ValueError):
@@ -47,9 +61,20 @@ def export(artifact: str | Path, output_dir: str | Path | None = None, opset: in
 
     Returns the files and the largest |onnxruntime - torch| logit difference on a probe batch
     of a different batch size and length than the export sample (so the axes really are dynamic).
+    Runs in a child process (see the module's docstring); raises ExportError for an artifact
+    that is not a saved model, RuntimeError when the exporter fails.
     """
+    out = Path(output_dir) if output_dir else Path(artifact) / "export"
     with _EXPORT_LOCK:
-        return _export(artifact, output_dir, opset)
+        done = subprocess.run([sys.executable, "-m", "openautoglm.trainer.export", str(artifact), str(out), "--opset", str(opset)],
+                              capture_output=True, text=True)
+    if done.returncode == EXIT_EXPORT_ERROR:
+        raise ExportError(done.stderr.strip().splitlines()[-1])
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-5:])
+        raise RuntimeError(f"the ONNX export failed (exit {done.returncode}): {tail}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return [Path(f) for f in result["files"]], float(result["max_abs_diff"])
 
 
 def _export(artifact: str | Path, output_dir: str | Path | None, opset: int) -> tuple[list[Path], float]:
@@ -81,3 +106,21 @@ def _export(artifact: str | Path, output_dir: str | Path | None, opset: int) -> 
     diff = float(np.max(np.abs(got - expected)))
     files = sorted(p for p in out.iterdir() if p.is_file())
     return files, diff
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Export one saved model (the trainer runs this as a child process).")
+    parser.add_argument("artifact")
+    parser.add_argument("output_dir")
+    parser.add_argument("--opset", type=int, default=18)
+    args = parser.parse_args()
+    try:
+        files, diff = _export(args.artifact, args.output_dir, args.opset)
+    except ExportError as err:
+        print(err, file=sys.stderr)
+        sys.exit(EXIT_EXPORT_ERROR)
+    print(json.dumps({"files": [str(f) for f in files], "max_abs_diff": diff}))
+
+
+if __name__ == "__main__":
+    main()

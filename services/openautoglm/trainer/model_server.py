@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +53,9 @@ async def publish_model(bucket: Any, artifact_root: Path, request: trainer_pb2.P
     reply = trainer_pb2.PublishModelResponse()
     async with _EXPORTING:
         if not (source / "export" / "model.onnx").is_file():
-            # A thread that ends with the export (a live one would keep its OpenMP team; see TrialRunner).
-            try:
-                with telemetry.tracer().start_as_current_span("export"), ThreadPoolExecutor(1, "export") as one_off:
-                    await asyncio.get_running_loop().run_in_executor(one_off, export.export, source)
+            try:  # in a child process (export.py), waited on from a thread
+                with telemetry.tracer().start_as_current_span("export"):
+                    await asyncio.to_thread(export.export, source)
             except Exception as err:  # torch.export's own errors are many kinds
                 reply.onnx_error = f"{type(err).__name__}: {str(err).splitlines()[0][:500]}"
                 log.warning("trial %s: no ONNX export: %s", request.trial_id, reply.onnx_error)

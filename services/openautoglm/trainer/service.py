@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -103,10 +102,8 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         except OutsideRoots as err:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"artifact_path: {err}")
         try:
-            # On a thread that ends with the export: a live thread keeps its OpenMP team, which
-            # would slow every later training step (see TrialRunner).
-            with telemetry.tracer().start_as_current_span("export"), ThreadPoolExecutor(1, "export") as one_off:
-                files, diff = await asyncio.get_running_loop().run_in_executor(one_off, export, source)
+            with telemetry.tracer().start_as_current_span("export"):  # in a child process (export.py)
+                files, diff = await asyncio.to_thread(export, source)
         except ExportError as err:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"artifact_path: {err}")
         return trainer_pb2.ExportResponse(files=[str(f) for f in files], onnx_max_abs_diff=diff)
