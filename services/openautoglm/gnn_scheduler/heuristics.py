@@ -26,8 +26,9 @@ ALPHAS = (-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0)
 TETRIS_WEIGHTS = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
-class _WithinJobCriticalPath:
-    """Keeps each arrived job's tasks' bottom levels (critical path within the job)."""
+class WithinJobCriticalPath:
+    """Keeps each arrived job's tasks' bottom levels (critical path within the job): the base of the
+    policies that order within a job by critical path (and of train_gnn's teacher)."""
 
     def __init__(self) -> None:
         self.rank: dict[str, float] = {}
@@ -36,14 +37,14 @@ class _WithinJobCriticalPath:
         self.rank.update(upward_ranks(job.tasks, job.edges, sim.workers, with_transfers=False))
 
 
-class SjfCp(_WithinJobCriticalPath):
+class SjfCp(WithinJobCriticalPath):
     def pick(self, sim: Simulation, candidates: list[str]) -> tuple[int, Slot | None]:
         jobs, job_of, rank = sim.jobs, sim.job_of, self.rank
         return min(range(len(candidates)), key=lambda i: (jobs[job_of[candidates[i]]].total_work,
                                                           -rank[candidates[i]])), None
 
 
-class WeightedFair(_WithinJobCriticalPath):
+class WeightedFair(WithinJobCriticalPath):
     """alpha 0 is fair sharing."""
 
     def __init__(self, alpha: float = 0.0):
@@ -63,7 +64,7 @@ class WeightedFair(_WithinJobCriticalPath):
         return min(range(len(candidates)), key=key), None
 
 
-class Tetris(_WithinJobCriticalPath):
+class Tetris(WithinJobCriticalPath):
     """Packing score + weight x shortest-remaining-work score, each divided by its mean over the
     options so the weight is scale-free; the (task, slot) pair with the highest score runs."""
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from openautoglm.gnn_scheduler import gnn
-from openautoglm.gnn_scheduler.heuristics import make as make_heuristic
+from openautoglm.gnn_scheduler.heuristics import WithinJobCriticalPath, make as make_heuristic
 from openautoglm.gnn_scheduler.simulate import WAIT, Simulation, Slot, returns_at, simulate
 from openautoglm.gnn_scheduler.workloads import (
     ARRIVALS, CLUSTER, TRAIN_SEEDS, VALIDATION_SEEDS, cluster_for, random_workload, study_workload, wfcommons_workload,
@@ -41,18 +41,10 @@ from openautoglm.gnn_scheduler.workloads import (
 __all__ = ["CLUSTER", "train"]
 
 
-class Teacher:
+class Teacher(WithinJobCriticalPath):
     """Shortest remaining (unstarted) work first, then the longest path to the job's exit; a
     candidate that would finish sooner on a busy slot waits for it while another task may use
     the free one."""
-
-    def __init__(self) -> None:
-        self.rank: dict[str, float] = {}
-
-    def arrive(self, job, sim: Simulation) -> None:
-        from openautoglm.gnn_scheduler.graph import upward_ranks
-
-        self.rank.update(upward_ranks(job.tasks, job.edges, sim.workers, with_transfers=False))
 
     def pick(self, sim: Simulation, candidates: list[str]) -> tuple[int, Slot | None]:
         now_best = [i for i, t in enumerate(candidates)
