@@ -28,12 +28,12 @@ from openautoglm.common import artifact_files
 from openautoglm.common import artifacts as store
 from openautoglm.gateway import auth
 from openautoglm.gateway.database import artifacts as table
+from openautoglm.gateway.paging import page_of, requested_page
 from openautoglm.v1 import artifacts_pb2, artifacts_pb2_grpc, common_pb2
 
 log = logging.getLogger(__name__)
 HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_NAME = 128
-MAX_PAGE = 500
 PREFIX = {artifacts_pb2.ARTIFACT_KIND_DATASET: artifact_files.DATASET_PREFIX, artifacts_pb2.ARTIFACT_KIND_MODEL: artifact_files.MODEL_PREFIX}
 BucketOpener = Callable[[], Awaitable[Any]]
 
@@ -203,18 +203,8 @@ class ArtifactsServicer(artifacts_pb2_grpc.ArtifactsServicer):
         return artifacts_pb2.GetArtifactResponse(artifact=await self._own(request.artifact_id, context))
 
     async def ListArtifacts(self, request, context):
-        if request.page_size < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size: must be >= 0")
-        size = min(request.page_size or 50, MAX_PAGE)
-        before = None
-        if request.page_token:
-            try:
-                before = float(request.page_token)
-            except ValueError:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from ListArtifacts")
-        rows = self.records.page(auth.current().tenant, size + 1, before)
-        page = rows[:size]
-        token = repr(page[-1][0]) if len(rows) > size else ""
+        size, before = await requested_page(request, context, "ListArtifacts")
+        page, token = page_of(self.records.page(auth.current().tenant, size + 1, before), size, lambda row: row[0])
         return artifacts_pb2.ListArtifactsResponse(artifacts=[a for _, a in page], next_page_token=token)
 
     async def DeleteArtifact(self, request, context):

@@ -20,12 +20,12 @@ from openautoglm.common import artifacts
 from openautoglm.gateway import auth
 from openautoglm.gateway.registry import MANIFEST, NAME, ModelRegistry, Registrar, model_name_for, object_prefix
 from openautoglm.gateway.store import StudyStore, now_ts
+from openautoglm.gateway.paging import page_of, requested_page
 from openautoglm.v1 import common_pb2, models_pb2, models_pb2_grpc, scheduler_pb2, trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
 V = models_pb2
 MAX_INPUTS = 256
-MAX_PAGE = 500
 DOWNLOAD_CHUNK_BYTES = 256 * 1024
 # Live trainers' addresses are read again after this many seconds (or at once on a miss).
 WORKERS_TTL_SECONDS = 2.0
@@ -118,18 +118,9 @@ class ModelsServicer(models_pb2_grpc.ModelsServicer):
         return version
 
     async def ListModels(self, request, context):
-        if request.page_size < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size: must be >= 0")
-        size = min(request.page_size or 50, MAX_PAGE)
-        before = None
-        if request.page_token:
-            try:
-                before = float(request.page_token)
-            except ValueError:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from ListModels")
-        found = self.registry.versions(auth.current().tenant, request.name, size + 1, before)
-        page = found[:size]
-        token = repr(page[-1].created_at.ToNanoseconds() / 1e9) if len(found) > size else ""
+        size, before = await requested_page(request, context, "ListModels")
+        page, token = page_of(self.registry.versions(auth.current().tenant, request.name, size + 1, before), size,
+                              lambda version: version.created_at.ToNanoseconds() / 1e9)
         return models_pb2.ListModelsResponse(models=page, next_page_token=token)
 
     async def GetModel(self, request, context):

@@ -23,6 +23,7 @@ from openautoglm.gateway.peers import PeerError
 from openautoglm.gateway.quotas import QuotaExceeded, Quotas
 from openautoglm.gateway.states import TERMINAL_STUDY
 from openautoglm.gateway.store import StudyStore, request_key
+from openautoglm.gateway.paging import page_of, requested_page
 from openautoglm.v1 import (
     common_pb2,
     keys_pb2,
@@ -33,7 +34,6 @@ from openautoglm.v1 import (
 )
 
 log = logging.getLogger(__name__)
-MAX_PAGE = 500
 # GetStudy trial pages: the default size when only a token is given, and the largest.
 DEFAULT_TRIAL_PAGE = 100
 MAX_TRIAL_PAGE = 1000
@@ -155,18 +155,8 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         return studies_pb2.GetStudyResponse(study=study, next_trial_page_token=token)
 
     async def ListStudies(self, request, context):
-        if request.page_size < 0:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_size: must be >= 0")
-        size = min(request.page_size or 50, MAX_PAGE)
-        before = None
-        if request.page_token:
-            try:
-                before = float(request.page_token)
-            except ValueError:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "page_token: not a token from ListStudies")
-        rows = self.app.store.list_studies(size + 1, before, auth.current().tenant)
-        page = rows[:size]
-        token = repr(page[-1][0]) if len(rows) > size else ""
+        size, before = await requested_page(request, context, "ListStudies")
+        page, token = page_of(self.app.store.list_studies(size + 1, before, auth.current().tenant), size, lambda row: row[0])
         return studies_pb2.ListStudiesResponse(studies=[s for _, s in page], next_page_token=token)
 
     async def WatchStudy(self, request, context):
