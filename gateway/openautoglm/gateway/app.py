@@ -146,10 +146,9 @@ class GatewayApp:
         """(who, spec) of everything that still needs the artifacts its spec names: unfinished
         studies (by id) and registered model versions (as name:version, for reproducing them)."""
         users = list(self.store.unfinished_specs())
-        for version in self.registry.all_versions():
-            header = self.store.header(version.study_id)
-            if header is not None:
-                users.append((f"{version.name}:{version.version}", header.spec))
+        versions = self.registry.all_versions()
+        specs = self.store.specs({v.study_id for v in versions})
+        users += [(f"{v.name}:{v.version}", specs[v.study_id]) for v in versions if v.study_id in specs]
         return users
 
     def studies_referring(self, artifact_id: str) -> list[str]:

@@ -108,16 +108,22 @@ class ModelRegistry:
     def _rows(self, query) -> list[models_pb2.ModelVersion]:
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-            out = []
-            for row in rows:
-                version = models_pb2.ModelVersion.FromString(row.blob)
-                aliases = conn.execute(sa.select(model_aliases.c.alias).where(
-                    model_aliases.c.tenant == row.tenant, model_aliases.c.name == row.name,
-                    model_aliases.c.version == row.version)).scalars().all()
-                del version.aliases[:]
-                version.aliases.extend(sorted(aliases))
-                out.append(version)
-            return out
+            # Every alias of these models in one query, not one per version.
+            aliases: dict[tuple[str, str, int], list[str]] = {}
+            if rows:
+                found = conn.execute(sa.select(model_aliases.c.tenant, model_aliases.c.name, model_aliases.c.version,
+                                               model_aliases.c.alias).where(
+                    model_aliases.c.tenant.in_(sorted({row.tenant for row in rows})),
+                    model_aliases.c.name.in_(sorted({row.name for row in rows})))).all()
+                for tenant, name, number, alias in found:
+                    aliases.setdefault((tenant, name, number), []).append(alias)
+        out = []
+        for row in rows:
+            version = models_pb2.ModelVersion.FromString(row.blob)
+            del version.aliases[:]
+            version.aliases.extend(sorted(aliases.get((row.tenant, row.name, row.version), [])))
+            out.append(version)
+        return out
 
     def get(self, tenant: str, ref: models_pb2.ModelRef) -> models_pb2.ModelVersion | None:
         """The version `ref` names: by number, else by alias, else the newest READY one."""

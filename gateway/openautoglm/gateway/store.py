@@ -134,6 +134,13 @@ class StudyStore:
         rows = self._all(sa.select(studies.c.id, studies.c.blob).where(studies.c.state.not_in(TERMINAL_STUDY)))
         return [(row[0], common_pb2.Study.FromString(row[1]).spec) for row in rows]
 
+    def specs(self, study_ids: set[str]) -> dict[str, common_pb2.StudySpec]:
+        """Each named study's spec (one query; missing ids are left out)."""
+        if not study_ids:
+            return {}
+        rows = self._all(sa.select(studies.c.id, studies.c.blob).where(studies.c.id.in_(sorted(study_ids))))
+        return {row[0]: common_pb2.Study.FromString(row[1]).spec for row in rows}
+
     def tenant_studies_not_in_state(self, tenant: str, *states: int) -> list[str]:
         """A tenant's study ids whose state is none of `states` (its running ones, say)."""
         return [r[0] for r in self._all(sa.select(studies.c.id).where(
