@@ -2,9 +2,11 @@
 
     python -m openautoglm.gnn_scheduler.train_gnn [--episodes N] [--seed S]
 
-Trained on generated DAGs only (random layered, WfCommons-generated and tuning studies in the
-live mesh's shape, on the trainers plus an evaluator pool; training seeds; workloads.py), never
-on the benchmark's held-out sets or the real traces.
+Trained on generated DAGs only (random layered and WfCommons-generated, training seeds;
+workloads.py), never on the benchmark's held-out sets or the real traces. (Adding workloads of
+tuning studies, dags.study_job, to training and validation was tried, seeds 1 and 2 at 300
+episodes: 0.9269 and 0.9378 of SJF-CP's validation JCT against the shipped weights' 0.9245 on the
+same validation set, so the shipped weights come from this mix.)
 
 1. Imitation: behaviour cloning of a heuristic teacher (shortest remaining work first, critical
    path within the job, a task that would finish sooner on a busy faster worker waits for it),
@@ -35,7 +37,7 @@ from openautoglm.gnn_scheduler import gnn
 from openautoglm.gnn_scheduler.heuristics import WithinJobCriticalPath, make as make_heuristic
 from openautoglm.gnn_scheduler.simulate import WAIT, Simulation, Slot, returns_at, simulate
 from openautoglm.gnn_scheduler.workloads import (
-    ARRIVALS, CLUSTER, TRAIN_SEEDS, VALIDATION_SEEDS, cluster_for, random_workload, study_workload, wfcommons_workload,
+    ARRIVALS, CLUSTER, TRAIN_SEEDS, VALIDATION_SEEDS, cluster_for, random_workload, wfcommons_workload,
 )
 
 __all__ = ["CLUSTER", "train"]
@@ -91,19 +93,15 @@ def fit_static_head(model: gnn.PolicyGNN, jobs: int, epochs: int, seed: int, log
 
 
 def validation_workloads(count: int = 4, jobs: int = 10) -> list[list]:
-    """Random layered, WfCommons-generated and study workloads, both arrival modes, validation seeds."""
+    """Random layered and WfCommons-generated workloads, both arrival modes, validation seeds."""
     loads = [random_workload(VALIDATION_SEEDS + i, jobs, ARRIVALS[i % len(ARRIVALS)]) for i in range(count)]
-    loads += [wfcommons_workload(VALIDATION_SEEDS + i, jobs // 2, ARRIVALS[i % len(ARRIVALS)]) for i in range(count // 2)]
-    return loads + [study_workload(VALIDATION_SEEDS + i, jobs, ARRIVALS[i % len(ARRIVALS)]) for i in range(count // 2)]
+    return loads + [wfcommons_workload(VALIDATION_SEEDS + i, jobs // 2, ARRIVALS[i % len(ARRIVALS)]) for i in range(count // 2)]
 
 
 def training_workload(seed: int, jobs: int, arrivals: str) -> list:
-    """Of every four: a WfCommons-generated workload (fewer, larger jobs), a workload of tuning
-    studies, and two of random layered DAGs."""
-    if seed % 4 == 2:
+    """Every third a WfCommons-generated workload (fewer, larger jobs), else random layered DAGs."""
+    if seed % 3 == 2:
         return wfcommons_workload(seed, max(2, jobs // 3), arrivals)
-    if seed % 4 == 3:
-        return study_workload(seed, jobs, arrivals)
     return random_workload(seed, jobs, arrivals)
 
 
