@@ -25,7 +25,7 @@ import numpy as np
 
 from openautoglm.common.catalogue import DEFAULT_HYPERPARAMETERS, DEFAULT_MAX_LENGTH, PRECISIONS, TUNING_MODES
 from openautoglm.common.resources import estimate_params, model_shape
-from openautoglm.common.spec.protos import param_from_proto
+from openautoglm.common.spec.protos import numeric_hyperparameter
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import common_pb2
 
@@ -148,9 +148,7 @@ def _builtin_examples(builtin: str) -> int:
 def trial_shape(spec: common_pb2.StudySpec, candidate: common_pb2.Candidate) -> TrialShape:
     """A trial's shape as the gateway knows it from the study's spec and the candidate."""
     def hyperparameter(name: str) -> float:
-        value = candidate.hyperparameters.get(name)
-        found = param_from_proto(value) if value is not None else None
-        return float(found if isinstance(found, (int, float)) else DEFAULT_HYPERPARAMETERS[name])
+        return numeric_hyperparameter(candidate, name, float(DEFAULT_HYPERPARAMETERS[name]))
 
     dataset = spec.dataset
     examples = dataset.max_examples or (_builtin_examples(dataset.builtin) if dataset.builtin else UNKNOWN_EXAMPLES)

@@ -3,7 +3,7 @@ cost_model.py's)."""
 from __future__ import annotations
 
 from openautoglm.common.resources import estimate_trial_memory_mb
-from openautoglm.common.spec.protos import param_from_proto
+from openautoglm.common.spec.protos import numeric_hyperparameter, param_from_proto
 from openautoglm.v1 import common_pb2
 
 
@@ -11,8 +11,7 @@ def trial_memory_mb(spec: common_pb2.StudySpec, candidate: common_pb2.Candidate)
     """What one trial needs on its trainer: the study's statement, else the estimate."""
     if spec.training.memory_mb > 0:
         return spec.training.memory_mb
-    batch = candidate.hyperparameters.get("batch_size")
-    batch_size = int(param_from_proto(batch) or 0) if batch is not None else 0
+    batch_size = int(numeric_hyperparameter(candidate, "batch_size", 0))
     return estimate_trial_memory_mb(spec.model.builtin, spec.model.path, spec.model.tuning, batch_size,
                                     spec.training.max_length)
 

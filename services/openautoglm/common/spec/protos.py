@@ -37,6 +37,13 @@ def param_from_proto(value: common_pb2.ParamValue) -> Scalar | None:
     return getattr(value, kind) if kind else None
 
 
+def numeric_hyperparameter(candidate: common_pb2.Candidate, name: str, default: float) -> float:
+    """A candidate's numeric hyper-parameter, or `default` when it has none (or a non-number)."""
+    value = candidate.hyperparameters.get(name)
+    found = param_from_proto(value) if value is not None else None
+    return float(found) if isinstance(found, (int, float)) and not isinstance(found, bool) else default
+
+
 def params_from_proto(values: Mapping[str, common_pb2.ParamValue], field: str) -> dict[str, Scalar]:
     """Named parameter values (a candidate's hyper-parameters); one with no value set is refused
     as a SpecError naming `field`[name]."""
