@@ -33,7 +33,19 @@ BAD = [
     ("objective.terms.bleu", {"objective": {"metric": "bleu"}}, "unknown metric"),
     ("search_space.templates[0].text", {"search_space": {"templates": [{"id": "a", "text": "no slot"}]}}, "{input}"),
     ("search_space.hyperparameters", {"search_space": {"templates": [{"id": "a", "text": "{input}"}],
-                                                       "hyperparameters": {"dropout": {"type": "choice", "values": [0.1]}}}}, "unknown hyper-parameter"),
+                                                       "hyperparameters": {"label_smoothing": {"type": "choice", "values": [0.1]}}}}, "unknown hyper-parameter"),
+    ("search_space.hyperparameters.optimizer.values",
+     {"search_space": {"templates": [{"id": "a", "text": "{input}"}],
+                       "hyperparameters": {"optimizer": {"type": "choice", "values": ["adamw", "lion"]}}}}, "unknown optimizer 'lion'"),
+    ("search_space.hyperparameters.lr_schedule.type",
+     {"search_space": {"templates": [{"id": "a", "text": "{input}"}],
+                       "hyperparameters": {"lr_schedule": {"type": "uniform", "low": 0, "high": 1}}}}, "takes names"),
+    ("search_space.hyperparameters.dropout.high",
+     {"search_space": {"templates": [{"id": "a", "text": "{input}"}],
+                       "hyperparameters": {"dropout": {"type": "uniform", "low": 0.0, "high": 1.0}}}}, "must lie in [0, 1)"),
+    ("search_space.hyperparameters.max_grad_norm.values",
+     {"search_space": {"templates": [{"id": "a", "text": "{input}"}],
+                       "hyperparameters": {"max_grad_norm": {"type": "choice", "values": [1.0, 0]}}}}, "must lie in (0, inf)"),
     ("search_space", {"search_space": {"templates": [{"id": "a", "text": "{tone} {input}"}]}}, "undefined variable"),
 ]
 
@@ -44,6 +56,19 @@ def test_bad_specs_name_the_field(field, override, message):
         validate_dict(small_spec(**override))
     assert info.value.field == field
     assert message in info.value.message
+
+
+def test_the_new_training_knobs_are_searchable():
+    spec = small_spec()
+    spec["search_space"]["hyperparameters"].update({
+        "dropout": {"type": "uniform", "low": 0.0, "high": 0.3},
+        "max_grad_norm": {"type": "choice", "values": [0.5, 1.0]},
+        "lr_schedule": {"type": "choice", "values": ["linear", "cosine", "constant_with_warmup"]},
+        "optimizer": {"type": "choice", "values": ["adamw", "adafactor", "sgd"]},
+    })
+    spec["strategy"] = "tpe"
+    model = validate_dict(spec)
+    assert spec_from_proto(spec_to_proto(model)) == model
 
 
 def test_grid_refuses_continuous_hyperparameters():

@@ -262,3 +262,87 @@ def test_intermediate_scores_every_epoch_and_a_prune_flag_stops_training(tmp_pat
     seen = []
     run_trial(gen, tmp_path / "g", intermediate=lambda e, v: seen.append(v))
     assert len(seen) == 1 and seen[0] < 0  # minus the log-perplexity
+
+
+class _Linear(torch.nn.Module):
+    """A one-weight model for the loop: its loss is the weight's distance to 3."""
+
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        return SimpleNamespace(loss=((self.weight * x - 3.0) ** 2).sum())
+
+
+def _toy_run(**cfg_kw):
+    model = _Linear()
+    cfg = loop.LoopConfig(**{"epochs": 1, "batch_size": 1, "learning_rate": 0.1, "warmup_ratio": 0.2, "seed": 0, **cfg_kw})
+    result = loop.train(model, [1] * 10, lambda idx: {"x": torch.ones(1)}, cfg, torch.device("cpu"))
+    return model, result
+
+
+def test_each_learning_rate_schedule_shapes_the_steps_as_named():
+    _, linear = _toy_run(lr_schedule="linear")
+    _, cosine = _toy_run(lr_schedule="cosine")
+    _, constant = _toy_run(lr_schedule="constant_with_warmup")
+    for run in (linear, cosine, constant):  # 2 warm-up steps from 0
+        assert run.learning_rates[:3] == pytest.approx([0.0, 0.05, 0.1])
+    assert constant.learning_rates[2:] == pytest.approx([0.1] * 8)
+    # After warm-up, linear decays by 1/8 of the peak a step; cosine by (1 + cos(pi * k / 8)) / 2.
+    assert linear.learning_rates[2:] == pytest.approx([0.1 * (1 - k / 8) for k in range(8)])
+    assert cosine.learning_rates[2:] == pytest.approx([0.1 * 0.5 * (1 + np.cos(np.pi * k / 8)) for k in range(8)])
+
+
+@pytest.mark.parametrize("name,cls", [("adamw", torch.optim.AdamW), ("adafactor", torch.optim.Adafactor),
+                                      ("sgd", torch.optim.SGD)])
+def test_each_optimizer_is_the_one_named_and_learns(name, cls):
+    cfg = loop.LoopConfig(epochs=1, batch_size=1, learning_rate=0.05, optimizer=name)
+    optimizer = loop.make_optimizer(cfg, [torch.nn.Parameter(torch.zeros(1))])
+    assert type(optimizer) is cls
+    if name == "sgd":
+        assert optimizer.param_groups[0]["momentum"] == 0.9
+    model, result = _toy_run(optimizer=name, learning_rate=0.05, warmup_ratio=0.0, lr_schedule="constant_with_warmup")
+    assert result.losses[-1] < result.losses[0]
+
+
+def test_max_grad_norm_clips_each_step():
+    """One SGD step moves the weight by lr x the gradient, clipped to max_grad_norm (|grad| is 6)."""
+    def one_step(max_grad_norm: float) -> float:
+        model = _Linear()
+        cfg = loop.LoopConfig(epochs=1, batch_size=1, learning_rate=1.0, warmup_ratio=0.0, optimizer="sgd",
+                              lr_schedule="constant_with_warmup", max_grad_norm=max_grad_norm)
+        loop.train(model, [1], lambda idx: {"x": torch.ones(1)}, cfg, torch.device("cpu"))
+        return float(model.weight.detach())
+
+    assert one_step(0.01) == pytest.approx(0.01)
+    assert one_step(0.5) == pytest.approx(0.5)
+    assert one_step(100.0) == pytest.approx(6.0)
+
+
+def test_dropout_reaches_every_dropout_of_the_model(tmp_path):
+    from openautoglm.trainer import models
+
+    tokenizer, tiny = models.load("tiny", "", "classification", ["a", "b"], ["some words"], 32)
+    models.set_dropout(tiny, 0.25)
+    attention = [m for m in tiny.modules() if hasattr(m, "attention_dropout")]
+    assert attention and all(m.attention_dropout == 0.25 for m in attention)
+    assert tiny.config.attention_dropout == 0.25
+    _, minilm = models.load("minilm", "", "classification", ["a", "b"], [], 32)
+    models.set_dropout(minilm, 0.25)
+    layers = [m for m in minilm.modules() if isinstance(m, torch.nn.Dropout)]
+    assert layers and all(m.p == 0.25 for m in layers)
+    # And a trial honours it: the same job trains differently with dropout on.
+    base = {"epochs": 1, "learning_rate": 3e-3, "batch_size": 16}
+    plain = run_trial(_job(hyperparameters=base, max_examples=80), tmp_path / "a")
+    dropped = run_trial(_job(hyperparameters={**base, "dropout": 0.3}, max_examples=80), tmp_path / "b")
+    assert dropped.losses != pytest.approx(plain.losses, abs=1e-6)
+    saved = json.loads((Path(dropped.artifact_path) / "config.json").read_text())
+    assert saved["attention_dropout"] == 0.3
+
+
+def test_a_job_with_an_unknown_optimizer_fails_clearly(tmp_path):
+    with pytest.raises(TrialError, match="unknown optimizer 'lion'"):
+        run_trial(_job(hyperparameters={"epochs": 1, "optimizer": "lion"}), tmp_path)
+    with pytest.raises(TrialError, match="dropout 1.5 is out of range"):
+        run_trial(_job(hyperparameters={"epochs": 1, "dropout": 1.5}), tmp_path)

@@ -50,10 +50,30 @@ TRAINER_HYPERPARAMETERS = {
     "lora_dropout": "dropout on the LoRA path (tuning: lora)",
     "num_virtual_tokens": "soft-prompt length (tuning: prompt_tuning)",
     "few_shot": "demonstrations from the train split put before every input",
+    "dropout": "dropout probability of the base model (every dropout layer and attention dropout)",
+    "max_grad_norm": "gradient-norm clipping threshold",
+    "lr_schedule": "learning-rate schedule after warm-up: linear, cosine or constant_with_warmup",
+    "optimizer": "adamw, adafactor or sgd (SGD with momentum 0.9)",
 }
+# Hyper-parameters whose values are names: the only names the trainer knows for each.
+HYPERPARAMETER_NAMES: dict[str, tuple[str, ...]] = {
+    "lr_schedule": ("linear", "cosine", "constant_with_warmup"),
+    "optimizer": ("adamw", "adafactor", "sgd"),
+}
+# Numeric hyper-parameters with a bounded domain: (low, high, low allowed, high allowed).
+HYPERPARAMETER_RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "dropout": (0.0, 1.0, True, False),
+    "lora_dropout": (0.0, 1.0, True, False),
+    "warmup_ratio": (0.0, 1.0, True, True),
+    "weight_decay": (0.0, float("inf"), True, False),
+    "max_grad_norm": (0.0, float("inf"), False, False),
+    "learning_rate": (0.0, float("inf"), False, False),
+}
+# SGD's momentum when `optimizer: sgd` (the value most fine-tuning recipes use).
+SGD_MOMENTUM = 0.9
 # What the trainer uses for a hyper-parameter the search space leaves out (the gateway's memory
 # and cost estimates read the same values).
-DEFAULT_HYPERPARAMETERS: dict[str, float | int] = {
+DEFAULT_HYPERPARAMETERS: dict[str, float | int | str] = {
     "learning_rate": 3e-3,
     "epochs": 3,
     "batch_size": 16,
@@ -64,6 +84,10 @@ DEFAULT_HYPERPARAMETERS: dict[str, float | int] = {
     "lora_alpha": 16,
     "lora_dropout": 0.0,
     "num_virtual_tokens": 8,
+    # None of these change the model the trainer builds (its dropout stays as configured).
+    "max_grad_norm": 1.0,
+    "lr_schedule": "linear",
+    "optimizer": "adamw",
 }
 # Training tokens per second of a reference trainer (speed 1.0) on the fixed benchmark every
 # trainer runs when it starts (trainer/core.measure_throughput): about what two CPU cores do in

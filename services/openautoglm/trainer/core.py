@@ -32,6 +32,8 @@ from openautoglm.common.catalogue import (
     DEFAULT_MODEL,
     DEFAULT_PRECISION,
     DEFAULT_TUNING,
+    HYPERPARAMETER_NAMES,
+    HYPERPARAMETER_RANGES,
     PRECISIONS,
 )
 from openautoglm.common.resources import training_memory_mb
@@ -120,17 +122,29 @@ def estimate_memory_mb(model: torch.nn.Module, batch_size: int, max_length: int)
 
 
 def _hyperparameters(job: TrialJob) -> dict[str, Any]:
+    """The job's hyper-parameters over the defaults, checked again here (a job on the queue is
+    not trusted to have come through the spec's validation)."""
     hp = {**DEFAULT_HYPERPARAMETERS, **job.hyperparameters}
     try:
         hp["epochs"], hp["batch_size"], hp["few_shot"] = int(hp["epochs"]), int(hp["batch_size"]), int(hp["few_shot"])
-        for key in ("learning_rate", "weight_decay", "warmup_ratio"):
+        for key in ("learning_rate", "weight_decay", "warmup_ratio", "max_grad_norm"):
             hp[key] = float(hp[key])
+        if "dropout" in hp:
+            hp["dropout"] = float(hp["dropout"])
     except (TypeError, ValueError) as err:
         raise TrialError(f"bad hyper-parameter value: {err}") from None
     if hp["few_shot"] < 0:
         raise TrialError(f"few_shot must be >= 0 (got {hp['few_shot']})")
     if hp["epochs"] < 1 or hp["batch_size"] < 1:
         raise TrialError(f"epochs and batch_size must be >= 1 (got {hp['epochs']}, {hp['batch_size']})")
+    for name, names in HYPERPARAMETER_NAMES.items():
+        if hp[name] not in names:
+            raise TrialError(f"unknown {name} {hp[name]!r}; expected one of {', '.join(names)}")
+    for name, (low, high, low_allowed, high_allowed) in HYPERPARAMETER_RANGES.items():
+        value = hp.get(name)
+        if value is not None and not ((low < value or (low_allowed and value == low))
+                                      and (value < high or (high_allowed and value == high))):
+            raise TrialError(f"{name} {value} is out of range")
     return hp
 
 
@@ -207,6 +221,8 @@ def prepare(job: TrialJob) -> tuple[list[Example], list[Example], list[str], Any
     torch.manual_seed(job.seed)
     try:
         tokenizer, model = models.load(job.model_builtin, job.model_path, job.task, labels, texts, job.max_length)
+        if "dropout" in hp:
+            models.set_dropout(model, hp["dropout"])  # before peft wraps it: LoRA keeps lora_dropout
         model = models.apply_tuning(model, job.tuning, job.task, hp)
     except models.ModelError as err:
         raise TrialError(str(err)) from None
@@ -244,6 +260,7 @@ def run_trial(
         epochs=hp["epochs"], batch_size=hp["batch_size"], learning_rate=hp["learning_rate"],
         weight_decay=hp["weight_decay"], warmup_ratio=hp["warmup_ratio"], precision=job.precision,
         accumulation=job.gradient_accumulation_steps, checkpoint_every=job.checkpoint_every_steps, seed=job.seed,
+        max_grad_norm=hp["max_grad_norm"], lr_schedule=hp["lr_schedule"], optimizer=hp["optimizer"],
     )
     ckpt_dir = checkpoints_dir / job.study_id / job.trial_id if checkpoints_dir is not None else None
     epoch_end = None

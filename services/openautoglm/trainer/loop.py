@@ -18,6 +18,7 @@ from typing import Any, Callable, Protocol
 import torch
 import torch.distributed as dist
 
+from openautoglm.common.catalogue import SGD_MOMENTUM
 from openautoglm.trainer import checkpoint
 
 
@@ -45,6 +46,10 @@ class LoopConfig:
     checkpoint_every: int = 20
     seed: int = 0
     max_grad_norm: float = 1.0
+    # transformers' schedule names: "linear", "cosine" or "constant_with_warmup".
+    lr_schedule: str = "linear"
+    # "adamw", "adafactor" or "sgd" (with momentum).
+    optimizer: str = "adamw"
 
 
 @dataclass
@@ -53,6 +58,8 @@ class LoopResult:
     steps: int = 0
     skipped_steps: int = 0
     resumed_from_step: int = 0
+    # The learning rate each optimiser step used (what the schedule gave it).
+    learning_rates: list[float] = field(default_factory=list)
 
 
 def length_buckets(lengths: list[int], batch_size: int, seed: int, epoch: int, pool: int = 50) -> list[list[int]]:
@@ -68,6 +75,18 @@ def length_buckets(lengths: list[int], batch_size: int, seed: int, epoch: int, p
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
+
+
+def make_optimizer(cfg: LoopConfig, parameters: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """The configured optimiser over the trainable parameters (torch's own implementations;
+    Adafactor with a fixed learning rate, so the schedule drives it as it drives the others)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adafactor":
+        return torch.optim.Adafactor(parameters, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=cfg.learning_rate, momentum=SGD_MOMENTUM, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}")
 
 
 def distributed() -> tuple[int, int]:
@@ -117,15 +136,16 @@ def train(
     prune: Flag | None = None,
     epoch_end: Callable[[int], None] | None = None,
 ) -> LoopResult:
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_scheduler
 
     rank, world = distributed()
     batches_per_epoch = math.ceil(len(lengths) / cfg.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.accumulation)
     total = steps_per_epoch * cfg.epochs
     trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(total * cfg.warmup_ratio), total)
+    optimizer = make_optimizer(cfg, trainable)
+    schedule = get_scheduler(cfg.lr_schedule, optimizer, num_warmup_steps=int(total * cfg.warmup_ratio),
+                             num_training_steps=total)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     autocast = autocast_context(cfg.precision, device)
     ddp_model: Any = model  # the model, or its DistributedDataParallel wrapper (no_sync)
@@ -143,6 +163,7 @@ def train(
         result.steps = result.resumed_from_step = state["step"]
         result.losses = list(state["losses"])
         result.skipped_steps = state["skipped"]
+        result.learning_rates = list(state.get("learning_rates", []))
 
     model.train()
     plan: list[list[int]] = []
@@ -170,6 +191,7 @@ def train(
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(trainable, cfg.max_grad_norm)
         scale_before = scaler.get_scale()
+        result.learning_rates.append(float(optimizer.param_groups[0]["lr"]))
         scaler.step(optimizer)
         scaler.update()
         if scaler.is_enabled() and scaler.get_scale() < scale_before:
@@ -193,5 +215,6 @@ def train(
                     "key": checkpoint_key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "rng": checkpoint.rng_state(),
                     "step": result.steps, "losses": result.losses, "skipped": result.skipped_steps,
+                    "learning_rates": result.learning_rates,
                 })
     return result

@@ -115,6 +115,23 @@ def load(builtin: str, path: str, task: str, labels: list[str], texts: list[str]
     return tokenizer, model
 
 
+def set_dropout(model, probability: float) -> None:
+    """Every dropout of the model to `probability`: its dropout layers, and the attention
+    dropout that Llama/Qwen/GLM-style attention applies from a float attribute (the built-in tiny
+    model has only that one). Model-agnostic, so a local checkpoint of any family is covered."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = probability
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = probability
+    for name in ("attention_dropout", "hidden_dropout", "dropout", "hidden_dropout_prob",
+                 "attention_probs_dropout_prob", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        if isinstance(getattr(model.config, name, None), float):
+            setattr(model.config, name, probability)  # saved with the model, so it reloads the same
+
+
 def _lora_targets(model) -> list[str] | str:
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     for pair in (["q_proj", "v_proj"], ["query", "value"], ["c_attn"]):

@@ -22,6 +22,8 @@ from openautoglm.common.catalogue import (
     DEFAULT_PRUNER,
     DEFAULT_STRATEGY,
     DEFAULT_TEXT_FIELD,
+    HYPERPARAMETER_NAMES,
+    HYPERPARAMETER_RANGES,
     MULTI_OBJECTIVE_STRATEGIES,
     STRATEGIES,
     TRAINER_HYPERPARAMETERS,
@@ -165,6 +167,31 @@ class HyperParameterModel(_Strict):
         return self
 
 
+def _check_domain(name: str, hp: HyperParameterModel) -> None:
+    """A named hyper-parameter (optimizer, lr_schedule) takes only names the trainer knows, as a
+    'choice'; a bounded one (dropout, max_grad_norm, ...) stays inside its interval."""
+    names = HYPERPARAMETER_NAMES.get(name)
+    if names is not None:
+        if hp.type != "choice":
+            raise _FieldError((name, "type"), f"{name!r} takes names: use a 'choice' of {', '.join(names)}")
+        unknown = [v for v in hp.values if v not in names]
+        if unknown:
+            raise _FieldError((name, "values"), f"unknown {name} {unknown[0]!r}; expected one of {', '.join(names)}")
+        return
+    if hp.type == "choice" and any(isinstance(v, (str, bool)) for v in hp.values):
+        raise _FieldError((name, "values"), f"{name!r} takes numbers")
+    bounds = HYPERPARAMETER_RANGES.get(name)
+    if bounds is None:
+        return
+    low, high, low_allowed, high_allowed = bounds
+    points = [float(v) for v in hp.values] if hp.type == "choice" else list(hp.bounds)
+    for point in points:
+        if point < low or point > high or (point == low and not low_allowed) or (point == high and not high_allowed):
+            interval = f"{'[' if low_allowed else '('}{low:g}, {high:g}{']' if high_allowed else ')'}"
+            where = "values" if hp.type == "choice" else ("low" if point == points[0] else "high")
+            raise _FieldError((name, where), f"{name} must lie in {interval}; got {point:g}")
+
+
 class TemplateModel(_Strict):
     id: str = Field(min_length=1)
     text: str = Field(min_length=1)
@@ -223,6 +250,8 @@ class SearchSpaceModel(_Strict):
                 f"unknown hyper-parameter(s) {', '.join(unknown)}; the trainer understands "
                 f"{', '.join(sorted(TRAINER_HYPERPARAMETERS))}"
             )
+        for name, hp in value.items():
+            _check_domain(name, hp)
         return value
 
     @model_validator(mode="after")
