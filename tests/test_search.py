@@ -3,6 +3,9 @@
 The search keeps no trial state: `LocalStudy` keeps the records the way the gateway does, and a
 "restarted" search is a new one given the same records.
 """
+import math
+
+import numpy as np
 import pytest
 
 from helpers import small_spec
@@ -89,7 +92,6 @@ def test_feedback_is_idempotent_and_survives_a_restart(tmp_path):
 
 def _learning_curve(tmp_path, strategy, trials=40, seed=0):
     """Mean score of the first and last 10 trials on a space where lr=1e-2 and template 'asked' win."""
-    import math
 
     spec = small_spec(strategy=strategy, budget={"max_trials": trials}, seed=seed)
     spec["search_space"]["hyperparameters"] = {
@@ -113,7 +115,6 @@ def _learning_curve(tmp_path, strategy, trials=40, seed=0):
 def _mean_score(tmp_path, strategy, trials=20, seeds=range(4)):
     """Mean score over the first `trials` trials, averaged over seeds (no repeats are allowed,
     so a strategy that learns spends more of its budget in the good region)."""
-    import math
 
     total = 0.0
     for seed in seeds:
@@ -310,7 +311,7 @@ def test_conditional_specs_are_checked_and_round_trip():
     assert "conditional" in info.value.message
 
 
-@pytest.mark.parametrize("policy_class", ["ThompsonBandit", "Reinforce"])
+@pytest.mark.parametrize("policy_class", ["ThompsonBandit", "Ppo"])
 def test_policies_propose_their_best_assignment_the_study_has_not_had(policy_class):
     import itertools
 
@@ -355,3 +356,50 @@ def test_the_same_records_give_the_same_proposal_on_any_replica(strategy):
         stepwise.append(c)
     assert [(c.id, c.search_state) for c in ahead] == [(c.id, c.search_state) for c in stepwise]
     assert len({r.number for r in one.records}) == len(one.records) == 9
+
+
+def _ppo_after(rewards, **kw):
+    from openautoglm.prompt_generator.policies import Ppo
+
+    policy = Ppo({"prompt": ["a", "b", "c"], "lr": [0.1, 0.01]}, seed=0, **kw)
+    for i, reward in enumerate(rewards):
+        policy.observe({"prompt": "abc"[i % 3], "lr": (0.1, 0.01)[i % 2]}, reward)
+    policy.learn(flush=True)
+    return policy
+
+
+def test_ppo_learns_the_better_value_and_its_rewards_are_normalised():
+    rewards = [1.0 if i % 3 == 2 else 0.0 for i in range(12)]  # prompt "c" pays
+    policy = _ppo_after(rewards)
+    probs = policy._probs("prompt")
+    assert probs[2] > 0.6 and probs[2] == probs.max()
+    # Normalised rewards: any affine rescaling of the objective learns exactly the same policy.
+    scaled = _ppo_after([1000 * r + 5 for r in rewards])
+    assert np.allclose(scaled.logits["prompt"], policy.logits["prompt"])
+    assert np.allclose(scaled.logits["lr"], policy.logits["lr"])
+    assert policy.updates == 6  # one per batch of 2
+
+
+def test_ppo_clips_each_update_and_its_baseline_tracks_the_returns():
+    rewards = [1.0 if i % 3 == 2 else 0.0 for i in range(12)]
+    clipped = _ppo_after(rewards, learning_rate=5.0, clip=0.2)
+    free = _ppo_after(rewards, learning_rate=5.0, clip=1e9)  # no clipping: the same steps, unbounded
+    assert np.ptp(clipped.logits["prompt"]) < np.ptp(free.logits["prompt"])
+    # One batch, many epochs: the clip stops each push once its ratio leaves [0.8, 1.2]; without
+    # it, twenty epochs make the policy all but deterministic on one reward.
+    clipped_once = _ppo_after([0.0, 1.0], epochs=20, clip=0.2)
+    free_once = _ppo_after([0.0, 1.0], epochs=20, clip=1e9)
+    assert clipped_once._probs("prompt")[1] < 0.7 and free_once._probs("prompt")[1] > 0.95
+    assert np.isfinite(_ppo_after(rewards, learning_rate=500.0, clip=1e9).logits["prompt"]).all()
+    assert abs(_ppo_after([2.0, 4.0] * 10, epochs=20).baseline) < 0.2  # normalised returns average 0
+
+
+def test_ppo_entropy_bonus_spreads_a_peaked_policy_when_rewards_say_nothing():
+    from openautoglm.prompt_generator.policies import Ppo
+
+    policy = Ppo({"prompt": ["a", "b", "c"]}, seed=0, entropy_coef=0.5)
+    policy.logits["prompt"] = np.array([3.0, 0.0, 0.0])
+    before = policy._probs("prompt")[0]
+    for _ in range(8):
+        policy.observe({"prompt": "a"}, 1.0)  # equal rewards: zero advantage
+    assert policy._probs("prompt")[0] < before

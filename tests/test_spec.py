@@ -128,3 +128,24 @@ def test_shipped_example_specs_are_valid():
     assert len(specs) >= 3
     for path in specs:
         load_spec_file(path)
+
+
+def test_an_objective_may_not_mix_an_unbounded_metric():
+    spec = small_spec(task="generation", dataset={"builtin": "piglatin-demo"},
+                      objective={"terms": {"rouge_l": 0.6, "perplexity": -0.4}})
+    with pytest.raises(SpecError) as info:
+        validate_dict(spec)
+    assert info.value.field == "objective.terms.perplexity"
+    assert "use 'fluency'" in info.value.message
+    spec["objective"] = {"terms": {"accuracy": 1.0}}
+    spec["task"], spec["dataset"] = "classification", {"builtin": "sentiment-demo"}
+    spec["extra_objectives"] = [{"terms": {"accuracy": 1.0, "latency_ms": -0.01}}]
+    spec["strategy"] = "tpe"
+    with pytest.raises(SpecError) as info:
+        validate_dict(spec)
+    assert info.value.field == "extra_objectives[0].terms.latency_ms"
+    # Bounded mixes, and an unbounded metric alone, are fine.
+    validate_dict(small_spec(task="generation", dataset={"builtin": "piglatin-demo"},
+                             objective={"terms": {"rouge_l": 0.6, "fluency": 0.4}}))
+    validate_dict(small_spec(task="generation", dataset={"builtin": "piglatin-demo"},
+                             objective={"metric": "perplexity", "direction": "minimize"}))

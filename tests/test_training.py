@@ -151,6 +151,7 @@ def test_lora_generation_with_the_tiny_glm(tmp_path):
                tuning="lora", hyperparameters={"epochs": 2, "batch_size": 8})
     result = run_trial(job, tmp_path)
     assert len(result.predictions) == 12 and result.model_metrics["perplexity"] > 1.0
+    assert result.model_metrics["fluency"] == pytest.approx(1 / result.model_metrics["perplexity"])  # bounded form
 
 
 def test_minilm_encoder_classifies(tmp_path):

@@ -122,6 +122,9 @@ class MetricInfo:
     description: str
     # Measured by the trainer on the model itself and passed in (not computed from the texts).
     from_model: bool = False
+    # On a 0..1 scale. An objective may mix several metrics only if all are: a weighted sum with
+    # an unbounded one (perplexity >= 1, latency, size) lets that one swamp the rest.
+    bounded: bool = True
 
 
 BUILTIN_METRICS: dict[str, MetricInfo] = {
@@ -134,12 +137,14 @@ BUILTIN_METRICS: dict[str, MetricInfo] = {
         MetricInfo("rouge_l", ("generation",), True, "mean ROUGE-L F-measure (rouge-score)"),
         MetricInfo("exact_match", ("generation",), True, "fraction of outputs equal to the reference"),
         MetricInfo("perplexity", ("generation",), False, "held-out perplexity of the trained model (from the trainer)",
-                   from_model=True),
+                   from_model=True, bounded=False),
+        MetricInfo("fluency", ("generation",), True,
+                   "exp(-mean held-out NLL per token) = 1 / perplexity, in (0, 1] (from the trainer)", from_model=True),
         MetricInfo("embedding_similarity", ("generation",), True, "mean BERTScore F1 on all-MiniLM-L6-v2 (bert-score)"),
         MetricInfo("params_m", TASKS, False, "parameters of the trained model, in millions (from the trainer)",
-                   from_model=True),
+                   from_model=True, bounded=False),
         MetricInfo("latency_ms", TASKS, False, "held-out inference time per example, ms (from the trainer)",
-                   from_model=True),
+                   from_model=True, bounded=False),
     )
 }
 # Measured by the trainer on the trained model for any task (multi-objective trade-offs), and

@@ -1,7 +1,8 @@
 """Metric definitions (no gRPC here): each maps (predictions, references) to one number.
 
-All metrics are on a 0..1 scale except perplexity, so they can be mixed in a weighted
-objective: BLEU and chrF are sacrebleu's corpus scores / 100 (Chinese/Japanese/Korean text is
+All metrics are on a 0..1 scale except perplexity and the model's cost (latency_ms, params_m),
+so they can be mixed in a weighted objective (a study's spec refuses a mix with an unbounded
+one; fluency = 1 / perplexity is the bounded form): BLEU and chrF are sacrebleu's corpus scores / 100 (Chinese/Japanese/Korean text is
 tokenised with sacrebleu's "zh" tokenizer), ROUGE-L is rouge-score's mean F-measure with a
 tokenizer that keeps non-ASCII words and splits CJK into characters (identical to rouge-score's
 default on ASCII text), macro-F1 is scikit-learn's, embedding similarity is BERTScore F1

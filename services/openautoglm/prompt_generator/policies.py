@@ -1,5 +1,5 @@
-"""Search policies that optuna does not provide: a Thompson-sampling bandit and a REINFORCE
-policy over the discrete slots of the space (the prompt, then each hyper-parameter).
+"""Search policies that optuna does not provide: a Thompson-sampling bandit and a PPO policy
+over the discrete slots of the space (the prompt, then each hyper-parameter).
 
 Both see the space as named dimensions with a finite list of values each (continuous
 hyper-parameters are discretised into a few points). They propose a full assignment and learn
@@ -22,6 +22,9 @@ from openautoglm.common.spec.schema import HyperParameterModel
 
 # Points a continuous hyper-parameter is discretised into for the bandit and the RL policy.
 CONTINUOUS_POINTS = 5
+# Dual-clip PPO's bound (Ye et al., 2020): with a negative advantage, a ratio above it adds no
+# gradient, so an action the policy has moved far towards cannot drive an unbounded step.
+DUAL_CLIP = 3.0
 # Largest joint space scored assignment by assignment when excluding seen candidates.
 ENUMERATE_LIMIT = 250_000
 
@@ -112,16 +115,34 @@ class ThompsonBandit(Policy):
                 self.counts[name][i] += 1
 
 
-class Reinforce(Policy):
-    """REINFORCE with a moving-average baseline over independent softmax slots: the reward is
-    the study's objective; each slot's logits move along (reward - baseline) * grad log pi."""
+class Ppo(Policy):
+    """PPO (Schulman et al., 2017) over independent softmax slots, one per dimension: the joint
+    action's log-probability is the sum of its slots'. The state is constant (every proposal
+    chooses from the same space), so the value baseline is one learned number.
 
-    def __init__(self, dims: dict[str, list[Any]], seed: int, learning_rate: float = 1.0, baseline_decay: float = 0.8):
+    Rewards are normalised by the mean and standard deviation of every reward so far. Every
+    `batch_size` rewards, the policy that was current before the batch is frozen as pi_old and
+    the logits take `epochs` gradient-ascent steps on the clipped surrogate
+    mean(min(r A, clip(r, 1 - clip, 1 + clip) A)) + entropy_coef * H, with r = pi / pi_old and
+    A the normalised reward minus the baseline (dual-clipped for negative A), while the baseline
+    regresses on the normalised rewards. Rewards not yet filling a batch are used at once when
+    the policy proposes, so a proposal sees every result; the replay from the study's trials is
+    the same either way.
+
+    The step size is large for PPO (a search has tens of rewards, not millions), so the clip
+    stops a batch's push once its ratio leaves [1 - clip, 1 + clip] but does not bound the first
+    step: tests/test_search.py measures both effects."""
+
+    def __init__(self, dims: dict[str, list[Any]], seed: int, learning_rate: float = 2.0, batch_size: int = 2,
+                 epochs: int = 8, clip: float = 0.2, entropy_coef: float = 0.01, value_rate: float = 0.5):
         super().__init__(dims, seed)
         self.logits = {name: np.zeros(len(v)) for name, v in dims.items()}
-        self.learning_rate, self.decay = learning_rate, baseline_decay
-        self.baseline: float | None = None
-        self.scale = 1.0
+        self.learning_rate, self.batch_size, self.epochs = learning_rate, batch_size, epochs
+        self.clip, self.entropy_coef, self.value_rate = clip, entropy_coef, value_rate
+        self.baseline = 0.0
+        self.rewards: list[float] = []  # every reward so far (for the normalisation)
+        self.pending: list[tuple[dict[str, int], float]] = []  # (action, reward) not yet learnt from
+        self.updates = 0
 
     def _probs(self, name: str) -> np.ndarray:
         z = self.logits[name] - self.logits[name].max()
@@ -131,21 +152,45 @@ class Reinforce(Policy):
 
     def value_scores(self) -> dict[str, np.ndarray]:
         """Gumbel-perturbed log-probabilities: their argmax is a draw from the policy."""
+        self.learn(flush=True)
         return {name: np.log(self._probs(name) + 1e-12) + self.rng.gumbel(size=len(values))
                 for name, values in self.dims.items()}
 
     def observe(self, params: dict[str, Any], value: float) -> None:
-        if self.baseline is None:
-            self.baseline = value
+        action = {name: i for name in self.dims if name in params and (i := self._index(name, params[name])) is not None}
+        self.rewards.append(float(value))
+        self.pending.append((action, float(value)))
+        if len(self.pending) >= self.batch_size:
+            self.learn()
+
+    def learn(self, flush: bool = False) -> None:
+        """One PPO update on the pending rewards (a full batch, or any with `flush`)."""
+        if not self.pending or (len(self.pending) < self.batch_size and not flush):
             return
-        advantage = value - self.baseline
-        self.scale = self.decay * self.scale + (1 - self.decay) * abs(advantage) + 1e-8
-        step = self.learning_rate * advantage / self.scale
-        for name, v in params.items():
-            i = self._index(name, v) if name in self.dims else None
-            if i is None:
-                continue
-            grad = -self._probs(name)
-            grad[i] += 1.0
-            self.logits[name] += step * grad
-        self.baseline = self.decay * self.baseline + (1 - self.decay) * value
+        batch, self.pending = self.pending, []
+        mean = float(np.mean(self.rewards))
+        spread = float(np.std(self.rewards)) if len(self.rewards) > 1 else 1.0
+        returns = np.array([(reward - mean) / max(spread, 1e-8) for _, reward in batch])
+        old = {name: np.log(self._probs(name) + 1e-12) for name in self.dims}
+        old_logp = np.array([sum(old[n][i] for n, i in action.items()) for action, _ in batch])
+        for _ in range(self.epochs):
+            advantages = returns - self.baseline
+            grads = {name: np.zeros(len(values)) for name, values in self.dims.items()}
+            probs = {name: self._probs(name) for name in self.dims}
+            for (action, _), advantage, logp_old in zip(batch, advantages, old_logp):
+                log_ratio = sum(math.log(probs[n][i] + 1e-12) for n, i in action.items()) - logp_old
+                ratio = math.exp(min(log_ratio, math.log(DUAL_CLIP)))
+                if (advantage > 0 and ratio > 1 + self.clip) or (advantage < 0 and ratio < 1 - self.clip):
+                    continue  # the clipped term is the minimum: no gradient
+                if advantage < 0 and log_ratio >= math.log(DUAL_CLIP):
+                    continue  # dual clip: a negative advantage's term is bounded below by DUAL_CLIP * A
+                for name, i in action.items():  # d(ratio)/d(logits) = ratio * (onehot(i) - pi)
+                    step = -probs[name] * ratio * advantage
+                    step[i] += ratio * advantage
+                    grads[name] += step / len(batch)
+            for name, p in probs.items():  # dH/d(logits) = -pi * (log pi + H)
+                logp = np.log(p + 1e-12)
+                grads[name] += self.entropy_coef * -p * (logp + float(-(p * logp).sum()))
+                self.logits[name] += self.learning_rate * grads[name]
+            self.baseline += self.value_rate * float(np.mean(returns - self.baseline))
+        self.updates += 1

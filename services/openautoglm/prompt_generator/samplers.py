@@ -2,7 +2,7 @@
 trial's number, so the same trials give the same proposal on any replica.
 
 grid, random, TPE and CMA-ES are optuna's own samplers (TPE with the constant liar, so trials in
-flight count as pending). The Thompson-sampling bandit and the REINFORCE policy (policies.py)
+flight count as pending). The Thompson-sampling bandit and the PPO policy (policies.py)
 run as `PolicySampler`, a BaseSampler whose state is rebuilt from the study's finished trials
 each time it samples.
 """
@@ -17,7 +17,7 @@ from optuna.samplers import BaseSampler
 from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 
-from openautoglm.prompt_generator.policies import Policy, Reinforce, ThompsonBandit
+from openautoglm.prompt_generator.policies import Policy, Ppo, ThompsonBandit
 
 # Trials a learning sampler samples at random before it models the results.
 STARTUP_TRIALS = 4
@@ -81,7 +81,7 @@ def make_sampler(strategy: str, study_seed: int, number: int, distributions: Map
     if strategy == "cmaes":
         return optuna.samplers.CmaEsSampler(seed=seed, n_startup_trials=STARTUP_TRIALS, warn_independent_sampling=False)
     if strategy in ("bandit", "rl"):
-        policy_class = ThompsonBandit if strategy == "bandit" else Reinforce
+        policy_class = ThompsonBandit if strategy == "bandit" else Ppo
         dims = {name: list(values) for name, values in policy_dims.items()}
         return PolicySampler(lambda: policy_class(dims, seed), distributions, maximize, seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=STARTUP_TRIALS, multivariate=True, constant_liar=True)

@@ -439,7 +439,8 @@ def _predict(model: Any, tokenizer: Any, encoder: Encoder, job: TrialJob, held_o
     if job.task == "classification":
         return [label for label, _ in classify(model, encoder, [ex.text for ex in held_out], labels, device, job.precision)], {}
     perplexity = _perplexity(model, encoder, job, held_out, device)
-    return [generate(model, tokenizer, encoder, ex.text, device, job.precision) for ex in held_out], {"perplexity": perplexity}
+    return ([generate(model, tokenizer, encoder, ex.text, device, job.precision) for ex in held_out],
+            {"perplexity": perplexity, "fluency": 1.0 / perplexity})
 
 
 def serving_recipe(job: TrialJob, labels: list[str], demos: Sequence[Example]) -> dict[str, Any]:

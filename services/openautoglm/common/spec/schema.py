@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationIn
 
 from openautoglm.common import artifact_files, datasets, sandbox
 from openautoglm.common.catalogue import (
+    BUILTIN_METRICS,
     BUILTIN_MODELS,
     DEFAULT_CHECKPOINT_EVERY_STEPS,
     DEFAULT_EVAL_FRACTION,
@@ -377,6 +378,8 @@ class StudySpecModel(_Strict):
                     ("objective", "terms", metric),
                     f"unknown metric {metric!r} for a {self.task} task; expected one of {', '.join(known)}",
                 )
+        for where, objective in (("objective",), self.objective), *((("extra_objectives", i), o) for i, o in enumerate(self.extra_objectives)):
+            _check_bounded_mix(where, objective.terms)
         if self.strategy == "grid":
             for name, hp in self.search_space.hyperparameters.items():
                 if hp.when is not None:
@@ -388,6 +391,20 @@ class StudySpecModel(_Strict):
                         f"the grid strategy needs discrete values; '{hp.type}' is continuous (use 'choice' or 'int')",
                     )
         return self
+
+
+def _check_bounded_mix(where: tuple[str | int, ...], terms: dict[str, float]) -> None:
+    """Refuse a weighted sum that mixes an unbounded metric with others: its scale would swamp
+    theirs (and a policy's reward would be unbounded). Alone, an unbounded metric is fine."""
+    if len(terms) < 2:
+        return
+    for metric in terms:
+        info = BUILTIN_METRICS.get(metric)
+        if info is not None and not info.bounded:
+            hint = ("use 'fluency' (exp(-mean NLL) = 1 / perplexity, in (0, 1]) instead" if metric == "perplexity"
+                    else "make it an extra objective (a Pareto front) instead")
+            raise _FieldError((*where, "terms", metric),
+                              f"{metric} is unbounded, so it cannot be mixed with other metrics in one objective; {hint}")
 
 
 class _FieldError(ValueError):
