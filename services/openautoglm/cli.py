@@ -757,7 +757,15 @@ def study_summary(study) -> dict:
             "error": t.error,
             "predicted_seconds": round(t.predicted_seconds, 3) if t.predicted_seconds else None,
             "actual_seconds": round(t.actual_seconds, 3) if t.actual_seconds else None,
+            "lineage": ({"source": t.candidate.lineage.source, "parent_candidate_id": t.candidate.lineage.parent_candidate_id,
+                         "edits": list(t.candidate.lineage.edits)} if t.candidate.lineage.source else None),
+            "repeat_of": t.repeat_of or None,
+            "seed_offset": t.seed_offset,
+            "test_metrics": dict(t.test_metrics) or None,
         }
+
+    def spread(values) -> dict:
+        return {name: {"mean": v.mean, "sd": v.sd} for name, v in sorted(values.items())}
 
     best = next((t for t in study.trials if t.id == study.best_trial_id), None)
     return {
@@ -766,6 +774,12 @@ def study_summary(study) -> dict:
         "trace_id": study.trace_id,
         "best": trial_dict(best) if best else None,
         "pareto_trial_ids": list(study.pareto_trial_ids),
+        "final": ({"best_trial_id": study.final.best_trial_id, "validation_metrics": dict(study.final.validation_metrics),
+                   "test_metrics": dict(study.final.test_metrics), "validation_objective": study.final.validation_objective,
+                   "test_objective": study.final.test_objective, "seeds": study.final.seeds,
+                   "test_examples": study.final.test_examples, "validation_spread": spread(study.final.validation_spread),
+                   "test_spread": spread(study.final.test_spread), "error": study.final.error}
+                  if study.HasField("final") else None),
         "trials": [trial_dict(t) for t in study.trials],
     }
 
@@ -788,7 +802,7 @@ def _print_study(study, console: Console) -> None:
         table.add_column(name, justify="right", no_wrap=True)
     for t in study.trials:
         status = common_pb2.TrialStatus.Name(t.status).removeprefix("TRIAL_STATUS_").lower()
-        mark = "*" if t.id == study.best_trial_id else ""
+        mark = "*" if t.id == study.best_trial_id else (f" (repeat, seed +{t.seed_offset})" if t.repeat_of else "")
         hps = " ".join(f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in _hp_plain(t.candidate).items())
         trainer = (t.trainer_id or t.assigned_worker_id) + (f" (attempt {t.attempt + 1})" if t.attempt else "")
         seconds = (f"{t.actual_seconds:.1f}" if t.actual_seconds else "") + (f" ({t.predicted_seconds:.1f})" if t.predicted_seconds else "")
@@ -803,10 +817,39 @@ def _print_study(study, console: Console) -> None:
     if best:
         console.print(f"best: trial {best.number}  objective {best.objective_value:.4f}  prompt: {best.candidate.prompt!r}  "
                       f"hyper-parameters: {_hp_plain(best.candidate)}")
+        lineage = best.candidate.lineage
+        if lineage.source:
+            parent = next((t.number for t in study.trials if t.candidate.id == lineage.parent_candidate_id), None)
+            console.print(f"  its instruction was written by the search ({lineage.source}"
+                          f"{f' of trial {parent}' if parent is not None else ''}): {'; '.join(lineage.edits)}")
+    if study.HasField("final"):
+        _print_final(study.final, console)
     if study.pareto_trial_ids:
         numbers = sorted(t.number for t in study.trials if t.id in set(study.pareto_trial_ids))
         console.print(f"Pareto front: trials {', '.join(map(str, numbers))}")
     console.print(f"trace id: {study.trace_id}")
+
+
+def _print_final(final, console: Console) -> None:
+    """The winner's validation metrics (what chose it) beside its test metrics (the estimate to
+    quote), with the spread over its seeds when it was trained again."""
+    names = sorted(set(final.validation_metrics) | set(final.test_metrics)) + ["objective"]
+    validation = {**final.validation_metrics, "objective": final.validation_objective}
+    test = {**final.test_metrics, "objective": final.test_objective} if final.test_metrics else {}
+    table = Table("metric", "validation", "test", title=f"the winner on {final.test_examples} test examples"
+                  if final.test_examples else "the winner")
+    if final.seeds > 1:
+        table.add_column(f"validation (mean ± sd, {final.seeds} seeds)", justify="right")
+        table.add_column(f"test (mean ± sd, {final.seeds} seeds)", justify="right")
+    for name in names:
+        row = [name, f"{validation[name]:.4f}" if name in validation else "", f"{test[name]:.4f}" if name in test else ""]
+        if final.seeds > 1:
+            row += [f"{spread.mean:.4f} ± {spread.sd:.4f}" if (spread := spreads.get(name)) is not None else ""
+                    for spreads in (final.validation_spread, final.test_spread)]
+        table.add_row(*row)
+    console.print(table)
+    if final.error:
+        console.print(f"no test scores: {final.error}")
 
 
 def main() -> None:

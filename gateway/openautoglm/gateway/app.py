@@ -21,6 +21,7 @@ from openautoglm.common.server import mesh_channel
 from openautoglm.common.spec.protos import task_name
 from openautoglm.gateway.artifacts import ArtifactRecords, ArtifactsServicer, collect, running_references, study_artifacts
 from openautoglm.gateway.auth import ApiKeyAuth
+from openautoglm.gateway.final import FinalScorer
 from openautoglm.gateway.models_api import ModelsServicer, TrainerDirectory
 from openautoglm.gateway.placement import Export
 from openautoglm.gateway.registry import ModelRegistry, Registrar
@@ -182,7 +183,8 @@ class GatewayApp:
             trainer,
         )
         self.relay = ChangeRelay(self.bus, self.replica_id)
-        self.controller = StudyController(self.store, self.bus, peers, Watchers(self.relay), self._exports_in_flight)
+        self.controller = StudyController(self.store, self.bus, peers, Watchers(self.relay), self._exports_in_flight,
+                                          FinalScorer(self._live_workers, self.trainers.channel))
         self.registrar.on_done = self.controller.packer.request  # the trainer's place it held is free
         self.relay.start()
         await self.bus.nc.subscribe(subjects.SUBJECT_STUDY_CHANGED, cb=self._on_study_changed)

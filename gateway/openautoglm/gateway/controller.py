@@ -32,8 +32,9 @@ from openautoglm.common import telemetry
 from openautoglm.gateway.cost_model import TrialCosts
 from openautoglm.gateway.estimates import trial_memory_mb
 from openautoglm.gateway.peers import Bus, PeerError, PeerRefused, PeerUnavailable, Peers
-from openautoglm.gateway.placement import Export, Packer
-from openautoglm.gateway.results import best_trial, pareto_front
+from openautoglm.gateway.final import FinalScorer, TestScoresUnavailable
+from openautoglm.gateway.placement import Export, Packer, job_for
+from openautoglm.gateway.results import best_trial, final_report, is_repeat, pareto_front, repeats_of, search_trials
 from openautoglm.gateway.records import proposals_due, window_for
 from openautoglm.gateway.search_client import SearchClient
 from openautoglm.gateway.states import IN_FLIGHT, STATE_NAME, TERMINAL_STUDY
@@ -55,8 +56,9 @@ class StudyController:
     (leadership.py) also drives them, from `start_leading()` on."""
 
     def __init__(self, store: StudyStore, bus: Bus, peers: Peers, watchers: Watchers | None = None,
-                 exports: Callable[[], list[Export]] | None = None):
+                 exports: Callable[[], list[Export]] | None = None, final: FinalScorer | None = None):
         self.store = store
+        self.final = final  # the test scores of a completed study's winner (None: not scored)
         self.bus = bus
         self.peers = peers
         self.tracer = telemetry.tracer("openautoglm.gateway")
@@ -213,10 +215,15 @@ class StudyController:
                 budget = study.spec.budget
                 in_flight = any(t.status in IN_FLIGHT for t in study.trials)
                 out_of_time = budget.max_wall_seconds > 0 and time.time() - started > budget.max_wall_seconds
-                can_propose = not exhausted and not out_of_time and len(study.trials) < budget.max_trials
+                searched = search_trials(study)
+                can_propose = (not exhausted and not out_of_time and len(searched) < budget.max_trials
+                               and len(searched) == len(study.trials))  # no final repeat queued yet
                 if not in_flight and not can_propose:
-                    if any(t.status == S.TRIAL_STATUS_SUCCEEDED for t in study.trials):
-                        await self._finish(study_id, S.STUDY_STATE_COMPLETED)
+                    if any(t.status == S.TRIAL_STATUS_SUCCEEDED for t in searched):
+                        if not out_of_time and await self._queue_final_repeats(study):
+                            continue  # the winner trains again with more seeds first
+                        final_error = await self._score_tests(study_id)
+                        await self._finish(study_id, S.STUDY_STATE_COMPLETED, final_error=final_error)
                     else:
                         await self._finish(study_id, S.STUDY_STATE_FAILED, "no trial succeeded")
                     return
@@ -271,7 +278,63 @@ class StudyController:
                     self.packer.request()  # the packer tries again shortly
             return len(reply.candidates), bool(reply.exhausted)
 
-    async def _finish(self, study_id: str, state: common_pb2.StudyState, error: str = "") -> None:
+    async def _queue_final_repeats(self, study: common_pb2.Study) -> bool:
+        """Queue the winner's final repeats (StudySpec.final_repeats: its candidate with the seed
+        offset by 1, 2, ...), once; True when they were queued now."""
+        best = best_trial(study)
+        if study.spec.final_repeats <= 0 or best is None or any(is_repeat(t) for t in study.trials):
+            return False
+        number = len(study.trials)
+        for offset in range(1, study.spec.final_repeats + 1):
+            predicted = self.costs.predict(study.spec, best.candidate)
+            trial = common_pb2.Trial(
+                id=f"{study.id}-t{number:03d}", study_id=study.id, number=number, candidate=best.candidate,
+                status=S.TRIAL_STATUS_QUEUED, created_at=now_ts(), memory_mb=trial_memory_mb(study.spec, best.candidate),
+                predicted_seconds=predicted.seconds, predicted_seconds_sd=predicted.sd,
+                repeat_of=best.id, seed_offset=offset,
+            )
+            self.store.insert_trial(trial)
+            self.watchers.notify(study.id, "trial.queued", trial.id)
+            number += 1
+        log.info("study %s: the winner %s trains again with %d more seeds", study.id, best.id,
+                 study.spec.final_repeats, extra={"study_id": study.id})
+        try:
+            await self.packer.pack()
+        except (PeerError, BusUnavailable) as err:
+            log.warning("packing %s's final repeats deferred: %s", study.id, err, extra={"study_id": study.id})
+            self.packer.request()
+        return True
+
+    async def _score_tests(self, study_id: str) -> str:
+        """Score the winner and its succeeded repeats on the test split, each once (a trial that
+        has its test scores keeps them); returns why any is missing ("" when none is)."""
+        study = self.store.existing_study(study_id)
+        if study.spec.dataset.test_fraction <= 0:
+            return "the study's dataset has no test split"
+        if self.final is None:
+            return "no trainer directory to ask for test scores"
+        best = best_trial(study)
+        if best is None:
+            return ""
+        group = [best, *(t for t in repeats_of(study, best.id) if t.status == S.TRIAL_STATUS_SUCCEEDED)]
+        errors = []
+        with self.tracer.start_as_current_span("final_test", context=self.study_context(study_id)):
+            for trial in group:
+                if trial.test_metrics:
+                    continue
+                try:
+                    reply = await self.final.score(study, trial, job_for(study, trial))
+                except TestScoresUnavailable as err:
+                    errors.append(f"{trial.id}: {err}")
+                    continue
+                trial.test_metrics.update(reply.metrics)
+                trial.test_objective_value = reply.objective_value
+                trial.test_examples = reply.examples
+                self.store.record_test_scores(trial)
+                self.watchers.notify(study_id, "trial.tested", trial.id)
+        return "; ".join(errors)
+
+    async def _finish(self, study_id: str, state: common_pb2.StudyState, error: str = "", final_error: str = "") -> None:
         study = self.store.existing_study(study_id)
         if study.state in TERMINAL_STUDY:
             return
@@ -280,6 +343,8 @@ class StudyController:
         best = best_trial(study)
         study.best_trial_id = best.id if best else ""
         study.pareto_trial_ids[:] = pareto_front(study) if study.spec.extra_objectives else []
+        if state == S.STUDY_STATE_COMPLETED:
+            study.final.CopyFrom(final_report(study, final_error))
         if not self.store.finish_study(study):
             return  # another replica finished it first (a cancel): that outcome stands
         name = STATE_NAME[state]

@@ -68,6 +68,19 @@ def trial_stages(trial: common_pb2.Trial, spec: common_pb2.StudySpec, seconds: f
     return tasks, [scheduler_pb2.Dependency(from_task=a.id, to_task=b.id) for a, b in zip(tasks, tasks[1:])]
 
 
+def job_for(study: common_pb2.Study, trial: common_pb2.Trial) -> trainer_pb2.TrainJob:
+    """The trainer's job for a trial: the study's data, model and objective with the trial's
+    candidate, and its seed (a final repeat's is offset; it reports no intermediate scores, as
+    no pruner judges it)."""
+    return trainer_pb2.TrainJob(
+        study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
+        model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed + trial.seed_offset,
+        training=study.spec.training,
+        report_intermediate=study.spec.pruner not in ("", "none") and not trial.repeat_of,
+        objective=study.spec.objective, extra_objectives=study.spec.extra_objectives,
+    )
+
+
 class Packer:
     def __init__(self, store: StudyStore, bus: Bus, peers: Peers, study_context: Callable[[str], otel_context.Context],
                  notify: Callable[[str, str, str], None], costs: TrialCosts,
@@ -226,12 +239,7 @@ class Packer:
     async def publish_job(self, study: common_pb2.Study, trial: common_pb2.Trial) -> None:
         """Enqueue a placed trial's job on its trainer's subject (the id, per attempt,
         de-duplicates a repeat within the window)."""
-        job = trainer_pb2.TrainJob(
-            study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
-            model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed, training=study.spec.training,
-            report_intermediate=study.spec.pruner not in ("", "none"),
-            objective=study.spec.objective, extra_objectives=study.spec.extra_objectives,
-        )
+        job = job_for(study, trial)
         await self.bus.publish(subjects.train_subject(trial.assigned_worker_id), events_pb2.TrainJobEvent(
             meta=subjects.new_meta("gateway", study.id, trial.id, event_id=f"train-{trial.id}-a{trial.attempt}"), job=job),
             ctx=self.study_context(study.id))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from openautoglm.gateway.results import is_repeat, search_trials
 from openautoglm.gateway.states import IN_FLIGHT, TERMINAL_TRIAL
 from openautoglm.v1 import common_pb2, prompt_generator_pb2, scheduler_pb2
 
@@ -32,9 +33,12 @@ def window_of(study: common_pb2.Study) -> int:
 
 
 def proposals_due(study: common_pb2.Study) -> int:
-    """How many trials may be proposed now (0: wait for a result or a free place)."""
+    """How many trials may be proposed now (0: wait for a result or a free place). Once the
+    final repeats are queued, the search is over: none."""
     window = window_of(study)
     trials = study.trials
+    if any(is_repeat(t) for t in trials):
+        return 0
     number = len(trials)
     room = min(window - sum(t.status in IN_FLIGHT for t in trials), study.spec.budget.max_trials - number)
     if room <= 0:
@@ -62,7 +66,7 @@ def proposal_view(study: common_pb2.Study, number: int,
     of finished trials the search may see, by number: they never change, so each is built once."""
     horizon = number - window_of(study)
     view = []
-    for trial in study.trials:
+    for trial in search_trials(study):
         reveal = trial.number < horizon
         if known is None or not reveal or trial.status not in TERMINAL_TRIAL:
             view.append(record(trial, reveal))
@@ -76,4 +80,4 @@ def proposal_view(study: common_pb2.Study, number: int,
 
 def pruning_view(study: common_pb2.Study) -> list[prompt_generator_pb2.TrialRecord]:
     """The study's trials as they stand (a pruner compares a running trial with all of them)."""
-    return [record(t) for t in study.trials]
+    return [record(t) for t in search_trials(study)]

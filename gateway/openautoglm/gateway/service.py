@@ -21,6 +21,7 @@ from openautoglm.gateway.estimates import largest_trial_memory_mb
 from openautoglm.gateway.keys import KeyRefused, KeyStore
 from openautoglm.gateway.peers import PeerError
 from openautoglm.gateway.quotas import QuotaExceeded, Quotas
+from openautoglm.gateway.results import search_trials
 from openautoglm.gateway.states import TERMINAL_STUDY
 from openautoglm.gateway.store import StudyStore, request_key
 from openautoglm.gateway.paging import page_of, requested_page
@@ -106,7 +107,7 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
             earlier = self.app.store.study(warm.from_study_id)
             if earlier is None or earlier.tenant != auth.current().tenant:
                 raise SpecError("spec.warm_start.from_study_id", f"no study {warm.from_study_id!r}")
-            for t in earlier.trials:
+            for t in search_trials(earlier):  # validation scores of the search's own trials only
                 if t.status == common_pb2.TRIAL_STATUS_SUCCEEDED:
                     rows.append((f"spec.warm_start.from_study_id: trial {t.number}", {
                         "template_id": t.candidate.template_id, "variables": dict(t.candidate.variables),

@@ -159,6 +159,18 @@ class StudyStore:
         return self._write(trials.update().where(trials.c.id == trial.id, trials.c.status.not_in(TERMINAL_TRIAL))
                            .values(status=trial.status, blob=trial.SerializeToString())) > 0
 
+    def record_test_scores(self, trial: common_pb2.Trial) -> bool:
+        """Add a succeeded trial's test scores (the one change a finished trial takes, once: a
+        trial that has them keeps the first). Returns whether this write took effect."""
+        stored = self.trial(trial.id)
+        if stored is None or stored.status != common_pb2.TRIAL_STATUS_SUCCEEDED or stored.test_metrics:
+            return False
+        stored.test_metrics.update(trial.test_metrics)
+        stored.test_objective_value = trial.test_objective_value
+        stored.test_examples = trial.test_examples
+        return self._write(trials.update().where(trials.c.id == trial.id, trials.c.status == common_pb2.TRIAL_STATUS_SUCCEEDED)
+                           .values(blob=stored.SerializeToString())) > 0
+
     def trial(self, trial_id: str) -> common_pb2.Trial | None:
         row = self._one(sa.select(trials.c.blob).where(trials.c.id == trial_id))
         return common_pb2.Trial.FromString(row[0]) if row else None

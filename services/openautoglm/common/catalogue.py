@@ -13,7 +13,11 @@ from pathlib import Path
 from typing import Final
 
 TASKS = ("classification", "generation")
-STRATEGIES = ("grid", "random", "tpe", "cmaes", "bandit", "rl")
+STRATEGIES = ("grid", "random", "tpe", "cmaes", "bandit", "rl", "grips")
+# Phrase-level edits the search may apply to an instruction (prompt_generator/edits.py), and
+# those that need no language model.
+EDIT_OPERATIONS = ("delete", "swap", "add", "paraphrase")
+OFFLINE_EDIT_OPERATIONS = ("delete", "swap", "add")
 # Strategies that can search several objectives at once (optuna's multi-objective samplers).
 MULTI_OBJECTIVE_STRATEGIES = ("grid", "random", "tpe")
 PRUNERS = ("none", "median", "successive_halving")
@@ -97,6 +101,11 @@ REFERENCE_TOKENS_PER_SECOND = 10_000.0
 DEFAULT_MAX_LENGTH = 96
 # Share of a dataset held out for scoring when dataset.eval_fraction is not given.
 DEFAULT_EVAL_FRACTION = 0.2
+# Share of a dataset kept back as the test split (datasets.in_test_split) when
+# dataset.test_fraction is not given; the built-in sets' fixed split.
+DEFAULT_TEST_FRACTION = 0.2
+# Most final repeats (StudySpec.final_repeats) a study may ask for.
+MAX_FINAL_REPEATS = 10
 # Optimiser steps between two checkpoints when training.checkpoint_every_steps is not given.
 DEFAULT_CHECKPOINT_EVERY_STEPS = 20
 DEFAULT_PRECISION: Final = "fp32"

@@ -1,11 +1,13 @@
 """Examples for studies: the built-in demo sets that ship in the package, or a local JSONL file.
 
 A JSONL line is one object with the input text and its label (classification) or target text
-(generation). Problems name the file and line. The split into train and held-out examples is a
-seeded shuffle, so every trainer replica and every re-run sees the same split.
+(generation). Problems name the file and line. The test split is fixed by the data alone (a hash
+of each example); the rest splits into train and validation by a seeded shuffle, so every
+trainer replica and every re-run sees the same three splits.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass
@@ -63,6 +65,54 @@ def load_jsonl(path: Path, text_field: str, label_field: str) -> list[Example]:
     return examples
 
 
+@dataclass(frozen=True)
+class Splits:
+    """A dataset cut three ways: the search trains on `train` and scores candidates on
+    `validation`; `test` is scored once, for the winner, when the study completes."""
+
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+
+
+def in_test_split(example: Example, test_fraction: float) -> bool:
+    """Whether an example belongs to the test split: a hash of its text and label, so the split
+    is fixed by the data alone (no seed, no order): every study on a dataset, whatever its seed,
+    is tested on the same examples, and none of them is ever trained or selected on."""
+    digest = hashlib.sha256(json.dumps([example.text, example.label]).encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < test_fraction
+
+
+def load_splits(
+    builtin: str,
+    path: str,
+    task: str,
+    text_field: str = "",
+    label_field: str = "",
+    eval_fraction: float = 0.2,
+    max_examples: int = 0,
+    seed: int = 0,
+    test_fraction: float = 0.0,
+) -> Splits:
+    """The three splits. Test first (`in_test_split`, none when test_fraction is 0); then the
+    rest is shuffled by the seed, capped at max_examples, and validation is eval_fraction of it.
+    With max_examples, the test split keeps the same proportion to what is used."""
+    examples = load_jsonl(
+        resolve_path(builtin, path), text_field or "text", label_field or DEFAULT_LABEL_FIELD[task]
+    )
+    test = [ex for ex in examples if test_fraction and in_test_split(ex, test_fraction)]
+    rest = [ex for ex in examples if not (test_fraction and in_test_split(ex, test_fraction))]
+    if len(rest) < 2:
+        raise DatasetError(f"{resolve_path(builtin, path)}: too few examples outside the test split ({len(rest)})")
+    rng = random.Random(seed)
+    rng.shuffle(rest)
+    if max_examples:
+        rest = rest[:max_examples]
+        test = test[:max(1, round(len(rest) * test_fraction / (1 - test_fraction)))] if test else []
+    n_eval = min(len(rest) - 1, max(1, round(len(rest) * (eval_fraction or 0.2))))
+    return Splits(train=rest[n_eval:], validation=rest[:n_eval], test=test)
+
+
 def load_split(
     builtin: str,
     path: str,
@@ -72,14 +122,8 @@ def load_split(
     eval_fraction: float = 0.2,
     max_examples: int = 0,
     seed: int = 0,
+    test_fraction: float = 0.0,
 ) -> tuple[list[Example], list[Example]]:
-    """(train, held_out): a seeded shuffle of the dataset, held_out ≈ eval_fraction of it."""
-    examples = load_jsonl(
-        resolve_path(builtin, path), text_field or "text", label_field or DEFAULT_LABEL_FIELD[task]
-    )
-    rng = random.Random(seed)
-    rng.shuffle(examples)
-    if max_examples:
-        examples = examples[:max_examples]
-    n_eval = min(len(examples) - 1, max(1, round(len(examples) * (eval_fraction or 0.2))))
-    return examples[n_eval:], examples[:n_eval]
+    """(train, validation) of `load_splits`: what training and the search's scores use."""
+    splits = load_splits(builtin, path, task, text_field, label_field, eval_fraction, max_examples, seed, test_fraction)
+    return splits.train, splits.validation

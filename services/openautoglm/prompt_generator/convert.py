@@ -7,7 +7,7 @@ from typing import Any
 
 from openautoglm.common.spec.protos import param_to_proto, params_from_proto
 from openautoglm.common.spec.schema import SpecError
-from openautoglm.prompt_generator.search import Prior, ProposedCandidate, RecordState, TrialRecord
+from openautoglm.prompt_generator.search import Lineage, Prior, ProposedCandidate, RecordState, TrialRecord
 from openautoglm.v1 import common_pb2, prompt_generator_pb2
 
 _STATE: dict[int, RecordState] = {
@@ -47,8 +47,17 @@ def records_from_proto(trials: Sequence[prompt_generator_pb2.TrialRecord]) -> li
             values=tuple(trial.values) if state == "complete" else (),
             intermediate=dict(trial.intermediate_values),
             search_state=search_state_from_json(trial.candidate.search_state, f"{field}.candidate.search_state"),
+            lineage=lineage_from_proto(trial.candidate),
         ))
     return out
+
+
+def lineage_from_proto(candidate: common_pb2.Candidate) -> Lineage | None:
+    """A candidate's lineage; None for one the user wrote (the search checks the rest)."""
+    if not candidate.HasField("lineage") or not candidate.lineage.source:
+        return None
+    lineage = candidate.lineage
+    return Lineage(lineage.source, lineage.parent_candidate_id, tuple(lineage.edits))
 
 
 def priors_from_proto(priors: Sequence[common_pb2.PriorTrial]) -> list[Prior]:
@@ -64,4 +73,8 @@ def candidate_to_proto(candidate: ProposedCandidate) -> common_pb2.Candidate:
         prompt=candidate.prompt,
         hyperparameters={k: param_to_proto(v) for k, v in candidate.hyperparameters.items()},
         search_state=json.dumps(candidate.search_state, sort_keys=True) if candidate.search_state else "",
+        lineage=(common_pb2.CandidateLineage(source=candidate.lineage.source,
+                                             parent_candidate_id=candidate.lineage.parent_id,
+                                             edits=list(candidate.lineage.edits))
+                 if candidate.lineage is not None else None),
     )

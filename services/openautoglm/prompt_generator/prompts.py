@@ -79,7 +79,14 @@ def render_all(
                 out.append(RenderedPrompt(template_id, tuple(values.items()), rendered))
                 continue
             for instruction, position in itertools.product(instructions, positions):
-                prompt = f"{instruction} {rendered}" if position == "before" else f"{rendered} {instruction}"
-                dims = (("instruction_text", instruction), ("instruction_position", position))
-                out.append(RenderedPrompt(template_id, tuple(values.items()) + dims, prompt))
+                out.append(with_instruction(template_id, values, rendered, instruction, position))
     return out
+
+
+def with_instruction(template_id: str, values: Mapping[str, str], rendered: str, instruction: str,
+                     position: str) -> RenderedPrompt:
+    """A rendered template with an instruction before or after it (a user's, or one the search
+    wrote: both become prompts the same way)."""
+    prompt = f"{instruction} {rendered}" if position == "before" else f"{rendered} {instruction}"
+    dims = (("instruction_text", instruction), ("instruction_position", position))
+    return RenderedPrompt(template_id, tuple(values.items()) + dims, prompt)

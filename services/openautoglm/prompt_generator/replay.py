@@ -23,8 +23,7 @@ class LocalStudy:
 
     def propose(self, count: int) -> tuple[list[ProposedCandidate], bool]:
         candidates, exhausted = self.search.propose(self.records, count, len(self.records))
-        self.records += [TrialRecord(c.number, c.template_id, c.variables, c.hyperparameters, search_state=c.search_state)
-                         for c in candidates]
+        self.records += [c.record() for c in candidates]
         return candidates, exhausted
 
     def feedback(self, candidate_id: str, value: float | None, pruned: bool = False, extra: Sequence[float] = ()) -> bool:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import random
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -23,14 +24,24 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from openautoglm.common.spec.candidates import candidate_id
-from openautoglm.common.spec.schema import HyperParameterModel, Scalar, StudySpecModel, is_active
+from openautoglm.common.spec.schema import HyperParameterModel, Scalar, SpecError, StudySpecModel, is_active
+from openautoglm.common.spec.templates import INPUT_SLOT, template_fields
+from openautoglm.prompt_generator import edits
 from openautoglm.prompt_generator.policies import discretise
-from openautoglm.prompt_generator.prompts import RenderCache, RenderedPrompt, prompt_key, render_all
-from openautoglm.prompt_generator.samplers import PRIOR_ATTR, make_sampler
+from openautoglm.prompt_generator.prompts import RenderCache, RenderedPrompt, prompt_key, render_all, with_instruction
+from openautoglm.prompt_generator.samplers import PRIOR_ATTR, STARTUP_TRIALS, make_sampler, trial_seed
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 PROMPT_PARAM = "prompt"
+# The searched dimension "how is this trial's instruction made": "none" (a prompt of the space as
+# it stands) or an edit operation applied to the best candidate so far.
+INSTRUCTION_OP_PARAM = "instruction_op"
+NO_OP = "none"
+# Where a generated instruction came from (CandidateLineage.source).
+GENERATED_SOURCES = ("edit", "ape", "opro")
+# Draws of an edit tried before a proposal gives up editing (every draw made a candidate it had).
+EDIT_ATTEMPTS = 16
 # Consecutive repeated draws after which a space is taken as exhausted (conditional or continuous
 # spaces, whose size is not known in advance).
 MAX_DUPLICATE_DRAWS = 64
@@ -51,6 +62,20 @@ class RecordError(ValueError):
 
 
 @dataclass(frozen=True)
+class Lineage:
+    """How the search wrote a candidate's instruction (CandidateLineage in the protos)."""
+
+    source: str  # one of GENERATED_SOURCES
+    parent_id: str = ""  # the trained candidate it derives from
+    edits: tuple[str, ...] = ()  # what was done, in order ("delete 'of this review'", ...)
+
+    @property
+    def operation(self) -> str:
+        """The value of the instruction_op dimension this lineage stands for."""
+        return self.edits[0].split(" ", 1)[0] if self.source == "edit" and self.edits else NO_OP
+
+
+@dataclass(frozen=True)
 class TrialRecord:
     """One trial of the study as its owner (the gateway) records it."""
 
@@ -65,6 +90,8 @@ class TrialRecord:
     intermediate: Mapping[int, float] = field(default_factory=dict)
     # The sampler's and pruner's bookkeeping for this trial, as the search last returned it.
     search_state: Mapping[str, Any] = field(default_factory=dict)
+    # Set when the search wrote the trial's instruction.
+    lineage: Lineage | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +104,29 @@ class ProposedCandidate:
     hyperparameters: dict[str, Scalar]
     # The sampler's bookkeeping for this trial (JSON-serialisable); hand it back in its record.
     search_state: dict[str, Any] = field(default_factory=dict)
+    lineage: Lineage | None = None
+
+    def record(self, **changes: Any) -> TrialRecord:
+        """This candidate as its trial's record (pending unless `changes` say otherwise)."""
+        return TrialRecord(self.number, self.template_id, self.variables, self.hyperparameters,
+                           search_state=self.search_state, lineage=self.lineage, **changes)
+
+
+@dataclass(frozen=True)
+class PromptSpace:
+    """The prompt dimension as one question sees it: the user's rendered prompts, then the
+    generated ones its records hold (in trial order), and each one's optuna distribution."""
+
+    prompts: list[RenderedPrompt]
+    by_key: dict[str, RenderedPrompt]
+    distributions: dict[str, BaseDistribution]
+    # A generated prompt's key -> (the trial that wrote it, its lineage): a later trial that picks
+    # the prompt again inherits the lineage, but did not edit.
+    origins: dict[str, tuple[int, Lineage]] = field(default_factory=dict)
+
+    @property
+    def keys(self) -> list[str]:
+        return [p.key for p in self.prompts]
 
 
 @dataclass(frozen=True)
@@ -107,17 +157,28 @@ def _distribution_size(hyperparameters: Mapping[str, HyperParameterModel]) -> in
 class StudySearch:
     """One study's search: its rendered prompts, distributions, strategy and pruner."""
 
-    def __init__(self, spec: StudySpecModel, cache: RenderCache, priors: Sequence[Prior] = ()):
+    def __init__(self, spec: StudySpecModel, cache: RenderCache, priors: Sequence[Prior] = (),
+                 paraphrase: Callable[[str], str] | None = None):
         self.spec = spec
         space = spec.search_space
-        model_version = spec.model.builtin or spec.model.path
-        self.prompts = render_all([(t.id, t.text) for t in space.templates], space.variables, model_version, cache,
-                                  space.instructions, space.instruction_position)
+        self._model_version = spec.model.builtin or spec.model.path
+        self._cache = cache
+        self.prompts = render_all([(t.id, t.text) for t in space.templates], space.variables, self._model_version,
+                                  cache, space.instructions, space.instruction_position)
         self._by_key: dict[str, RenderedPrompt] = {p.key: p for p in self.prompts}
         self._templates = {t.id: t.text for t in space.templates}
+        self.edits = space.instruction_edits
+        if self.edits is not None and "paraphrase" in self.edits.operations and paraphrase is None:
+            raise SpecError("search_space.instruction_edits.operations",
+                            "'paraphrase' needs a language model configured for the prompt-generator "
+                            "(OPENAUTOGLM_PROMPT_MODEL); none is")
+        self._paraphrase = paraphrase
+        self._pool = edits.pool_from(space.instructions, self.edits.phrase_pool) if self.edits is not None else []
         hp_size = _distribution_size(space.hyperparameters)
-        self.space_size = None if hp_size is None else hp_size * len(self.prompts)
-        self.distributions = self._distributions()
+        # Generated instructions make the space open-ended: exhaustion shows as repeated draws.
+        self.space_size = None if hp_size is None or self.edits is not None else hp_size * len(self.prompts)
+        self._user_space = self._prompt_space([])
+        self.distributions = self._user_space.distributions
         self.priors = list(priors)
 
     # --- the questions ----------------------------------------------------------------------
@@ -134,8 +195,7 @@ class StudySearch:
             if candidate is None:
                 return out, True
             out.append(candidate)
-            records.append(TrialRecord(number, candidate.template_id, candidate.variables, candidate.hyperparameters,
-                                       search_state=candidate.search_state))
+            records.append(candidate.record())
             number += 1
         return out, self._exhausted(len({self.candidate_of(r).id for r in records}))
 
@@ -155,21 +215,23 @@ class StudySearch:
 
     def candidate_of(self, record: TrialRecord) -> ProposedCandidate:
         """The candidate a record stands for (RecordError-free: records come from proposals)."""
-        prompt = self._by_key[self._key(record.template_id, record.variables)]
+        prompt = self._prompt_of(record)
         params = dict(record.hyperparameters)
         return ProposedCandidate(candidate_id(prompt.prompt, params), record.number, prompt.template_id,
-                                 dict(prompt.variables), prompt.prompt, params)
+                                 dict(prompt.variables), prompt.prompt, params, lineage=record.lineage)
 
     # --- building the study ------------------------------------------------------------------
     def _propose_one(self, records: list[TrialRecord], number: int) -> ProposedCandidate | None:
-        study = self.rebuild(records)
+        space = self.prompt_space(records)
+        study = self.rebuild(records, space)
         seen = {t.user_attrs[CANDIDATE_ATTR] for t in study.get_trials(deepcopy=False) if CANDIDATE_ATTR in t.user_attrs}
         if self._exhausted(len(seen)):
             return None
-        study.sampler = self.sampler_for(number)
-        for _ in range(MAX_DUPLICATE_DRAWS):
+        study.sampler = self.sampler_for(number, space)
+        parent = self._best_record(records)
+        for attempt in range(MAX_DUPLICATE_DRAWS):
             trial = study.ask()
-            candidate = self._suggest(trial, number)
+            candidate = self._suggest(trial, number, space, parent, seen, attempt)
             if candidate.id in seen:
                 # Already had: record the draw as pruned so the sampler moves on.
                 try:
@@ -179,36 +241,42 @@ class StudySearch:
                 continue
             attrs = study.get_trials(deepcopy=False)[trial.number].system_attrs
             return ProposedCandidate(candidate.id, number, candidate.template_id, candidate.variables, candidate.prompt,
-                                     candidate.hyperparameters, _json_safe(attrs))
+                                     candidate.hyperparameters, _json_safe(attrs), candidate.lineage)
         return None
 
-    def rebuild(self, records: Sequence[TrialRecord]) -> optuna.Study:
+    def rebuild(self, records: Sequence[TrialRecord], space: PromptSpace | None = None) -> optuna.Study:
         """An in-memory optuna study holding the warm-start results, then every record."""
+        space = space or self.prompt_space(records)
         study = optuna.create_study(
             sampler=optuna.samplers.RandomSampler(seed=self.spec.seed),  # replaced before any ask
             pruner=self._pruner(),
             directions=[o.direction for o in (self.spec.objective, *self.spec.extra_objectives)],
         )
         for prior in self.priors:
-            params = {PROMPT_PARAM: self._key(prior.template_id, prior.variables), **prior.hyperparameters}
+            params = {PROMPT_PARAM: self._key(prior.template_id, prior.variables), **self._op_params(None),
+                      **prior.hyperparameters}
             study.add_trial(optuna.trial.create_trial(
-                params=params, distributions={k: self.distributions[k] for k in params}, value=prior.value,
+                params=params, distributions={k: space.distributions[k] for k in params}, value=prior.value,
                 user_attrs={PRIOR_ATTR: True}))
         for index, record in enumerate(sorted(records, key=lambda r: r.number)):
-            study.add_trial(self._frozen(index, record))
+            study.add_trial(self._frozen(index, record, space))
         return study
 
-    def _frozen(self, index: int, record: TrialRecord) -> FrozenTrial:
+    def _frozen(self, index: int, record: TrialRecord, space: PromptSpace) -> FrozenTrial:
         try:
-            params: dict[str, Any] = {PROMPT_PARAM: self._key(record.template_id, record.variables), **record.hyperparameters}
-            candidate = self.candidate_of(record)
+            prompt = self._prompt_of(record)
+            origin = space.origins.get(prompt.key)
+            wrote = origin is not None and origin[0] == record.number  # this trial wrote its instruction
+            params: dict[str, Any] = {PROMPT_PARAM: prompt.key, **self._op_params(record.lineage if wrote else None),
+                                      **record.hyperparameters}
             values = list(record.values) if record.state == "complete" else None
             return optuna.trial.create_trial(
                 state=_STATES[record.state], params=params,
-                distributions={k: self.distributions[k] for k in params},
+                distributions={k: space.distributions[k] for k in params},
                 values=values, intermediate_values={int(k): self._oriented(v) for k, v in record.intermediate.items()},
                 system_attrs=dict(record.search_state),
-                user_attrs={CANDIDATE_ATTR: candidate.id, "number": record.number},
+                user_attrs={CANDIDATE_ATTR: candidate_id(prompt.prompt, dict(record.hyperparameters)),
+                            "number": record.number},
             )
         except (KeyError, ValueError) as err:
             raise RecordError(index, f"trial {record.number} does not fit the study's search space: {err}") from None
@@ -222,6 +290,34 @@ class StudySearch:
             raise KeyError(f"variables {dict(variables)} are not a rendered prompt of template {template_id!r}")
         return key
 
+    def _prompt_of(self, record: TrialRecord) -> RenderedPrompt:
+        """The rendered prompt of a record: one of the user's, or (with a lineage) one the search
+        wrote, checked to be what a proposal could have made: the user's template and variables
+        and a clean instruction in a position the space allows."""
+        if record.lineage is None:
+            return self._by_key[self._key(record.template_id, record.variables)]
+        if self.edits is None or record.lineage.source not in GENERATED_SOURCES:
+            raise KeyError(f"a generated instruction ({record.lineage.source!r}), but the study generates none")
+        if record.lineage.source == "edit" and record.lineage.operation not in self.edits.operations:
+            raise KeyError(f"edit {record.lineage.operation!r} is not one of the study's operations")
+        instruction = record.variables.get("instruction_text", "")
+        position = record.variables.get("instruction_position", "")
+        if not edits.acceptable(instruction) or position not in self.spec.search_space.instruction_position:
+            raise KeyError("not an instruction the search could have written")
+        return self._generated(record.template_id, record.variables, instruction, position)
+
+    def _generated(self, template_id: str, variables: Mapping[str, str], instruction: str, position: str) -> RenderedPrompt:
+        text = self._templates.get(template_id)
+        if text is None:
+            raise KeyError(f"unknown template {template_id!r}")
+        used = sorted(template_fields(text) - {INPUT_SLOT})
+        values = {name: variables[name] for name in used}
+        for name, value in values.items():
+            if value not in self.spec.search_space.variables[name]:
+                raise KeyError(f"{value!r} is not a value of variable {name!r}")
+        rendered = self._cache.render(text, values, self._model_version)
+        return with_instruction(template_id, values, rendered, instruction, position)
+
     def _oriented(self, score: float) -> float:
         """An intermediate score (higher is better) in the study's direction, as its pruner compares them."""
         return float(score) if self.spec.objective.direction == "maximize" else -float(score)
@@ -230,10 +326,43 @@ class StudySearch:
         return self.space_size is not None and seen >= self.space_size
 
     # --- the space ---------------------------------------------------------------------------
-    def _distributions(self) -> dict[str, BaseDistribution]:
+    def prompt_space(self, records: Sequence[TrialRecord]) -> PromptSpace:
+        """The prompt dimension for a question about these records."""
+        if self.edits is None or not any(r.lineage for r in records):
+            return self._user_space
+        generated: dict[str, RenderedPrompt] = {}
+        origins: dict[str, tuple[int, Lineage]] = {}
+        for record in sorted(records, key=lambda r: r.number):
+            if record.lineage is not None:
+                try:
+                    prompt = self._prompt_of(record)
+                except KeyError:
+                    continue  # _frozen names the bad record
+                if prompt.key not in self._by_key and prompt.key not in generated:
+                    generated[prompt.key] = prompt
+                    origins[prompt.key] = (record.number, record.lineage)
+        return self._prompt_space(list(generated.values()), origins)
+
+    def _prompt_space(self, generated: list[RenderedPrompt], origins: dict[str, tuple[int, Lineage]] | None = None
+                      ) -> PromptSpace:
+        prompts = self.prompts + generated
+        by_key = {**self._by_key, **{p.key: p for p in generated}}
+        return PromptSpace(prompts, by_key, self._distributions([p.key for p in prompts]), origins or {})
+
+    def _operations(self) -> list[str]:
+        return [NO_OP, *self.edits.operations] if self.edits is not None else []
+
+    def _op_params(self, lineage: Lineage | None) -> dict[str, str]:
+        """The instruction_op value of a trial (none when the study does not edit)."""
+        if self.edits is None:
+            return {}
+        return {INSTRUCTION_OP_PARAM: lineage.operation if lineage is not None else NO_OP}
+
+    def _distributions(self, prompt_keys: list[str]) -> dict[str, BaseDistribution]:
         """The optuna distribution of every dimension, exactly as _suggest asks for them."""
-        dists: dict[str, BaseDistribution] = {
-            PROMPT_PARAM: optuna.distributions.CategoricalDistribution([p.key for p in self.prompts])}
+        dists: dict[str, BaseDistribution] = {PROMPT_PARAM: optuna.distributions.CategoricalDistribution(prompt_keys)}
+        if self.edits is not None:
+            dists[INSTRUCTION_OP_PARAM] = optuna.distributions.CategoricalDistribution(self._operations())
         for name, hp in self.spec.search_space.hyperparameters.items():
             if hp.type == "choice":
                 dists[name] = optuna.distributions.CategoricalDistribution(list(hp.values))
@@ -252,15 +381,18 @@ class StudySearch:
             grid[name] = list(hp.values) if hp.type == "choice" else list(hp.int_values())
         return grid
 
-    def sampler_for(self, number: int) -> BaseSampler:
+    def sampler_for(self, number: int, space: PromptSpace | None = None) -> BaseSampler:
         """The strategy's sampler for trial `number` (seeded by the study's seed and the number)."""
-        return make_sampler(self.spec.strategy, self.spec.seed, number, self.distributions,
-                            self._grid(), self._policy_dims(), self.spec.objective.direction == "maximize")
+        space = space or self._user_space
+        return make_sampler(self.spec.strategy, self.spec.seed, number, space.distributions,
+                            self._grid(), self._policy_dims(space), self.spec.objective.direction == "maximize")
 
-    def _policy_dims(self) -> dict[str, list[Any]]:
+    def _policy_dims(self, space: PromptSpace) -> dict[str, list[Any]]:
         if self.spec.strategy not in ("bandit", "rl"):
             return {}
-        dims: dict[str, list[Any]] = {PROMPT_PARAM: [p.key for p in self.prompts]}
+        dims: dict[str, list[Any]] = {PROMPT_PARAM: space.keys}
+        if self.edits is not None:
+            dims[INSTRUCTION_OP_PARAM] = self._operations()
         dims.update({name: discretise(hp) for name, hp in self.spec.search_space.hyperparameters.items()})
         return dims
 
@@ -271,8 +403,21 @@ class StudySearch:
             return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)
         return optuna.pruners.NopPruner()
 
-    def _suggest(self, trial: optuna.Trial, number: int) -> ProposedCandidate:
-        prompt = self._by_key[trial.suggest_categorical(PROMPT_PARAM, [p.key for p in self.prompts])]
+    # --- proposing ---------------------------------------------------------------------------
+    def _best_record(self, records: Sequence[TrialRecord]) -> TrialRecord | None:
+        """The complete trial with the best objective (the lowest number among equals)."""
+        complete = [r for r in records if r.state == "complete" and r.values]
+        if not complete:
+            return None
+        sign = 1.0 if self.spec.objective.direction == "maximize" else -1.0
+        return max(sorted(complete, key=lambda r: r.number), key=lambda r: sign * r.values[0])
+
+    def _suggest(self, trial: optuna.Trial, number: int, space: PromptSpace, parent: TrialRecord | None,
+                 seen: set[str], attempt: int) -> ProposedCandidate:
+        operation = NO_OP
+        if self.edits is not None:
+            operation = str(trial.suggest_categorical(INSTRUCTION_OP_PARAM, self._operations()))
+        prompt = space.by_key[trial.suggest_categorical(PROMPT_PARAM, space.keys)]
         params: dict[str, Scalar] = {}
         for name, hp in self.spec.search_space.hyperparameters.items():
             if not is_active(hp, params):
@@ -286,8 +431,57 @@ class StudySearch:
             else:
                 low, high = hp.bounds
                 params[name] = trial.suggest_int(name, int(low), int(high), step=hp.step or 1)
+        if self.spec.strategy == "grips":
+            # GrIPS: random candidates of the space first (while they are new); then every
+            # proposal edits the best candidate's instruction and keeps everything else of it.
+            assert self.edits is not None  # the grips strategy always edits (schema.py)
+            operation = NO_OP
+            starting = self._completed(trial) < STARTUP_TRIALS and candidate_id(prompt.prompt, params) not in seen
+            if parent is not None and not starting:
+                operation = random.Random(trial_seed(self.spec.seed, number) + attempt).choice(list(self.edits.operations))
+        if operation != NO_OP and parent is not None:
+            kept = dict(parent.hyperparameters) if self.spec.strategy == "grips" else params
+            edited = self._edit(parent, operation, kept, number, seen, attempt)
+            if edited is not None:
+                return edited
+        origin = space.origins.get(prompt.key)  # a prompt an earlier trial wrote keeps its lineage
         return ProposedCandidate(candidate_id(prompt.prompt, params), number, prompt.template_id, dict(prompt.variables),
-                                 prompt.prompt, params)
+                                 prompt.prompt, params, lineage=origin[1] if origin else None)
+
+    @staticmethod
+    def _completed(trial: optuna.Trial) -> int:
+        return len(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
+    def _edit(self, parent: TrialRecord, operation: str, params: dict[str, Scalar], number: int, seen: set[str],
+              attempt: int) -> ProposedCandidate | None:
+        """A new instruction: the parent's after `operation` (then edits_per_candidate - 1 more,
+        drawn from the study's operations), seeded by the study and the trial; None when no draw
+        gives a candidate the study has not had."""
+        assert self.edits is not None
+        parent_prompt = self._prompt_of(parent)
+        variables = dict(parent_prompt.variables)
+        rng = random.Random(trial_seed(self.spec.seed, number) * 31 + attempt)
+        for _ in range(EDIT_ATTEMPTS):
+            text, done = variables["instruction_text"], []
+            try:
+                for k in range(self.edits.edits_per_candidate):
+                    op = operation if k == 0 else rng.choice(list(self.edits.operations))
+                    text, applied = edits.apply(text, op, rng, self._pool, self._paraphrase)
+                    done.append(applied.description)
+            except edits.EditImpossible:
+                operation = rng.choice(list(self.edits.operations))  # this one cannot apply here: try another
+                continue
+            text = edits.clean(text)
+            if not text:
+                continue
+            prompt = self._generated(parent_prompt.template_id, variables, text, variables["instruction_position"])
+            cid = candidate_id(prompt.prompt, params)
+            if cid in seen or prompt.key in self._by_key:
+                continue  # had already, or edited back into one of the user's instructions
+            lineage = Lineage("edit", self.candidate_of(parent).id, tuple(done))
+            return ProposedCandidate(cid, number, prompt.template_id, dict(prompt.variables), prompt.prompt, dict(params),
+                                     lineage=lineage)
+        return None
 
 
 def _json_safe(attrs: Mapping[str, Any]) -> dict[str, Any]:

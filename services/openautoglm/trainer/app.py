@@ -118,7 +118,8 @@ class TrainerApp:
         return job
 
     def register(self, server):
-        trainer_pb2_grpc.add_TrainerServicer_to_server(TrainerServicer(self.runner, lambda: self._scorer, self._bucket), server)
+        trainer_pb2_grpc.add_TrainerServicer_to_server(
+            TrainerServicer(self.runner, lambda: self._scorer, self._bucket, self._fetch_artifacts), server)
         trainer_pb2_grpc.add_ModelServerServicer_to_server(self.model_server, server)
 
     async def _beat(self, leaving: bool = False) -> None:

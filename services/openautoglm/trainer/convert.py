@@ -28,6 +28,7 @@ def job_from_proto(job: trainer_pb2.TrainJob) -> TrialJob:
         text_field=job.dataset.text_field,
         label_field=job.dataset.label_field,
         eval_fraction=job.dataset.eval_fraction or DEFAULT_EVAL_FRACTION,
+        test_fraction=job.dataset.test_fraction,
         max_examples=job.dataset.max_examples,
         model_builtin=job.model.builtin,
         model_path=job.model.path,

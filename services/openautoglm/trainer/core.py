@@ -65,6 +65,8 @@ class TrialJob:
     text_field: str = ""
     label_field: str = ""
     eval_fraction: float = DEFAULT_EVAL_FRACTION
+    # Kept back for the study's final test (datasets.in_test_split); 0 = no test split.
+    test_fraction: float = 0.0
     max_examples: int = 0
     model_builtin: str = DEFAULT_MODEL
     model_path: str = ""
@@ -212,7 +214,7 @@ def prepare(job: TrialJob) -> tuple[list[Example], list[Example], list[str], Any
     try:
         train, held_out = datasets.load_split(
             job.dataset_builtin, job.dataset_path, job.task, job.text_field, job.label_field,
-            job.eval_fraction, job.max_examples, job.seed,
+            job.eval_fraction, job.max_examples, job.seed, job.test_fraction,
         )
     except datasets.DatasetError as err:
         raise TrialError(str(err)) from None
@@ -367,11 +369,11 @@ def held_out_score(model: Any, tokenizer: Any, encoder: Encoder, job: TrialJob, 
     if job.task == "classification":
         predictions, _ = _predict(model, tokenizer, encoder, job, held_out, labels, device)
         return sum(p == ex.label for p, ex in zip(predictions, held_out)) / len(held_out)
-    return -math.log(_perplexity(model, encoder, job, held_out, device))
+    return -math.log(perplexity(model, encoder, job, held_out, device))
 
 
 @torch.no_grad()
-def _perplexity(model: Any, encoder: Encoder, job: TrialJob, held_out: list[Example], device: torch.device) -> float:
+def perplexity(model: Any, encoder: Encoder, job: TrialJob, held_out: list[Example], device: torch.device) -> float:
     """exp(mean NLL per reference token), teacher-forced on the held-out split."""
     model.eval()
     autocast = loop.autocast_context(job.precision, device)
@@ -438,9 +440,9 @@ def _predict(model: Any, tokenizer: Any, encoder: Encoder, job: TrialJob, held_o
              device: torch.device) -> tuple[list[str], dict[str, float]]:
     if job.task == "classification":
         return [label for label, _ in classify(model, encoder, [ex.text for ex in held_out], labels, device, job.precision)], {}
-    perplexity = _perplexity(model, encoder, job, held_out, device)
+    held_out_perplexity = perplexity(model, encoder, job, held_out, device)
     return ([generate(model, tokenizer, encoder, ex.text, device, job.precision) for ex in held_out],
-            {"perplexity": perplexity, "fluency": 1.0 / perplexity})
+            {"perplexity": held_out_perplexity, "fluency": 1.0 / held_out_perplexity})
 
 
 def serving_recipe(job: TrialJob, labels: list[str], demos: Sequence[Example]) -> dict[str, Any]:

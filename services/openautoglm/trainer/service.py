@@ -1,4 +1,4 @@
-"""gRPC face of the trainer (`Trainer`: Train, GetCapacity, Export) over the TrialRunner.
+"""gRPC face of the trainer (`Trainer`: Train, GetCapacity, Export, ScoreTest) over the TrialRunner.
 
 Train streams progress and ends with the trained result (scored by the evaluator when the job
 names an objective); the runner's outcomes map to status codes: a trial that cannot run is FAILED_PRECONDITION, a stopping trainer UNAVAILABLE, a trial
@@ -16,7 +16,8 @@ from openautoglm.common import telemetry
 from openautoglm.common.sandbox import OutsideRoots
 from openautoglm.common.spec.protos import task_name
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
-from openautoglm.trainer.core import TrialError
+from openautoglm.trainer.core import TrialError, TrialJob
+from openautoglm.trainer.final_scores import predict_test_split
 from openautoglm.trainer.export import ExportError, export
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
 from openautoglm.trainer.model_server import publish_model
@@ -28,10 +29,12 @@ from openautoglm.v1 import trainer_pb2, trainer_pb2_grpc
 
 class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
     def __init__(self, runner: TrialRunner, scorer: Callable[[], Scorer],
-                 bucket: Callable[[], Awaitable[Any]] | None = None):
+                 bucket: Callable[[], Awaitable[Any]] | None = None,
+                 fetch: Callable[[TrialJob], Awaitable[TrialJob]] | None = None):
         self.runner = runner
         self.scorer = scorer  # the app's evaluator client (available once the app has started)
         self.bucket = bucket  # the artifact store (PublishModel), opened on first use
+        self.fetch = fetch  # a job's uploaded dataset and model as local paths (the app's cache)
 
     async def PublishModel(self, request, context):
         """Store one of this trainer's trials in the artifact store for the model registry."""
@@ -107,3 +110,30 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
         except ExportError as err:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"artifact_path: {err}")
         return trainer_pb2.ExportResponse(files=[str(f) for f in files], onnx_max_abs_diff=diff)
+
+    async def ScoreTest(self, request, context):
+        """Scores one of this trainer's trial artifacts on its dataset's test split: the source
+        must lie inside the trainer's artifact root, like Export's."""
+        if not request.artifact_path:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "artifact_path: required")
+        if not task_name(request.job.task):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job.task: set TASK_TYPE_CLASSIFICATION or TASK_TYPE_GENERATION")
+        if not request.job.objective.terms:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "job.objective: required (the test split is scored by it)")
+        try:
+            source = self.runner.export_source(request.artifact_path)
+        except OutsideRoots as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"artifact_path: {err}")
+        try:
+            job = self.runner.check_paths(job_from_proto(request.job))
+            if self.fetch is not None:
+                job = await self.fetch(job)
+            with telemetry.tracer().start_as_current_span("score_test"):
+                result = await asyncio.to_thread(predict_test_split, job, source)
+                scores = await self.scorer().score(request.job, result)
+        except TrialError as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        except ScoringRefused as err:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"job.objective: {err}")
+        return trainer_pb2.ScoreTestResponse(metrics=dict(scores.metrics), objective_value=scores.objective_value,
+                                             examples=len(result.references))

@@ -75,7 +75,7 @@ class ParamValue(_message.Message):
     def __init__(self, number: _Optional[float] = ..., integer: _Optional[int] = ..., text: _Optional[str] = ..., flag: _Optional[bool] = ...) -> None: ...
 
 class DatasetSpec(_message.Message):
-    __slots__ = ("builtin", "path", "text_field", "label_field", "eval_fraction", "max_examples", "artifact")
+    __slots__ = ("builtin", "path", "text_field", "label_field", "eval_fraction", "max_examples", "artifact", "test_fraction")
     BUILTIN_FIELD_NUMBER: _ClassVar[int]
     PATH_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,7 @@ class DatasetSpec(_message.Message):
     EVAL_FRACTION_FIELD_NUMBER: _ClassVar[int]
     MAX_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
+    TEST_FRACTION_FIELD_NUMBER: _ClassVar[int]
     builtin: str
     path: str
     text_field: str
@@ -90,7 +91,8 @@ class DatasetSpec(_message.Message):
     eval_fraction: float
     max_examples: int
     artifact: str
-    def __init__(self, builtin: _Optional[str] = ..., path: _Optional[str] = ..., text_field: _Optional[str] = ..., label_field: _Optional[str] = ..., eval_fraction: _Optional[float] = ..., max_examples: _Optional[int] = ..., artifact: _Optional[str] = ...) -> None: ...
+    test_fraction: float
+    def __init__(self, builtin: _Optional[str] = ..., path: _Optional[str] = ..., text_field: _Optional[str] = ..., label_field: _Optional[str] = ..., eval_fraction: _Optional[float] = ..., max_examples: _Optional[int] = ..., artifact: _Optional[str] = ..., test_fraction: _Optional[float] = ...) -> None: ...
 
 class ModelSpec(_message.Message):
     __slots__ = ("builtin", "path", "tuning", "artifact")
@@ -179,18 +181,30 @@ class HyperParameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., choice: _Optional[_Union[ChoiceDomain, _Mapping]] = ..., uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., log_uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., int_range: _Optional[_Union[IntDomain, _Mapping]] = ..., when_param: _Optional[str] = ..., when_values: _Optional[_Iterable[_Union[ParamValue, _Mapping]]] = ...) -> None: ...
 
 class SearchSpace(_message.Message):
-    __slots__ = ("templates", "variables", "hyperparameters", "instructions", "instruction_positions")
+    __slots__ = ("templates", "variables", "hyperparameters", "instructions", "instruction_positions", "instruction_edits")
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_EDITS_FIELD_NUMBER: _ClassVar[int]
     templates: _containers.RepeatedCompositeFieldContainer[PromptTemplate]
     variables: _containers.RepeatedCompositeFieldContainer[TemplateVariable]
     hyperparameters: _containers.RepeatedCompositeFieldContainer[HyperParameter]
     instructions: _containers.RepeatedScalarFieldContainer[str]
     instruction_positions: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, templates: _Optional[_Iterable[_Union[PromptTemplate, _Mapping]]] = ..., variables: _Optional[_Iterable[_Union[TemplateVariable, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[HyperParameter, _Mapping]]] = ..., instructions: _Optional[_Iterable[str]] = ..., instruction_positions: _Optional[_Iterable[str]] = ...) -> None: ...
+    instruction_edits: InstructionEdits
+    def __init__(self, templates: _Optional[_Iterable[_Union[PromptTemplate, _Mapping]]] = ..., variables: _Optional[_Iterable[_Union[TemplateVariable, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[HyperParameter, _Mapping]]] = ..., instructions: _Optional[_Iterable[str]] = ..., instruction_positions: _Optional[_Iterable[str]] = ..., instruction_edits: _Optional[_Union[InstructionEdits, _Mapping]] = ...) -> None: ...
+
+class InstructionEdits(_message.Message):
+    __slots__ = ("operations", "phrase_pool", "edits_per_candidate")
+    OPERATIONS_FIELD_NUMBER: _ClassVar[int]
+    PHRASE_POOL_FIELD_NUMBER: _ClassVar[int]
+    EDITS_PER_CANDIDATE_FIELD_NUMBER: _ClassVar[int]
+    operations: _containers.RepeatedScalarFieldContainer[str]
+    phrase_pool: _containers.RepeatedScalarFieldContainer[str]
+    edits_per_candidate: int
+    def __init__(self, operations: _Optional[_Iterable[str]] = ..., phrase_pool: _Optional[_Iterable[str]] = ..., edits_per_candidate: _Optional[int] = ...) -> None: ...
 
 class ObjectiveTerm(_message.Message):
     __slots__ = ("metric", "weight")
@@ -219,7 +233,7 @@ class Budget(_message.Message):
     def __init__(self, max_trials: _Optional[int] = ..., max_wall_seconds: _Optional[float] = ..., parallelism: _Optional[int] = ...) -> None: ...
 
 class StudySpec(_message.Message):
-    __slots__ = ("name", "task", "dataset", "model", "search_space", "objective", "strategy", "budget", "seed", "training", "warm_start", "pruner", "extra_objectives")
+    __slots__ = ("name", "task", "dataset", "model", "search_space", "objective", "strategy", "budget", "seed", "training", "warm_start", "pruner", "extra_objectives", "final_repeats")
     NAME_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +247,7 @@ class StudySpec(_message.Message):
     WARM_START_FIELD_NUMBER: _ClassVar[int]
     PRUNER_FIELD_NUMBER: _ClassVar[int]
     EXTRA_OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    FINAL_REPEATS_FIELD_NUMBER: _ClassVar[int]
     name: str
     task: TaskType
     dataset: DatasetSpec
@@ -246,7 +261,8 @@ class StudySpec(_message.Message):
     warm_start: WarmStart
     pruner: str
     extra_objectives: _containers.RepeatedCompositeFieldContainer[Objective]
-    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., strategy: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[TrainingOptions, _Mapping]] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ..., pruner: _Optional[str] = ..., extra_objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ...) -> None: ...
+    final_repeats: int
+    def __init__(self, name: _Optional[str] = ..., task: _Optional[_Union[TaskType, str]] = ..., dataset: _Optional[_Union[DatasetSpec, _Mapping]] = ..., model: _Optional[_Union[ModelSpec, _Mapping]] = ..., search_space: _Optional[_Union[SearchSpace, _Mapping]] = ..., objective: _Optional[_Union[Objective, _Mapping]] = ..., strategy: _Optional[str] = ..., budget: _Optional[_Union[Budget, _Mapping]] = ..., seed: _Optional[int] = ..., training: _Optional[_Union[TrainingOptions, _Mapping]] = ..., warm_start: _Optional[_Union[WarmStart, _Mapping]] = ..., pruner: _Optional[str] = ..., extra_objectives: _Optional[_Iterable[_Union[Objective, _Mapping]]] = ..., final_repeats: _Optional[int] = ...) -> None: ...
 
 class WarmStart(_message.Message):
     __slots__ = ("from_study_id", "trials_path")
@@ -289,7 +305,7 @@ class PriorTrial(_message.Message):
     def __init__(self, template_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., objective_value: _Optional[float] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("id", "template_id", "variables", "prompt", "hyperparameters", "search_state")
+    __slots__ = ("id", "template_id", "variables", "prompt", "hyperparameters", "search_state", "lineage")
     class VariablesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -310,16 +326,28 @@ class Candidate(_message.Message):
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     SEARCH_STATE_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
     id: str
     template_id: str
     variables: _containers.ScalarMap[str, str]
     prompt: str
     hyperparameters: _containers.MessageMap[str, ParamValue]
     search_state: str
-    def __init__(self, id: _Optional[str] = ..., template_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., prompt: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., search_state: _Optional[str] = ...) -> None: ...
+    lineage: CandidateLineage
+    def __init__(self, id: _Optional[str] = ..., template_id: _Optional[str] = ..., variables: _Optional[_Mapping[str, str]] = ..., prompt: _Optional[str] = ..., hyperparameters: _Optional[_Mapping[str, ParamValue]] = ..., search_state: _Optional[str] = ..., lineage: _Optional[_Union[CandidateLineage, _Mapping]] = ...) -> None: ...
+
+class CandidateLineage(_message.Message):
+    __slots__ = ("source", "parent_candidate_id", "edits")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    PARENT_CANDIDATE_ID_FIELD_NUMBER: _ClassVar[int]
+    EDITS_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    parent_candidate_id: str
+    edits: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, source: _Optional[str] = ..., parent_candidate_id: _Optional[str] = ..., edits: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("id", "study_id", "number", "candidate", "status", "metrics", "objective_value", "error", "trainer_id", "train_loss", "created_at", "finished_at", "artifact_path", "precision", "skipped_steps", "extra_objective_values", "assigned_worker_id", "attempt", "memory_mb", "intermediate_values", "predicted_seconds", "predicted_seconds_sd", "actual_seconds", "worker_speed", "score_seconds")
+    __slots__ = ("id", "study_id", "number", "candidate", "status", "metrics", "objective_value", "error", "trainer_id", "train_loss", "created_at", "finished_at", "artifact_path", "precision", "skipped_steps", "extra_objective_values", "assigned_worker_id", "attempt", "memory_mb", "intermediate_values", "predicted_seconds", "predicted_seconds_sd", "actual_seconds", "worker_speed", "score_seconds", "repeat_of", "seed_offset", "test_metrics", "test_objective_value", "test_examples")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -334,6 +362,13 @@ class Trial(_message.Message):
         key: int
         value: float
         def __init__(self, key: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+    class TestMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
@@ -359,6 +394,11 @@ class Trial(_message.Message):
     ACTUAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     WORKER_SPEED_FIELD_NUMBER: _ClassVar[int]
     SCORE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_OF_FIELD_NUMBER: _ClassVar[int]
+    SEED_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TEST_METRICS_FIELD_NUMBER: _ClassVar[int]
+    TEST_OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    TEST_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     id: str
     study_id: str
     number: int
@@ -384,10 +424,75 @@ class Trial(_message.Message):
     actual_seconds: float
     worker_speed: float
     score_seconds: float
-    def __init__(self, id: _Optional[str] = ..., study_id: _Optional[str] = ..., number: _Optional[int] = ..., candidate: _Optional[_Union[Candidate, _Mapping]] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., error: _Optional[str] = ..., trainer_id: _Optional[str] = ..., train_loss: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., artifact_path: _Optional[str] = ..., precision: _Optional[str] = ..., skipped_steps: _Optional[int] = ..., extra_objective_values: _Optional[_Iterable[float]] = ..., assigned_worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., memory_mb: _Optional[float] = ..., intermediate_values: _Optional[_Mapping[int, float]] = ..., predicted_seconds: _Optional[float] = ..., predicted_seconds_sd: _Optional[float] = ..., actual_seconds: _Optional[float] = ..., worker_speed: _Optional[float] = ..., score_seconds: _Optional[float] = ...) -> None: ...
+    repeat_of: str
+    seed_offset: int
+    test_metrics: _containers.ScalarMap[str, float]
+    test_objective_value: float
+    test_examples: int
+    def __init__(self, id: _Optional[str] = ..., study_id: _Optional[str] = ..., number: _Optional[int] = ..., candidate: _Optional[_Union[Candidate, _Mapping]] = ..., status: _Optional[_Union[TrialStatus, str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., error: _Optional[str] = ..., trainer_id: _Optional[str] = ..., train_loss: _Optional[float] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., artifact_path: _Optional[str] = ..., precision: _Optional[str] = ..., skipped_steps: _Optional[int] = ..., extra_objective_values: _Optional[_Iterable[float]] = ..., assigned_worker_id: _Optional[str] = ..., attempt: _Optional[int] = ..., memory_mb: _Optional[float] = ..., intermediate_values: _Optional[_Mapping[int, float]] = ..., predicted_seconds: _Optional[float] = ..., predicted_seconds_sd: _Optional[float] = ..., actual_seconds: _Optional[float] = ..., worker_speed: _Optional[float] = ..., score_seconds: _Optional[float] = ..., repeat_of: _Optional[str] = ..., seed_offset: _Optional[int] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., test_objective_value: _Optional[float] = ..., test_examples: _Optional[int] = ...) -> None: ...
+
+class MetricSpread(_message.Message):
+    __slots__ = ("mean", "sd")
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    SD_FIELD_NUMBER: _ClassVar[int]
+    mean: float
+    sd: float
+    def __init__(self, mean: _Optional[float] = ..., sd: _Optional[float] = ...) -> None: ...
+
+class FinalReport(_message.Message):
+    __slots__ = ("best_trial_id", "validation_metrics", "test_metrics", "validation_objective", "test_objective", "seeds", "validation_spread", "test_spread", "test_examples", "error")
+    class ValidationMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class TestMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class ValidationSpreadEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: MetricSpread
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MetricSpread, _Mapping]] = ...) -> None: ...
+    class TestSpreadEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: MetricSpread
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[MetricSpread, _Mapping]] = ...) -> None: ...
+    BEST_TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_METRICS_FIELD_NUMBER: _ClassVar[int]
+    TEST_METRICS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    TEST_OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATION_SPREAD_FIELD_NUMBER: _ClassVar[int]
+    TEST_SPREAD_FIELD_NUMBER: _ClassVar[int]
+    TEST_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    best_trial_id: str
+    validation_metrics: _containers.ScalarMap[str, float]
+    test_metrics: _containers.ScalarMap[str, float]
+    validation_objective: float
+    test_objective: float
+    seeds: int
+    validation_spread: _containers.MessageMap[str, MetricSpread]
+    test_spread: _containers.MessageMap[str, MetricSpread]
+    test_examples: int
+    error: str
+    def __init__(self, best_trial_id: _Optional[str] = ..., validation_metrics: _Optional[_Mapping[str, float]] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., validation_objective: _Optional[float] = ..., test_objective: _Optional[float] = ..., seeds: _Optional[int] = ..., validation_spread: _Optional[_Mapping[str, MetricSpread]] = ..., test_spread: _Optional[_Mapping[str, MetricSpread]] = ..., test_examples: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("id", "spec", "state", "trace_id", "trials", "best_trial_id", "error", "created_at", "updated_at", "pareto_trial_ids", "window", "tenant", "trial_count")
+    __slots__ = ("id", "spec", "state", "trace_id", "trials", "best_trial_id", "error", "created_at", "updated_at", "pareto_trial_ids", "window", "tenant", "trial_count", "final")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -401,6 +506,7 @@ class Study(_message.Message):
     WINDOW_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     TRIAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: StudySpec
     state: StudyState
@@ -414,4 +520,5 @@ class Study(_message.Message):
     window: int
     tenant: str
     trial_count: int
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., trace_id: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial_id: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pareto_trial_ids: _Optional[_Iterable[str]] = ..., window: _Optional[int] = ..., tenant: _Optional[str] = ..., trial_count: _Optional[int] = ...) -> None: ...
+    final: FinalReport
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., trace_id: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial_id: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pareto_trial_ids: _Optional[_Iterable[str]] = ..., window: _Optional[int] = ..., tenant: _Optional[str] = ..., trial_count: _Optional[int] = ..., final: _Optional[_Union[FinalReport, _Mapping]] = ...) -> None: ...

@@ -119,6 +119,31 @@ class ExportResponse(_message.Message):
     onnx_max_abs_diff: float
     def __init__(self, files: _Optional[_Iterable[str]] = ..., onnx_max_abs_diff: _Optional[float] = ...) -> None: ...
 
+class ScoreTestRequest(_message.Message):
+    __slots__ = ("job", "artifact_path")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    ARTIFACT_PATH_FIELD_NUMBER: _ClassVar[int]
+    job: TrainJob
+    artifact_path: str
+    def __init__(self, job: _Optional[_Union[TrainJob, _Mapping]] = ..., artifact_path: _Optional[str] = ...) -> None: ...
+
+class ScoreTestResponse(_message.Message):
+    __slots__ = ("metrics", "objective_value", "examples")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    metrics: _containers.ScalarMap[str, float]
+    objective_value: float
+    examples: int
+    def __init__(self, metrics: _Optional[_Mapping[str, float]] = ..., objective_value: _Optional[float] = ..., examples: _Optional[int] = ...) -> None: ...
+
 class TrainJob(_message.Message):
     __slots__ = ("study_id", "trial_id", "task", "dataset", "model", "candidate", "seed", "training", "report_intermediate", "objective", "extra_objectives")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]

@@ -51,6 +51,11 @@ class TrainerStub:
                 request_serializer=openautoglm_dot_v1_dot_trainer__pb2.ExportRequest.SerializeToString,
                 response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ExportResponse.FromString,
                 _registered_method=True)
+        self.ScoreTest = channel.unary_unary(
+                '/openautoglm.v1.Trainer/ScoreTest',
+                request_serializer=openautoglm_dot_v1_dot_trainer__pb2.ScoreTestRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ScoreTestResponse.FromString,
+                _registered_method=True)
         self.PublishModel = channel.unary_unary(
                 '/openautoglm.v1.Trainer/PublishModel',
                 request_serializer=openautoglm_dot_v1_dot_trainer__pb2.PublishModelRequest.SerializeToString,
@@ -82,6 +87,15 @@ class TrainerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScoreTest(self, request, context):
+        """Scores a trained trial's saved model on its dataset's test split: the trainer predicts the
+        test examples and the evaluator scores them (the gateway asks once per trial, for a study's
+        winner and its final repeats).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PublishModel(self, request, context):
         """Stores a trial this trainer trained in the artifact store, for the model registry: its
         model files, ONNX export and serving recipe, each named `<object_prefix>/<path>`.
@@ -107,6 +121,11 @@ def add_TrainerServicer_to_server(servicer, server):
                     servicer.Export,
                     request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ExportRequest.FromString,
                     response_serializer=openautoglm_dot_v1_dot_trainer__pb2.ExportResponse.SerializeToString,
+            ),
+            'ScoreTest': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScoreTest,
+                    request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.ScoreTestRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_trainer__pb2.ScoreTestResponse.SerializeToString,
             ),
             'PublishModel': grpc.unary_unary_rpc_method_handler(
                     servicer.PublishModel,
@@ -197,6 +216,33 @@ class Trainer:
             '/openautoglm.v1.Trainer/Export',
             openautoglm_dot_v1_dot_trainer__pb2.ExportRequest.SerializeToString,
             openautoglm_dot_v1_dot_trainer__pb2.ExportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScoreTest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.Trainer/ScoreTest',
+            openautoglm_dot_v1_dot_trainer__pb2.ScoreTestRequest.SerializeToString,
+            openautoglm_dot_v1_dot_trainer__pb2.ScoreTestResponse.FromString,
             options,
             channel_credentials,
             insecure,

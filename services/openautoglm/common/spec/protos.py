@@ -86,6 +86,8 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
             hyperparameters=hps,
             instructions=space.instructions,
             instruction_positions=space.instruction_position,
+            instruction_edits=(common_pb2.InstructionEdits(**space.instruction_edits.model_dump())
+                               if space.instruction_edits is not None else None),
         ),
         objective=_objective_to_proto(model.objective),
         strategy=model.strategy,
@@ -95,6 +97,7 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
         warm_start=common_pb2.WarmStart(**model.warm_start.model_dump()),
         pruner=model.pruner,
         extra_objectives=[_objective_to_proto(o) for o in model.extra_objectives],
+        final_repeats=model.final_repeats,
     )
 
 
@@ -139,7 +142,7 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
     if not (model.get("builtin") or model.get("path") or model.get("artifact")):
         model["builtin"] = DEFAULT_MODEL
     data = {
-        **set_fields(spec, ("name", "strategy", "seed", "pruner")),
+        **set_fields(spec, ("name", "strategy", "seed", "pruner", "final_repeats")),
         "task": task,
         "dataset": set_fields(spec.dataset),
         "model": model,
@@ -150,6 +153,8 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
             "instructions": list(spec.search_space.instructions),
             **({"instruction_position": list(spec.search_space.instruction_positions)}
                if spec.search_space.instruction_positions else {}),
+            **({"instruction_edits": _edits_from_proto(spec.search_space.instruction_edits)}
+               if spec.search_space.HasField("instruction_edits") else {}),
         },
         "objective": _objective_from_proto(spec.objective),
         # Always given, so a zero max_trials reads "greater than 0" rather than "required".
@@ -162,6 +167,15 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
         return validate_dict(data, metrics, read_roots)
     except SpecError as err:
         raise SpecError("spec." + err.field, err.message) from None
+
+
+def _edits_from_proto(edits: common_pb2.InstructionEdits) -> dict[str, Any]:
+    """The instruction_edits block; unset fields take the model's defaults."""
+    out: dict[str, Any] = set_fields(edits, ("edits_per_candidate",))
+    if edits.operations:
+        out["operations"] = list(edits.operations)
+    out["phrase_pool"] = list(edits.phrase_pool)
+    return out
 
 
 def set_fields(message: Message, names: tuple[str, ...] = ()) -> dict[str, Any]:

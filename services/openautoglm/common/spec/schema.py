@@ -22,9 +22,13 @@ from openautoglm.common.catalogue import (
     DEFAULT_MODEL,
     DEFAULT_PRUNER,
     DEFAULT_STRATEGY,
+    DEFAULT_TEST_FRACTION,
     DEFAULT_TEXT_FIELD,
+    EDIT_OPERATIONS,
+    OFFLINE_EDIT_OPERATIONS,
     HYPERPARAMETER_NAMES,
     HYPERPARAMETER_RANGES,
+    MAX_FINAL_REPEATS,
     MULTI_OBJECTIVE_STRATEGIES,
     STRATEGIES,
     TRAINER_HYPERPARAMETERS,
@@ -76,6 +80,8 @@ class DatasetModel(_Strict):
     text_field: str = DEFAULT_TEXT_FIELD
     label_field: str = ""
     eval_fraction: float = Field(DEFAULT_EVAL_FRACTION, gt=0.0, lt=1.0)
+    # Kept back for the final test of the winner (never trained or selected on).
+    test_fraction: float = Field(DEFAULT_TEST_FRACTION, gt=0.0, lt=1.0)
     max_examples: int = Field(0, ge=0)
 
     @model_validator(mode="after")
@@ -86,6 +92,9 @@ class DatasetModel(_Strict):
             raise ValueError(
                 f"unknown built-in dataset {self.builtin!r}; expected one of {', '.join(datasets.BUILTIN)}"
             )
+        if self.builtin and self.test_fraction != DEFAULT_TEST_FRACTION:
+            raise _FieldError(("test_fraction",),
+                              f"the built-in sets have a fixed test split ({DEFAULT_TEST_FRACTION:g}); leave it out")
         return self
 
     @field_validator("path")
@@ -206,6 +215,34 @@ class TemplateModel(_Strict):
         return value
 
 
+class InstructionEditsModel(_Strict):
+    """GrIPS-style edits of the best instruction so far (prompt_generator/edits.py)."""
+
+    operations: list[str] = Field(default_factory=lambda: list(OFFLINE_EDIT_OPERATIONS))
+    phrase_pool: list[str] = Field(default_factory=list)
+    edits_per_candidate: int = Field(1, ge=1, le=3)
+
+    @field_validator("operations")
+    @classmethod
+    def _operations(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError(f"give at least one of {', '.join(EDIT_OPERATIONS)}")
+        for i, operation in enumerate(value):
+            if operation not in EDIT_OPERATIONS:
+                raise _FieldError((i,), f"unknown edit {operation!r}; expected one of {', '.join(EDIT_OPERATIONS)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("phrase_pool")
+    @classmethod
+    def _phrases(cls, value: list[str]) -> list[str]:
+        for i, phrase in enumerate(value):
+            if not phrase.strip():
+                raise _FieldError((i,), "an empty phrase")
+            if "{" in phrase or "}" in phrase or len(phrase) > 200:
+                raise _FieldError((i,), "a phrase has no '{' or '}' and at most 200 characters")
+        return value
+
+
 class SearchSpaceModel(_Strict):
     templates: list[TemplateModel] = Field(default_factory=list)
     variables: dict[str, list[str]] = Field(default_factory=dict)
@@ -213,6 +250,8 @@ class SearchSpaceModel(_Strict):
     # Instructions tried before or after each rendered template (a searched dimension each).
     instructions: list[str] = Field(default_factory=list)
     instruction_position: list[Literal["before", "after"]] = ["before"]
+    # Let the search write instructions by editing its best so far (the "grips" strategy sets it).
+    instruction_edits: InstructionEditsModel | None = None
 
     @field_validator("instruction_position")
     @classmethod
@@ -343,6 +382,8 @@ class StudySpecModel(_Strict):
     warm_start: WarmStartModel = Field(default_factory=WarmStartModel)
     pruner: Literal["none", "median", "successive_halving"] = DEFAULT_PRUNER
     extra_objectives: list[ObjectiveModel] = Field(default_factory=list)
+    # Train the winner again with this many more seeds and report each metric's spread.
+    final_repeats: int = Field(0, ge=0, le=MAX_FINAL_REPEATS)
 
     @field_validator("strategy")
     @classmethod
@@ -372,6 +413,8 @@ class StudySpecModel(_Strict):
                 raise _FieldError(("pruner",), "pruning is for single-objective studies")
             if self.warm_start.from_study_id or self.warm_start.trials_path:
                 raise _FieldError(("warm_start",), "warm start is for single-objective studies")
+            if self.final_repeats:
+                raise _FieldError(("final_repeats",), "final repeats retrain one winner: single-objective studies only")
         for metric in self.objective.terms:
             if metric not in known:
                 raise _FieldError(
@@ -380,6 +423,7 @@ class StudySpecModel(_Strict):
                 )
         for where, objective in (("objective",), self.objective), *((("extra_objectives", i), o) for i, o in enumerate(self.extra_objectives)):
             _check_bounded_mix(where, objective.terms)
+        _instruction_search_checks(self)
         if self.strategy == "grid":
             for name, hp in self.search_space.hyperparameters.items():
                 if hp.when is not None:
@@ -405,6 +449,23 @@ def _check_bounded_mix(where: tuple[str | int, ...], terms: dict[str, float]) ->
                     else "make it an extra objective (a Pareto front) instead")
             raise _FieldError((*where, "terms", metric),
                               f"{metric} is unbounded, so it cannot be mixed with other metrics in one objective; {hint}")
+
+
+def _instruction_search_checks(spec: "StudySpecModel") -> None:
+    """Generated instructions need instructions to start from, one best to derive from (a single
+    objective), and a space that may grow (not a grid)."""
+    space = spec.search_space
+    if spec.strategy == "grips" and space.instruction_edits is None:
+        space.instruction_edits = InstructionEditsModel()
+    if space.instruction_edits is None:
+        return
+    where = ("search_space", "instruction_edits")
+    if not space.instructions:
+        raise _FieldError(where, "edits need search_space.instructions to start from")
+    if spec.strategy == "grid":
+        raise _FieldError(("strategy",), "the grid strategy cannot search edited instructions (its grid is fixed)")
+    if spec.extra_objectives:
+        raise _FieldError(where, "edits derive from the best candidate so far: single-objective studies only")
 
 
 class _FieldError(ValueError):

@@ -1,0 +1,65 @@
+"""The study's final answer: its winner retrained with more seeds (StudySpec.final_repeats) and
+scored once on the test split, by the trainer that holds each trial's saved model.
+
+The search selected the winner on validation scores, so its validation score is optimistic; the
+test split (never trained or selected on) gives the estimate to quote. Each trial's test scores
+are asked for once and stored with the trial. A trainer that is away is waited for (a peer that
+is down is a retry) up to TEST_PATIENCE_SECONDS; then the report says why it has no test scores
+rather than failing a study whose search succeeded.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import grpc
+
+from openautoglm.v1 import common_pb2, scheduler_pb2, trainer_pb2, trainer_pb2_grpc
+
+log = logging.getLogger(__name__)
+# How long the final scoring waits for a trainer that is away before the report goes without it.
+TEST_PATIENCE_SECONDS = 300.0
+SCORE_TEST_DEADLINE = 600.0
+
+
+class TestScoresUnavailable(Exception):
+    """No test scores for a trial: the reason is the message (it goes in the report)."""
+
+
+class FinalScorer:
+    """Asks a trial's own trainer for its test scores (Trainer.ScoreTest)."""
+
+    def __init__(self, workers: Callable[[], Awaitable[list[scheduler_pb2.Worker]]],
+                 trainer_channel: Callable[[str], grpc.aio.Channel], patience: float = TEST_PATIENCE_SECONDS):
+        self.workers = workers  # async () -> the live trainers
+        self.trainer_channel = trainer_channel  # (address) -> channel
+        self.patience = patience
+
+    async def score(self, study: common_pb2.Study, trial: common_pb2.Trial,
+                    job: trainer_pb2.TrainJob) -> trainer_pb2.ScoreTestResponse:
+        deadline = time.monotonic() + self.patience
+        pause = 0.5
+        while True:
+            try:
+                worker = next((w for w in await self.workers() if w.id == trial.trainer_id and w.address), None)
+                if worker is None:
+                    raise LookupError(f"trainer {trial.trainer_id} (which holds the trial's model) is not live")
+                stub = trainer_pb2_grpc.TrainerStub(self.trainer_channel(worker.address))
+                reply: trainer_pb2.ScoreTestResponse = await stub.ScoreTest(
+                    trainer_pb2.ScoreTestRequest(job=job, artifact_path=trial.artifact_path), timeout=SCORE_TEST_DEADLINE)
+                return reply
+            except grpc.aio.AioRpcError as err:
+                if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise TestScoresUnavailable(f"{err.code().name}: {err.details()}") from None
+                reason = f"the trainer is away ({err.code().name})"
+            except LookupError as err:
+                reason = str(err)
+            except Exception as err:  # the scheduler's worker list away: the same wait
+                reason = f"no trainer list ({err})"
+            if time.monotonic() > deadline:
+                raise TestScoresUnavailable(f"gave up after {self.patience:.0f}s: {reason}")
+            log.info("test scores of %s wait: %s", trial.id, reason, extra={"study_id": study.id})
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 10.0)
