@@ -35,11 +35,21 @@ def otlp_receiver():
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory, otlp_receiver):
-    """The embedded stack, every service exporting spans to the in-test receiver."""
+def instruction_model(tmp_path_factory) -> str:
+    """The suite's own small instruction-writing causal LM (helpers.build_instruction_model)."""
+    from helpers import build_instruction_model
+
+    return build_instruction_model(tmp_path_factory.mktemp("instruction-model"))
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory, otlp_receiver, instruction_model):
+    """The embedded stack, every service exporting spans to the in-test receiver; its
+    prompt-generator writes instructions with the suite's small model."""
     stack = EmbeddedStack(
         tmp_path_factory.mktemp("stack"),
         env={
+            "OPENAUTOGLM_PROMPT_MODEL": instruction_model,
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "200",

@@ -160,3 +160,54 @@ async def create_key(stack, tenant: str, role: int = keys_pb2.ROLE_MEMBER) -> st
         reply = await keys_pb2_grpc.KeysStub(channel).CreateKey(
             keys_pb2.CreateKeyRequest(tenant=tenant, role=role, name=f"test {tenant}"), timeout=10)
     return reply.secret
+
+
+# The corpus the suite's own instruction-writing model learns: instruction-like sentences, so
+# what it writes reads like an instruction (the path under test is the real one: a Hugging Face
+# causal LM directory loaded by the prompt-generator, sampled with a seed).
+INSTRUCTION_CORPUS = [
+    "Classify the sentiment of this review.", "Decide whether the review is positive, negative or neutral.",
+    "Read the review and name its sentiment.", "Say how the writer feels about the product.",
+    "Label the review as positive, negative or neutral.", "Tell whether this review is happy or unhappy.",
+    "Judge the tone of the review in one word.", "Answer with the sentiment of the text.",
+    "Translate the sentence into pig latin.", "Move the first consonants of each word to the end and add ay.",
+    "Rewrite each word in pig latin.", "Turn the sentence into pig latin word by word.",
+    "Give the sentiment of the review in one word.", "Read carefully and answer with one label.",
+    "Decide how the customer feels.", "Name the feeling of the writer.",
+]
+
+
+def build_instruction_model(directory) -> str:
+    """A tiny GLM-style causal LM trained for a few seconds on INSTRUCTION_CORPUS, saved as a
+    Hugging Face directory (config, weights, tokenizer): the suite's stand-in for a real
+    checkpoint such as a Qwen or GLM instruct model."""
+    from pathlib import Path
+
+    import torch
+    from transformers import GlmForCausalLM
+
+    from openautoglm.prompt_generator import writer
+    from openautoglm.trainer.models import build_word_tokenizer, tiny_glm_config
+
+    directory = Path(directory)
+    if (directory / "config.json").is_file():
+        return str(directory)
+    meta = " ".join([writer.APE_TEMPLATE, writer.OPRO_TEMPLATE, writer.PARAPHRASE_TEMPLATE])
+    tokenizer = build_word_tokenizer(INSTRUCTION_CORPUS + [meta])
+    torch.manual_seed(0)
+    model = GlmForCausalLM(tiny_glm_config(len(tokenizer), tokenizer, 64))
+    rows = [tokenizer(f"Instruction: {text}", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+            for text in INSTRUCTION_CORPUS]
+    width = max(map(len, rows))
+    ids = torch.tensor([r + [tokenizer.pad_token_id] * (width - len(r)) for r in rows])
+    labels = torch.where(ids == tokenizer.pad_token_id, -100, ids)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(150):
+        loss = model(input_ids=ids, attention_mask=(labels != -100).long(), labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)

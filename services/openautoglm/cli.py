@@ -93,6 +93,11 @@ def serve(
     prompt_generator_storage: str = typer.Option("", envvar="OPENAUTOGLM_PROMPT_GENERATOR_STORAGE",
                                                  help="prompt-generator: where study registrations live for every "
                                                       "replica, a SQLAlchemy URL (default SQLite in the data dir)"),
+    prompt_model: str = typer.Option("", envvar="OPENAUTOGLM_PROMPT_MODEL",
+                                     help="prompt-generator: a local Hugging Face causal LM directory that writes "
+                                          "instructions (APE, OPRO, paraphrase)"),
+    prompt_model_seconds: float = typer.Option(20.0, envvar="OPENAUTOGLM_PROMPT_MODEL_SECONDS",
+                                               help="prompt-generator: generation time budget per instruction"),
     database_url: str = typer.Option("", envvar="OPENAUTOGLM_DATABASE_URL",
                                      help="gateway: its database, a SQLAlchemy URL (PostgreSQL for replicas; "
                                           "default SQLite in the data dir)"),
@@ -155,6 +160,7 @@ def serve(
             trainer_id=trainer_id,
             trainer_ack_wait=trainer_ack_wait,
             trainer_processes=trainer_processes, prompt_generator_storage=prompt_generator_storage,
+            prompt_model=prompt_model, prompt_model_seconds=prompt_model_seconds,
             database_url=database_url,
             trainer_memory_mb=trainer_memory_mb, heartbeat_ttl=heartbeat_ttl, scheduler_policy=scheduler_policy,
             max_message_bytes=max_message_bytes,

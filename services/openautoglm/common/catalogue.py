@@ -18,6 +18,9 @@ STRATEGIES = ("grid", "random", "tpe", "cmaes", "bandit", "rl", "grips")
 # those that need no language model.
 EDIT_OPERATIONS = ("delete", "swap", "add", "paraphrase")
 OFFLINE_EDIT_OPERATIONS = ("delete", "swap", "add")
+# Ways a language model writes instructions (prompt_generator/writer.py): APE from input/output
+# examples, OPRO from the scored instructions so far.
+WRITER_METHODS = ("ape", "opro")
 # Strategies that can search several objectives at once (optuna's multi-objective samplers).
 MULTI_OBJECTIVE_STRATEGIES = ("grid", "random", "tpe")
 PRUNERS = ("none", "median", "successive_halving")

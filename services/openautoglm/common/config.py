@@ -76,6 +76,11 @@ class ServiceSettings(BaseModel):
     # Prompt-generator only: where study registrations live for every replica, any SQLAlchemy URL
     # (PostgreSQL for replicas on several machines); empty = SQLite under the data dir.
     prompt_generator_storage: str = ""
+    # Prompt-generator only: a local Hugging Face causal LM directory that writes instructions
+    # (APE, OPRO, paraphrase edits); empty = none (studies that ask for one are refused). Its
+    # generation gets at most `prompt_model_seconds` per instruction.
+    prompt_model: str = ""
+    prompt_model_seconds: float = Field(20.0, gt=0)
     # Gateway only: its database, a SQLAlchemy URL (postgresql://user:password@host/db for more
     # than one replica); empty = SQLite under the data dir.
     database_url: str = ""

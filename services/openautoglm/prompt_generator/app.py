@@ -3,9 +3,11 @@ replicas share for study registrations. It needs no NATS: every question carries
 is about, from the gateway that owns them."""
 from __future__ import annotations
 
+from openautoglm.common import sandbox
 from openautoglm.common.config import ServiceSettings, sqlalchemy_url
 from openautoglm.prompt_generator.service import PromptGeneratorServicer
 from openautoglm.prompt_generator.studies import StudyRegistry
+from openautoglm.prompt_generator.writer import InstructionWriter
 from openautoglm.v1 import prompt_generator_pb2, prompt_generator_pb2_grpc
 
 
@@ -15,7 +17,8 @@ class PromptGeneratorApp:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         storage = sqlalchemy_url(settings.prompt_generator_storage) or f"sqlite:///{settings.service_dir() / 'registrations.db'}"
-        self.registry = StudyRegistry(storage)
+        writer = InstructionWriter(settings.prompt_model, settings.prompt_model_seconds) if settings.prompt_model else None
+        self.registry = StudyRegistry(storage, writer, sandbox.read_roots(settings.data_dir))
 
     def register(self, server):
         prompt_generator_pb2_grpc.add_PromptGeneratorServicer_to_server(PromptGeneratorServicer(self.registry), server)

@@ -11,14 +11,15 @@ from openautoglm.prompt_generator.policies import Policy
 from openautoglm.prompt_generator.prompts import RenderCache
 from openautoglm.prompt_generator.samplers import PolicySampler
 from openautoglm.prompt_generator.search import Prior, ProposedCandidate, StudySearch, TrialRecord
+from openautoglm.prompt_generator.writer import InstructionWriter
 
 
 class LocalStudy:
     """Proposes with a StudySearch and records results the way the gateway does."""
 
     def __init__(self, spec: StudySpecModel, priors: Sequence[Prior] = (), cache: RenderCache | None = None,
-                 records: Sequence[TrialRecord] = ()):
-        self.search = StudySearch(spec, cache or RenderCache(), priors)
+                 records: Sequence[TrialRecord] = (), writer: InstructionWriter | None = None):
+        self.search = StudySearch(spec, cache or RenderCache(), priors, writer)
         self.records: list[TrialRecord] = list(records)
 
     def propose(self, count: int) -> tuple[list[ProposedCandidate], bool]:

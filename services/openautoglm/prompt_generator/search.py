@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
@@ -24,12 +25,16 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from openautoglm.common.spec.candidates import candidate_id
+from openautoglm.common import datasets, sandbox
+from openautoglm.common.catalogue import WRITER_METHODS
+from openautoglm.common.datasets import Example
 from openautoglm.common.spec.schema import HyperParameterModel, Scalar, SpecError, StudySpecModel, is_active
 from openautoglm.common.spec.templates import INPUT_SLOT, template_fields
 from openautoglm.prompt_generator import edits
 from openautoglm.prompt_generator.policies import discretise
 from openautoglm.prompt_generator.prompts import RenderCache, RenderedPrompt, prompt_key, render_all, with_instruction
 from openautoglm.prompt_generator.samplers import PRIOR_ATTR, STARTUP_TRIALS, make_sampler, trial_seed
+from openautoglm.prompt_generator.writer import InstructionWriter, WriterError
 
 log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -42,6 +47,8 @@ NO_OP = "none"
 GENERATED_SOURCES = ("edit", "ape", "opro")
 # Draws of an edit tried before a proposal gives up editing (every draw made a candidate it had).
 EDIT_ATTEMPTS = 16
+# Scored instructions an OPRO meta-prompt shows (the best ones; OPRO's own setting).
+OPRO_HISTORY = 20
 # Consecutive repeated draws after which a space is taken as exhausted (conditional or continuous
 # spaces, whose size is not known in advance).
 MAX_DUPLICATE_DRAWS = 64
@@ -72,7 +79,9 @@ class Lineage:
     @property
     def operation(self) -> str:
         """The value of the instruction_op dimension this lineage stands for."""
-        return self.edits[0].split(" ", 1)[0] if self.source == "edit" and self.edits else NO_OP
+        if self.source == "edit":
+            return self.edits[0].split(" ", 1)[0] if self.edits else NO_OP
+        return self.source  # "ape" / "opro": the writer's method
 
 
 @dataclass(frozen=True)
@@ -158,7 +167,7 @@ class StudySearch:
     """One study's search: its rendered prompts, distributions, strategy and pruner."""
 
     def __init__(self, spec: StudySpecModel, cache: RenderCache, priors: Sequence[Prior] = (),
-                 paraphrase: Callable[[str], str] | None = None):
+                 writer: InstructionWriter | None = None, read_roots: Sequence[Path] | None = None):
         self.spec = spec
         space = spec.search_space
         self._model_version = spec.model.builtin or spec.model.path
@@ -168,15 +177,21 @@ class StudySearch:
         self._by_key: dict[str, RenderedPrompt] = {p.key: p for p in self.prompts}
         self._templates = {t.id: t.text for t in space.templates}
         self.edits = space.instruction_edits
-        if self.edits is not None and "paraphrase" in self.edits.operations and paraphrase is None:
-            raise SpecError("search_space.instruction_edits.operations",
-                            "'paraphrase' needs a language model configured for the prompt-generator "
-                            "(OPENAUTOGLM_PROMPT_MODEL); none is")
-        self._paraphrase = paraphrase
+        self.writing = space.instruction_writer
+        needs_model = self.writing is not None or (self.edits is not None and "paraphrase" in self.edits.operations)
+        if needs_model and writer is None:
+            field = "instruction_writer" if self.writing is not None else "instruction_edits.operations"
+            raise SpecError(f"search_space.{field}", "a language model writes these instructions, and none is configured "
+                            "for the prompt-generator (OPENAUTOGLM_PROMPT_MODEL)")
+        self._writer = writer
+        self._read_roots = read_roots
+        self._train_examples: list[Example] | None = None
+        # The instruction_op dimension: how a proposal may make its instruction.
+        self._ops = [*(self.edits.operations if self.edits else ()), *(self.writing.methods if self.writing else ())]
         self._pool = edits.pool_from(space.instructions, self.edits.phrase_pool) if self.edits is not None else []
         hp_size = _distribution_size(space.hyperparameters)
         # Generated instructions make the space open-ended: exhaustion shows as repeated draws.
-        self.space_size = None if hp_size is None or self.edits is not None else hp_size * len(self.prompts)
+        self.space_size = None if hp_size is None or self._ops else hp_size * len(self.prompts)
         self._user_space = self._prompt_space([])
         self.distributions = self._user_space.distributions
         self.priors = list(priors)
@@ -231,7 +246,7 @@ class StudySearch:
         parent = self._best_record(records)
         for attempt in range(MAX_DUPLICATE_DRAWS):
             trial = study.ask()
-            candidate = self._suggest(trial, number, space, parent, seen, attempt)
+            candidate = self._suggest(trial, number, space, parent, seen, attempt, records)
             if candidate.id in seen:
                 # Already had: record the draw as pruned so the sampler moves on.
                 try:
@@ -296,10 +311,8 @@ class StudySearch:
         and a clean instruction in a position the space allows."""
         if record.lineage is None:
             return self._by_key[self._key(record.template_id, record.variables)]
-        if self.edits is None or record.lineage.source not in GENERATED_SOURCES:
-            raise KeyError(f"a generated instruction ({record.lineage.source!r}), but the study generates none")
-        if record.lineage.source == "edit" and record.lineage.operation not in self.edits.operations:
-            raise KeyError(f"edit {record.lineage.operation!r} is not one of the study's operations")
+        if record.lineage.source not in GENERATED_SOURCES or record.lineage.operation not in self._ops:
+            raise KeyError(f"an instruction written by {record.lineage.operation!r}, which this study does not do")
         instruction = record.variables.get("instruction_text", "")
         position = record.variables.get("instruction_position", "")
         if not edits.acceptable(instruction) or position not in self.spec.search_space.instruction_position:
@@ -328,7 +341,7 @@ class StudySearch:
     # --- the space ---------------------------------------------------------------------------
     def prompt_space(self, records: Sequence[TrialRecord]) -> PromptSpace:
         """The prompt dimension for a question about these records."""
-        if self.edits is None or not any(r.lineage for r in records):
+        if not self._ops or not any(r.lineage for r in records):
             return self._user_space
         generated: dict[str, RenderedPrompt] = {}
         origins: dict[str, tuple[int, Lineage]] = {}
@@ -350,18 +363,18 @@ class StudySearch:
         return PromptSpace(prompts, by_key, self._distributions([p.key for p in prompts]), origins or {})
 
     def _operations(self) -> list[str]:
-        return [NO_OP, *self.edits.operations] if self.edits is not None else []
+        return [NO_OP, *self._ops] if self._ops else []
 
     def _op_params(self, lineage: Lineage | None) -> dict[str, str]:
-        """The instruction_op value of a trial (none when the study does not edit)."""
-        if self.edits is None:
+        """The instruction_op value of a trial (none when the study writes no instructions)."""
+        if not self._ops:
             return {}
         return {INSTRUCTION_OP_PARAM: lineage.operation if lineage is not None else NO_OP}
 
     def _distributions(self, prompt_keys: list[str]) -> dict[str, BaseDistribution]:
         """The optuna distribution of every dimension, exactly as _suggest asks for them."""
         dists: dict[str, BaseDistribution] = {PROMPT_PARAM: optuna.distributions.CategoricalDistribution(prompt_keys)}
-        if self.edits is not None:
+        if self._ops:
             dists[INSTRUCTION_OP_PARAM] = optuna.distributions.CategoricalDistribution(self._operations())
         for name, hp in self.spec.search_space.hyperparameters.items():
             if hp.type == "choice":
@@ -391,7 +404,7 @@ class StudySearch:
         if self.spec.strategy not in ("bandit", "rl"):
             return {}
         dims: dict[str, list[Any]] = {PROMPT_PARAM: space.keys}
-        if self.edits is not None:
+        if self._ops:
             dims[INSTRUCTION_OP_PARAM] = self._operations()
         dims.update({name: discretise(hp) for name, hp in self.spec.search_space.hyperparameters.items()})
         return dims
@@ -413,9 +426,9 @@ class StudySearch:
         return max(sorted(complete, key=lambda r: r.number), key=lambda r: sign * r.values[0])
 
     def _suggest(self, trial: optuna.Trial, number: int, space: PromptSpace, parent: TrialRecord | None,
-                 seen: set[str], attempt: int) -> ProposedCandidate:
+                 seen: set[str], attempt: int, records: Sequence[TrialRecord] = ()) -> ProposedCandidate:
         operation = NO_OP
-        if self.edits is not None:
+        if self._ops:
             operation = str(trial.suggest_categorical(INSTRUCTION_OP_PARAM, self._operations()))
         prompt = space.by_key[trial.suggest_categorical(PROMPT_PARAM, space.keys)]
         params: dict[str, Scalar] = {}
@@ -439,7 +452,11 @@ class StudySearch:
             starting = self._completed(trial) < STARTUP_TRIALS and candidate_id(prompt.prompt, params) not in seen
             if parent is not None and not starting:
                 operation = random.Random(trial_seed(self.spec.seed, number) + attempt).choice(list(self.edits.operations))
-        if operation != NO_OP and parent is not None:
+        if operation in WRITER_METHODS and (parent is not None or operation == "ape"):
+            written = self._write(operation, parent, prompt, params, number, seen, attempt, records)
+            if written is not None:
+                return written
+        elif operation != NO_OP and parent is not None:
             kept = dict(parent.hyperparameters) if self.spec.strategy == "grips" else params
             edited = self._edit(parent, operation, kept, number, seen, attempt)
             if edited is not None:
@@ -461,12 +478,14 @@ class StudySearch:
         parent_prompt = self._prompt_of(parent)
         variables = dict(parent_prompt.variables)
         rng = random.Random(trial_seed(self.spec.seed, number) * 31 + attempt)
+        writer = self._writer
+        paraphrase = (lambda phrase: writer.paraphrase(phrase, rng.randrange(2**31))) if writer is not None else None
         for _ in range(EDIT_ATTEMPTS):
             text, done = variables["instruction_text"], []
             try:
                 for k in range(self.edits.edits_per_candidate):
                     op = operation if k == 0 else rng.choice(list(self.edits.operations))
-                    text, applied = edits.apply(text, op, rng, self._pool, self._paraphrase)
+                    text, applied = edits.apply(text, op, rng, self._pool, paraphrase)
                     done.append(applied.description)
             except edits.EditImpossible:
                 operation = rng.choice(list(self.edits.operations))  # this one cannot apply here: try another
@@ -483,6 +502,64 @@ class StudySearch:
                                      lineage=lineage)
         return None
 
+
+    def _write(self, method: str, parent: TrialRecord | None, prompt: RenderedPrompt, params: dict[str, Scalar],
+               number: int, seen: set[str], attempt: int, records: Sequence[TrialRecord]) -> ProposedCandidate | None:
+        """An instruction the language model writes: APE from train examples (in the proposal's
+        template), OPRO from the scored instructions so far (in the best candidate's); None when
+        it writes nothing new."""
+        assert self._writer is not None and self.writing is not None
+        rng = random.Random(trial_seed(self.spec.seed, number) * 37 + attempt)
+        train = self._examples()
+        examples = rng.sample(train, min(self.writing.examples, len(train)))
+        base = self._prompt_of(parent) if method == "opro" and parent is not None else prompt
+        variables = dict(base.variables)
+        if "instruction_text" not in variables:
+            return None
+        try:
+            if method == "ape":
+                text = self._writer.ape(examples, rng.randrange(2**31))
+            else:
+                text = self._writer.opro(self._scored_instructions(records), examples, rng.randrange(2**31))
+        except WriterError as err:
+            log.warning("the prompt model wrote nothing: %s", err)
+            return None
+        if not edits.acceptable(text):
+            return None
+        written = self._generated(base.template_id, variables, text, variables["instruction_position"])
+        cid = candidate_id(written.prompt, params)
+        if cid in seen or written.key in self._by_key:
+            return None
+        parent_id = self.candidate_of(parent).id if method == "opro" and parent is not None else ""
+        return ProposedCandidate(cid, number, written.template_id, dict(written.variables), written.prompt, dict(params),
+                                 lineage=Lineage(method, parent_id, (f"{method}: {text!r}",)))
+
+    def _scored_instructions(self, records: Sequence[TrialRecord]) -> list[tuple[str, float]]:
+        """OPRO's history: each instruction tried with its best validation objective, the top
+        OPRO_HISTORY of them, scores scaled to 0..1 over those shown (higher is better)."""
+        sign = 1.0 if self.spec.objective.direction == "maximize" else -1.0
+        best: dict[str, float] = {}
+        for record in records:
+            text = record.variables.get("instruction_text")
+            if record.state == "complete" and record.values and text:
+                best[text] = max(best.get(text, -float("inf")), sign * record.values[0])
+        top = sorted(best.items(), key=lambda item: item[1], reverse=True)[:OPRO_HISTORY]
+        if not top:
+            return []
+        low, high = min(v for _, v in top), max(v for _, v in top)
+        return [(text, (v - low) / (high - low) if high > low else 1.0) for text, v in top]
+
+    def _examples(self) -> list[Example]:
+        """Train-split examples for the model's meta-prompts (never validation or test ones)."""
+        if self._train_examples is None:
+            data = self.spec.dataset
+            path = data.path
+            if path and self._read_roots is not None:
+                path = str(sandbox.readable(path, self._read_roots))
+            splits = datasets.load_splits(data.builtin, path, self.spec.task, data.text_field, data.label_field,
+                                          data.eval_fraction, data.max_examples, self.spec.seed, data.test_fraction)
+            self._train_examples = splits.train
+        return self._train_examples
 
 def _json_safe(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """A sampler's system attributes as JSON will carry them (optuna's RDB storage keeps them as

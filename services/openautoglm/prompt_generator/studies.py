@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -22,6 +23,7 @@ from openautoglm.common.spec.schema import SpecError, StudySpecModel, validate_d
 from openautoglm.common.spec.warm_start import prior_params
 from openautoglm.prompt_generator.prompts import RenderCache
 from openautoglm.prompt_generator.search import Prior, ProposedCandidate, StudySearch, TrialRecord
+from openautoglm.prompt_generator.writer import InstructionWriter
 
 log = logging.getLogger(__name__)
 # Searches a replica keeps built (least recently used forgotten first; rebuilt from storage).
@@ -73,8 +75,11 @@ def _open(url: str, attempts: int = 10) -> optuna.storages.RDBStorage:
 
 
 class StudyRegistry:
-    def __init__(self, storage_url: str | None = None) -> None:
+    def __init__(self, storage_url: str | None = None, writer: InstructionWriter | None = None,
+                 read_roots: Sequence[Path] | None = None) -> None:
         self.cache = RenderCache()
+        self.writer = writer  # the language model that writes instructions, if one is configured
+        self.read_roots = read_roots  # where a study's dataset path may point (its examples feed the writer)
         self.registrations = Registrations(storage_url)
         self._studies: dict[str, StudySearch] = {}
         self._lock = threading.Lock()
@@ -88,7 +93,7 @@ class StudyRegistry:
             except ValueError as err:
                 raise SpecError(f"prior_trials[{i}]", str(err)) from None
         self.registrations.save(study_id, spec, priors)
-        return self._keep(study_id, StudySearch(spec, self.cache, priors))
+        return self._keep(study_id, self._search(spec, priors))
 
     def search(self, study_id: str) -> StudySearch:
         """The study's search: built already, or rebuilt from its stored registration."""
@@ -101,7 +106,10 @@ class StudyRegistry:
         if stored is None:
             raise UnknownStudy(study_id)
         log.info("study %s set up from its stored registration", study_id, extra={"study_id": study_id})
-        return self._keep(study_id, StudySearch(stored[0], self.cache, stored[1]))
+        return self._keep(study_id, self._search(stored[0], stored[1]))
+
+    def _search(self, spec: StudySpecModel, priors: Sequence[Prior]) -> StudySearch:
+        return StudySearch(spec, self.cache, priors, self.writer, self.read_roots)
 
     def _keep(self, study_id: str, search: StudySearch) -> StudySearch:
         with self._lock:

@@ -181,20 +181,30 @@ class HyperParameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., choice: _Optional[_Union[ChoiceDomain, _Mapping]] = ..., uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., log_uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., int_range: _Optional[_Union[IntDomain, _Mapping]] = ..., when_param: _Optional[str] = ..., when_values: _Optional[_Iterable[_Union[ParamValue, _Mapping]]] = ...) -> None: ...
 
 class SearchSpace(_message.Message):
-    __slots__ = ("templates", "variables", "hyperparameters", "instructions", "instruction_positions", "instruction_edits")
+    __slots__ = ("templates", "variables", "hyperparameters", "instructions", "instruction_positions", "instruction_edits", "instruction_writer")
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTIONS_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_POSITIONS_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_EDITS_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_WRITER_FIELD_NUMBER: _ClassVar[int]
     templates: _containers.RepeatedCompositeFieldContainer[PromptTemplate]
     variables: _containers.RepeatedCompositeFieldContainer[TemplateVariable]
     hyperparameters: _containers.RepeatedCompositeFieldContainer[HyperParameter]
     instructions: _containers.RepeatedScalarFieldContainer[str]
     instruction_positions: _containers.RepeatedScalarFieldContainer[str]
     instruction_edits: InstructionEdits
-    def __init__(self, templates: _Optional[_Iterable[_Union[PromptTemplate, _Mapping]]] = ..., variables: _Optional[_Iterable[_Union[TemplateVariable, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[HyperParameter, _Mapping]]] = ..., instructions: _Optional[_Iterable[str]] = ..., instruction_positions: _Optional[_Iterable[str]] = ..., instruction_edits: _Optional[_Union[InstructionEdits, _Mapping]] = ...) -> None: ...
+    instruction_writer: InstructionWriter
+    def __init__(self, templates: _Optional[_Iterable[_Union[PromptTemplate, _Mapping]]] = ..., variables: _Optional[_Iterable[_Union[TemplateVariable, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[HyperParameter, _Mapping]]] = ..., instructions: _Optional[_Iterable[str]] = ..., instruction_positions: _Optional[_Iterable[str]] = ..., instruction_edits: _Optional[_Union[InstructionEdits, _Mapping]] = ..., instruction_writer: _Optional[_Union[InstructionWriter, _Mapping]] = ...) -> None: ...
+
+class InstructionWriter(_message.Message):
+    __slots__ = ("methods", "examples")
+    METHODS_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    methods: _containers.RepeatedScalarFieldContainer[str]
+    examples: int
+    def __init__(self, methods: _Optional[_Iterable[str]] = ..., examples: _Optional[int] = ...) -> None: ...
 
 class InstructionEdits(_message.Message):
     __slots__ = ("operations", "phrase_pool", "edits_per_candidate")

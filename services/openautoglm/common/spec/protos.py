@@ -88,6 +88,8 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
             instruction_positions=space.instruction_position,
             instruction_edits=(common_pb2.InstructionEdits(**space.instruction_edits.model_dump())
                                if space.instruction_edits is not None else None),
+            instruction_writer=(common_pb2.InstructionWriter(**space.instruction_writer.model_dump())
+                                if space.instruction_writer is not None else None),
         ),
         objective=_objective_to_proto(model.objective),
         strategy=model.strategy,
@@ -155,6 +157,8 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
                if spec.search_space.instruction_positions else {}),
             **({"instruction_edits": _edits_from_proto(spec.search_space.instruction_edits)}
                if spec.search_space.HasField("instruction_edits") else {}),
+            **({"instruction_writer": _writer_from_proto(spec.search_space.instruction_writer)}
+               if spec.search_space.HasField("instruction_writer") else {}),
         },
         "objective": _objective_from_proto(spec.objective),
         # Always given, so a zero max_trials reads "greater than 0" rather than "required".
@@ -175,6 +179,14 @@ def _edits_from_proto(edits: common_pb2.InstructionEdits) -> dict[str, Any]:
     if edits.operations:
         out["operations"] = list(edits.operations)
     out["phrase_pool"] = list(edits.phrase_pool)
+    return out
+
+
+def _writer_from_proto(writer: common_pb2.InstructionWriter) -> dict[str, Any]:
+    """The instruction_writer block; unset fields take the model's defaults."""
+    out: dict[str, Any] = set_fields(writer, ("examples",))
+    if writer.methods:
+        out["methods"] = list(writer.methods)
     return out
 
 

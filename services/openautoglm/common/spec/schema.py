@@ -32,6 +32,7 @@ from openautoglm.common.catalogue import (
     MULTI_OBJECTIVE_STRATEGIES,
     STRATEGIES,
     TRAINER_HYPERPARAMETERS,
+    WRITER_METHODS,
     known_metrics,
 )
 from openautoglm.common.spec.templates import INPUT_SLOT, INSTRUCTION_DIMENSIONS, template_fields
@@ -215,6 +216,16 @@ class TemplateModel(_Strict):
         return value
 
 
+def _names_from(value: list[str], allowed: tuple[str, ...], what: str) -> list[str]:
+    """A non-empty list of known names, de-duplicated; an unknown one is named by its index."""
+    if not value:
+        raise ValueError(f"give at least one of {', '.join(allowed)}")
+    for i, name in enumerate(value):
+        if name not in allowed:
+            raise _FieldError((i,), f"unknown {what} {name!r}; expected one of {', '.join(allowed)}")
+    return list(dict.fromkeys(value))
+
+
 class InstructionEditsModel(_Strict):
     """GrIPS-style edits of the best instruction so far (prompt_generator/edits.py)."""
 
@@ -225,12 +236,7 @@ class InstructionEditsModel(_Strict):
     @field_validator("operations")
     @classmethod
     def _operations(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError(f"give at least one of {', '.join(EDIT_OPERATIONS)}")
-        for i, operation in enumerate(value):
-            if operation not in EDIT_OPERATIONS:
-                raise _FieldError((i,), f"unknown edit {operation!r}; expected one of {', '.join(EDIT_OPERATIONS)}")
-        return list(dict.fromkeys(value))
+        return _names_from(value, EDIT_OPERATIONS, "edit")
 
     @field_validator("phrase_pool")
     @classmethod
@@ -243,6 +249,19 @@ class InstructionEditsModel(_Strict):
         return value
 
 
+class InstructionWriterModel(_Strict):
+    """A language model configured for the prompt-generator writes instructions (writer.py)."""
+
+    methods: list[str] = Field(default_factory=lambda: list(WRITER_METHODS))
+    # Input/output examples from the train split shown in each meta-prompt.
+    examples: int = Field(5, ge=1, le=20)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, value: list[str]) -> list[str]:
+        return _names_from(value, WRITER_METHODS, "method")
+
+
 class SearchSpaceModel(_Strict):
     templates: list[TemplateModel] = Field(default_factory=list)
     variables: dict[str, list[str]] = Field(default_factory=dict)
@@ -252,6 +271,8 @@ class SearchSpaceModel(_Strict):
     instruction_position: list[Literal["before", "after"]] = ["before"]
     # Let the search write instructions by editing its best so far (the "grips" strategy sets it).
     instruction_edits: InstructionEditsModel | None = None
+    # Let a language model write instructions (needs one configured for the prompt-generator).
+    instruction_writer: InstructionWriterModel | None = None
 
     @field_validator("instruction_position")
     @classmethod
@@ -457,15 +478,20 @@ def _instruction_search_checks(spec: "StudySpecModel") -> None:
     space = spec.search_space
     if spec.strategy == "grips" and space.instruction_edits is None:
         space.instruction_edits = InstructionEditsModel()
-    if space.instruction_edits is None:
-        return
-    where = ("search_space", "instruction_edits")
-    if not space.instructions:
-        raise _FieldError(where, "edits need search_space.instructions to start from")
-    if spec.strategy == "grid":
-        raise _FieldError(("strategy",), "the grid strategy cannot search edited instructions (its grid is fixed)")
-    if spec.extra_objectives:
-        raise _FieldError(where, "edits derive from the best candidate so far: single-objective studies only")
+    for name, block in (("instruction_edits", space.instruction_edits), ("instruction_writer", space.instruction_writer)):
+        if block is None:
+            continue
+        where = ("search_space", name)
+        if not space.instructions:
+            raise _FieldError(where, "generated instructions need search_space.instructions to start from")
+        if spec.strategy == "grid":
+            raise _FieldError(("strategy",), "the grid strategy cannot search generated instructions (its grid is fixed)")
+        if spec.extra_objectives:
+            raise _FieldError(where, "generated instructions derive from the best candidate so far: single-objective "
+                                     "studies only")
+    if space.instruction_writer is not None and spec.dataset.artifact:
+        raise _FieldError(("search_space", "instruction_writer"),
+                          "the prompt-generator reads the examples it shows the model: give a builtin or path dataset")
 
 
 class _FieldError(ValueError):
