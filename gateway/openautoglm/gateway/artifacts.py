@@ -26,6 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from openautoglm.common import artifact_files
 from openautoglm.common import artifacts as store
+from openautoglm.common.spec.protos import spec_models
 from openautoglm.gateway import auth
 from openautoglm.gateway.database import artifacts as table
 from openautoglm.gateway.paging import page_of, requested_page
@@ -52,7 +53,7 @@ def _stamp(seconds: float) -> Timestamp:
 
 def study_artifacts(spec: common_pb2.StudySpec) -> set[str]:
     """The artifact ids a study's spec names."""
-    return {a for a in (spec.dataset.artifact, spec.model.artifact) if a}
+    return {a for a in (spec.dataset.artifact, *(m.artifact for m in spec_models(spec))) if a}
 
 
 class ArtifactRecords:

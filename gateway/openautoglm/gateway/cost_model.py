@@ -25,7 +25,7 @@ import numpy as np
 
 from openautoglm.common.catalogue import DEFAULT_HYPERPARAMETERS, DEFAULT_MAX_LENGTH, PRECISIONS, TUNING_MODES
 from openautoglm.common.resources import estimate_params, model_shape
-from openautoglm.common.spec.protos import numeric_hyperparameter
+from openautoglm.common.spec.protos import numeric_hyperparameter, trial_model
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import common_pb2
 
@@ -154,10 +154,11 @@ def trial_shape(spec: common_pb2.StudySpec, candidate: common_pb2.Candidate) -> 
     examples = dataset.max_examples or (_builtin_examples(dataset.builtin) if dataset.builtin else UNKNOWN_EXAMPLES)
     if dataset.builtin and dataset.max_examples:
         examples = min(dataset.max_examples, _builtin_examples(dataset.builtin))
-    params = estimate_params(model_shape(spec.model.builtin, spec.model.path))
+    model = trial_model(spec, candidate)  # the candidate's own, when the study chooses among models
+    params = estimate_params(model_shape(model.builtin, model.path))
     return TrialShape(epochs=hyperparameter("epochs"), examples=int(examples),
                       max_length=spec.training.max_length or DEFAULT_MAX_LENGTH, params=float(params),
-                      batch_size=int(hyperparameter("batch_size")), tuning=spec.model.tuning or "full",
+                      batch_size=int(hyperparameter("batch_size")), tuning=model.tuning or "full",
                       precision=spec.training.precision or "fp32",
                       task="generation" if spec.task == common_pb2.TASK_TYPE_GENERATION else "classification")
 

@@ -3,7 +3,7 @@ cost_model.py's)."""
 from __future__ import annotations
 
 from openautoglm.common.resources import estimate_trial_memory_mb
-from openautoglm.common.spec.protos import numeric_hyperparameter, param_from_proto
+from openautoglm.common.spec.protos import numeric_hyperparameter, param_from_proto, spec_models, trial_model
 from openautoglm.v1 import common_pb2
 
 
@@ -12,12 +12,12 @@ def trial_memory_mb(spec: common_pb2.StudySpec, candidate: common_pb2.Candidate)
     if spec.training.memory_mb > 0:
         return spec.training.memory_mb
     batch_size = int(numeric_hyperparameter(candidate, "batch_size", 0))
-    return estimate_trial_memory_mb(spec.model.builtin, spec.model.path, spec.model.tuning, batch_size,
-                                    spec.training.max_length)
+    model = trial_model(spec, candidate)  # the candidate's own, when the study chooses among models
+    return estimate_trial_memory_mb(model.builtin, model.path, model.tuning, batch_size, spec.training.max_length)
 
 
 def largest_trial_memory_mb(spec: common_pb2.StudySpec) -> float:
-    """The need of the study's largest trial (its largest batch size)."""
+    """The need of the study's largest trial (its largest batch size, on its largest model)."""
     largest = 0
     for hp in spec.search_space.hyperparameters:
         if hp.name == "batch_size":
@@ -25,4 +25,7 @@ def largest_trial_memory_mb(spec: common_pb2.StudySpec) -> float:
                 largest = max(int(param_from_proto(v) or 0) for v in hp.choice.values)
             elif hp.WhichOneof("domain") == "int_range":
                 largest = int(hp.int_range.high)
-    return trial_memory_mb(spec, common_pb2.Candidate(hyperparameters={"batch_size": common_pb2.ParamValue(integer=largest)}))
+    if spec.training.memory_mb > 0:
+        return spec.training.memory_mb
+    return max(estimate_trial_memory_mb(model.builtin, model.path, model.tuning, largest, spec.training.max_length)
+               for model in spec_models(spec))

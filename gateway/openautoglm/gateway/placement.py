@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from opentelemetry import context as otel_context
 
 from openautoglm.common import subjects, telemetry
+from openautoglm.common.spec.protos import trial_model
 from openautoglm.common.subjects import BusUnavailable
 from openautoglm.gateway.cost_model import TrialCosts, trial_shape
 from openautoglm.gateway.peers import Bus, PeerError, Peers
@@ -74,7 +75,8 @@ def job_for(study: common_pb2.Study, trial: common_pb2.Trial) -> trainer_pb2.Tra
     no pruner judges it)."""
     return trainer_pb2.TrainJob(
         study_id=study.id, trial_id=trial.id, task=study.spec.task, dataset=study.spec.dataset,
-        model=study.spec.model, candidate=trial.candidate, seed=study.spec.seed + trial.seed_offset,
+        model=trial_model(study.spec, trial.candidate), candidate=trial.candidate,
+        seed=study.spec.seed + trial.seed_offset,
         training=study.spec.training,
         report_intermediate=study.spec.pruner not in ("", "none") and not trial.repeat_of,
         objective=study.spec.objective, extra_objectives=study.spec.extra_objectives,

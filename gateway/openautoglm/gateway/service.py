@@ -74,7 +74,9 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         spec = spec_to_proto(model)
         tenant = auth.current().tenant
-        for field, artifact_id in (("spec.dataset.artifact", spec.dataset.artifact), ("spec.model.artifact", spec.model.artifact)):
+        named = [("spec.dataset.artifact", spec.dataset.artifact), ("spec.model.artifact", spec.model.artifact),
+                 *((f"spec.search_space.models[{i}].artifact", m.artifact) for i, m in enumerate(spec.search_space.models))]
+        for field, artifact_id in named:
             if artifact_id and self.app.artifacts.get(artifact_id, tenant) is None:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{field}: no artifact {artifact_id!r} (deleted, or never uploaded)")
         retry = bool(request.request_id) and self.app.store.study_by_request(request_key(tenant, request.request_id)) is not None

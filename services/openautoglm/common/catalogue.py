@@ -28,6 +28,10 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 TUNING_MODES = ("full", "lora", "prompt_tuning")
 
 # --- models -------------------------------------------------------------------------------------
+# The searched dimension naming a candidate's base model when a study chooses among models
+# (search_space.models): a candidate's hyperparameters["model"] is the model's builtin name, path
+# or artifact id.
+MODEL_PARAM = "model"
 BUILTIN_MODELS = ("tiny", "minilm")
 # Width and depth of the built-in tiny GLM-style model (trainer/models.py builds it from these).
 TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2}

@@ -25,6 +25,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
 from openautoglm.common.spec.candidates import candidate_id
+from openautoglm.common.catalogue import MODEL_PARAM
 from openautoglm.common import datasets, sandbox
 from openautoglm.common.catalogue import WRITER_METHODS
 from openautoglm.common.datasets import Example
@@ -189,7 +190,13 @@ class StudySearch:
         # The instruction_op dimension: how a proposal may make its instruction.
         self._ops = [*(self.edits.operations if self.edits else ()), *(self.writing.methods if self.writing else ())]
         self._pool = edits.pool_from(space.instructions, self.edits.phrase_pool) if self.edits is not None else []
-        hp_size = _distribution_size(space.hyperparameters)
+        # The searched hyper-parameters, with the choice of base model as one more when the space
+        # has several (candidates name theirs in hyperparameters["model"]).
+        self.hyperparameters: dict[str, HyperParameterModel] = {
+            **({MODEL_PARAM: HyperParameterModel(type="choice", values=[m.key for m in space.models])}
+               if space.models else {}),
+            **space.hyperparameters}
+        hp_size = _distribution_size(self.hyperparameters)
         # Generated instructions make the space open-ended: exhaustion shows as repeated draws.
         self.space_size = None if hp_size is None or self._ops else hp_size * len(self.prompts)
         self._user_space = self._prompt_space([])
@@ -376,7 +383,7 @@ class StudySearch:
         dists: dict[str, BaseDistribution] = {PROMPT_PARAM: optuna.distributions.CategoricalDistribution(prompt_keys)}
         if self._ops:
             dists[INSTRUCTION_OP_PARAM] = optuna.distributions.CategoricalDistribution(self._operations())
-        for name, hp in self.spec.search_space.hyperparameters.items():
+        for name, hp in self.hyperparameters.items():
             if hp.type == "choice":
                 dists[name] = optuna.distributions.CategoricalDistribution(list(hp.values))
             elif hp.type == "int":
@@ -390,7 +397,7 @@ class StudySearch:
         if self.spec.strategy != "grid":
             return {}
         grid: dict[str, list[Any]] = {PROMPT_PARAM: [p.key for p in self.prompts]}
-        for name, hp in self.spec.search_space.hyperparameters.items():
+        for name, hp in self.hyperparameters.items():
             grid[name] = list(hp.values) if hp.type == "choice" else list(hp.int_values())
         return grid
 
@@ -406,7 +413,7 @@ class StudySearch:
         dims: dict[str, list[Any]] = {PROMPT_PARAM: space.keys}
         if self._ops:
             dims[INSTRUCTION_OP_PARAM] = self._operations()
-        dims.update({name: discretise(hp) for name, hp in self.spec.search_space.hyperparameters.items()})
+        dims.update({name: discretise(hp) for name, hp in self.hyperparameters.items()})
         return dims
 
     def _pruner(self) -> optuna.pruners.BasePruner:
@@ -432,7 +439,7 @@ class StudySearch:
             operation = str(trial.suggest_categorical(INSTRUCTION_OP_PARAM, self._operations()))
         prompt = space.by_key[trial.suggest_categorical(PROMPT_PARAM, space.keys)]
         params: dict[str, Scalar] = {}
-        for name, hp in self.spec.search_space.hyperparameters.items():
+        for name, hp in self.hyperparameters.items():
             if not is_active(hp, params):
                 continue  # a conditional parameter whose condition does not hold
             if hp.type == "choice":

@@ -181,7 +181,7 @@ class HyperParameter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., choice: _Optional[_Union[ChoiceDomain, _Mapping]] = ..., uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., log_uniform: _Optional[_Union[RealDomain, _Mapping]] = ..., int_range: _Optional[_Union[IntDomain, _Mapping]] = ..., when_param: _Optional[str] = ..., when_values: _Optional[_Iterable[_Union[ParamValue, _Mapping]]] = ...) -> None: ...
 
 class SearchSpace(_message.Message):
-    __slots__ = ("templates", "variables", "hyperparameters", "instructions", "instruction_positions", "instruction_edits", "instruction_writer")
+    __slots__ = ("templates", "variables", "hyperparameters", "instructions", "instruction_positions", "instruction_edits", "instruction_writer", "models")
     TEMPLATES_FIELD_NUMBER: _ClassVar[int]
     VARIABLES_FIELD_NUMBER: _ClassVar[int]
     HYPERPARAMETERS_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +189,7 @@ class SearchSpace(_message.Message):
     INSTRUCTION_POSITIONS_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_EDITS_FIELD_NUMBER: _ClassVar[int]
     INSTRUCTION_WRITER_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
     templates: _containers.RepeatedCompositeFieldContainer[PromptTemplate]
     variables: _containers.RepeatedCompositeFieldContainer[TemplateVariable]
     hyperparameters: _containers.RepeatedCompositeFieldContainer[HyperParameter]
@@ -196,7 +197,8 @@ class SearchSpace(_message.Message):
     instruction_positions: _containers.RepeatedScalarFieldContainer[str]
     instruction_edits: InstructionEdits
     instruction_writer: InstructionWriter
-    def __init__(self, templates: _Optional[_Iterable[_Union[PromptTemplate, _Mapping]]] = ..., variables: _Optional[_Iterable[_Union[TemplateVariable, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[HyperParameter, _Mapping]]] = ..., instructions: _Optional[_Iterable[str]] = ..., instruction_positions: _Optional[_Iterable[str]] = ..., instruction_edits: _Optional[_Union[InstructionEdits, _Mapping]] = ..., instruction_writer: _Optional[_Union[InstructionWriter, _Mapping]] = ...) -> None: ...
+    models: _containers.RepeatedCompositeFieldContainer[ModelSpec]
+    def __init__(self, templates: _Optional[_Iterable[_Union[PromptTemplate, _Mapping]]] = ..., variables: _Optional[_Iterable[_Union[TemplateVariable, _Mapping]]] = ..., hyperparameters: _Optional[_Iterable[_Union[HyperParameter, _Mapping]]] = ..., instructions: _Optional[_Iterable[str]] = ..., instruction_positions: _Optional[_Iterable[str]] = ..., instruction_edits: _Optional[_Union[InstructionEdits, _Mapping]] = ..., instruction_writer: _Optional[_Union[InstructionWriter, _Mapping]] = ..., models: _Optional[_Iterable[_Union[ModelSpec, _Mapping]]] = ...) -> None: ...
 
 class InstructionWriter(_message.Message):
     __slots__ = ("methods", "examples")

@@ -11,7 +11,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from openautoglm.common.catalogue import DEFAULT_MODEL
+from openautoglm.common.catalogue import DEFAULT_MODEL, MODEL_PARAM
 from openautoglm.common.spec.schema import ObjectiveModel, Scalar, SpecError, StudySpecModel, validate_dict
 from openautoglm.v1 import common_pb2
 
@@ -35,6 +35,27 @@ def param_to_proto(value: Scalar) -> common_pb2.ParamValue:
 def param_from_proto(value: common_pb2.ParamValue) -> Scalar | None:
     kind = value.WhichOneof("kind")
     return getattr(value, kind) if kind else None
+
+
+def model_key(model: common_pb2.ModelSpec) -> str:
+    """How a candidate names a model of SearchSpace.models (schema.ModelModel.key)."""
+    return model.builtin or model.path or model.artifact
+
+
+def trial_model(spec: common_pb2.StudySpec, candidate: common_pb2.Candidate) -> common_pb2.ModelSpec:
+    """The base model a candidate trains: its choice among the spec's models, else the spec's."""
+    chosen = candidate.hyperparameters.get(MODEL_PARAM)
+    if chosen is not None and spec.search_space.models:
+        name = param_from_proto(chosen)
+        for option in spec.search_space.models:
+            if model_key(option) == name:
+                return option
+    return spec.model
+
+
+def spec_models(spec: common_pb2.StudySpec) -> list[common_pb2.ModelSpec]:
+    """Every base model a study may train: its choice of models, else its one model."""
+    return list(spec.search_space.models) or [spec.model]
 
 
 def numeric_hyperparameter(candidate: common_pb2.Candidate, name: str, default: float) -> float:
@@ -79,7 +100,8 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
         name=model.name,
         task=_TASKS[model.task],
         dataset=common_pb2.DatasetSpec(**model.dataset.model_dump()),
-        model=common_pb2.ModelSpec(**model.model.model_dump()),
+        # With a choice of models, the spec names none itself (each candidate names its own).
+        model=common_pb2.ModelSpec(**model.model.model_dump()) if not space.models else None,
         search_space=common_pb2.SearchSpace(
             templates=[common_pb2.PromptTemplate(id=t.id, text=t.text) for t in space.templates],
             variables=[common_pb2.TemplateVariable(name=k, values=v) for k, v in space.variables.items()],
@@ -90,6 +112,7 @@ def spec_to_proto(model: StudySpecModel) -> common_pb2.StudySpec:
                                if space.instruction_edits is not None else None),
             instruction_writer=(common_pb2.InstructionWriter(**space.instruction_writer.model_dump())
                                 if space.instruction_writer is not None else None),
+            models=[common_pb2.ModelSpec(**m.model_dump()) for m in space.models],
         ),
         objective=_objective_to_proto(model.objective),
         strategy=model.strategy,
@@ -142,12 +165,12 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
     budget = spec.budget
     model = set_fields(spec.model)
     if not (model.get("builtin") or model.get("path") or model.get("artifact")):
-        model["builtin"] = DEFAULT_MODEL
+        model = {} if spec.search_space.models else {"builtin": DEFAULT_MODEL}
     data = {
         **set_fields(spec, ("name", "strategy", "seed", "pruner", "final_repeats")),
         "task": task,
         "dataset": set_fields(spec.dataset),
-        "model": model,
+        **({"model": model} if model else {}),
         "search_space": {
             "templates": [{"id": t.id, "text": t.text} for t in spec.search_space.templates],
             "variables": {v.name: list(v.values) for v in spec.search_space.variables},
@@ -159,6 +182,7 @@ def spec_from_proto(spec: common_pb2.StudySpec, metrics: dict[str, list[str]] | 
                if spec.search_space.HasField("instruction_edits") else {}),
             **({"instruction_writer": _writer_from_proto(spec.search_space.instruction_writer)}
                if spec.search_space.HasField("instruction_writer") else {}),
+            "models": [set_fields(m) for m in spec.search_space.models],
         },
         "objective": _objective_from_proto(spec.objective),
         # Always given, so a zero max_trials reads "greater than 0" rather than "required".

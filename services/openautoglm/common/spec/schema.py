@@ -29,6 +29,7 @@ from openautoglm.common.catalogue import (
     HYPERPARAMETER_NAMES,
     HYPERPARAMETER_RANGES,
     MAX_FINAL_REPEATS,
+    MODEL_PARAM,
     MULTI_OBJECTIVE_STRATEGIES,
     STRATEGIES,
     TRAINER_HYPERPARAMETERS,
@@ -117,6 +118,11 @@ class ModelModel(_Strict):
     tuning: Literal["full", "lora", "prompt_tuning"] = "full"
     # An uploaded base model (Artifacts.UploadArtifact): "m-" and 16 hex digits.
     artifact: str = ""
+
+    @property
+    def key(self) -> str:
+        """How a candidate names this model when the search chooses among models."""
+        return self.builtin or self.path or self.artifact
 
     @field_validator("artifact")
     @classmethod
@@ -273,6 +279,20 @@ class SearchSpaceModel(_Strict):
     instruction_edits: InstructionEditsModel | None = None
     # Let a language model write instructions (needs one configured for the prompt-generator).
     instruction_writer: InstructionWriterModel | None = None
+    # Base models the search chooses among (each candidate names one as its "model"); exclusive
+    # with the spec's `model`.
+    models: list[ModelModel] = Field(default_factory=list)
+
+    @field_validator("models")
+    @classmethod
+    def _models(cls, value: list[ModelModel]) -> list[ModelModel]:
+        if len(value) == 1:
+            raise ValueError("give two or more models to choose among (or name one as the spec's `model`)")
+        keys = [m.key for m in value]
+        for i, key in enumerate(keys):
+            if key in keys[:i]:
+                raise _FieldError((i,), f"model {key!r} is listed twice")
+        return value
 
     @field_validator("instruction_position")
     @classmethod
@@ -305,6 +325,8 @@ class SearchSpaceModel(_Strict):
     @field_validator("hyperparameters")
     @classmethod
     def _known_hyperparameters(cls, value: dict[str, HyperParameterModel]) -> dict[str, HyperParameterModel]:
+        if MODEL_PARAM in value:
+            raise ValueError(f"{MODEL_PARAM!r} is the choice of base model: list the models in search_space.models")
         unknown = sorted(set(value) - set(TRAINER_HYPERPARAMETERS))
         if unknown:
             raise ValueError(
@@ -420,6 +442,13 @@ class StudySpecModel(_Strict):
         known = (info.context or {}).get("metrics", {}).get(self.task) or known_metrics(self.task)
         if self.model.builtin == "minilm" and self.task != "classification":
             raise _FieldError(("model", "builtin"), "the MiniLM encoder does classification only")
+        if self.search_space.models:
+            if "model" in self.model_fields_set and self.model != ModelModel(builtin=DEFAULT_MODEL):
+                # (the default, written back by a dump of this model, is no conflict)
+                raise _FieldError(("search_space", "models"), "give either the spec's `model` or search_space.models")
+            for i, option in enumerate(self.search_space.models):
+                if option.builtin == "minilm" and self.task != "classification":
+                    raise _FieldError(("search_space", "models", i, "builtin"), "the MiniLM encoder does classification only")
         for i, extra in enumerate(self.extra_objectives):
             if not extra.terms:
                 raise _FieldError(("extra_objectives", i, "terms"), "give 'metric' or 'terms'")

@@ -5,6 +5,7 @@ import json
 from typing import Any
 from pathlib import Path
 
+from openautoglm.common.catalogue import MODEL_PARAM
 from openautoglm.common.spec.schema import Scalar, SearchSpaceModel, SpecError, is_active
 from openautoglm.common.spec.templates import INPUT_SLOT, template_fields
 
@@ -25,10 +26,15 @@ def prior_params(space: SearchSpaceModel, template_id: str, variables: dict[str,
             raise ValueError(f"instruction {variables.get('instruction_text')!r} is not in the search space")
         if variables.get("instruction_position") not in space.instruction_position:
             raise ValueError(f"instruction position {variables.get('instruction_position')!r} is not in the search space")
-    unknown = sorted(set(hyperparameters) - set(space.hyperparameters))
+    models = [m.key for m in space.models]
+    unknown = sorted(set(hyperparameters) - set(space.hyperparameters) - ({MODEL_PARAM} if models else set()))
     if unknown:
         raise ValueError(f"hyper-parameter(s) {', '.join(unknown)} are not in the search space")
     out: dict[str, Scalar] = {}
+    if models:
+        if hyperparameters.get(MODEL_PARAM) not in models:
+            raise ValueError(f"model {hyperparameters.get(MODEL_PARAM)!r} is not one of the search space's models")
+        out[MODEL_PARAM] = hyperparameters[MODEL_PARAM]
     for name, hp in space.hyperparameters.items():
         if not is_active(hp, out):
             if name in hyperparameters:
