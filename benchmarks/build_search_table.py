@@ -1,54 +1,73 @@
-"""Rebuild benchmarks/data/search_table.json: every candidate of each space in search_spaces.py
-trained once for real (the trainer's core on CPU) and scored by the evaluator's metrics.
+"""Rebuild benchmarks/data/search_table.json from real training (the trainer's core on CPU, the
+evaluator's metrics): every candidate of each fixed space in search_spaces.py, and for the space
+with search-written instructions, the user's candidates plus every candidate any strategy
+proposes in EDIT_EXPLORATION seeds of EDIT_BUDGET trials (search_efficiency.py replays those
+seeds, so its full run finds every candidate here).
 
-    python benchmarks/build_search_table.py        # a few minutes on 2 CPU cores
+    python benchmarks/build_search_table.py        # about 15 minutes on 2 CPU cores
 
 Deterministic: the same seeds give the same table on the same library versions.
 """
 from __future__ import annotations
 
-import json
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from search_spaces import SPACES  # noqa: E402
+import search_table  # noqa: E402
+from search_spaces import EDIT_BUDGET, EDIT_EXPLORATION, EDIT_SPACE, SPACES  # noqa: E402
 
 from openautoglm.common.spec.schema import validate_dict  # noqa: E402
-from openautoglm.evaluator.metrics import evaluate  # noqa: E402
 from openautoglm.prompt_generator.replay import LocalStudy  # noqa: E402
-from openautoglm.trainer.core import TrialJob, run_trial  # noqa: E402
 
-OUT = Path(__file__).parent / "data" / "search_table.json"
+EDIT_STRATEGIES = ("random", "tpe", "cmaes", "bandit", "rl", "grips")
 
 
 def build_space(name: str, raw: dict) -> dict:
     spec = validate_dict(raw)
+    oracle = search_table.Oracle(name, spec)
     search = LocalStudy(spec)
     candidates, _ = search.propose(search.search.space_size or 0)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for c in sorted(candidates, key=lambda c: c.id):
-            started = time.monotonic()
-            result = run_trial(TrialJob(
-                study_id=name, trial_id=c.id, task=spec.task, prompt=c.prompt, hyperparameters=c.hyperparameters,
-                dataset_builtin=spec.dataset.builtin, max_examples=spec.dataset.max_examples, seed=spec.seed,
-            ), Path(tmp))
-            values, score = evaluate(spec.task, result.predictions, result.references, objective=spec.objective.terms,
-                                     model_metrics=result.model_metrics)
-            rows.append({"candidate_id": c.id, "template_id": c.template_id, "variables": c.variables,
-                         "hyperparameters": c.hyperparameters, "metrics": values, "objective": score,
-                         "train_seconds": round(time.monotonic() - started, 2)})
-            print(f"{name}: {len(rows)}/{len(candidates)} objective {score:.4f}", file=sys.stderr)
-    return {"spec": raw, "candidates": rows}
+    for candidate in sorted(candidates, key=lambda c: c.id):
+        oracle.value(candidate)
+    return {"spec": raw, "candidates": oracle.table_rows()}
+
+
+def replay(oracle: search_table.Oracle, raw: dict, strategy: str, seed: int, budget: int) -> list[float]:
+    """One search run of `budget` trials against the oracle: the objective of each trial."""
+    spec = validate_dict({**raw, "strategy": strategy, "seed": seed, "budget": {"max_trials": budget}})
+    study = LocalStudy(spec)
+    values = []
+    for _ in range(budget):
+        batch, _ = study.propose(1)
+        if not batch:
+            break
+        value = oracle.value(batch[0])
+        study.feedback(batch[0].id, value)
+        values.append(value)
+    return values
+
+
+def build_edit_space(raw: dict) -> dict:
+    spec = validate_dict(raw)
+    oracle = search_table.Oracle("sentiment_edits", spec)
+    written = {**raw, "strategy": "random", "search_space": {**raw["search_space"]}}
+    written["search_space"].pop("instruction_edits")
+    user = LocalStudy(validate_dict(written))
+    for candidate in user.propose(user.search.space_size or 0)[0]:
+        oracle.value(candidate)
+    for seed in range(EDIT_EXPLORATION):
+        for strategy in EDIT_STRATEGIES:
+            replay(oracle, raw, strategy, seed, EDIT_BUDGET)
+        print(f"sentiment_edits: seed {seed} explored, {len(oracle.rows)} candidates", file=sys.stderr)
+    return {"spec": raw, "candidates": oracle.table_rows()}
 
 
 def main() -> None:
     table = {name: build_space(name, raw) for name, raw in SPACES.items()}
-    OUT.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
-    print(f"wrote {OUT}")
+    table["sentiment_edits"] = build_edit_space(EDIT_SPACE)
+    search_table.save(table)
+    print(f"wrote {search_table.TABLE}")
 
 
 if __name__ == "__main__":

@@ -1,11 +1,22 @@
-"""The two real search spaces the search-efficiency benchmark replays (shared by the script
-that builds the table and the benchmark itself)."""
+"""The real search spaces the search-efficiency benchmark replays (shared by the script that
+builds the tables and the benchmark itself).
+
+`sentiment` and `piglatin` are fixed spaces, trained in full. They are sized so that few
+candidates come near the best (so strategies can be told apart): on sentiment, macro-F1 from
+scratch on 240 examples moves a lot with the learning rate, the epochs and the batch size.
+
+`sentiment_edits` is a space whose instructions the search writes itself (GrIPS edits of the
+user's verbose ones). Its inputs are short (max_length 16) and the instruction comes after the
+review, so a long instruction pushes the review out of the window: wording matters. Its table
+holds the user's candidates and every candidate any strategy proposed in exploration runs
+(EDIT_EXPLORATION seeds, EDIT_BUDGET trials each), each trained for real.
+"""
 
 SPACES = {
     "sentiment": {
         "name": "sentiment-table",
         "task": "classification",
-        "dataset": {"builtin": "sentiment-demo"},
+        "dataset": {"builtin": "sentiment-demo", "max_examples": 240},
         "search_space": {
             "templates": [
                 {"id": "instruct", "text": "{instruction} Review: {input} Sentiment:"},
@@ -19,11 +30,12 @@ SPACES = {
             "hyperparameters": {
                 "learning_rate": {"type": "choice", "values": [0.0003, 0.001, 0.003, 0.01]},
                 "epochs": {"type": "choice", "values": [1, 2, 3]},
+                "batch_size": {"type": "choice", "values": [8, 32]},
             },
         },
-        "objective": {"terms": {"accuracy": 0.5, "macro_f1": 0.5}},
+        "objective": {"terms": {"macro_f1": 1.0}},
         "strategy": "grid",
-        "budget": {"max_trials": 60},
+        "budget": {"max_trials": 120},
         "seed": 11,
     },
     "piglatin": {
@@ -48,3 +60,34 @@ SPACES = {
         "seed": 11,
     },
 }
+
+# The space with search-written instructions (its own table and report).
+EDIT_SPACE = {
+    "name": "sentiment-edits-table",
+    "task": "classification",
+    "dataset": {"builtin": "sentiment-demo", "max_examples": 240},
+    "search_space": {
+        "templates": [{"id": "bare", "text": "{input}"}],
+        "instructions": [
+            "Classify the sentiment of this review as positive, negative or neutral, reading every word of it "
+            "carefully before you answer.",
+            "Read the review and say whether its writer felt positive, negative or neutral about what they describe.",
+            "Please decide, for the customer review shown above, whether the overall sentiment is positive, "
+            "negative or neutral.",
+        ],
+        "instruction_position": ["after"],
+        "instruction_edits": {"operations": ["delete", "swap", "add"],
+                              "phrase_pool": ["in one word", "carefully", "the sentiment"]},
+        "hyperparameters": {
+            "learning_rate": {"type": "choice", "values": [0.001, 0.003]},
+            "epochs": {"type": "choice", "values": [2, 3]},
+        },
+    },
+    "training": {"max_length": 16},
+    "objective": {"terms": {"macro_f1": 1.0}},
+    "strategy": "grips",
+    "budget": {"max_trials": 40},
+    "seed": 11,
+}
+EDIT_BUDGET = 40
+EDIT_EXPLORATION = 20

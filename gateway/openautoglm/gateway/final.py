@@ -4,8 +4,10 @@ scored once on the test split, by the trainer that holds each trial's saved mode
 The search selected the winner on validation scores, so its validation score is optimistic; the
 test split (never trained or selected on) gives the estimate to quote. Each trial's test scores
 are asked for once and stored with the trial. A trainer that is away is waited for (a peer that
-is down is a retry) up to TEST_PATIENCE_SECONDS; then the report says why it has no test scores
-rather than failing a study whose search succeeded.
+is down is a retry): up to TEST_PATIENCE_SECONDS while it is live but not answering, and up to
+NOT_LIVE_PATIENCE_SECONDS while it is not live at all (a restarting trainer is back within it; one
+that is gone took the model with it). Then the report says why it has no test scores rather than
+holding back or failing a study whose search succeeded.
 """
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ import grpc
 from openautoglm.v1 import common_pb2, scheduler_pb2, trainer_pb2, trainer_pb2_grpc
 
 log = logging.getLogger(__name__)
-# How long the final scoring waits for a trainer that is away before the report goes without it.
-TEST_PATIENCE_SECONDS = 300.0
+# How long the final scoring waits for a trainer before the report goes without its test scores:
+# one that is live but does not answer, and one that is not live at all.
+TEST_PATIENCE_SECONDS = 120.0
+NOT_LIVE_PATIENCE_SECONDS = 20.0
 SCORE_TEST_DEADLINE = 600.0
 
 
@@ -39,9 +43,12 @@ class FinalScorer:
 
     async def score(self, study: common_pb2.Study, trial: common_pb2.Trial,
                     job: trainer_pb2.TrainJob) -> trainer_pb2.ScoreTestResponse:
-        deadline = time.monotonic() + self.patience
+        if not trial.artifact_path:
+            raise TestScoresUnavailable("the trial saved no model")
+        started = time.monotonic()
         pause = 0.5
         while True:
+            patience = self.patience
             try:
                 worker = next((w for w in await self.workers() if w.id == trial.trainer_id and w.address), None)
                 if worker is None:
@@ -56,10 +63,11 @@ class FinalScorer:
                 reason = f"the trainer is away ({err.code().name})"
             except LookupError as err:
                 reason = str(err)
+                patience = min(self.patience, NOT_LIVE_PATIENCE_SECONDS)
             except Exception as err:  # the scheduler's worker list away: the same wait
                 reason = f"no trainer list ({err})"
-            if time.monotonic() > deadline:
-                raise TestScoresUnavailable(f"gave up after {self.patience:.0f}s: {reason}")
+            if time.monotonic() - started > patience:
+                raise TestScoresUnavailable(f"gave up after {patience:.0f}s: {reason}")
             log.info("test scores of %s wait: %s", trial.id, reason, extra={"study_id": study.id})
             await asyncio.sleep(pause)
             pause = min(pause * 2, 10.0)
