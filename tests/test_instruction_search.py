@@ -223,3 +223,28 @@ async def test_the_prompt_generator_refuses_a_forged_lineage_naming_the_trial(st
                                                                    next_number=len(trials)), timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"trials[{forged}]" in info.value.details()
+
+
+def test_a_generated_instruction_warm_starts_a_study_that_writes_instructions():
+    from openautoglm.common.spec.warm_start import prior_params
+    from openautoglm.prompt_generator.search import Prior
+
+    study = LocalStudy(_spec())
+    written = next(c for c in _run(study, 8) if c.lineage is not None)
+    variables = dict(written.variables)
+    spec = _spec("tpe")
+    assert prior_params(spec.search_space, written.template_id, variables, dict(written.hyperparameters))
+    plain = small_spec(strategy="tpe")
+    plain["search_space"]["instructions"] = list(INSTRUCTIONS)
+    with pytest.raises(ValueError, match="not in the search space"):
+        prior_params(validate_dict(plain).search_space, written.template_id, variables, dict(written.hyperparameters))
+    with pytest.raises(ValueError, match="not in the search space"):
+        prior_params(spec.search_space, written.template_id, {**variables, "instruction_text": "Say {input}"},
+                     dict(written.hyperparameters))
+    warmed = LocalStudy(spec, priors=[Prior(written.template_id, variables, dict(written.hyperparameters), 0.99)])
+    assert written.prompt in {p.prompt for p in warmed.search.prompts}  # it joined the space
+    batch, _ = warmed.propose(6)
+    # Proposed from the space it joined: a written instruction, no lineage of this study's.
+    assert all(c.lineage is None for c in batch if c.variables["instruction_text"] == variables["instruction_text"])
+    again = LocalStudy(spec, priors=warmed.search.priors, records=warmed.records)
+    assert again.propose(1)[0] == warmed.propose(1)[0]

@@ -15,8 +15,8 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-# The longest instruction an edit may produce (and the search accepts back in a trial record).
-MAX_INSTRUCTION_CHARS = 1000
+from openautoglm.common.spec.templates import clean_instruction
+
 # A phrase opens before one of these words (lower-case), as well as after , ; : ( ).
 _OPENERS = frozenset(
     "and or but then so because if when while whether of for in on at with without to from by as about into "
@@ -107,7 +107,7 @@ def apply(instruction: str, operation: str, rng: random.Random, pool: Sequence[s
         if paraphrase is None:
             raise EditImpossible("no paraphraser is configured")
         i = rng.randrange(len(parts))
-        new = clean(paraphrase(parts[i].strip(" ,;:")))
+        new = clean_instruction(paraphrase(parts[i].strip(" ,;:")))
         if not new or new.lower() == parts[i].strip(" ,;:").lower():
             raise EditImpossible("the paraphraser gave nothing new")
         edit = Edit("paraphrase", f"paraphrase {parts[i].strip(' ,;:')!r} -> {new!r}")
@@ -122,14 +122,3 @@ def apply(instruction: str, operation: str, rng: random.Random, pool: Sequence[s
     return text, edit
 
 
-def clean(text: str) -> str:
-    """Generated text made safe to put in a prompt: one line, no template braces (an instruction
-    holding "{input}" would be filled with the example), at most MAX_INSTRUCTION_CHARS."""
-    text = " ".join(text.replace("{", "").replace("}", "").split())
-    return text[:MAX_INSTRUCTION_CHARS].strip()
-
-
-def acceptable(text: str) -> bool:
-    """Whether a generated instruction is one the search could have produced (checked on the
-    instructions trial records bring back)."""
-    return bool(text) and text == clean(text)

@@ -30,7 +30,7 @@ from openautoglm.common import datasets, sandbox
 from openautoglm.common.catalogue import WRITER_METHODS
 from openautoglm.common.datasets import Example
 from openautoglm.common.spec.schema import HyperParameterModel, Scalar, SpecError, StudySpecModel, is_active
-from openautoglm.common.spec.templates import INPUT_SLOT, template_fields
+from openautoglm.common.spec.templates import INPUT_SLOT, clean_instruction, is_clean_instruction, template_fields
 from openautoglm.prompt_generator import edits
 from openautoglm.prompt_generator.policies import discretise
 from openautoglm.prompt_generator.prompts import RenderCache, RenderedPrompt, prompt_key, render_all, with_instruction
@@ -177,6 +177,14 @@ class StudySearch:
                                   cache, space.instructions, space.instruction_position)
         self._by_key: dict[str, RenderedPrompt] = {p.key: p for p in self.prompts}
         self._templates = {t.id: t.text for t in space.templates}
+        for prior in priors:  # instructions an earlier search wrote join the space they warm-start
+            text = prior.variables.get("instruction_text")
+            if text and text not in space.instructions:
+                written = self._generated(prior.template_id, prior.variables, text,
+                                          prior.variables.get("instruction_position", "before"))
+                if written.key not in self._by_key:
+                    self.prompts.append(written)
+                    self._by_key[written.key] = written
         self.edits = space.instruction_edits
         self.writing = space.instruction_writer
         needs_model = self.writing is not None or (self.edits is not None and "paraphrase" in self.edits.operations)
@@ -322,7 +330,7 @@ class StudySearch:
             raise KeyError(f"an instruction written by {record.lineage.operation!r}, which this study does not do")
         instruction = record.variables.get("instruction_text", "")
         position = record.variables.get("instruction_position", "")
-        if not edits.acceptable(instruction) or position not in self.spec.search_space.instruction_position:
+        if not is_clean_instruction(instruction) or position not in self.spec.search_space.instruction_position:
             raise KeyError("not an instruction the search could have written")
         return self._generated(record.template_id, record.variables, instruction, position)
 
@@ -497,7 +505,7 @@ class StudySearch:
             except edits.EditImpossible:
                 operation = rng.choice(list(self.edits.operations))  # this one cannot apply here: try another
                 continue
-            text = edits.clean(text)
+            text = clean_instruction(text)
             if not text:
                 continue
             prompt = self._generated(parent_prompt.template_id, variables, text, variables["instruction_position"])
@@ -531,7 +539,7 @@ class StudySearch:
         except WriterError as err:
             log.warning("the prompt model wrote nothing: %s", err)
             return None
-        if not edits.acceptable(text):
+        if not is_clean_instruction(text):
             return None
         written = self._generated(base.template_id, variables, text, variables["instruction_position"])
         cid = candidate_id(written.prompt, params)

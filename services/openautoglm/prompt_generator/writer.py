@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from openautoglm.common.datasets import Example
-from openautoglm.prompt_generator.edits import clean
+from openautoglm.common.spec.templates import clean_instruction
 
 log = logging.getLogger(__name__)
 MAX_NEW_TOKENS = 48
@@ -57,14 +57,14 @@ def _pairs(examples: Sequence[Example]) -> str:
 
 def first_instruction(text: str) -> str:
     """The instruction in a model's answer: its first non-empty line, without quotes or a label
-    the model repeated ("Instruction: ..."), made safe to put in a prompt (edits.clean)."""
+    the model repeated ("Instruction: ..."), made safe to put in a prompt (templates.clean_instruction)."""
     for line in text.splitlines():
         line = line.strip().strip("\"'`").strip()
         for label in ("Instruction:", "The instruction was:", "Rewritten:"):
             if line.lower().startswith(label.lower()):
                 line = line[len(label):].strip()
         if line:
-            line = clean(line)
+            line = clean_instruction(line)
             return line[:1].upper() + line[1:]
     return ""
 

@@ -8,6 +8,23 @@ INPUT_SLOT = "input"
 INSTRUCTION_DIMENSIONS = ("instruction_text", "instruction_position")
 
 
+# The longest instruction the search writes (and accepts back in a trial record or warm start).
+MAX_INSTRUCTION_CHARS = 1000
+
+
+def clean_instruction(text: str) -> str:
+    """Generated text made safe to put in a prompt: one line, no template braces (an instruction
+    holding "{input}" would be filled with the example), at most MAX_INSTRUCTION_CHARS."""
+    text = " ".join(text.replace("{", "").replace("}", "").split())
+    return text[:MAX_INSTRUCTION_CHARS].strip()
+
+
+def is_clean_instruction(text: str) -> bool:
+    """Whether an instruction is one the search could have written (checked on every generated
+    instruction that comes back: trial records, warm-start results)."""
+    return bool(text) and text == clean_instruction(text)
+
+
 def template_fields(text: str) -> set[str]:
     """The `{names}` a template uses (format-string syntax; `{{` escapes a brace)."""
     try:

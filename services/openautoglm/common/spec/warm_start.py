@@ -7,7 +7,7 @@ from pathlib import Path
 
 from openautoglm.common.catalogue import MODEL_PARAM
 from openautoglm.common.spec.schema import Scalar, SearchSpaceModel, SpecError, is_active
-from openautoglm.common.spec.templates import INPUT_SLOT, template_fields
+from openautoglm.common.spec.templates import INPUT_SLOT, is_clean_instruction, template_fields
 
 
 def prior_params(space: SearchSpaceModel, template_id: str, variables: dict[str, str],
@@ -22,8 +22,11 @@ def prior_params(space: SearchSpaceModel, template_id: str, variables: dict[str,
         if chosen not in space.variables.get(name, []):
             raise ValueError(f"variable {name!r} = {chosen!r} is not one of its values in the search space")
     if space.instructions:
-        if variables.get("instruction_text") not in space.instructions:
-            raise ValueError(f"instruction {variables.get('instruction_text')!r} is not in the search space")
+        text = variables.get("instruction_text") or ""
+        # A study that writes instructions also takes ones an earlier search wrote.
+        writes = space.instruction_edits is not None or space.instruction_writer is not None
+        if text not in space.instructions and not (writes and is_clean_instruction(text)):
+            raise ValueError(f"instruction {text!r} is not in the search space")
         if variables.get("instruction_position") not in space.instruction_position:
             raise ValueError(f"instruction position {variables.get('instruction_position')!r} is not in the search space")
     models = [m.key for m in space.models]
