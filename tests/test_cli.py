@@ -31,6 +31,11 @@ def test_demo_json_runs_a_whole_study_on_a_fresh_stack(tmp_path):
     best = summary["best"]
     assert best["objective"] == max(t["objective"] for t in trials)
     assert "trace id:" in result.stderr and "best:" in result.stderr  # the human view went to stderr
+    # The honest answer: the winner's test scores beside its validation ones, printed and in the JSON.
+    final = summary["final"]
+    assert final["best_trial_id"] == best["id"] and final["validation_metrics"] == best["metrics"]
+    assert {"accuracy", "macro_f1"} <= set(final["test_metrics"]) and final["test_examples"] > 0 and not final["error"]
+    assert "the winner on" in result.stderr and "test" in result.stderr
 
 
 def test_submit_refuses_a_bad_spec_naming_file_line_and_field(tmp_path):
