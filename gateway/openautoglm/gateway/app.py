@@ -127,6 +127,10 @@ class GatewayApp:
         reply = await self.controller.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=5)
         return list(reply.workers)
 
+    def _trainer_client(self, address: str) -> PeerClient:
+        """One trainer's peer client (final test scores), over the trainers' shared channels."""
+        return PeerClient("trainer", trainer_pb2_grpc.TrainerStub(self.trainers.channel(address)))
+
     def _register_best(self, study_id: str, change: str, trial_id: str) -> None:
         """Leader: a study that completed registers its best trial as `<study name>` version N."""
         if change != "study.completed" or not self.election.leading:
@@ -184,7 +188,7 @@ class GatewayApp:
         )
         self.relay = ChangeRelay(self.bus, self.replica_id)
         self.controller = StudyController(self.store, self.bus, peers, Watchers(self.relay), self._exports_in_flight,
-                                          FinalScorer(self._live_workers, self.trainers.channel))
+                                          FinalScorer(self._live_workers, self._trainer_client))
         self.registrar.on_done = self.controller.packer.request  # the trainer's place it held is free
         self.relay.start()
         await self.bus.nc.subscribe(subjects.SUBJECT_STUDY_CHANGED, cb=self._on_study_changed)

@@ -15,10 +15,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
-import grpc
-
-from openautoglm.v1 import common_pb2, scheduler_pb2, trainer_pb2, trainer_pb2_grpc
+from openautoglm.gateway.peers import PeerRefused, PeerUnavailable
+from openautoglm.v1 import common_pb2, scheduler_pb2, trainer_pb2
 
 log = logging.getLogger(__name__)
 # How long the final scoring waits for a trainer before the report goes without its test scores:
@@ -33,12 +33,13 @@ class TestScoresUnavailable(Exception):
 
 
 class FinalScorer:
-    """Asks a trial's own trainer for its test scores (Trainer.ScoreTest)."""
+    """Asks a trial's own trainer for its test scores (Trainer.ScoreTest). No gRPC here: the
+    trainer is a peer client (clients.PeerClient) raising PeerRefused / PeerUnavailable."""
 
     def __init__(self, workers: Callable[[], Awaitable[list[scheduler_pb2.Worker]]],
-                 trainer_channel: Callable[[str], grpc.aio.Channel], patience: float = TEST_PATIENCE_SECONDS):
+                 trainer: Callable[[str], Any], patience: float = TEST_PATIENCE_SECONDS):
         self.workers = workers  # async () -> the live trainers
-        self.trainer_channel = trainer_channel  # (address) -> channel
+        self.trainer = trainer  # (address) -> the trainer's peer client
         self.patience = patience
 
     async def score(self, study: common_pb2.Study, trial: common_pb2.Trial,
@@ -53,14 +54,14 @@ class FinalScorer:
                 worker = next((w for w in await self.workers() if w.id == trial.trainer_id and w.address), None)
                 if worker is None:
                     raise LookupError(f"trainer {trial.trainer_id} (which holds the trial's model) is not live")
-                stub = trainer_pb2_grpc.TrainerStub(self.trainer_channel(worker.address))
-                reply: trainer_pb2.ScoreTestResponse = await stub.ScoreTest(
-                    trainer_pb2.ScoreTestRequest(job=job, artifact_path=trial.artifact_path), timeout=SCORE_TEST_DEADLINE)
+                reply: trainer_pb2.ScoreTestResponse = await self.trainer(worker.address).ScoreTest(
+                    trainer_pb2.ScoreTestRequest(job=job, artifact_path=trial.artifact_path),
+                    timeout=SCORE_TEST_DEADLINE, wait_for_ready=False)
                 return reply
-            except grpc.aio.AioRpcError as err:
-                if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                    raise TestScoresUnavailable(f"{err.code().name}: {err.details()}") from None
-                reason = f"the trainer is away ({err.code().name})"
+            except PeerRefused as err:
+                raise TestScoresUnavailable(f"{err.code}: {err.details}") from None
+            except PeerUnavailable as err:
+                reason = f"the trainer is away ({err.code})"
             except LookupError as err:
                 reason = str(err)
                 patience = min(self.patience, NOT_LIVE_PATIENCE_SECONDS)
