@@ -260,23 +260,31 @@ class StudyController:
             if reply.render_cache_lookups:
                 span.set_attribute("openautoglm.render_cache_hit_rate", reply.render_cache_hits / reply.render_cache_lookups)
             for candidate in reply.candidates:
-                predicted = self.costs.predict(study.spec, candidate)
-                trial = common_pb2.Trial(
-                    id=f"{study.id}-t{number:03d}", study_id=study.id, number=number, candidate=candidate,
-                    status=S.TRIAL_STATUS_QUEUED, created_at=now_ts(),
-                    memory_mb=trial_memory_mb(study.spec, candidate),
-                    predicted_seconds=predicted.seconds, predicted_seconds_sd=predicted.sd,
-                )
-                self.store.insert_trial(trial)
-                self.watchers.notify(study.id, "trial.queued", trial.id)
+                self._queue_trial(study, number, candidate)
                 number += 1
             if reply.candidates:
-                try:
-                    await self.packer.pack()  # in this span: the scheduler's pack joins the study's trace
-                except (PeerError, BusUnavailable) as err:
-                    log.warning("packing %s's new trials deferred: %s", study.id, err, extra={"study_id": study.id})
-                    self.packer.request()  # the packer tries again shortly
+                await self._pack(study)  # in this span: the scheduler's pack joins the study's trace
             return len(reply.candidates), bool(reply.exhausted)
+
+    def _queue_trial(self, study: common_pb2.Study, number: int, candidate: common_pb2.Candidate,
+                     **fields: Any) -> None:
+        """Record trial `number` of the study as queued, with its memory and predicted time."""
+        predicted = self.costs.predict(study.spec, candidate)
+        trial = common_pb2.Trial(
+            id=f"{study.id}-t{number:03d}", study_id=study.id, number=number, candidate=candidate,
+            status=S.TRIAL_STATUS_QUEUED, created_at=now_ts(), memory_mb=trial_memory_mb(study.spec, candidate),
+            predicted_seconds=predicted.seconds, predicted_seconds_sd=predicted.sd, **fields,
+        )
+        self.store.insert_trial(trial)
+        self.watchers.notify(study.id, "trial.queued", trial.id)
+
+    async def _pack(self, study: common_pb2.Study) -> None:
+        """Pack the study's new trials now; if a peer is away, the packer tries again shortly."""
+        try:
+            await self.packer.pack()
+        except (PeerError, BusUnavailable) as err:
+            log.warning("packing %s's new trials deferred: %s", study.id, err, extra={"study_id": study.id})
+            self.packer.request()
 
     async def _queue_final_repeats(self, study: common_pb2.Study) -> bool:
         """Queue the winner's final repeats (StudySpec.final_repeats: its candidate with the seed
@@ -284,25 +292,11 @@ class StudyController:
         best = best_trial(study)
         if study.spec.final_repeats <= 0 or best is None or any(is_repeat(t) for t in study.trials):
             return False
-        number = len(study.trials)
         for offset in range(1, study.spec.final_repeats + 1):
-            predicted = self.costs.predict(study.spec, best.candidate)
-            trial = common_pb2.Trial(
-                id=f"{study.id}-t{number:03d}", study_id=study.id, number=number, candidate=best.candidate,
-                status=S.TRIAL_STATUS_QUEUED, created_at=now_ts(), memory_mb=trial_memory_mb(study.spec, best.candidate),
-                predicted_seconds=predicted.seconds, predicted_seconds_sd=predicted.sd,
-                repeat_of=best.id, seed_offset=offset,
-            )
-            self.store.insert_trial(trial)
-            self.watchers.notify(study.id, "trial.queued", trial.id)
-            number += 1
+            self._queue_trial(study, len(study.trials) + offset - 1, best.candidate, repeat_of=best.id, seed_offset=offset)
         log.info("study %s: the winner %s trains again with %d more seeds", study.id, best.id,
                  study.spec.final_repeats, extra={"study_id": study.id})
-        try:
-            await self.packer.pack()
-        except (PeerError, BusUnavailable) as err:
-            log.warning("packing %s's final repeats deferred: %s", study.id, err, extra={"study_id": study.id})
-            self.packer.request()
+        await self._pack(study)
         return True
 
     async def _score_tests(self, study_id: str) -> str:

@@ -100,8 +100,10 @@ def load_splits(
     examples = load_jsonl(
         resolve_path(builtin, path), text_field or "text", label_field or DEFAULT_LABEL_FIELD[task]
     )
-    test = [ex for ex in examples if test_fraction and in_test_split(ex, test_fraction)]
-    rest = [ex for ex in examples if not (test_fraction and in_test_split(ex, test_fraction))]
+    test: list[Example] = []
+    rest: list[Example] = []
+    for ex in examples:  # one hash per example
+        (test if test_fraction and in_test_split(ex, test_fraction) else rest).append(ex)
     if len(rest) < 2:
         raise DatasetError(f"{resolve_path(builtin, path)}: too few examples outside the test split ({len(rest)})")
     rng = random.Random(seed)

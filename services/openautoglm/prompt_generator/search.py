@@ -208,7 +208,6 @@ class StudySearch:
         # Generated instructions make the space open-ended: exhaustion shows as repeated draws.
         self.space_size = None if hp_size is None or self._ops else hp_size * len(self.prompts)
         self._user_space = self._prompt_space([])
-        self.distributions = self._user_space.distributions
         self.priors = list(priors)
 
     # --- the questions ----------------------------------------------------------------------
