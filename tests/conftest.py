@@ -45,11 +45,12 @@ def instruction_model(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory, otlp_receiver, instruction_model):
     """The embedded stack, every service exporting spans to the in-test receiver; its
-    prompt-generator writes instructions with the suite's small model."""
+    prompt-generator writes instructions with the suite's small model, which the trainer hosts."""
     stack = EmbeddedStack(
         tmp_path_factory.mktemp("stack"),
         env={
-            "OPENAUTOGLM_PROMPT_MODEL": instruction_model,
+            "OPENAUTOGLM_PROMPT_MODEL": instruction_model,  # the trainer hosts it,
+            "OPENAUTOGLM_PROMPT_MODEL_ON": "trainer",  # the prompt-generator asks it there
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
             "OTEL_EXPORTER_OTLP_INSECURE": "true",
             "OTEL_BSP_SCHEDULE_DELAY": "200",

@@ -133,7 +133,8 @@ SERVICES_BY_PROCESS = {
                 artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"], models_pb2.DESCRIPTOR.services_by_name["Models"]),
     "prompt-generator": (prompt_generator_pb2.DESCRIPTOR.services_by_name["PromptGenerator"],),
     "gnn-scheduler": (scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"],),
-    "trainer": (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"], trainer_pb2.DESCRIPTOR.services_by_name["ModelServer"]),
+    "trainer": (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"], trainer_pb2.DESCRIPTOR.services_by_name["ModelServer"],
+                trainer_pb2.DESCRIPTOR.services_by_name["PromptModel"]),
     "evaluator": (evaluator_pb2.DESCRIPTOR.services_by_name["Evaluator"],),
 }
 

@@ -95,9 +95,13 @@ def serve(
                                                       "replica, a SQLAlchemy URL (default SQLite in the data dir)"),
     prompt_model: str = typer.Option("", envvar="OPENAUTOGLM_PROMPT_MODEL",
                                      help="prompt-generator: a local Hugging Face causal LM directory that writes "
-                                          "instructions (APE, OPRO, paraphrase)"),
+                                          "instructions (APE, OPRO, paraphrase); trainer: the one it hosts for "
+                                          "the prompt-generator"),
     prompt_model_seconds: float = typer.Option(20.0, envvar="OPENAUTOGLM_PROMPT_MODEL_SECONDS",
                                                help="prompt-generator: generation time budget per instruction"),
+    prompt_model_on: str = typer.Option("local", envvar="OPENAUTOGLM_PROMPT_MODEL_ON",
+                                        help="prompt-generator: where its prompt model runs, 'local' or 'trainer' "
+                                             "(the one the trainer at --trainer hosts with its own --prompt-model)"),
     database_url: str = typer.Option("", envvar="OPENAUTOGLM_DATABASE_URL",
                                      help="gateway: its database, a SQLAlchemy URL (PostgreSQL for replicas; "
                                           "default SQLite in the data dir)"),
@@ -160,7 +164,7 @@ def serve(
             trainer_id=trainer_id,
             trainer_ack_wait=trainer_ack_wait,
             trainer_processes=trainer_processes, prompt_generator_storage=prompt_generator_storage,
-            prompt_model=prompt_model, prompt_model_seconds=prompt_model_seconds,
+            prompt_model=prompt_model, prompt_model_seconds=prompt_model_seconds, prompt_model_on=prompt_model_on,
             database_url=database_url,
             trainer_memory_mb=trainer_memory_mb, heartbeat_ttl=heartbeat_ttl, scheduler_policy=scheduler_policy,
             max_message_bytes=max_message_bytes,
@@ -184,7 +188,11 @@ def serve(
     telemetry.setup_logging(service)
     telemetry.setup_telemetry(service)
     try:
-        asyncio.run(run(settings, build_app(settings)))
+        try:
+            service_app = build_app(settings)
+        except ConfigError as err:
+            _err(str(err))
+        asyncio.run(run(settings, service_app))
     finally:
         telemetry.shutdown_telemetry()
 

@@ -53,7 +53,8 @@ class ServiceSettings(BaseModel):
     prompt_generator_addr: str = ""
     scheduler_addr: str = ""
     evaluator_addr: str = ""
-    # Gateway only, optional: a trainer (or the trainers' load-balanced Service) for ExportBest.
+    # Gateway, optional: a trainer (or the trainers' load-balanced Service) for ExportBest.
+    # Prompt-generator with prompt_model_on "trainer": the trainer hosting its prompt model.
     trainer_addr: str = ""
     # Seconds a stopping server gives in-flight RPCs before cancelling them.
     grace_seconds: float = 10.0
@@ -81,6 +82,11 @@ class ServiceSettings(BaseModel):
     # generation gets at most `prompt_model_seconds` per instruction.
     prompt_model: str = ""
     prompt_model_seconds: float = Field(20.0, gt=0)
+    # Prompt-generator only: where its prompt model runs, "local" (in its own process, the
+    # directory above) or "trainer" (the one the trainer at `trainer_addr` hosts with its own
+    # OPENAUTOGLM_PROMPT_MODEL: generation where the GPUs are). Trainer: `prompt_model` is the
+    # model it hosts for the prompt-generator.
+    prompt_model_on: str = Field("local", pattern="^(local|trainer)$")
     # Gateway only: its database, a SQLAlchemy URL (postgresql://user:password@host/db for more
     # than one replica); empty = SQLite under the data dir.
     database_url: str = ""
@@ -132,6 +138,9 @@ class ServiceSettings(BaseModel):
             for name in REQUIRED[self.service]
             if not getattr(self, name)
         ]
+        if self.service == "prompt-generator" and self.prompt_model_on == "trainer" and not self.trainer_addr:
+            name = "trainer_addr"
+            missing.append(f"{FLAG_AND_ENV[name][0]} (or {FLAG_AND_ENV[name][1]}), for --prompt-model-on trainer")
         if missing:
             raise ConfigError(f"{self.service}: missing required setting(s): {'; '.join(missing)}")
         return self

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import json
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import grpc
@@ -25,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.metrics import RPC_SECONDS, serve_metrics
-from openautoglm.common.tls import ALLOWED_CALLERS, peer_identity, public_server_credentials, service_identity
+from openautoglm.common.tls import ALLOWED_CALLERS, ALLOWED_CALLERS_BY_GRPC_SERVICE, peer_identity, public_server_credentials, service_identity
 
 log = logging.getLogger(__name__)
 
@@ -301,25 +302,32 @@ def _refusing_undecodable(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandl
 
 class CallerCheck(grpc.aio.ServerInterceptor):
     """An internal service's own methods answer only the mesh identities allowed to call them
-    (`tls.ALLOWED_CALLERS`): any other certificate from the mesh's CA gets PERMISSION_DENIED.
+    (`tls.ALLOWED_CALLERS`, with per gRPC service exceptions): any other certificate from the
+    mesh's CA gets PERMISSION_DENIED.
     TLS has already refused callers without one."""
 
-    def __init__(self, app_services: tuple[str, ...], allowed: frozenset[str]):
-        self._prefixes = tuple(f"/{name}/" for name in app_services)
-        self._allowed = allowed
+    def __init__(self, app_services: tuple[str, ...], allowed: frozenset[str],
+                 by_grpc_service: Mapping[str, frozenset[str]] | None = None):
+        exceptions = by_grpc_service or {}
+        self._allowed = {f"/{name}/": exceptions.get(name, allowed) for name in app_services}
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(self._prefixes):
+        if handler is None:
             return handler
-        return guarded(handler, self._check)
+        prefix = "/" + handler_call_details.method.lstrip("/").split("/", 1)[0] + "/"
+        allowed = self._allowed.get(prefix)
+        if allowed is None:
+            return handler
+        return guarded(handler, functools.partial(self._check, allowed))
 
-    async def _check(self, context, request) -> None:
+    @staticmethod
+    async def _check(allowed: frozenset[str], context, request) -> None:
         caller = peer_identity(context)
-        if caller not in self._allowed:
+        if caller not in allowed:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"caller {caller or '(no certificate)'} may not call this service; "
-                                f"allowed: {', '.join(sorted(self._allowed))}")
+                                f"allowed: {', '.join(sorted(allowed))}")
 
 
 def channel(address: str, credentials: grpc.ChannelCredentials | None = None, peer: str = "",
@@ -365,7 +373,7 @@ async def serve(settings: ServiceSettings, app: ServiceApp, stop_requested: asyn
               ("grpc.max_receive_message_length", settings.max_message_bytes)]
     # Who may call: mesh identities for an internal service (when it runs TLS), else an app's own
     # interceptors (the gateway's API keys); then the shared ones.
-    callers = ([CallerCheck(app.service_names, ALLOWED_CALLERS[settings.service])]
+    callers = ([CallerCheck(app.service_names, ALLOWED_CALLERS[settings.service], ALLOWED_CALLERS_BY_GRPC_SERVICE)]
                if settings.service in ALLOWED_CALLERS and not settings.plaintext else [])
     interceptors = [RpcMetrics(), *callers, *getattr(app, "interceptors", ()), DecodeGuard(), gate,
                     *trace_server_interceptors()]

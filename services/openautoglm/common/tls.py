@@ -45,11 +45,17 @@ ORGANISATION = "Open-AutoGLM mesh"
 
 # Who may call each internal service's own methods (health and reflection answer any mesh
 # certificate). The gateway is the only controller; trainers call only the evaluator.
+# The defaults per process, then the exceptions per gRPC service.
 ALLOWED_CALLERS: dict[str, frozenset[str]] = {
     "prompt-generator": frozenset({"gateway", OPERATOR_IDENTITY}),
     "gnn-scheduler": frozenset({"gateway", OPERATOR_IDENTITY}),
     "trainer": frozenset({"gateway", OPERATOR_IDENTITY}),
     "evaluator": frozenset({"trainer", "gateway", OPERATOR_IDENTITY}),
+}
+# gRPC services whose callers differ from their process's: the prompt model a trainer hosts
+# answers the prompt-generator (and the operator), and only them.
+ALLOWED_CALLERS_BY_GRPC_SERVICE: dict[str, frozenset[str]] = {
+    "openautoglm.v1.PromptModel": frozenset({"prompt-generator", OPERATOR_IDENTITY}),
 }
 
 

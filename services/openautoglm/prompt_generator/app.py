@@ -7,6 +7,7 @@ from openautoglm.common import sandbox
 from openautoglm.common.config import ServiceSettings, sqlalchemy_url
 from openautoglm.prompt_generator.service import PromptGeneratorServicer
 from openautoglm.prompt_generator.studies import StudyRegistry
+from openautoglm.prompt_generator.trainer_model import TrainerGenerator
 from openautoglm.prompt_generator.writer import InstructionWriter
 from openautoglm.v1 import prompt_generator_pb2, prompt_generator_pb2_grpc
 
@@ -17,7 +18,11 @@ class PromptGeneratorApp:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         storage = sqlalchemy_url(settings.prompt_generator_storage) or f"sqlite:///{settings.service_dir() / 'registrations.db'}"
-        writer = InstructionWriter(settings.prompt_model, settings.prompt_model_seconds) if settings.prompt_model else None
+        writer = None
+        if settings.prompt_model_on == "trainer":  # generation where the GPUs are
+            writer = InstructionWriter(TrainerGenerator.from_settings(settings))
+        elif settings.prompt_model:
+            writer = InstructionWriter.local(settings.prompt_model, settings.prompt_model_seconds)
         self.registry = StudyRegistry(storage, writer, sandbox.read_roots(settings.data_dir))
 
     def register(self, server):

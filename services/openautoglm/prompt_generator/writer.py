@@ -1,4 +1,4 @@
-"""A local causal language model that writes instructions for the search.
+"""A causal language model that writes instructions for the search.
 
 - APE (Zhou et al., ICLR 2023): shown input/output pairs from the train split, the model writes
   the instruction that would produce them.
@@ -7,12 +7,12 @@
   that should score higher.
 - Paraphrase (GrIPS's fourth edit): it rewrites one phrase.
 
-Any Hugging Face causal LM directory works (a GLM, Qwen or Llama checkpoint on disk); one with a
-chat template gets the meta-prompt as a user turn. Generation samples with a seed the search
-derives from the study and the trial, so the same records ask the same question and get the same
-answer; answers are cached by (question, seed). Each generation gets at most `seconds`
-(transformers' `max_time`); one cut short by it is the one case two replicas can differ.
-It runs on the prompt-generator's device: CUDA when it has one, else CPU (small models).
+The writer builds the meta-prompts and caches answers by (question, seed); the model behind it
+is a `TextGenerator`: any Hugging Face causal LM directory (a GLM, Qwen or Llama checkpoint on
+disk) loaded in this process (`InstructionWriter.local`, CUDA when there is one, else CPU for
+small models), or the one a trainer hosts (`TrainerGenerator`, trainer_model.py), so that
+generation runs where the GPUs are. Sampling is seeded by the study and the trial, so the same
+records ask the same question and get the same answer on any replica.
 """
 from __future__ import annotations
 
@@ -21,13 +21,12 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from openautoglm.common.datasets import Example
 from openautoglm.common.spec.templates import clean_instruction
+from openautoglm.common.text_generation import GenerationError, LocalGenerator, TextGenerator
 
 log = logging.getLogger(__name__)
-MAX_NEW_TOKENS = 48
 # Answers kept per writer (question, seed) -> text.
 CACHE_ENTRIES = 4096
 # Characters of one example's text and label shown in a meta-prompt.
@@ -70,19 +69,21 @@ def first_instruction(text: str) -> str:
 
 
 class InstructionWriter:
-    """One local causal LM, loaded on first use, shared by every study of this replica."""
+    """One model's instruction writing, shared by every study of this replica."""
 
-    def __init__(self, model_dir: str | Path, seconds: float = 20.0, max_new_tokens: int = MAX_NEW_TOKENS):
-        self.model_dir = Path(model_dir).expanduser()
-        if not (self.model_dir / "config.json").is_file():
-            raise WriterError(f"{self.model_dir} is not a Hugging Face model directory (no config.json)")
-        self.seconds = seconds
-        self.max_new_tokens = max_new_tokens
-        self._model: Any = None
-        self._tokenizer: Any = None
+    def __init__(self, generator: TextGenerator):
+        self.generator = generator
         self._lock = threading.Lock()
         self._cache: OrderedDict[tuple[str, int], str] = OrderedDict()
         self.generations = 0  # questions the model answered (cache misses)
+
+    @classmethod
+    def local(cls, model_dir: str | Path, seconds: float = 20.0) -> "InstructionWriter":
+        """A writer whose model runs in this process (`seconds`: the budget per generation)."""
+        try:
+            return cls(LocalGenerator(model_dir, seconds))
+        except GenerationError as err:
+            raise WriterError(str(err)) from None
 
     # --- the questions ------------------------------------------------------------------------
     def ape(self, examples: Sequence[Example], seed: int) -> str:
@@ -98,53 +99,20 @@ class InstructionWriter:
 
     # --- generation ---------------------------------------------------------------------------
     def complete(self, prompt: str, seed: int) -> str:
-        """The model's sampled continuation of `prompt` (cached by prompt and seed)."""
+        """The model's sampled continuation of `prompt` (cached by prompt and seed; a failure is
+        not cached, so the same question is asked again next time)."""
         key = (prompt, seed)
         with self._lock:
             if key in self._cache:
                 self._cache.move_to_end(key)
                 return self._cache[key]
-            text = self._generate(prompt, seed)
+        try:
+            text = self.generator.complete(prompt, seed)
+        except GenerationError as err:
+            raise WriterError(str(err)) from None
+        with self._lock:
+            self.generations += 1
             self._cache[key] = text
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
-            return text
-
-    def _load(self) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        try:
-            self._tokenizer = AutoTokenizer.from_pretrained(self.model_dir)
-            model: Any = AutoModelForCausalLM.from_pretrained(self.model_dir)
-        except (OSError, ValueError, KeyError) as err:
-            raise WriterError(f"cannot load the prompt model from {self.model_dir}: {err}") from None
-        self._device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
-        model.to(self._device)
-        self._model = model.eval()
-        log.info("prompt model %s loaded on %s", self.model_dir, self._device)
-
-    def _generate(self, prompt: str, seed: int) -> str:
-        import torch
-
-        if self._model is None:
-            self._load()
-        tokenizer = self._tokenizer
-        if getattr(tokenizer, "chat_template", None):
-            ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                                return_tensors="pt", return_dict=True)["input_ids"]
-        else:
-            ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-        ids = ids.to(self._device)
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)  # under the lock: the sample depends on the seed alone
-        try:
-            with torch.no_grad():
-                out = self._model.generate(
-                    input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=0.8, top_p=0.95,
-                    max_new_tokens=self.max_new_tokens, max_time=self.seconds,
-                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id)
-        finally:
-            torch.random.set_rng_state(generator_state)
-        self.generations += 1
-        return str(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+        return text

@@ -31,13 +31,15 @@ from openautoglm.common.metrics import PEER_RETRIES, TRAINER_TRIALS
 from openautoglm.trainer.hardware import report_capacity
 from openautoglm.common.tls import service_identity
 from openautoglm.common import artifact_files, artifacts, events, sandbox, subjects, telemetry
-from openautoglm.common.config import ServiceSettings
+from openautoglm.common.config import ConfigError, ServiceSettings
 from openautoglm.common.net import advertised_address
 from openautoglm.common.server import mesh_channel
+from openautoglm.common.text_generation import GenerationError, LocalGenerator
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
 from openautoglm.trainer.core import TrialError, TrialJob
 from openautoglm.trainer.loop import TrialInterrupted, TrialPruned
 from openautoglm.trainer.model_server import ModelServerServicer
+from openautoglm.trainer.prompt_model import PromptModelServicer
 from openautoglm.trainer.serving import Serving
 from openautoglm.trainer.runner import TrialRunner
 from openautoglm.trainer.scoring import ScoringRefused, Scorer
@@ -55,7 +57,8 @@ RESULT_RETRY_MAX_SECONDS = 5.0
 
 class TrainerApp:
     service_names = (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"].full_name,
-                     trainer_pb2.DESCRIPTOR.services_by_name["ModelServer"].full_name)
+                     trainer_pb2.DESCRIPTOR.services_by_name["ModelServer"].full_name,
+                     trainer_pb2.DESCRIPTOR.services_by_name["PromptModel"].full_name)
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
@@ -77,6 +80,12 @@ class TrainerApp:
         self.serving = Serving(settings.service_dir() / "serving" / "deployed.json", settings.serving_max_batch,
                                settings.serving_max_wait_ms, settings.serving_cache_entries)
         self.model_server = ModelServerServicer(self.serving, self.artifact_cache, cache_dir / "served")
+        # The instruction-writing model this trainer hosts for the prompt-generator, if any.
+        try:
+            generator = LocalGenerator(settings.prompt_model, settings.prompt_model_seconds) if settings.prompt_model else None
+        except GenerationError as err:
+            raise ConfigError(f"--prompt-model (or OPENAUTOGLM_PROMPT_MODEL): {err}") from None
+        self.prompt_model = PromptModelServicer(generator)
         # Where the gateway reaches this trainer (set at start, once the port is bound).
         self.address = settings.advertise_addr
         self._reloading: asyncio.Task[None] | None = None
@@ -121,6 +130,7 @@ class TrainerApp:
         trainer_pb2_grpc.add_TrainerServicer_to_server(
             TrainerServicer(self.runner, lambda: self._scorer, self._bucket, self._fetch_artifacts), server)
         trainer_pb2_grpc.add_ModelServerServicer_to_server(self.model_server, server)
+        trainer_pb2_grpc.add_PromptModelServicer_to_server(self.prompt_model, server)
 
     async def _beat(self, leaving: bool = False) -> None:
         capacity = self.runner.capacity()

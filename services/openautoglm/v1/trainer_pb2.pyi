@@ -9,6 +9,24 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class CompleteRequest(_message.Message):
+    __slots__ = ("prompt", "seed", "max_seconds")
+    PROMPT_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    MAX_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    prompt: str
+    seed: int
+    max_seconds: float
+    def __init__(self, prompt: _Optional[str] = ..., seed: _Optional[int] = ..., max_seconds: _Optional[float] = ...) -> None: ...
+
+class CompleteResponse(_message.Message):
+    __slots__ = ("text", "device")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    device: str
+    def __init__(self, text: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
+
 class PublishModelRequest(_message.Message):
     __slots__ = ("study_id", "trial_id", "artifact_path", "object_prefix")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]

@@ -281,6 +281,91 @@ class Trainer:
             _registered_method=True)
 
 
+class PromptModelStub:
+    """The language model that writes instructions for the prompt-generator (APE, OPRO, paraphrase
+    edits), hosted by a trainer so generation runs where the GPUs are. The trainer loads the model
+    its own OPENAUTOGLM_PROMPT_MODEL names (never a path a caller sends); the prompt-generator calls
+    it when it runs with OPENAUTOGLM_PROMPT_MODEL_ON=trainer.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Complete = channel.unary_unary(
+                '/openautoglm.v1.PromptModel/Complete',
+                request_serializer=openautoglm_dot_v1_dot_trainer__pb2.CompleteRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_trainer__pb2.CompleteResponse.FromString,
+                _registered_method=True)
+
+
+class PromptModelServicer:
+    """The language model that writes instructions for the prompt-generator (APE, OPRO, paraphrase
+    edits), hosted by a trainer so generation runs where the GPUs are. The trainer loads the model
+    its own OPENAUTOGLM_PROMPT_MODEL names (never a path a caller sends); the prompt-generator calls
+    it when it runs with OPENAUTOGLM_PROMPT_MODEL_ON=trainer.
+    """
+
+    def Complete(self, request, context):
+        """One sampled continuation of a meta-prompt (the model's chat template applied when it has one).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_PromptModelServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Complete': grpc.unary_unary_rpc_method_handler(
+                    servicer.Complete,
+                    request_deserializer=openautoglm_dot_v1_dot_trainer__pb2.CompleteRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_trainer__pb2.CompleteResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'openautoglm.v1.PromptModel', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('openautoglm.v1.PromptModel', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class PromptModel:
+    """The language model that writes instructions for the prompt-generator (APE, OPRO, paraphrase
+    edits), hosted by a trainer so generation runs where the GPUs are. The trainer loads the model
+    its own OPENAUTOGLM_PROMPT_MODEL names (never a path a caller sends); the prompt-generator calls
+    it when it runs with OPENAUTOGLM_PROMPT_MODEL_ON=trainer.
+    """
+
+    @staticmethod
+    def Complete(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.PromptModel/Complete',
+            openautoglm_dot_v1_dot_trainer__pb2.CompleteRequest.SerializeToString,
+            openautoglm_dot_v1_dot_trainer__pb2.CompleteResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class ModelServerStub:
     """A trainer's serving of registered model versions (the gateway's Models API calls it): the
     GPUs are the trainer's, so deployed models live in trainer processes, within their memory.
