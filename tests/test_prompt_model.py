@@ -11,14 +11,16 @@ import pytest
 from helpers import small_spec
 from openautoglm.common.config import ConfigError, ServiceSettings
 from openautoglm.common.net import free_port
+from openautoglm.common.spec.protos import spec_to_proto
 from openautoglm.common.spec.schema import validate_dict
+from openautoglm.common.stack import EmbeddedStack
 from openautoglm.common.text_generation import GenerationError
 from openautoglm.common.tls import MeshIdentity
 from openautoglm.prompt_generator.replay import LocalStudy
 from openautoglm.prompt_generator.trainer_model import TrainerGenerator
 from openautoglm.prompt_generator.writer import InstructionWriter
 from openautoglm.trainer.prompt_model import MAX_PROMPT_CHARS, PromptModelServicer
-from openautoglm.v1 import trainer_pb2, trainer_pb2_grpc
+from openautoglm.v1 import studies_pb2, studies_pb2_grpc, trainer_pb2, trainer_pb2_grpc
 
 PROMPT = "I gave a friend an instruction and some inputs.\n\nInput: the film was great\nOutput: positive\n\nThe instruction was:"
 
@@ -105,3 +107,35 @@ def test_asking_a_trainer_needs_its_address():
     with pytest.raises(ConfigError, match="OPENAUTOGLM_TRAINER_ADDR"):
         ServiceSettings(service="prompt-generator", prompt_model_on="trainer").check_required()
     ServiceSettings(service="prompt-generator", prompt_model_on="trainer", trainer_addr="trainer:50051").check_required()
+
+
+def test_creation_refuses_what_the_prompt_generator_cannot_search_and_never_waits_for_one_away(tmp_path):
+    """A stack whose prompt-generator has no prompt model: a study that asks for model-written
+    instructions is refused at CreateStudy, naming the field, and nothing is created. With the
+    prompt-generator down, creation goes on (its first proposal is a retry)."""
+    spec = small_spec(strategy="random", budget={"max_trials": 2})
+    spec["search_space"]["instructions"] = ["Classify the sentiment of this review."]
+    spec["search_space"]["instruction_writer"] = {"methods": ["ape"], "examples": 2}
+
+    async def run():
+        stack = EmbeddedStack(tmp_path / "stack")
+        await stack.start()
+        try:
+            async with stack.gateway_channel() as channel:
+                studies = studies_pb2_grpc.StudiesStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await studies.CreateStudy(studies_pb2.CreateStudyRequest(spec=spec_to_proto(validate_dict(spec))),
+                                              timeout=30)
+                assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert info.value.details().startswith("search_space.instruction_writer:")
+                assert "OPENAUTOGLM_PROMPT_MODEL" in info.value.details()
+                assert not (await studies.ListStudies(studies_pb2.ListStudiesRequest(), timeout=10)).studies
+                stack.kill("prompt-generator")
+                plain = spec_to_proto(validate_dict(small_spec(budget={"max_trials": 1})))
+                created = (await studies.CreateStudy(studies_pb2.CreateStudyRequest(spec=plain), timeout=60)).study
+                assert created.id
+                await studies.CancelStudy(studies_pb2.CancelStudyRequest(study_id=created.id), timeout=10)
+        finally:
+            stack.stop()
+
+    asyncio.run(run())

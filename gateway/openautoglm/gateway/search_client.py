@@ -4,14 +4,18 @@ restarted one) answers NOT_FOUND and is asked again with the study's registratio
 no replica needs anything but the question."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from openautoglm.gateway.peers import PeerRefused, Peers
+from openautoglm.gateway.peers import PeerError, PeerRefused, Peers
 from openautoglm.gateway.records import pruning_view, proposal_view
 from openautoglm.gateway.store import StudyStore
 from openautoglm.v1 import common_pb2, prompt_generator_pb2
 
+log = logging.getLogger(__name__)
 RPC_DEADLINE = 30.0
+# A new study's check (the prompt-generator builds its search space once).
+CHECK_DEADLINE = 10.0
 
 
 class SearchClient:
@@ -34,6 +38,21 @@ class SearchClient:
                                                           trials=pruning_view(study))
         reply: prompt_generator_pb2.ShouldPruneResponse = await self._ask(study, "ShouldPrune", request)
         return reply
+
+    async def refusal(self, spec: common_pb2.StudySpec, priors: common_pb2.PriorTrials) -> str:
+        """Why the prompt-generator could not search a new study (model-written instructions and
+        no prompt model configured, say), or "" when it can, or does not answer now: one that is
+        away does not hold creation up, and the study's first proposal asks again."""
+        request = prompt_generator_pb2.RegisterStudyRequest(spec=spec, prior_trials=priors.trials, validate_only=True)
+        try:
+            await self.peers.prompt_generator.RegisterStudy(request, timeout=CHECK_DEADLINE)
+        except PeerRefused as err:
+            if err.code == "INVALID_ARGUMENT":
+                return err.details
+            log.warning("the prompt-generator did not check the new study (%s)", err)
+        except PeerError as err:
+            log.warning("the prompt-generator did not check the new study (%s)", err)
+        return ""
 
     async def _ask(self, study: common_pb2.Study, method: str, request: Any) -> Any:
         call = getattr(self.peers.prompt_generator, method)

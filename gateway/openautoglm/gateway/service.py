@@ -89,6 +89,9 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         too_big = _larger_than_every_trainer(spec, workers)
         if too_big:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, too_big)
+        refusal = await self.controller.search.refusal(spec, priors)
+        if refusal:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, refusal)
         study = await self.controller.create(spec, request.request_id, priors, workers, tenant)
         return studies_pb2.CreateStudyResponse(study=study)
 

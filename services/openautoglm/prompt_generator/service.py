@@ -4,6 +4,7 @@ so results reach the search one way only: inside the question that needs them.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -55,10 +56,13 @@ class PromptGeneratorServicer(prompt_generator_pb2_grpc.PromptGeneratorServicer)
 
     async def _register(self, request, context, field: str) -> StudySearch:
         prefix = f"{field}." if field else ""
-        if not request.study_id:
+        checking = request.validate_only and not field
+        if not request.study_id and not checking:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{prefix}study_id: required")
         try:
             spec = spec_from_proto(request.spec)
+            if checking:
+                return await asyncio.to_thread(self.registry.check, spec, priors_from_proto(request.prior_trials))
             search = self.registry.register(request.study_id, spec, priors_from_proto(request.prior_trials))
             log.info("study %s registered (%s, %s candidates)", request.study_id, spec.strategy,
                      search.space_size or "unbounded", extra={"study_id": request.study_id})

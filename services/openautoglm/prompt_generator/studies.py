@@ -85,15 +85,20 @@ class StudyRegistry:
         self._lock = threading.Lock()
 
     def register(self, study_id: str, spec: StudySpecModel, priors: Sequence[Prior]) -> StudySearch:
-        """Set the study's search up (again) and store its registration; every prior is checked
-        against the space first."""
+        """Set the study's search up (again) and store its registration."""
+        search = self.check(spec, priors)
+        self.registrations.save(study_id, spec, priors)
+        return self._keep(study_id, search)
+
+    def check(self, spec: StudySpecModel, priors: Sequence[Prior]) -> StudySearch:
+        """The study's search, built as registration builds it and kept nowhere: raises
+        SpecError for a prior outside the space or a space this replica cannot search."""
         for i, prior in enumerate(priors):
             try:
                 prior_params(spec.search_space, prior.template_id, dict(prior.variables), dict(prior.hyperparameters))
             except ValueError as err:
                 raise SpecError(f"prior_trials[{i}]", str(err)) from None
-        self.registrations.save(study_id, spec, priors)
-        return self._keep(study_id, self._search(spec, priors))
+        return self._search(spec, priors)
 
     def search(self, study_id: str) -> StudySearch:
         """The study's search: built already, or rebuilt from its stored registration."""

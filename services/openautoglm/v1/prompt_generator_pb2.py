@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from openautoglm.v1 import common_pb2 as openautoglm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%openautoglm/v1/prompt_generator.proto\x12\x0eopenautoglm.v1\x1a\x1bopenautoglm/v1/common.proto\"\x8e\x01\n\rRenderRequest\x12\x31\n\ttemplates\x18\x01 \x03(\x0b\x32\x1e.openautoglm.v1.PromptTemplate\x12\x33\n\tvariables\x18\x02 \x03(\x0b\x32 .openautoglm.v1.TemplateVariable\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xa9\x01\n\x0eRenderedPrompt\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12@\n\tvariables\x18\x02 \x03(\x0b\x32-.openautoglm.v1.RenderedPrompt.VariablesEntry\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"l\n\x0eRenderResponse\x12/\n\x07prompts\x18\x01 \x03(\x0b\x32\x1e.openautoglm.v1.RenderedPrompt\x12\x12\n\ncache_hits\x18\x02 \x01(\x03\x12\x15\n\rcache_lookups\x18\x03 \x01(\x03\"\x83\x01\n\x14RegisterStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.openautoglm.v1.StudySpec\x12\x30\n\x0cprior_trials\x18\x03 \x03(\x0b\x32\x1a.openautoglm.v1.PriorTrial\"+\n\x15RegisterStudyResponse\x12\x12\n\nspace_size\x18\x01 \x01(\x03\"\x95\x02\n\x0bTrialRecord\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12,\n\tcandidate\x18\x02 \x01(\x0b\x32\x19.openautoglm.v1.Candidate\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.openautoglm.v1.TrialStatus\x12\x0e\n\x06values\x18\x04 \x03(\x01\x12P\n\x13intermediate_values\x18\x05 \x03(\x0b\x32\x33.openautoglm.v1.TrialRecord.IntermediateValuesEntry\x1a\x39\n\x17IntermediateValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xaf\x01\n\x0eProposeRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12+\n\x06trials\x18\x03 \x03(\x0b\x32\x1b.openautoglm.v1.TrialRecord\x12\x13\n\x0bnext_number\x18\x04 \x01(\x05\x12:\n\x0cregistration\x18\x05 \x01(\x0b\x32$.openautoglm.v1.RegisterStudyRequest\"\x8c\x01\n\x0fProposeResponse\x12-\n\ncandidates\x18\x01 \x03(\x0b\x32\x19.openautoglm.v1.Candidate\x12\x11\n\texhausted\x18\x02 \x01(\x08\x12\x19\n\x11render_cache_hits\x18\x03 \x01(\x03\x12\x1c\n\x14render_cache_lookups\x18\x04 \x01(\x03\"\xb3\x01\n\x12ShouldPruneRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x14\n\x0ctrial_number\x18\x02 \x01(\x05\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12+\n\x06trials\x18\x04 \x03(\x0b\x32\x1b.openautoglm.v1.TrialRecord\x12:\n\x0cregistration\x18\x05 \x01(\x0b\x32$.openautoglm.v1.RegisterStudyRequest\"A\n\x13ShouldPruneResponse\x12\x14\n\x0cshould_prune\x18\x01 \x01(\x08\x12\x14\n\x0csearch_state\x18\x02 \x01(\t2\xdc\x02\n\x0fPromptGenerator\x12G\n\x06Render\x12\x1d.openautoglm.v1.RenderRequest\x1a\x1e.openautoglm.v1.RenderResponse\x12\\\n\rRegisterStudy\x12$.openautoglm.v1.RegisterStudyRequest\x1a%.openautoglm.v1.RegisterStudyResponse\x12J\n\x07Propose\x12\x1e.openautoglm.v1.ProposeRequest\x1a\x1f.openautoglm.v1.ProposeResponse\x12V\n\x0bShouldPrune\x12\".openautoglm.v1.ShouldPruneRequest\x1a#.openautoglm.v1.ShouldPruneResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%openautoglm/v1/prompt_generator.proto\x12\x0eopenautoglm.v1\x1a\x1bopenautoglm/v1/common.proto\"\x8e\x01\n\rRenderRequest\x12\x31\n\ttemplates\x18\x01 \x03(\x0b\x32\x1e.openautoglm.v1.PromptTemplate\x12\x33\n\tvariables\x18\x02 \x03(\x0b\x32 .openautoglm.v1.TemplateVariable\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xa9\x01\n\x0eRenderedPrompt\x12\x13\n\x0btemplate_id\x18\x01 \x01(\t\x12@\n\tvariables\x18\x02 \x03(\x0b\x32-.openautoglm.v1.RenderedPrompt.VariablesEntry\x12\x0e\n\x06prompt\x18\x03 \x01(\t\x1a\x30\n\x0eVariablesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"l\n\x0eRenderResponse\x12/\n\x07prompts\x18\x01 \x03(\x0b\x32\x1e.openautoglm.v1.RenderedPrompt\x12\x12\n\ncache_hits\x18\x02 \x01(\x03\x12\x15\n\rcache_lookups\x18\x03 \x01(\x03\"\x9a\x01\n\x14RegisterStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\'\n\x04spec\x18\x02 \x01(\x0b\x32\x19.openautoglm.v1.StudySpec\x12\x30\n\x0cprior_trials\x18\x03 \x03(\x0b\x32\x1a.openautoglm.v1.PriorTrial\x12\x15\n\rvalidate_only\x18\x04 \x01(\x08\"+\n\x15RegisterStudyResponse\x12\x12\n\nspace_size\x18\x01 \x01(\x03\"\x95\x02\n\x0bTrialRecord\x12\x0e\n\x06number\x18\x01 \x01(\x05\x12,\n\tcandidate\x18\x02 \x01(\x0b\x32\x19.openautoglm.v1.Candidate\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.openautoglm.v1.TrialStatus\x12\x0e\n\x06values\x18\x04 \x03(\x01\x12P\n\x13intermediate_values\x18\x05 \x03(\x0b\x32\x33.openautoglm.v1.TrialRecord.IntermediateValuesEntry\x1a\x39\n\x17IntermediateValuesEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xaf\x01\n\x0eProposeRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\x12+\n\x06trials\x18\x03 \x03(\x0b\x32\x1b.openautoglm.v1.TrialRecord\x12\x13\n\x0bnext_number\x18\x04 \x01(\x05\x12:\n\x0cregistration\x18\x05 \x01(\x0b\x32$.openautoglm.v1.RegisterStudyRequest\"\x8c\x01\n\x0fProposeResponse\x12-\n\ncandidates\x18\x01 \x03(\x0b\x32\x19.openautoglm.v1.Candidate\x12\x11\n\texhausted\x18\x02 \x01(\x08\x12\x19\n\x11render_cache_hits\x18\x03 \x01(\x03\x12\x1c\n\x14render_cache_lookups\x18\x04 \x01(\x03\"\xb3\x01\n\x12ShouldPruneRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x14\n\x0ctrial_number\x18\x02 \x01(\x05\x12\x0c\n\x04step\x18\x03 \x01(\x05\x12+\n\x06trials\x18\x04 \x03(\x0b\x32\x1b.openautoglm.v1.TrialRecord\x12:\n\x0cregistration\x18\x05 \x01(\x0b\x32$.openautoglm.v1.RegisterStudyRequest\"A\n\x13ShouldPruneResponse\x12\x14\n\x0cshould_prune\x18\x01 \x01(\x08\x12\x14\n\x0csearch_state\x18\x02 \x01(\t2\xdc\x02\n\x0fPromptGenerator\x12G\n\x06Render\x12\x1d.openautoglm.v1.RenderRequest\x1a\x1e.openautoglm.v1.RenderResponse\x12\\\n\rRegisterStudy\x12$.openautoglm.v1.RegisterStudyRequest\x1a%.openautoglm.v1.RegisterStudyResponse\x12J\n\x07Propose\x12\x1e.openautoglm.v1.ProposeRequest\x1a\x1f.openautoglm.v1.ProposeResponse\x12V\n\x0bShouldPrune\x12\".openautoglm.v1.ShouldPruneRequest\x1a#.openautoglm.v1.ShouldPruneResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,21 +45,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RENDERRESPONSE']._serialized_start=403
   _globals['_RENDERRESPONSE']._serialized_end=511
   _globals['_REGISTERSTUDYREQUEST']._serialized_start=514
-  _globals['_REGISTERSTUDYREQUEST']._serialized_end=645
-  _globals['_REGISTERSTUDYRESPONSE']._serialized_start=647
-  _globals['_REGISTERSTUDYRESPONSE']._serialized_end=690
-  _globals['_TRIALRECORD']._serialized_start=693
-  _globals['_TRIALRECORD']._serialized_end=970
-  _globals['_TRIALRECORD_INTERMEDIATEVALUESENTRY']._serialized_start=913
-  _globals['_TRIALRECORD_INTERMEDIATEVALUESENTRY']._serialized_end=970
-  _globals['_PROPOSEREQUEST']._serialized_start=973
-  _globals['_PROPOSEREQUEST']._serialized_end=1148
-  _globals['_PROPOSERESPONSE']._serialized_start=1151
-  _globals['_PROPOSERESPONSE']._serialized_end=1291
-  _globals['_SHOULDPRUNEREQUEST']._serialized_start=1294
-  _globals['_SHOULDPRUNEREQUEST']._serialized_end=1473
-  _globals['_SHOULDPRUNERESPONSE']._serialized_start=1475
-  _globals['_SHOULDPRUNERESPONSE']._serialized_end=1540
-  _globals['_PROMPTGENERATOR']._serialized_start=1543
-  _globals['_PROMPTGENERATOR']._serialized_end=1891
+  _globals['_REGISTERSTUDYREQUEST']._serialized_end=668
+  _globals['_REGISTERSTUDYRESPONSE']._serialized_start=670
+  _globals['_REGISTERSTUDYRESPONSE']._serialized_end=713
+  _globals['_TRIALRECORD']._serialized_start=716
+  _globals['_TRIALRECORD']._serialized_end=993
+  _globals['_TRIALRECORD_INTERMEDIATEVALUESENTRY']._serialized_start=936
+  _globals['_TRIALRECORD_INTERMEDIATEVALUESENTRY']._serialized_end=993
+  _globals['_PROPOSEREQUEST']._serialized_start=996
+  _globals['_PROPOSEREQUEST']._serialized_end=1171
+  _globals['_PROPOSERESPONSE']._serialized_start=1174
+  _globals['_PROPOSERESPONSE']._serialized_end=1314
+  _globals['_SHOULDPRUNEREQUEST']._serialized_start=1317
+  _globals['_SHOULDPRUNEREQUEST']._serialized_end=1496
+  _globals['_SHOULDPRUNERESPONSE']._serialized_start=1498
+  _globals['_SHOULDPRUNERESPONSE']._serialized_end=1563
+  _globals['_PROMPTGENERATOR']._serialized_start=1566
+  _globals['_PROMPTGENERATOR']._serialized_end=1914
 # @@protoc_insertion_point(module_scope)

@@ -45,14 +45,16 @@ class RenderResponse(_message.Message):
     def __init__(self, prompts: _Optional[_Iterable[_Union[RenderedPrompt, _Mapping]]] = ..., cache_hits: _Optional[int] = ..., cache_lookups: _Optional[int] = ...) -> None: ...
 
 class RegisterStudyRequest(_message.Message):
-    __slots__ = ("study_id", "spec", "prior_trials")
+    __slots__ = ("study_id", "spec", "prior_trials", "validate_only")
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     PRIOR_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    VALIDATE_ONLY_FIELD_NUMBER: _ClassVar[int]
     study_id: str
     spec: _common_pb2.StudySpec
     prior_trials: _containers.RepeatedCompositeFieldContainer[_common_pb2.PriorTrial]
-    def __init__(self, study_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., prior_trials: _Optional[_Iterable[_Union[_common_pb2.PriorTrial, _Mapping]]] = ...) -> None: ...
+    validate_only: bool
+    def __init__(self, study_id: _Optional[str] = ..., spec: _Optional[_Union[_common_pb2.StudySpec, _Mapping]] = ..., prior_trials: _Optional[_Iterable[_Union[_common_pb2.PriorTrial, _Mapping]]] = ..., validate_only: _Optional[bool] = ...) -> None: ...
 
 class RegisterStudyResponse(_message.Message):
     __slots__ = ("space_size",)
