@@ -1,7 +1,7 @@
 """How many trials each search strategy needs to find a good candidate, replayed over tables of
 really trained candidates (benchmarks/data/search_table.json, rebuilt by build_search_table.py).
 
-    python benchmarks/search_efficiency.py [--quick] [--json] [--seeds N]
+    python benchmarks/search_efficiency.py [--quick] [--json] [--seeds N] [--edit-seeds N] [--save]
 
 For every table and strategy, each seed runs the prompt-generator's own search (StudySearch, the
 code the service uses, with the trial records kept in process by LocalStudy): propose one
@@ -9,7 +9,11 @@ candidate, look up its **validation** objective, feed it back, until a candidate
 the table's best validation objective. Reported: `trials_to_95` (table -> strategy -> mean
 trials over seeds; a seed that never gets there counts its whole budget), each strategy's ratio to
 random search measured in the same run, and how many of each table's candidates are within 95%
-of its best (few, or strategies cannot be told apart).
+of its best (few, or strategies cannot be told apart). `trials_to_95_se` is each mean's standard
+error: the fixed tables replay 100 seeds by default because with 20 a mean's standard error is
+7-8% of it (the ratio to random moves by about 0.1 from seed set to seed set), too coarse to read
+a 0.6x goal; replaying them needs no training. The edit table replays 20 seeds (`--edit-seeds`):
+a seed there may propose candidates the table lacks, which are trained for real.
 
 `instruction_search` is the table whose instructions the search writes (GrIPS edits): every
 strategy runs with edit proposals on, plus `grips` itself; the grid runs over the user's written
@@ -42,19 +46,24 @@ def trials_to(values: list[float], target: float, budget: int) -> int:
     return next((i + 1 for i, v in enumerate(values) if v >= target), budget)
 
 
+def _mean_and_se(counts: list[int]) -> tuple[float, float]:
+    se = statistics.stdev(counts) / len(counts) ** 0.5 if len(counts) > 1 else 0.0
+    return statistics.mean(counts), se
+
+
 def fixed_table(name: str, entry: dict, seeds: int) -> dict:
     spec = validate_dict(entry["spec"])
     oracle = search_table.Oracle(name, spec, entry["candidates"])
     rows = list(oracle.rows.values())
     best = max(r["objective"] for r in rows)
     target = 0.95 * best
-    means = {}
+    means, errors = {}, {}
     for strategy in STRATEGIES:
         counts = [trials_to(replay(oracle, entry["spec"], strategy, seed, len(rows)), target, len(rows))
                   for seed in range(seeds)]
-        means[strategy] = statistics.mean(counts)
+        means[strategy], errors[strategy] = _mean_and_se(counts)
     return {"space_size": len(rows), "best": best, "within_95": sum(r["objective"] >= target for r in rows),
-            "means": means, "trained_missing": oracle.trained}
+            "means": means, "errors": errors, "trained_missing": oracle.trained}
 
 
 def _without_edits(raw: dict) -> dict:
@@ -68,12 +77,12 @@ def edit_table(entry: dict, seeds: int) -> dict:
     rows = list(oracle.rows.values())  # the target comes from the table as built
     best = max(r["objective"] for r in rows)
     target = 0.95 * best
-    means = {}
+    means, errors = {}, {}
     for strategy in EDIT_STRATEGIES:
         spec = _without_edits(raw) if strategy == "grid" else raw
         counts = [trials_to(replay(oracle, spec, strategy, seed, EDIT_BUDGET), target, EDIT_BUDGET)
                   for seed in range(seeds)]
-        means[strategy] = statistics.mean(counts)
+        means[strategy], errors[strategy] = _mean_and_se(counts)
     entry["candidates"] = oracle.table_rows()  # with any candidate trained here (kept by --save)
     rows = list(oracle.rows.values())
     written = [r for r in rows if "lineage" not in r]
@@ -82,7 +91,8 @@ def edit_table(entry: dict, seeds: int) -> dict:
     best_generated = max(generated, key=lambda r: r["objective"])
     return {
         "candidates": len(rows), "written_candidates": len(written), "best": best,
-        "within_95": sum(r["objective"] >= target for r in rows), "means": means, "budget": EDIT_BUDGET,
+        "within_95": sum(r["objective"] >= target for r in rows), "means": means, "errors": errors,
+        "budget": EDIT_BUDGET, "seeds": seeds,
         "trained_missing": oracle.trained,
         "generated_vs_written_on_test": {
             "written": {"instruction": best_written["variables"]["instruction_text"],
@@ -96,19 +106,27 @@ def edit_table(entry: dict, seeds: int) -> dict:
     }
 
 
+def _print_means(strategies: tuple[str, ...], means: dict[str, float], errors: dict[str, float]) -> None:
+    for strategy in strategies:
+        print(f"  {strategy:<7} {means[strategy]:6.2f} ± {errors[strategy]:4.2f}  "
+              f"({means[strategy] / means['random']:.2f}x random)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="5 seeds instead of 20")
+    parser.add_argument("--quick", action="store_true", help="5 seeds per table")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--seeds", type=int, default=0)
+    parser.add_argument("--seeds", type=int, default=0, help="seeds per fixed table (default 100)")
+    parser.add_argument("--edit-seeds", type=int, default=0, help="seeds on the edit table (default 20)")
     parser.add_argument("--save", action="store_true",
                         help="write candidates trained here (ones the table lacked) back into the table")
     args = parser.parse_args()
-    seeds = args.seeds or (5 if args.quick else 20)
+    seeds = args.seeds or (5 if args.quick else 100)
+    edit_seeds = args.edit_seeds or (5 if args.quick else 20)
     table = search_table.load()
     started = time.monotonic()
-    report: dict = {"seeds": seeds, "trials_to_95": {}, "ratio_to_random": {}, "space_size": {}, "best_objective": {},
-                    "within_95": {}, "trained_missing": {}}
+    report: dict = {"seeds": seeds, "trials_to_95": {}, "trials_to_95_se": {}, "ratio_to_random": {}, "space_size": {},
+                    "best_objective": {}, "within_95": {}, "trained_missing": {}}
     for name, entry in table.items():
         if name == "sentiment_edits":
             continue
@@ -119,22 +137,22 @@ def main() -> None:
         report["within_95"][name] = result["within_95"]
         report["trained_missing"][name] = result["trained_missing"]
         report["trials_to_95"][name] = {k: round(v, 2) for k, v in means.items()}
+        report["trials_to_95_se"][name] = {k: round(v, 2) for k, v in result["errors"].items()}
         report["ratio_to_random"][name] = {k: round(v / means["random"], 3) for k, v in means.items()}
         print(f"{name}: {result['space_size']} candidates, best {result['best']:.4f}, {result['within_95']} within 95% "
-              f"of it; mean trials to reach 95% ({seeds} seeds):")
-        for strategy in STRATEGIES:
-            print(f"  {strategy:<7} {means[strategy]:6.2f}  ({means[strategy] / means['random']:.2f}x random)")
+              f"of it; mean trials to reach 95% ({seeds} seeds, ± standard error):")
+        _print_means(STRATEGIES, means, result["errors"])
     if "sentiment_edits" in table:
-        result = edit_table(table["sentiment_edits"], seeds)
-        means = result.pop("means")
+        result = edit_table(table["sentiment_edits"], edit_seeds)
+        means, errors = result.pop("means"), result.pop("errors")
         result["trials_to_95"] = {k: round(v, 2) for k, v in means.items()}
+        result["trials_to_95_se"] = {k: round(v, 2) for k, v in errors.items()}
         result["ratio_to_random"] = {k: round(v / means["random"], 3) for k, v in means.items()}
         report["instruction_search"] = result
         print(f"sentiment_edits: {result['candidates']} candidates ({result['written_candidates']} user-written), best "
-              f"{result['best']:.4f}, {result['within_95']} within 95% of it; mean trials to reach 95% ({seeds} seeds, "
-              f"budget {EDIT_BUDGET}):")
-        for strategy in EDIT_STRATEGIES:
-            print(f"  {strategy:<7} {means[strategy]:6.2f}  ({means[strategy] / means['random']:.2f}x random)")
+              f"{result['best']:.4f}, {result['within_95']} within 95% of it; mean trials to reach 95% ({edit_seeds} "
+              f"seeds, budget {EDIT_BUDGET}, ± standard error):")
+        _print_means(EDIT_STRATEGIES, means, errors)
         versus = result["generated_vs_written_on_test"]
         print(f"  best written instruction (validation {versus['written']['validation']:.4f}, test "
               f"{versus['written']['test']:.4f}): {versus['written']['instruction']!r}")

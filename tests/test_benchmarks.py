@@ -42,6 +42,8 @@ def test_search_efficiency_quick_reports_every_strategy_on_two_tasks():
     for task, means in report["trials_to_95"].items():
         assert set(means) == {"random", "grid", "tpe", "cmaes", "bandit", "rl"}
         assert all(1 <= v <= report["space_size"][task] for v in means.values())
+        assert set(report["trials_to_95_se"][task]) == set(means)
+        assert all(0 <= se < report["space_size"][task] for se in report["trials_to_95_se"][task].values())
     # Tables that tell strategies apart: few candidates near the best; all found in the table.
     for task, size in report["space_size"].items():
         assert report["within_95"][task] <= 0.1 * size and report["trained_missing"][task] == 0
