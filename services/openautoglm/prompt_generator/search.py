@@ -133,6 +133,9 @@ class PromptSpace:
     # A generated prompt's key -> (the trial that wrote it, its lineage): a later trial that picks
     # the prompt again inherits the lineage, but did not edit.
     origins: dict[str, tuple[int, Lineage]] = field(default_factory=dict)
+    # Each record with a generated instruction (by trial number) -> its prompt, resolved once per
+    # question: the study's rebuild and an edit's parent reuse it.
+    resolved: dict[int, RenderedPrompt] = field(default_factory=dict)
 
     @property
     def keys(self) -> list[str]:
@@ -226,7 +229,7 @@ class StudySearch:
             out.append(candidate)
             records.append(candidate.record())
             number += 1
-        return out, self._exhausted(len({self.candidate_of(r).id for r in records}))
+        return out, self.space_size is not None and self._exhausted(len({self.candidate_of(r).id for r in records}))
 
     def should_prune(self, records: Sequence[TrialRecord], number: int, step: int) -> tuple[bool, dict[str, Any]]:
         """Whether the pruner stops trial `number` after `step` (its record carries the scores);
@@ -293,7 +296,7 @@ class StudySearch:
 
     def _frozen(self, index: int, record: TrialRecord, space: PromptSpace) -> FrozenTrial:
         try:
-            prompt = self._prompt_of(record)
+            prompt = self._prompt_in(space, record)
             origin = space.origins.get(prompt.key)
             wrote = origin is not None and origin[0] == record.number  # this trial wrote its instruction
             params: dict[str, Any] = {PROMPT_PARAM: prompt.key, **self._op_params(record.lineage if wrote else None),
@@ -318,6 +321,11 @@ class StudySearch:
         if key not in self._by_key:
             raise KeyError(f"variables {dict(variables)} are not a rendered prompt of template {template_id!r}")
         return key
+
+    def _prompt_in(self, space: PromptSpace, record: TrialRecord) -> RenderedPrompt:
+        """A record's prompt as this question resolved it (_prompt_of when it did not)."""
+        resolved = space.resolved.get(record.number)
+        return resolved if resolved is not None else self._prompt_of(record)
 
     def _prompt_of(self, record: TrialRecord) -> RenderedPrompt:
         """The rendered prompt of a record: one of the user's, or (with a lineage) one the search
@@ -359,22 +367,23 @@ class StudySearch:
             return self._user_space
         generated: dict[str, RenderedPrompt] = {}
         origins: dict[str, tuple[int, Lineage]] = {}
+        resolved: dict[int, RenderedPrompt] = {}
         for record in sorted(records, key=lambda r: r.number):
             if record.lineage is not None:
                 try:
-                    prompt = self._prompt_of(record)
+                    prompt = resolved[record.number] = self._prompt_of(record)
                 except KeyError:
                     continue  # _frozen names the bad record
                 if prompt.key not in self._by_key and prompt.key not in generated:
                     generated[prompt.key] = prompt
                     origins[prompt.key] = (record.number, record.lineage)
-        return self._prompt_space(list(generated.values()), origins)
+        return self._prompt_space(list(generated.values()), origins, resolved)
 
-    def _prompt_space(self, generated: list[RenderedPrompt], origins: dict[str, tuple[int, Lineage]] | None = None
-                      ) -> PromptSpace:
+    def _prompt_space(self, generated: list[RenderedPrompt], origins: dict[str, tuple[int, Lineage]] | None = None,
+                      resolved: dict[int, RenderedPrompt] | None = None) -> PromptSpace:
         prompts = self.prompts + generated
         by_key = {**self._by_key, **{p.key: p for p in generated}}
-        return PromptSpace(prompts, by_key, self._distributions([p.key for p in prompts]), origins or {})
+        return PromptSpace(prompts, by_key, self._distributions([p.key for p in prompts]), origins or {}, resolved or {})
 
     def _operations(self) -> list[str]:
         return [NO_OP, *self._ops] if self._ops else []
@@ -467,12 +476,12 @@ class StudySearch:
             if parent is not None and not starting:
                 operation = random.Random(trial_seed(self.spec.seed, number) + attempt).choice(list(self.edits.operations))
         if operation in WRITER_METHODS and (parent is not None or operation == "ape"):
-            written = self._write(operation, parent, prompt, params, number, seen, attempt, records)
+            written = self._write(operation, parent, prompt, params, number, seen, attempt, records, space)
             if written is not None:
                 return written
         elif operation != NO_OP and parent is not None:
             kept = dict(parent.hyperparameters) if self.spec.strategy == "grips" else params
-            edited = self._edit(parent, operation, kept, number, seen, attempt)
+            edited = self._edit(parent, operation, kept, number, seen, attempt, space)
             if edited is not None:
                 return edited
         origin = space.origins.get(prompt.key)  # a prompt an earlier trial wrote keeps its lineage
@@ -484,12 +493,12 @@ class StudySearch:
         return len(trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     def _edit(self, parent: TrialRecord, operation: str, params: dict[str, Scalar], number: int, seen: set[str],
-              attempt: int) -> ProposedCandidate | None:
+              attempt: int, space: PromptSpace) -> ProposedCandidate | None:
         """A new instruction: the parent's after `operation` (then edits_per_candidate - 1 more,
         drawn from the study's operations), seeded by the study and the trial; None when no draw
         gives a candidate the study has not had."""
         assert self.edits is not None
-        parent_prompt = self._prompt_of(parent)
+        parent_prompt = self._prompt_in(space, parent)
         variables = dict(parent_prompt.variables)
         rng = random.Random(trial_seed(self.spec.seed, number) * 31 + attempt)
         writer = self._writer
@@ -511,14 +520,15 @@ class StudySearch:
             cid = candidate_id(prompt.prompt, params)
             if cid in seen or prompt.key in self._by_key:
                 continue  # had already, or edited back into one of the user's instructions
-            lineage = Lineage("edit", self.candidate_of(parent).id, tuple(done))
+            lineage = Lineage("edit", candidate_id(parent_prompt.prompt, dict(parent.hyperparameters)), tuple(done))
             return ProposedCandidate(cid, number, prompt.template_id, dict(prompt.variables), prompt.prompt, dict(params),
                                      lineage=lineage)
         return None
 
 
     def _write(self, method: str, parent: TrialRecord | None, prompt: RenderedPrompt, params: dict[str, Scalar],
-               number: int, seen: set[str], attempt: int, records: Sequence[TrialRecord]) -> ProposedCandidate | None:
+               number: int, seen: set[str], attempt: int, records: Sequence[TrialRecord], space: PromptSpace
+               ) -> ProposedCandidate | None:
         """An instruction the language model writes: APE from train examples (in the proposal's
         template), OPRO from the scored instructions so far (in the best candidate's); None when
         it writes nothing new."""
@@ -526,7 +536,7 @@ class StudySearch:
         rng = random.Random(trial_seed(self.spec.seed, number) * 37 + attempt)
         train = self._examples()
         examples = rng.sample(train, min(self.writing.examples, len(train)))
-        base = self._prompt_of(parent) if method == "opro" and parent is not None else prompt
+        base = self._prompt_in(space, parent) if method == "opro" and parent is not None else prompt
         variables = dict(base.variables)
         if "instruction_text" not in variables:
             return None
@@ -544,7 +554,8 @@ class StudySearch:
         cid = candidate_id(written.prompt, params)
         if cid in seen or written.key in self._by_key:
             return None
-        parent_id = self.candidate_of(parent).id if method == "opro" and parent is not None else ""
+        parent_id = (candidate_id(base.prompt, dict(parent.hyperparameters))
+                     if method == "opro" and parent is not None else "")
         return ProposedCandidate(cid, number, written.template_id, dict(written.variables), written.prompt, dict(params),
                                  lineage=Lineage(method, parent_id, (f"{method}: {text!r}",)))
 
