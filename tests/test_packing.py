@@ -108,7 +108,7 @@ def test_the_learned_policy_starts_the_study_with_the_least_work_left_first():
 
 def _trial(trial_id: str, first: float, later: list[float], score: float, study: str):
     """A trial as the gateway sends it: its first stage, later rungs and scoring (placement.trial_stages)."""
-    from openautoglm.gnn_scheduler.graph import POOL_EVALUATOR
+    from openautoglm.common.subjects import POOL_EVALUATOR
 
     tasks = [TaskNode(trial_id, first, 100)] + [TaskNode(f"{trial_id}#r{i + 2}", s, 100) for i, s in enumerate(later)]
     tasks.append(TaskNode(f"{trial_id}#score", score, 0, "evaluate", pool=POOL_EVALUATOR))

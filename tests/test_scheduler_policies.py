@@ -102,7 +102,7 @@ def test_every_heuristic_finishes_every_job_on_a_heterogeneous_cluster():
 def test_study_stages_run_on_their_own_pool_in_order(policy):
     """A study's scoring stages run only on the evaluator pool and its training rungs only on
     trainers, each stage after the one before it, and the export after every trial is done."""
-    from openautoglm.gnn_scheduler.graph import POOL_EVALUATOR
+    from openautoglm.common.subjects import POOL_EVALUATOR
     from openautoglm.gnn_scheduler.workloads import STUDY_CLUSTER, study_workload
 
     load = study_workload(3, 6)

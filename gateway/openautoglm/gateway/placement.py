@@ -20,7 +20,7 @@ from opentelemetry import context as otel_context
 
 from openautoglm.common import subjects, telemetry
 from openautoglm.common.spec.protos import trial_model
-from openautoglm.common.subjects import BusUnavailable
+from openautoglm.common.subjects import POOL_EVALUATOR, BusUnavailable
 from openautoglm.gateway.cost_model import TrialCosts, trial_shape
 from openautoglm.gateway.peers import Bus, PeerError, Peers
 from openautoglm.gateway.store import StudyStore
@@ -37,7 +37,6 @@ RETRY_SECONDS = 1.0
 EXPORT_SECONDS = 10.0
 # A trial's training is split into at most this many stages (one per pruner rung, an epoch each).
 MAX_RUNGS = 16
-POOL_EVALUATOR = "evaluator"
 
 
 @dataclass(frozen=True)
@@ -64,9 +63,14 @@ def trial_stages(trial: common_pb2.Trial, spec: common_pb2.StudySpec, seconds: f
     tasks = [scheduler_pb2.Task(id=trial.id if r == 0 else f"{trial.id}#r{r + 1}", kind="train", study_id=trial.study_id,
                                 trial_id=trial.id, compute_seconds=seconds / rungs, memory_mb=trial.memory_mb)
              for r in range(rungs)]
-    tasks.append(scheduler_pb2.Task(id=f"{trial.id}#score", kind="evaluate", pool=POOL_EVALUATOR, study_id=trial.study_id,
-                                    trial_id=trial.id, compute_seconds=score_seconds))
+    tasks.append(scoring_stage(trial, score_seconds))
     return tasks, [scheduler_pb2.Dependency(from_task=a.id, to_task=b.id) for a, b in zip(tasks, tasks[1:])]
+
+
+def scoring_stage(trial: common_pb2.Trial, score_seconds: float) -> scheduler_pb2.Task:
+    """A trial's last stage: its predictions scored on the evaluator pool."""
+    return scheduler_pb2.Task(id=f"{trial.id}#score", kind="evaluate", pool=POOL_EVALUATOR, study_id=trial.study_id,
+                              trial_id=trial.id, compute_seconds=score_seconds)
 
 
 def job_for(study: common_pb2.Study, trial: common_pb2.Trial) -> trainer_pb2.TrainJob:
@@ -168,8 +172,7 @@ class Packer:
             stages += tasks
             dependencies += edges
         for t in running:  # still to come of a placed trial: its scoring, after its training
-            stages.append(scheduler_pb2.Task(id=f"{t.id}#score", kind="evaluate", pool=POOL_EVALUATOR, study_id=t.study_id,
-                                             trial_id=t.id, compute_seconds=self.costs.scoring_seconds(t.study_id)))
+            stages.append(scoring_stage(t, self.costs.scoring_seconds(t.study_id)))
             dependencies.append(scheduler_pb2.Dependency(from_task=t.id, to_task=stages[-1].id))
         try:
             reply = await self.peers.scheduler.Pack(scheduler_pb2.PackRequest(

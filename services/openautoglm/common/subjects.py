@@ -37,6 +37,10 @@ SUBJECT_STOP = "autoglm.trial.stop"  # core NATS: only the trainer running the t
 SUBJECT_HEARTBEAT = "autoglm.trainer.heartbeat"  # core NATS: a missed beat needs no replay
 # Core NATS: each evaluator's scoring capacity (the scheduler's evaluator pool), same message.
 SUBJECT_EVALUATOR_HEARTBEAT = "autoglm.evaluator.heartbeat"
+# The worker pools a heartbeat announces (Worker.pool; empty means the trainers'): a task only
+# ever runs on its own pool's workers, a trial's scoring stage on the evaluators'.
+POOL_TRAINER = "trainer"
+POOL_EVALUATOR = "evaluator"
 SUBJECT_CLUSTER = "autoglm.cluster.changed"  # core NATS: the gateway also re-packs on a timer
 SUBJECT_PING = "autoglm.trainer.ping"  # + ".<worker id>", core NATS request/reply: is it still connected?
 SUBJECT_STUDY_CHANGED = "autoglm.study.changed"  # core NATS: gateway replicas tell each other's watchers

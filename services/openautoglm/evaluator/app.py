@@ -26,7 +26,6 @@ from openautoglm.v1 import evaluator_pb2, evaluator_pb2_grpc, events_pb2, schedu
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 2.0
-POOL = "evaluator"
 
 
 class EvaluatorApp:
@@ -48,7 +47,7 @@ class EvaluatorApp:
         evaluator_pb2_grpc.add_EvaluatorServicer_to_server(self.servicer, server)
 
     def _beat(self, leaving: bool = False) -> events_pb2.TrainerHeartbeat:
-        worker = scheduler_pb2.Worker(id=self.evaluator_id, slots=self.workers, speed=1.0, device_kind="cpu", pool=POOL,
+        worker = scheduler_pb2.Worker(id=self.evaluator_id, slots=self.workers, speed=1.0, device_kind="cpu", pool=subjects.POOL_EVALUATOR,
                                       address=advertised_address(self.settings.host, self.settings.port, self.settings.advertise_addr))
         return events_pb2.TrainerHeartbeat(meta=subjects.new_meta("evaluator"), worker=worker,
                                            busy_slots=self.servicer.busy, leaving=leaving)

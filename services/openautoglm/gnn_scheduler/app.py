@@ -70,7 +70,7 @@ class SchedulerApp:
         beat = _decode_beat(msg)
         if beat is None:
             return
-        beat.worker.pool = "evaluator"  # whatever it says: this subject is the evaluators'
+        beat.worker.pool = subjects.POOL_EVALUATOR  # whatever it says: this subject is the evaluators'
         joined, left = self.evaluators.update(beat)
         for worker_id in joined:
             log.info("evaluator %s joined (%d slots)", worker_id, beat.worker.slots)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from openautoglm.gnn_scheduler.graph import POOL_EVALUATOR, TaskNode
+from openautoglm.common.subjects import POOL_EVALUATOR
+from openautoglm.gnn_scheduler.graph import TaskNode
 
 WFCOMMONS_RECIPES = ("montage", "epigenomics", "seismology", "cycles")
 # Task counts each recipe can generate (a recipe cannot shrink below its base graph).

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from openautoglm.common.subjects import POOL_EVALUATOR, POOL_TRAINER
 
-# The pool a task or worker with no pool named belongs to: the trainers' slots. A trial's scoring
-# stage runs on the evaluators' pool instead (POOL_EVALUATOR); a task only ever runs on its pool.
-POOL_TRAINER = "trainer"
-POOL_EVALUATOR = "evaluator"
+# A task or worker with no pool named is the trainers' (POOL_TRAINER).
 POOLS = (POOL_TRAINER, POOL_EVALUATOR)
 
 

@@ -19,7 +19,8 @@ import grpc
 from openautoglm.common import telemetry
 from openautoglm.gnn_scheduler.cluster import CapacityRegistry
 from openautoglm.gnn_scheduler.packing import pack
-from openautoglm.gnn_scheduler.graph import POOL_TRAINER, FieldPlanError, PlanError, TaskNode, WorkerSlots
+from openautoglm.common.subjects import POOL_TRAINER
+from openautoglm.gnn_scheduler.graph import FieldPlanError, PlanError, TaskNode, WorkerSlots
 from openautoglm.gnn_scheduler.planner import plan
 from openautoglm.v1 import scheduler_pb2, scheduler_pb2_grpc
 

@@ -18,7 +18,8 @@ import random
 import statistics
 
 from openautoglm.gnn_scheduler.dags import WFCOMMONS_RECIPES, WFCOMMONS_SIZES, Job, random_layered, study_job, wfcommons_job
-from openautoglm.gnn_scheduler.graph import POOL_EVALUATOR, POOL_TRAINER, TaskNode, WorkerSlots
+from openautoglm.common.subjects import POOL_EVALUATOR, POOL_TRAINER
+from openautoglm.gnn_scheduler.graph import TaskNode, WorkerSlots
 from openautoglm.gnn_scheduler.simulate import batched_arrivals, poisson_arrivals
 
 CLUSTER = [WorkerSlots("a", 2, 4000, 1.0), WorkerSlots("b", 2, 4000, 2.0), WorkerSlots("c", 2, 1500, 0.5)]
