@@ -30,7 +30,7 @@ up: setup
 	$(VENV)/bin/openautoglm up
 
 test: setup lint lint-protos typecheck
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check services gateway tests benchmarks scripts
