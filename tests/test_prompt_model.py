@@ -100,6 +100,8 @@ def test_a_trainer_that_is_away_leaves_proposals_unwritten_never_failed():
         candidates.append(candidate)
     assert len({c.id for c in candidates}) == 4 and not any(c.lineage for c in candidates)
     assert writer.generations == 0
+    with pytest.raises(GenerationError, match="is away"):  # retried once, then no more asking for a while
+        away.complete(PROMPT, 1)
     away.close()
 
 

@@ -5,7 +5,8 @@ own and generation runs on the trainer's GPUs.
 Proposals run in worker threads (studies.py), so this is a blocking gRPC client: mutual TLS with
 the prompt-generator's certificate, the caller's trace context in the metadata. A trainer that
 is away is retried a few times within the budget; if it stays away the writer reports nothing
-written and the proposal falls back to a candidate of the space (never a failed trial).
+written and the proposal falls back to a candidate of the space (never a failed trial), and for
+AWAY_SECONDS its questions fail at once instead of each waiting out the retries.
 """
 from __future__ import annotations
 
@@ -29,6 +30,9 @@ LOAD_SECONDS = 120.0
 ATTEMPTS = 3
 FIRST_PAUSE_SECONDS = 0.5
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
+# After a trainer stayed away through every attempt, questions fail at once for this long, so
+# proposals do not each wait out the retries while it is gone.
+AWAY_SECONDS = 30.0
 
 
 class TrainerGenerator:
@@ -44,6 +48,7 @@ class TrainerGenerator:
             self._channel = grpc.secure_channel(address, credentials, options=options)
         self._stub = trainer_pb2_grpc.PromptModelStub(self._channel)
         self.device = ""  # where the last answer was generated
+        self._away_until = 0.0  # time.monotonic() before which the trainer counts as away
 
     @classmethod
     def from_settings(cls, settings: ServiceSettings) -> "TrainerGenerator":
@@ -52,6 +57,9 @@ class TrainerGenerator:
                    settings.prompt_model_seconds)
 
     def complete(self, prompt: str, seed: int) -> str:
+        if time.monotonic() < self._away_until:
+            raise GenerationError(f"the prompt model on the trainer at {self.address} is away; asking again in "
+                                  f"{self._away_until - time.monotonic():.0f}s")
         request = trainer_pb2.CompleteRequest(prompt=prompt, seed=seed, max_seconds=self.seconds)
         metadata = tuple(telemetry.inject_headers().items())
         pause = FIRST_PAUSE_SECONDS
@@ -66,6 +74,8 @@ class TrainerGenerator:
                     time.sleep(pause)
                     pause *= 2
                     continue
+                if code in RETRYABLE:
+                    self._away_until = time.monotonic() + AWAY_SECONDS
                 raise GenerationError(f"the prompt model on the trainer at {self.address}: {code.name}: "
                                       f"{err.details()}") from None
             self.device = reply.device
