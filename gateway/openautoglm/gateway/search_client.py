@@ -46,11 +46,9 @@ class SearchClient:
         request = prompt_generator_pb2.RegisterStudyRequest(spec=spec, prior_trials=priors.trials, validate_only=True)
         try:
             await self.peers.prompt_generator.RegisterStudy(request, timeout=CHECK_DEADLINE)
-        except PeerRefused as err:
-            if err.code == "INVALID_ARGUMENT":
-                return err.details
-            log.warning("the prompt-generator did not check the new study (%s)", err)
         except PeerError as err:
+            if isinstance(err, PeerRefused) and err.code == "INVALID_ARGUMENT":
+                return err.details
             log.warning("the prompt-generator did not check the new study (%s)", err)
         return ""
 
