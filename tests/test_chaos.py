@@ -7,8 +7,8 @@ restart and a trial succeeds within 15 s of it.
 Each case runs on its own embedded stack (a real NATS server with its JetStream file store, the
 five services as processes; two trainers when a trainer is the victim, whose job must move to
 the other at once), so one victim's aftermath cannot leak into the next case. Every victim is
-down for 3 s in one case and 90 s in another; one case kills the gateway and the evaluator
-together.
+down for 3 s in one case and 90 s in another (the prompt-generator's and gnn-scheduler's 90 s cases
+are `slow`: see LONG_OUTAGE_IN_CI); one case kills the gateway and the evaluator together.
 """
 from __future__ import annotations
 
@@ -111,7 +111,14 @@ def test_a_process_killed_mid_study_and_back_after_3s_costs_no_trial(tmp_path, v
     _chaos(tmp_path, otlp_receiver, victims, down=3.0)
 
 
-@pytest.mark.parametrize("victims", VICTIMS, ids=lambda v: "+".join(v))
+# The 90 s matrix does not fit CI's 45 minutes beside the rest of the suite (each case takes
+# 105-130 s there): as issue 11 allows, CI runs the gateway, evaluator, trainer and NATS cases and
+# `pytest -m slow` adds the prompt-generator and gnn-scheduler ones (their 3 s cases run in CI).
+LONG_OUTAGE_IN_CI = ("gateway", "evaluator", "trainer", "nats")
+LONG_OUTAGE_VICTIMS = [v if v[0] in LONG_OUTAGE_IN_CI else pytest.param(v, marks=pytest.mark.slow) for v in VICTIMS]
+
+
+@pytest.mark.parametrize("victims", LONG_OUTAGE_VICTIMS, ids=lambda v: "+".join(v))
 def test_a_process_killed_mid_study_and_back_after_90s_costs_no_trial(tmp_path, victims, otlp_receiver):
     _chaos(tmp_path, otlp_receiver, victims, down=90.0)
 
