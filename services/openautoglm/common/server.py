@@ -339,8 +339,22 @@ def channel(address: str, credentials: grpc.ChannelCredentials | None = None, pe
     hooks = [*interceptors, *trace_client_interceptors()]
     if credentials is None:
         return grpc.aio.insecure_channel(address, options=list(options), interceptors=hooks)
-    named = [*options, *([("grpc.ssl_target_name_override", peer)] if peer else [])]
-    return grpc.aio.secure_channel(address, credentials, options=named, interceptors=hooks)
+    return grpc.aio.secure_channel(address, credentials, options=_named(options, peer), interceptors=hooks)
+
+
+def blocking_channel(address: str, credentials: grpc.ChannelCredentials | None = None, peer: str = "",
+                     options: Sequence[tuple[str, Any]] = CLIENT_OPTIONS) -> grpc.Channel:
+    """`channel`'s blocking twin, for callers that run in worker threads (same TLS and peer-name
+    rules; the caller sends the trace context in each call's metadata)."""
+    if credentials is None:
+        return grpc.insecure_channel(address, options=list(options))
+    return grpc.secure_channel(address, credentials, options=_named(options, peer))
+
+
+def _named(options: Sequence[tuple[str, Any]], peer: str) -> list[tuple[str, Any]]:
+    """Channel options that check the server's certificate names `peer` (when given), whatever
+    address it was reached at."""
+    return [*options, *([("grpc.ssl_target_name_override", peer)] if peer else [])]
 
 
 def mesh_channel(settings: ServiceSettings, address: str, peer: str) -> grpc.aio.Channel:

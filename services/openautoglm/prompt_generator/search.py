@@ -245,9 +245,10 @@ class StudySearch:
         prune = bool(study.pruner.prune(study, trial))
         return prune, dict(study.get_trials(deepcopy=False)[trial.number].system_attrs)
 
-    def candidate_of(self, record: TrialRecord) -> ProposedCandidate:
-        """The candidate a record stands for (RecordError-free: records come from proposals)."""
-        prompt = self._prompt_of(record)
+    def candidate_of(self, record: TrialRecord, space: PromptSpace | None = None) -> ProposedCandidate:
+        """The candidate a record stands for, its prompt as `space` resolved it when given (the one
+        place a record's candidate id is computed; RecordError-free: records come from proposals)."""
+        prompt = self._prompt_in(space, record) if space is not None else self._prompt_of(record)
         params = dict(record.hyperparameters)
         return ProposedCandidate(candidate_id(prompt.prompt, params), record.number, prompt.template_id,
                                  dict(prompt.variables), prompt.prompt, params, lineage=record.lineage)
@@ -307,8 +308,7 @@ class StudySearch:
                 distributions={k: space.distributions[k] for k in params},
                 values=values, intermediate_values={int(k): self._oriented(v) for k, v in record.intermediate.items()},
                 system_attrs=dict(record.search_state),
-                user_attrs={CANDIDATE_ATTR: candidate_id(prompt.prompt, dict(record.hyperparameters)),
-                            "number": record.number},
+                user_attrs={CANDIDATE_ATTR: self.candidate_of(record, space).id, "number": record.number},
             )
         except (KeyError, ValueError) as err:
             raise RecordError(index, f"trial {record.number} does not fit the study's search space: {err}") from None
@@ -520,7 +520,7 @@ class StudySearch:
             cid = candidate_id(prompt.prompt, params)
             if cid in seen or prompt.key in self._by_key:
                 continue  # had already, or edited back into one of the user's instructions
-            lineage = Lineage("edit", candidate_id(parent_prompt.prompt, dict(parent.hyperparameters)), tuple(done))
+            lineage = Lineage("edit", self.candidate_of(parent, space).id, tuple(done))
             return ProposedCandidate(cid, number, prompt.template_id, dict(prompt.variables), prompt.prompt, dict(params),
                                      lineage=lineage)
         return None
@@ -554,8 +554,7 @@ class StudySearch:
         cid = candidate_id(written.prompt, params)
         if cid in seen or written.key in self._by_key:
             return None
-        parent_id = (candidate_id(base.prompt, dict(parent.hyperparameters))
-                     if method == "opro" and parent is not None else "")
+        parent_id = self.candidate_of(parent, space).id if method == "opro" and parent is not None else ""
         return ProposedCandidate(cid, number, written.template_id, dict(written.variables), written.prompt, dict(params),
                                  lineage=Lineage(method, parent_id, (f"{method}: {text!r}",)))
 

@@ -17,7 +17,7 @@ import grpc
 
 from openautoglm.common import telemetry
 from openautoglm.common.config import ServiceSettings
-from openautoglm.common.server import MESH_OPTIONS
+from openautoglm.common.server import MESH_OPTIONS, blocking_channel
 from openautoglm.common.text_generation import GenerationError
 from openautoglm.common.tls import service_identity
 from openautoglm.v1 import trainer_pb2, trainer_pb2_grpc
@@ -41,11 +41,7 @@ class TrainerGenerator:
     def __init__(self, address: str, credentials: grpc.ChannelCredentials | None, seconds: float = 20.0):
         self.address = address
         self.seconds = seconds
-        if credentials is None:
-            self._channel = grpc.insecure_channel(address, options=list(MESH_OPTIONS))
-        else:
-            options = [*MESH_OPTIONS, ("grpc.ssl_target_name_override", "trainer")]
-            self._channel = grpc.secure_channel(address, credentials, options=options)
+        self._channel = blocking_channel(address, credentials, "trainer", options=MESH_OPTIONS)
         self._stub = trainer_pb2_grpc.PromptModelStub(self._channel)
         self.device = ""  # where the last answer was generated
         self._away_until = 0.0  # time.monotonic() before which the trainer counts as away

@@ -315,5 +315,6 @@ class TrainerApp:
         if self._reloading is not None:
             self._reloading.cancel()
         await self.serving.close()
+        self.prompt_model.close()
         self.runner.close()
 

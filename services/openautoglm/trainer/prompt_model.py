@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
@@ -21,6 +22,13 @@ MAX_PROMPT_CHARS = 32_768
 class PromptModelServicer(trainer_pb2_grpc.PromptModelServicer):
     def __init__(self, generator: LocalGenerator | None):
         self.generator = generator
+        # Its own worker (the generator answers one question at a time anyway), so questions
+        # queued at shutdown are dropped instead of holding the process's default executor.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prompt-model")
+
+    def close(self) -> None:
+        """Drop the questions not started; the one generating ends within its time budget."""
+        self._worker.shutdown(wait=False, cancel_futures=True)
 
     async def Complete(self, request, context):
         if not request.prompt.strip():
@@ -36,8 +44,14 @@ class PromptModelServicer(trainer_pb2_grpc.PromptModelServicer):
         generator = self.generator
         assert generator is not None
         try:
-            text = await asyncio.to_thread(generator.complete, request.prompt, request.seed, request.max_seconds)
-            device = await asyncio.to_thread(lambda: generator.device)
+            text, device = await asyncio.get_running_loop().run_in_executor(
+                self._worker, _answer, generator, request.prompt, request.seed, request.max_seconds)
         except GenerationError as err:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
         return trainer_pb2.CompleteResponse(text=text, device=device)
+
+
+def _answer(generator: LocalGenerator, prompt: str, seed: int, max_seconds: float) -> tuple[str, str]:
+    """The completion and where it ran, in one worker-thread hop (`device` waits on the
+    generator's lock like `complete`)."""
+    return generator.complete(prompt, seed, max_seconds), generator.device
