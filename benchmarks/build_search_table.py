@@ -4,14 +4,19 @@ with search-written instructions, the user's candidates plus every candidate any
 proposes in EDIT_EXPLORATION seeds of EDIT_BUDGET trials (search_efficiency.py replays those
 seeds, so its full run finds every candidate here).
 
-    python benchmarks/build_search_table.py        # about 15 minutes on 2 CPU cores
+    python benchmarks/build_search_table.py [--jobs N] [--edit-only]
 
 Deterministic: the same seeds give the same table on the same library versions.
 """
 from __future__ import annotations
 
+import argparse
+import multiprocessing
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 import search_table  # noqa: E402
@@ -48,7 +53,10 @@ def replay(oracle: search_table.Oracle, raw: dict, strategy: str, seed: int, bud
     return values
 
 
-def build_edit_space(raw: dict) -> dict:
+def build_edit_space(raw: dict, jobs: int = 1) -> dict:
+    """The user's candidates, then every candidate each strategy proposes in EDIT_EXPLORATION
+    seeds; `jobs` processes split the seeds (the table is the same: a replay depends only on its
+    own seed and the values it is fed, which are deterministic per candidate)."""
     spec = validate_dict(raw)
     oracle = search_table.Oracle("sentiment_edits", spec)
     written = {**raw, "strategy": "random", "search_space": {**raw["search_space"]}}
@@ -56,16 +64,34 @@ def build_edit_space(raw: dict) -> dict:
     user = LocalStudy(validate_dict(written))
     for candidate in user.propose(user.search.space_size or 0)[0]:
         oracle.value(candidate)
-    for seed in range(EDIT_EXPLORATION):
+    slices = [list(range(k, EDIT_EXPLORATION, jobs)) for k in range(jobs)]
+    if jobs == 1:
+        rows = [_explore(raw, slices[0], oracle.table_rows())]
+    else:
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            rows = list(pool.map(_explore, [raw] * jobs, slices, [oracle.table_rows()] * jobs))
+    merged = {row["candidate_id"]: row for part in rows for row in part}
+    return {"spec": raw, "candidates": sorted(merged.values(), key=lambda r: r["candidate_id"])}
+
+
+def _explore(raw: dict, seeds: list[int], rows: list[dict]) -> list[dict]:
+    """Every strategy's replay of `seeds` against an oracle holding `rows`: the rows it ends with."""
+    torch.set_num_threads(1)  # one core per process
+    oracle = search_table.Oracle("sentiment_edits", validate_dict(raw), rows)
+    for seed in seeds:
         for strategy in EDIT_STRATEGIES:
             replay(oracle, raw, strategy, seed, EDIT_BUDGET)
         print(f"sentiment_edits: seed {seed} explored, {len(oracle.rows)} candidates", file=sys.stderr)
-    return {"spec": raw, "candidates": oracle.table_rows()}
+    return oracle.table_rows()
 
 
 def main() -> None:
-    table = {name: build_space(name, raw) for name, raw in SPACES.items()}
-    table["sentiment_edits"] = build_edit_space(EDIT_SPACE)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--jobs", type=int, default=1, help="processes exploring the edit table's seeds (one core each)")
+    parser.add_argument("--edit-only", action="store_true", help="rebuild the edit table only; keep the fixed tables")
+    args = parser.parse_args()
+    table = search_table.load() if args.edit_only else {name: build_space(name, raw) for name, raw in SPACES.items()}
+    table["sentiment_edits"] = build_edit_space(EDIT_SPACE, args.jobs)
     search_table.save(table)
     print(f"wrote {search_table.TABLE}")
 

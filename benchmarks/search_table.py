@@ -72,4 +72,6 @@ def load() -> dict:
 
 
 def save(table: dict) -> None:
-    TABLE.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    # Keys keep their order: a spec's hyperparameter order is the order a search samples them in,
+    # so a sorted copy would replay a different search than the one that built the table.
+    TABLE.write_text(json.dumps(table, indent=1) + "\n")
