@@ -308,7 +308,10 @@ class StudySearch:
                 distributions={k: space.distributions[k] for k in params},
                 values=values, intermediate_values={int(k): self._oriented(v) for k, v in record.intermediate.items()},
                 system_attrs=dict(record.search_state),
-                user_attrs={CANDIDATE_ATTR: self.candidate_of(record, space).id, "number": record.number},
+                # candidate_of's id, from the prompt resolved above (this runs for every record
+                # on every proposal: no second lookup, no candidate object).
+                user_attrs={CANDIDATE_ATTR: candidate_id(prompt.prompt, dict(record.hyperparameters)),
+                            "number": record.number},
             )
         except (KeyError, ValueError) as err:
             raise RecordError(index, f"trial {record.number} does not fit the study's search space: {err}") from None
