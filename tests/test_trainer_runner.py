@@ -55,3 +55,13 @@ async def test_a_stop_request_before_the_trial_starts_prunes_it_at_once(tmp_path
     with pytest.raises(TrialPruned) as pruned:
         await runner.run(_job(), lambda *_: None)
     assert pruned.value.step == 0
+
+
+def test_a_stop_during_the_warm_up_ends_it_without_measuring(tmp_path):
+    # The interpreter joins the training thread before a stopped trainer's process can exit: a
+    # warm-up that ran on after the stop kept the process alive past its grace (seen under load).
+    runner = _runner(tmp_path, 1)
+    runner.stop_event.set()
+    runner.start_warm_up().result(timeout=120)
+    assert runner.tokens_per_second == {}  # it left at its first training step
+    runner.close()

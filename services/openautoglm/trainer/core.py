@@ -303,19 +303,21 @@ def run_trial(
     )
 
 
-def warm_up(scratch_dir: Path) -> dict[str, float]:
+def warm_up(scratch_dir: Path, stop: loop.Flag | None = None) -> dict[str, float]:
     """Run one short trial per task on the built-in model and data, so a trainer pays its one-time
     costs (transformers' lazy imports, the optimiser's and the kernels' first-call set-up, the
     safetensors writer) while it starts rather than in a study's first trial, which otherwise
     took about three times as long as the next ones (benchmarks/mesh_overhead.py); then measure
-    its training throughput (`measure_throughput`), which it announces."""
+    its training throughput (`measure_throughput`), which it announces. `stop` ends it early
+    (TrialInterrupted): a trainer stopped while warming up must not wait for it, since the
+    interpreter joins the training thread before the process can exit."""
     models.preload()
     for dataset, (_, task) in datasets.BUILTIN.items():
         job = TrialJob(study_id="warm-up", trial_id=task, task=task, prompt="{input}",
                        hyperparameters={"epochs": 1, "batch_size": 8}, dataset_builtin=dataset, max_examples=24)
-        run_trial(job, scratch_dir)
+        run_trial(job, scratch_dir, stop=stop)
     shutil.rmtree(scratch_dir / "warm-up", ignore_errors=True)
-    return measure_throughput()
+    return measure_throughput(stop=stop)
 
 
 # The fixed benchmark a trainer runs when it starts: training steps of the built-in tiny model
@@ -323,10 +325,11 @@ def warm_up(scratch_dir: Path) -> dict[str, float]:
 THROUGHPUT_BATCH, THROUGHPUT_TOKENS, THROUGHPUT_SECONDS = 8, 64, 0.3
 
 
-def measure_throughput(device: torch.device | None = None, seconds: float = THROUGHPUT_SECONDS) -> dict[str, float]:
+def measure_throughput(device: torch.device | None = None, seconds: float = THROUGHPUT_SECONDS,
+                       stop: loop.Flag | None = None) -> dict[str, float]:
     """Training tokens per second of the fixed benchmark, per precision this device runs (fp16
     only on CUDA; bf16 where supported): what the scheduler's speeds and the gateway's cost model
-    are measured in."""
+    are measured in. Raises TrialInterrupted once `stop` is set."""
     device = device or pick_device()
     texts = [f"w{i}" for i in range(200)]
     _, model = models.load("tiny", "", "generation", [], texts, THROUGHPUT_TOKENS)
@@ -342,6 +345,8 @@ def measure_throughput(device: torch.device | None = None, seconds: float = THRO
             continue
         steps, started = 0, 0.0
         while True:
+            if stop is not None and stop.is_set():
+                raise loop.TrialInterrupted("stopped while measuring throughput")
             if steps == 2:  # the first steps set up kernels: not timed
                 if device.type == "cuda":
                     torch.cuda.synchronize(device)

@@ -95,7 +95,11 @@ class TrialRunner:
         any job submitted after this call: the first trial then runs at full speed."""
         def warm() -> None:
             with tempfile.TemporaryDirectory(prefix="autoglm-warm-up-") as scratch:
-                self.tokens_per_second = warm_up(Path(scratch))
+                try:
+                    self.tokens_per_second = warm_up(Path(scratch), stop=self.stop_event)
+                except TrialInterrupted:
+                    log.info("trainer %s stopped while warming up", self.trainer_id)
+                    return
             log.info("trainer %s measured %s training tokens/s", self.trainer_id,
                      ", ".join(f"{p} {v:.0f}" for p, v in self.tokens_per_second.items()))
 
