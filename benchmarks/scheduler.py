@@ -211,7 +211,7 @@ def main() -> None:
                         help="directory of WfFormat 1.5 execution traces (every *.json file) for the real_workflows set")
     args = parser.parse_args()
     workloads, jobs = (2, 8) if args.quick else (8, 16)
-    tuning_workloads = 2 if args.quick else 6
+    tuning_workloads = 1 if args.quick else 6
     report: dict = {"avg_jct": {}, "makespan": {}, "best_heuristic": {}, "gnn_vs_best_heuristic": {}, "tuned": {},
                     "workloads": workloads, "jobs_per_workload": jobs, "workflows_dir": str(args.workflows)}
     for arrivals in ARRIVALS:
