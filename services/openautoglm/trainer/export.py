@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from openautoglm.common.stack import PARENT_PID_VARIABLE, exit_with_parent
 
 
 # One export at a time per trainer: ExportBest and a registration may export the same trial
@@ -66,8 +69,9 @@ def export(artifact: str | Path, output_dir: str | Path | None = None, opset: in
     """
     out = Path(output_dir) if output_dir else Path(artifact) / "export"
     with _EXPORT_LOCK:
+        # The child ends with this process (a trainer stopped mid-export does not leave it behind).
         done = subprocess.run([sys.executable, "-m", "openautoglm.trainer.export", str(artifact), str(out), "--opset", str(opset)],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env={**os.environ, PARENT_PID_VARIABLE: str(os.getpid())})
     if done.returncode == EXIT_EXPORT_ERROR:
         raise ExportError(done.stderr.strip().splitlines()[-1])
     if done.returncode != 0:
@@ -114,6 +118,7 @@ def main() -> None:
     parser.add_argument("output_dir")
     parser.add_argument("--opset", type=int, default=18)
     args = parser.parse_args()
+    exit_with_parent()
     try:
         files, diff = _export(args.artifact, args.output_dir, args.opset)
     except ExportError as err:

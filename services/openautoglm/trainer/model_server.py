@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from openautoglm.common import artifact_files, artifacts, sandbox, telemetry
+from openautoglm.common.detached import run_detached
 from openautoglm.trainer import core, export
 from openautoglm.trainer.serving import InputTooLong, Serving, ServingError
 from openautoglm.v1 import models_pb2, trainer_pb2, trainer_pb2_grpc
@@ -53,9 +54,9 @@ async def publish_model(bucket: Any, artifact_root: Path, request: trainer_pb2.P
     reply = trainer_pb2.PublishModelResponse()
     async with _EXPORTING:
         if not (source / "export" / "model.onnx").is_file():
-            try:  # in a child process (export.py), waited on from a thread
+            try:  # in a child process (export.py), waited on from a daemon thread
                 with telemetry.tracer().start_as_current_span("export"):
-                    await asyncio.to_thread(export.export, source)
+                    await run_detached(export.export, source)
             except Exception as err:  # torch.export's own errors are many kinds
                 reply.onnx_error = f"{type(err).__name__}: {str(err).splitlines()[0][:500]}"
                 log.warning("trial %s: no ONNX export: %s", request.trial_id, reply.onnx_error)

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 
 from openautoglm.common import telemetry
+from openautoglm.common.detached import run_detached
 from openautoglm.common.sandbox import OutsideRoots
 from openautoglm.common.spec.protos import task_name
 from openautoglm.trainer.convert import job_from_proto, trained_message, worker_to_proto
@@ -106,7 +107,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"artifact_path: {err}")
         try:
             with telemetry.tracer().start_as_current_span("export"):  # in a child process (export.py)
-                files, diff = await asyncio.to_thread(export, source)
+                files, diff = await run_detached(export, source)
         except ExportError as err:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"artifact_path: {err}")
         return trainer_pb2.ExportResponse(files=[str(f) for f in files], onnx_max_abs_diff=diff)
@@ -129,7 +130,7 @@ class TrainerServicer(trainer_pb2_grpc.TrainerServicer):
             if self.fetch is not None:
                 job = await self.fetch(job)
             with telemetry.tracer().start_as_current_span("score_test"):
-                result = await asyncio.to_thread(predict_test_split, job, source)
+                result = await run_detached(predict_test_split, job, source)
                 scores = await self.scorer().score(request.job, result)
         except TrialError as err:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
