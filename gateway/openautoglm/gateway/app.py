@@ -9,11 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import shutil
+import tempfile
 import uuid
+from pathlib import Path
 
 import grpc
 
-from openautoglm.common.tls import service_identity
+from openautoglm.common.tls import public_http_ssl_context, service_identity
 from openautoglm.common import artifacts, events, metrics, sandbox, subjects
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.credentials import KEY_FILE_NAME
@@ -22,6 +25,7 @@ from openautoglm.common.spec.protos import task_name
 from openautoglm.gateway.artifacts import ArtifactRecords, ArtifactsServicer, collect, running_references, study_artifacts
 from openautoglm.gateway.auth import ApiKeyAuth
 from openautoglm.gateway.final import FinalScorer
+from openautoglm.gateway.http_api import HttpApi
 from openautoglm.gateway.models_api import ModelsServicer, TrainerDirectory
 from openautoglm.gateway.placement import Export
 from openautoglm.gateway.registry import ModelRegistry, Registrar
@@ -97,6 +101,10 @@ class GatewayApp:
         self.replica_id = uuid.uuid4().hex[:8]
         self.relay: ChangeRelay | None = None
         self.election = LeaderElection(leader_lock_for(database), self.replica_id, self._lead)
+        # The JSON/HTTP API (--http-port) calls this gateway's gRPC server through a private Unix
+        # socket (its folder is this user's only), so each HTTP call is the gRPC call.
+        self._bridge_dir: Path | None = None
+        self.http: HttpApi | None = None
 
     async def evaluator_metrics(self) -> dict[str, list[str]] | None:
         """Metric names per task that the evaluator serves (its plugins included), for spec
@@ -121,6 +129,14 @@ class GatewayApp:
             self.artifacts, self.artifact_bucket, self.settings.service_dir() / "uploads", self.settings.artifact_max_bytes,
             self.studies_referring), server)
         models_pb2_grpc.add_ModelsServicer_to_server(self.models, server)
+        if self.settings.http_port:
+            self._bridge_dir = Path(tempfile.mkdtemp(prefix="openautoglm-http-"))  # short: socket paths are limited
+            if server.add_insecure_port(self._bridge_socket()) == 0:
+                raise RuntimeError(f"gateway: cannot bind the HTTP API's socket {self._bridge_socket()}")
+
+    def _bridge_socket(self) -> str:
+        assert self._bridge_dir is not None
+        return f"unix:{self._bridge_dir / 'grpc.sock'}"
 
     async def _live_workers(self) -> list[scheduler_pb2.Worker]:
         assert self.controller is not None
@@ -197,6 +213,11 @@ class GatewayApp:
         if not await self.election.try_once():
             log.info("gateway replica %s follows: another replica drives the studies", self.replica_id)
         self.election.start()
+        if self.settings.http_port:
+            self.http = HttpApi(self._bridge_socket())
+            ssl_context = public_http_ssl_context(self.settings)
+            port = await self.http.start(self.settings.host, self.settings.http_port, ssl_context)
+            log.info("gateway HTTP API on %s://%s:%d", "https" if ssl_context else "http", self.settings.host, port)
 
     async def _lead(self) -> None:
         """Elected: take the trial events, hear the cluster, place trials and drive every study."""
@@ -247,6 +268,10 @@ class GatewayApp:
             await asyncio.sleep(TRIAL_METRICS_SECONDS)
 
     async def stop(self):
+        if self.http is not None:
+            await self.http.stop()
+        if self._bridge_dir is not None:
+            shutil.rmtree(self._bridge_dir, ignore_errors=True)
         for task in (self._metrics_task, self._collect_task):
             if task is not None:
                 task.cancel()

@@ -128,6 +128,12 @@ class ServiceSettings(BaseModel):
     health_port: int = Field(0, ge=0, le=65535)
     # Prometheus metrics over plain HTTP at /metrics on this port (0 = none): metrics.py.
     metrics_port: int = Field(0, ge=0, le=65535)
+    # Gateway only: the public API as JSON over HTTP (gateway/http_api.py) on this port, over TLS
+    # with the public port's certificate unless --plaintext (0 = none).
+    http_port: int = Field(0, ge=0, le=65535)
+    # Gateway only: the HTTP port without TLS (a browser on this machine trusts no mesh CA);
+    # refused unless the gateway binds a loopback address, like --plaintext.
+    http_plaintext: bool = False
 
     def check_required(self) -> "ServiceSettings":
         """Raise ConfigError naming every missing required setting of this service."""

@@ -129,6 +129,8 @@ class EmbeddedStack:
     ports: dict[str, int] = field(default_factory=dict)
     # Each service process's Prometheus endpoint port (http://host:port/metrics).
     metrics_ports: dict[str, int] = field(default_factory=dict)
+    # Each gateway process's JSON/HTTP API port (plain HTTP: the stack binds loopback).
+    http_ports: dict[str, int] = field(default_factory=dict)
     # Restarts the supervisor made, per process.
     restarts: dict[str, int] = field(default_factory=dict)
     _launch: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
@@ -218,6 +220,10 @@ class EmbeddedStack:
     def metrics_url(self, process: str) -> str:
         return f"http://{self.host}:{self.metrics_ports[process]}/metrics"
 
+    def http_url(self, process: str = "gateway") -> str:
+        """A gateway process's JSON/HTTP API (gateway/http_api.py)."""
+        return f"http://{self.host}:{self.http_ports[process]}"
+
     async def start(self, timeout: float = 120.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_dir.mkdir(exist_ok=True)
@@ -252,6 +258,9 @@ class EmbeddedStack:
                     # A stable id: a restarted trainer picks its own queue up again.
                     args += ["--trainer-slots", str(self.trainer_slots), "--trainer-id", self.trainer_id(name),
                              "--trainer-threads", str(self.trainer_threads or max(1, (os.cpu_count() or 2) - 1))]
+                if service == "gateway":
+                    self.http_ports[name] = free_port(self.host)
+                    args += ["--http-port", str(self.http_ports[name]), "--http-plaintext"]
                 if service == "gateway" and name != "gateway":  # the first creates the streams and the first key
                     await self._wait("gateway", timeout)
                 self._spawn(name, args, base_env)
@@ -263,7 +272,8 @@ class EmbeddedStack:
             raise
         (self.data_dir / STATE_FILE).write_text(json.dumps({
             "pid": os.getpid(), "endpoints": self.endpoints(),
-            "metrics": {name: self.metrics_url(name) for name in self.metrics_ports}}))
+            "metrics": {name: self.metrics_url(name) for name in self.metrics_ports},
+            "http": {name: self.http_url(name) for name in self.http_ports}}))
 
     async def _start_nats(self) -> None:
         self.ports["nats"] = free_port(self.host)

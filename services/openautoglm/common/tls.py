@@ -227,6 +227,19 @@ def public_server_credentials(cert_file: Path, key_file: Path) -> grpc.ServerCre
     return grpc.ssl_server_credentials([(key_file.read_bytes(), cert_file.read_bytes())])
 
 
+def public_http_ssl_context(settings: ServiceSettings) -> ssl.SSLContext | None:
+    """The gateway's HTTP port: the same certificate as its public gRPC port (the public one when
+    configured, else its mesh certificate); None with --plaintext or --http-plaintext."""
+    identity = service_identity(settings)
+    if identity is None or settings.http_plaintext:
+        return None
+    cert, key = ((settings.public_tls_cert, settings.public_tls_key) if settings.public_tls_cert and settings.public_tls_key
+                 else (identity.directory / f"{identity.name}.crt", identity.directory / f"{identity.name}.key"))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
 def peer_identity(context: grpc.aio.ServicerContext) -> str | None:
     """The mesh identity (certificate common name) of the caller, if it showed a certificate."""
     names = context.auth_context().get("x509_common_name") or []
@@ -251,6 +264,9 @@ def service_identity(settings: ServiceSettings) -> MeshIdentity | None:
 def check_transport(settings: ServiceSettings) -> None:
     """Plaintext only on loopback and only when asked for; otherwise the certificates exist.
     Raises ConfigError naming the setting."""
+    if settings.http_plaintext and not is_loopback(settings.host):
+        raise ConfigError(f"{settings.service}: --http-plaintext (OPENAUTOGLM_HTTP_PLAINTEXT) is allowed only on a "
+                          f"loopback address, not on {settings.host}")
     if settings.plaintext:
         if not is_loopback(settings.host):
             raise ConfigError(f"{settings.service}: --plaintext (OPENAUTOGLM_PLAINTEXT) is allowed only on a "

@@ -22,38 +22,45 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenautoglm/v1/artifacts.proto\x12\x0eopenautoglm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x14UploadArtifactHeader\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.openautoglm.v1.ArtifactKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"h\n\x15UploadArtifactRequest\x12\x36\n\x06header\x18\x01 \x01(\x0b\x32$.openautoglm.v1.UploadArtifactHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xdc\x01\n\x08\x41rtifact\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.openautoglm.v1.ArtifactKind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12\x15\n\rreferenced_by\x18\x08 \x03(\t\x12\x0f\n\x07\x64\x65leted\x18\t \x01(\x08\"D\n\x16UploadArtifactResponse\x12*\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x18.openautoglm.v1.Artifact\")\n\x12GetArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\"A\n\x13GetArtifactResponse\x12*\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x18.openautoglm.v1.Artifact\"=\n\x14ListArtifactsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x15ListArtifactsResponse\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.openautoglm.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x15\x44\x65leteArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\"D\n\x16\x44\x65leteArtifactResponse\x12*\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x18.openautoglm.v1.Artifact*a\n\x0c\x41rtifactKind\x12\x1d\n\x19\x41RTIFACT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41RTIFACT_KIND_DATASET\x10\x01\x12\x17\n\x13\x41RTIFACT_KIND_MODEL\x10\x02\x32\x85\x03\n\tArtifacts\x12\x61\n\x0eUploadArtifact\x12%.openautoglm.v1.UploadArtifactRequest\x1a&.openautoglm.v1.UploadArtifactResponse(\x01\x12V\n\x0bGetArtifact\x12\".openautoglm.v1.GetArtifactRequest\x1a#.openautoglm.v1.GetArtifactResponse\x12\\\n\rListArtifacts\x12$.openautoglm.v1.ListArtifactsRequest\x1a%.openautoglm.v1.ListArtifactsResponse\x12_\n\x0e\x44\x65leteArtifact\x12%.openautoglm.v1.DeleteArtifactRequest\x1a&.openautoglm.v1.DeleteArtifactResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eopenautoglm/v1/artifacts.proto\x12\x0eopenautoglm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"t\n\x14UploadArtifactHeader\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.openautoglm.v1.ArtifactKind\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\"h\n\x15UploadArtifactRequest\x12\x36\n\x06header\x18\x01 \x01(\x0b\x32$.openautoglm.v1.UploadArtifactHeaderH\x00\x12\x0f\n\x05\x63hunk\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"\xdc\x01\n\x08\x41rtifact\x12\n\n\x02id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.openautoglm.v1.ArtifactKind\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06sha256\x18\x04 \x01(\t\x12\x12\n\nsize_bytes\x18\x05 \x01(\x03\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06tenant\x18\x07 \x01(\t\x12\x15\n\rreferenced_by\x18\x08 \x03(\t\x12\x0f\n\x07\x64\x65leted\x18\t \x01(\x08\"D\n\x16UploadArtifactResponse\x12*\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x18.openautoglm.v1.Artifact\")\n\x12GetArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\"A\n\x13GetArtifactResponse\x12*\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x18.openautoglm.v1.Artifact\"=\n\x14ListArtifactsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"]\n\x15ListArtifactsResponse\x12+\n\tartifacts\x18\x01 \x03(\x0b\x32\x18.openautoglm.v1.Artifact\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\",\n\x15\x44\x65leteArtifactRequest\x12\x13\n\x0b\x61rtifact_id\x18\x01 \x01(\t\"D\n\x16\x44\x65leteArtifactResponse\x12*\n\x08\x61rtifact\x18\x01 \x01(\x0b\x32\x18.openautoglm.v1.Artifact*a\n\x0c\x41rtifactKind\x12\x1d\n\x19\x41RTIFACT_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41RTIFACT_KIND_DATASET\x10\x01\x12\x17\n\x13\x41RTIFACT_KIND_MODEL\x10\x02\x32\xe7\x03\n\tArtifacts\x12\x61\n\x0eUploadArtifact\x12%.openautoglm.v1.UploadArtifactRequest\x1a&.openautoglm.v1.UploadArtifactResponse(\x01\x12{\n\x0bGetArtifact\x12\".openautoglm.v1.GetArtifactRequest\x1a#.openautoglm.v1.GetArtifactResponse\"#\x82\xd3\xe4\x93\x02\x1d\x12\x1b/v1/artifacts/{artifact_id}\x12s\n\rListArtifacts\x12$.openautoglm.v1.ListArtifactsRequest\x1a%.openautoglm.v1.ListArtifactsResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/artifacts\x12\x84\x01\n\x0e\x44\x65leteArtifact\x12%.openautoglm.v1.DeleteArtifactRequest\x1a&.openautoglm.v1.DeleteArtifactResponse\"#\x82\xd3\xe4\x93\x02\x1d*\x1b/v1/artifacts/{artifact_id}b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'openautoglm.v1.artifacts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ARTIFACTKIND']._serialized_start=984
-  _globals['_ARTIFACTKIND']._serialized_end=1081
-  _globals['_UPLOADARTIFACTHEADER']._serialized_start=83
-  _globals['_UPLOADARTIFACTHEADER']._serialized_end=199
-  _globals['_UPLOADARTIFACTREQUEST']._serialized_start=201
-  _globals['_UPLOADARTIFACTREQUEST']._serialized_end=305
-  _globals['_ARTIFACT']._serialized_start=308
-  _globals['_ARTIFACT']._serialized_end=528
-  _globals['_UPLOADARTIFACTRESPONSE']._serialized_start=530
-  _globals['_UPLOADARTIFACTRESPONSE']._serialized_end=598
-  _globals['_GETARTIFACTREQUEST']._serialized_start=600
-  _globals['_GETARTIFACTREQUEST']._serialized_end=641
-  _globals['_GETARTIFACTRESPONSE']._serialized_start=643
-  _globals['_GETARTIFACTRESPONSE']._serialized_end=708
-  _globals['_LISTARTIFACTSREQUEST']._serialized_start=710
-  _globals['_LISTARTIFACTSREQUEST']._serialized_end=771
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=773
-  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=866
-  _globals['_DELETEARTIFACTREQUEST']._serialized_start=868
-  _globals['_DELETEARTIFACTREQUEST']._serialized_end=912
-  _globals['_DELETEARTIFACTRESPONSE']._serialized_start=914
-  _globals['_DELETEARTIFACTRESPONSE']._serialized_end=982
-  _globals['_ARTIFACTS']._serialized_start=1084
-  _globals['_ARTIFACTS']._serialized_end=1473
+  _globals['_ARTIFACTS'].methods_by_name['GetArtifact']._loaded_options = None
+  _globals['_ARTIFACTS'].methods_by_name['GetArtifact']._serialized_options = b'\202\323\344\223\002\035\022\033/v1/artifacts/{artifact_id}'
+  _globals['_ARTIFACTS'].methods_by_name['ListArtifacts']._loaded_options = None
+  _globals['_ARTIFACTS'].methods_by_name['ListArtifacts']._serialized_options = b'\202\323\344\223\002\017\022\r/v1/artifacts'
+  _globals['_ARTIFACTS'].methods_by_name['DeleteArtifact']._loaded_options = None
+  _globals['_ARTIFACTS'].methods_by_name['DeleteArtifact']._serialized_options = b'\202\323\344\223\002\035*\033/v1/artifacts/{artifact_id}'
+  _globals['_ARTIFACTKIND']._serialized_start=1014
+  _globals['_ARTIFACTKIND']._serialized_end=1111
+  _globals['_UPLOADARTIFACTHEADER']._serialized_start=113
+  _globals['_UPLOADARTIFACTHEADER']._serialized_end=229
+  _globals['_UPLOADARTIFACTREQUEST']._serialized_start=231
+  _globals['_UPLOADARTIFACTREQUEST']._serialized_end=335
+  _globals['_ARTIFACT']._serialized_start=338
+  _globals['_ARTIFACT']._serialized_end=558
+  _globals['_UPLOADARTIFACTRESPONSE']._serialized_start=560
+  _globals['_UPLOADARTIFACTRESPONSE']._serialized_end=628
+  _globals['_GETARTIFACTREQUEST']._serialized_start=630
+  _globals['_GETARTIFACTREQUEST']._serialized_end=671
+  _globals['_GETARTIFACTRESPONSE']._serialized_start=673
+  _globals['_GETARTIFACTRESPONSE']._serialized_end=738
+  _globals['_LISTARTIFACTSREQUEST']._serialized_start=740
+  _globals['_LISTARTIFACTSREQUEST']._serialized_end=801
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_start=803
+  _globals['_LISTARTIFACTSRESPONSE']._serialized_end=896
+  _globals['_DELETEARTIFACTREQUEST']._serialized_start=898
+  _globals['_DELETEARTIFACTREQUEST']._serialized_end=942
+  _globals['_DELETEARTIFACTRESPONSE']._serialized_start=944
+  _globals['_DELETEARTIFACTRESPONSE']._serialized_end=1012
+  _globals['_ARTIFACTS']._serialized_start=1114
+  _globals['_ARTIFACTS']._serialized_end=1601
 # @@protoc_insertion_point(module_scope)

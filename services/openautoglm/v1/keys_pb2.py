@@ -22,32 +22,39 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19openautoglm/v1/keys.proto\x12\x0eopenautoglm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.openautoglm.v1.Role\x12\x0c\n\x04name\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x10\x43reateKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\"\n\x04role\x18\x02 \x01(\x0e\x32\x14.openautoglm.v1.Role\x12\x0c\n\x04name\x18\x03 \x01(\t\"H\n\x11\x43reateKeyResponse\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.openautoglm.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x11\n\x0fListKeysRequest\"8\n\x10ListKeysResponse\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.openautoglm.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"8\n\x11RevokeKeyResponse\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.openautoglm.v1.ApiKey*N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x0f\n\x0bROLE_MEMBER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xf9\x01\n\x04Keys\x12P\n\tCreateKey\x12 .openautoglm.v1.CreateKeyRequest\x1a!.openautoglm.v1.CreateKeyResponse\x12M\n\x08ListKeys\x12\x1f.openautoglm.v1.ListKeysRequest\x1a .openautoglm.v1.ListKeysResponse\x12P\n\tRevokeKey\x12 .openautoglm.v1.RevokeKeyRequest\x1a!.openautoglm.v1.RevokeKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19openautoglm/v1/keys.proto\x12\x0eopenautoglm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb6\x01\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\"\n\x04role\x18\x03 \x01(\x0e\x32\x14.openautoglm.v1.Role\x12\x0c\n\x04name\x18\x04 \x01(\t\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x10\x43reateKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\"\n\x04role\x18\x02 \x01(\x0e\x32\x14.openautoglm.v1.Role\x12\x0c\n\x04name\x18\x03 \x01(\t\"H\n\x11\x43reateKeyResponse\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.openautoglm.v1.ApiKey\x12\x0e\n\x06secret\x18\x02 \x01(\t\"\x11\n\x0fListKeysRequest\"8\n\x10ListKeysResponse\x12$\n\x04keys\x18\x01 \x03(\x0b\x32\x16.openautoglm.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"8\n\x11RevokeKeyResponse\x12#\n\x03key\x18\x01 \x01(\x0b\x32\x16.openautoglm.v1.ApiKey*N\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_READER\x10\x01\x12\x0f\n\x0bROLE_MEMBER\x10\x02\x12\x0e\n\nROLE_ADMIN\x10\x03\x32\xc5\x02\n\x04Keys\x12\x65\n\tCreateKey\x12 .openautoglm.v1.CreateKeyRequest\x1a!.openautoglm.v1.CreateKeyResponse\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/keys:\x01*\x12_\n\x08ListKeys\x12\x1f.openautoglm.v1.ListKeysRequest\x1a .openautoglm.v1.ListKeysResponse\"\x10\x82\xd3\xe4\x93\x02\n\x12\x08/v1/keys\x12u\n\tRevokeKey\x12 .openautoglm.v1.RevokeKeyRequest\x1a!.openautoglm.v1.RevokeKeyResponse\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/v1/keys/{key_id}:revoke:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'openautoglm.v1.keys_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=594
-  _globals['_ROLE']._serialized_end=672
-  _globals['_APIKEY']._serialized_start=79
-  _globals['_APIKEY']._serialized_end=261
-  _globals['_CREATEKEYREQUEST']._serialized_start=263
-  _globals['_CREATEKEYREQUEST']._serialized_end=347
-  _globals['_CREATEKEYRESPONSE']._serialized_start=349
-  _globals['_CREATEKEYRESPONSE']._serialized_end=421
-  _globals['_LISTKEYSREQUEST']._serialized_start=423
-  _globals['_LISTKEYSREQUEST']._serialized_end=440
-  _globals['_LISTKEYSRESPONSE']._serialized_start=442
-  _globals['_LISTKEYSRESPONSE']._serialized_end=498
-  _globals['_REVOKEKEYREQUEST']._serialized_start=500
-  _globals['_REVOKEKEYREQUEST']._serialized_end=534
-  _globals['_REVOKEKEYRESPONSE']._serialized_start=536
-  _globals['_REVOKEKEYRESPONSE']._serialized_end=592
-  _globals['_KEYS']._serialized_start=675
-  _globals['_KEYS']._serialized_end=924
+  _globals['_KEYS'].methods_by_name['CreateKey']._loaded_options = None
+  _globals['_KEYS'].methods_by_name['CreateKey']._serialized_options = b'\202\323\344\223\002\r\"\010/v1/keys:\001*'
+  _globals['_KEYS'].methods_by_name['ListKeys']._loaded_options = None
+  _globals['_KEYS'].methods_by_name['ListKeys']._serialized_options = b'\202\323\344\223\002\n\022\010/v1/keys'
+  _globals['_KEYS'].methods_by_name['RevokeKey']._loaded_options = None
+  _globals['_KEYS'].methods_by_name['RevokeKey']._serialized_options = b'\202\323\344\223\002\035\"\030/v1/keys/{key_id}:revoke:\001*'
+  _globals['_ROLE']._serialized_start=624
+  _globals['_ROLE']._serialized_end=702
+  _globals['_APIKEY']._serialized_start=109
+  _globals['_APIKEY']._serialized_end=291
+  _globals['_CREATEKEYREQUEST']._serialized_start=293
+  _globals['_CREATEKEYREQUEST']._serialized_end=377
+  _globals['_CREATEKEYRESPONSE']._serialized_start=379
+  _globals['_CREATEKEYRESPONSE']._serialized_end=451
+  _globals['_LISTKEYSREQUEST']._serialized_start=453
+  _globals['_LISTKEYSREQUEST']._serialized_end=470
+  _globals['_LISTKEYSRESPONSE']._serialized_start=472
+  _globals['_LISTKEYSRESPONSE']._serialized_end=528
+  _globals['_REVOKEKEYREQUEST']._serialized_start=530
+  _globals['_REVOKEKEYREQUEST']._serialized_end=564
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=566
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=622
+  _globals['_KEYS']._serialized_start=705
+  _globals['_KEYS']._serialized_end=1030
 # @@protoc_insertion_point(module_scope)
