@@ -27,7 +27,8 @@ USER autoglm
 VOLUME ["/data"]
 # 50051: the API (TLS; the mesh's certificates are mounted at OPENAUTOGLM_TLS_DIR).
 # 50052: the standard health check alone, in plaintext, for probes.
-EXPOSE 50051
+# 8443: the gateway's API as JSON over HTTPS (OPENAUTOGLM_HTTP_PORT; the compose file and k8s set it).
+EXPOSE 50051 8443
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
   CMD ["openautoglm", "health", "127.0.0.1:50052"]
 ENTRYPOINT ["openautoglm", "serve"]

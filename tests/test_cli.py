@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -77,15 +78,20 @@ def test_up_serves_until_sigterm_and_leaves_no_process_behind(tmp_path):
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "stack did not come up"
         time.sleep(0.2)
-    endpoints = json.loads((tmp_path / "stack.json").read_text())["endpoints"]
+    state = json.loads((tmp_path / "stack.json").read_text())
+    endpoints = state["endpoints"]
     children = _children(proc.pid)
     assert len(children) == 6  # nats + five services
     # Over TLS, as the operator whose certificate `up` created in its data dir.
     health = cli("health", "--tls", "gateway", endpoints["gateway"], env={"OPENAUTOGLM_DATA_DIR": str(tmp_path)})
     assert health.returncode == 0 and "SERVING" in health.stdout
+    # The JSON/HTTP API too, on loopback, its URL printed and in stack.json.
+    with urllib.request.urlopen(f"{state['http']['gateway']}/openapi.json", timeout=30) as served:
+        assert "/v1/studies" in json.load(served)["paths"]
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, output
+    assert f"{state['http']['gateway']}/v1/studies" in output
     assert "stopped:" in output and "gateway=0" in output and "trainer=0" in output
     for child in children:
         with pytest.raises(ProcessLookupError):

@@ -120,7 +120,9 @@ def test_compose_publishes_no_service_port_but_the_gateways():
     published = {name for name, svc in services.items() if svc.get("ports")}
     # Jaeger's OTLP and UI ports stay published for local tracing (see the test above).
     assert published == {"gateway", "jaeger"}
-    assert services["gateway"]["ports"] == ["50051:50051"]
+    # The gRPC API and the same API as JSON over HTTPS (gateway/http_api.py).
+    assert services["gateway"]["ports"] == ["50051:50051", "8443:8443"]
+    assert services["gateway"]["environment"]["OPENAUTOGLM_HTTP_PORT"] == "8443"
 
 
 def test_compose_gives_each_container_its_own_certificate_and_nats_the_mesh_users():
@@ -155,12 +157,17 @@ def test_k8s_mounts_each_services_certificate_probes_the_health_port_and_nats_ha
     config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
     api_port, health_port = int(config["OPENAUTOGLM_PORT"]), int(config["OPENAUTOGLM_HEALTH_PORT"])
     assert api_port != health_port
+    http_port = 0
     for name in SERVICES:
         deployment = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name)
         pod = deployment["spec"]["template"]["spec"]
         container = pod["containers"][0]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports == {"grpc": api_port, "health": health_port, "metrics": int(config["OPENAUTOGLM_METRICS_PORT"])}
+        expected = {"grpc": api_port, "health": health_port, "metrics": int(config["OPENAUTOGLM_METRICS_PORT"])}
+        if name == "gateway":  # and the JSON/HTTP API, on the port its container's env sets
+            http_port = int(next(e["value"] for e in container["env"] if e["name"] == "OPENAUTOGLM_HTTP_PORT"))
+            expected["https"] = http_port
+        assert ports == expected
         assert all(container[probe]["grpc"]["port"] == health_port for probe in ("startupProbe", "readinessProbe", "livenessProbe"))
         mount = next(m for m in container["volumeMounts"] if m["mountPath"] == config["OPENAUTOGLM_TLS_DIR"])
         volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
@@ -171,7 +178,7 @@ def test_k8s_mounts_each_services_certificate_probes_the_health_port_and_nats_ha
         assert service["spec"]["ports"][0]["targetPort"] == "grpc"
     policies = [d for d in docs if d["kind"] == "NetworkPolicy" and "ingress" in d["spec"]]
     service_policies = [p for p in policies if not p["metadata"]["name"].startswith(("nats", "metrics", "postgres"))]
-    assert {port["port"] for p in service_policies for rule in p["spec"]["ingress"] for port in rule["ports"]} == {api_port}
+    assert {port["port"] for p in service_policies for rule in p["spec"]["ingress"] for port in rule["ports"]} == {api_port, http_port}
     # The metrics port is open to Prometheus' namespace alone, and nothing else is.
     metrics = next(p for p in policies if p["metadata"]["name"] == "metrics-from-monitoring")["spec"]["ingress"]
     assert [[port["port"] for port in rule["ports"]] for rule in metrics] == [[int(config["OPENAUTOGLM_METRICS_PORT"])]]

@@ -297,6 +297,8 @@ def up(
         console.print(f"logs: {stack.log_dir}   export {GATEWAY_ENV}={stack.address('gateway')}   Ctrl-C stops")
         console.print(f"TLS everywhere: the mesh CA is {stack.tls_dir / 'ca.crt'}; your admin API key is in "
                       f"{stack.data_dir / 'api-key'}")
+        console.print(f"JSON over HTTP (loopback only): {stack.http_url()}/v1/studies, described at "
+                      f"{stack.http_url()}/openapi.json")
 
         def report(name: str, code: int, delay: float) -> None:
             console.print(f"[yellow]{name} exited with code {code}; restarting it in {delay:.1f}s[/] "
