@@ -26,7 +26,7 @@ from grpc_reflection.v1alpha import reflection
 
 from openautoglm.common.config import ServiceSettings
 from openautoglm.common.metrics import RPC_SECONDS, serve_metrics
-from openautoglm.common.tls import ALLOWED_CALLERS, ALLOWED_CALLERS_BY_GRPC_SERVICE, peer_identity, public_server_credentials, service_identity
+from openautoglm.common.tls import ALLOWED_CALLERS, ALLOWED_CALLERS_BY_GRPC_SERVICE, peer_identity, public_certificate, public_server_credentials, service_identity
 
 log = logging.getLogger(__name__)
 
@@ -372,10 +372,7 @@ def _bind(server: grpc.aio.Server, settings: ServiceSettings) -> int:
     if identity is None:
         return server.add_insecure_port(address)
     if settings.service == "gateway":
-        if settings.public_tls_cert and settings.public_tls_key:
-            return server.add_secure_port(address, public_server_credentials(settings.public_tls_cert, settings.public_tls_key))
-        return server.add_secure_port(address, public_server_credentials(
-            identity.directory / f"{identity.name}.crt", identity.directory / f"{identity.name}.key"))
+        return server.add_secure_port(address, public_server_credentials(*public_certificate(settings, identity)))
     return server.add_secure_port(address, identity.server_credentials())
 
 

@@ -227,14 +227,21 @@ def public_server_credentials(cert_file: Path, key_file: Path) -> grpc.ServerCre
     return grpc.ssl_server_credentials([(key_file.read_bytes(), cert_file.read_bytes())])
 
 
+def public_certificate(settings: ServiceSettings, identity: MeshIdentity) -> tuple[Path, Path]:
+    """The gateway's public ports' (certificate, key): the public ones when configured, else its
+    mesh certificate. Its gRPC port and its HTTP port show the same one."""
+    if settings.public_tls_cert and settings.public_tls_key:
+        return settings.public_tls_cert, settings.public_tls_key
+    return identity.directory / f"{identity.name}.crt", identity.directory / f"{identity.name}.key"
+
+
 def public_http_ssl_context(settings: ServiceSettings) -> ssl.SSLContext | None:
-    """The gateway's HTTP port: the same certificate as its public gRPC port (the public one when
-    configured, else its mesh certificate); None with --plaintext or --http-plaintext."""
+    """The gateway's HTTP port: TLS with `public_certificate`; None with --plaintext or
+    --http-plaintext."""
     identity = service_identity(settings)
     if identity is None or settings.http_plaintext:
         return None
-    cert, key = ((settings.public_tls_cert, settings.public_tls_key) if settings.public_tls_cert and settings.public_tls_key
-                 else (identity.directory / f"{identity.name}.crt", identity.directory / f"{identity.name}.key"))
+    cert, key = public_certificate(settings, identity)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
     return context
