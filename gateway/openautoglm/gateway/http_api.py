@@ -213,7 +213,7 @@ def _error_response(code: grpc.StatusCode, message: str) -> web.Response:
 # --- the server ------------------------------------------------------------------------------
 class HttpApi:
     """The JSON/HTTP face of the gateway: an aiohttp app calling `grpc_target` (the gateway's own
-    gRPC server) for every route. `extra_routes` adds pages served beside the API."""
+    gRPC server) for every route, and /openapi.json."""
 
     def __init__(self, grpc_target: str, routes_: list[Route] | None = None):
         self.routes = routes_ if routes_ is not None else routes()
