@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 #   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 TORCH ?= torch==2.13.0
 
-.PHONY: setup demo test up protos lint lint-protos typecheck clean
+.PHONY: setup demo test up protos vendor lint lint-protos typecheck clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -41,6 +41,10 @@ typecheck: $(VENV)/.installed
 
 protos: $(VENV)/.installed
 	$(PY) scripts/gen_protos.py
+
+# The dashboard's chart library, copied from node_modules into the gateway package (checked in).
+vendor: node_modules/.installed
+	$(PY) scripts/vendor_dashboard.py
 
 lint-protos: node_modules/.installed
 	npx --no-install buf lint protos

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import urllib.request
 
@@ -13,6 +14,7 @@ from openautoglm.common.spec.protos import spec_to_proto
 from openautoglm.common.spec.schema import validate_dict
 from openautoglm.v1 import (
     artifacts_pb2,
+    cluster_pb2,
     common_pb2,
     evaluator_pb2,
     keys_pb2,
@@ -130,7 +132,8 @@ async def run_study(stack, spec: common_pb2.StudySpec, timeout: float = 240) -> 
 # Which process of the embedded stack serves each service of the contract (the protos).
 SERVICES_BY_PROCESS = {
     "gateway": (studies_pb2.DESCRIPTOR.services_by_name["Studies"], keys_pb2.DESCRIPTOR.services_by_name["Keys"],
-                artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"], models_pb2.DESCRIPTOR.services_by_name["Models"]),
+                artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"], models_pb2.DESCRIPTOR.services_by_name["Models"],
+                cluster_pb2.DESCRIPTOR.services_by_name["Cluster"]),
     "prompt-generator": (prompt_generator_pb2.DESCRIPTOR.services_by_name["PromptGenerator"],),
     "gnn-scheduler": (scheduler_pb2.DESCRIPTOR.services_by_name["Scheduler"],),
     "trainer": (trainer_pb2.DESCRIPTOR.services_by_name["Trainer"], trainer_pb2.DESCRIPTOR.services_by_name["ModelServer"],
@@ -153,6 +156,47 @@ async def serving_statuses(stack) -> set[str]:
             reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
             statuses.add(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
     return statuses
+
+
+async def sse_messages(response):
+    """(event, data) pairs of a Server-Sent Events body (an aiohttp response), as a browser's
+    EventSource parses it."""
+    event, data = "message", []
+    async for raw in response.content:
+        line = raw.decode().rstrip("\n")
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif line.startswith("event: "):
+            event = line[7:]
+
+
+async def run_study_over_http(base_url: str, key: str, spec_json: dict, timeout: float = 240) -> dict:
+    """Create a study with the JSON API, follow its SSE watch to the end; the study as GetStudy
+    returns it (protobuf JSON)."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(base_url, headers={"Authorization": f"Bearer {key}"},
+                                     timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+        async with http.post("/v1/studies", json={"spec": spec_json}) as created:
+            assert created.status == 200, await created.text()
+            study_id = (await created.json())["study"]["id"]
+        async with http.get(f"/v1/studies/{study_id}:watch", params={"changesOnly": "true"}) as watch:
+            async for _event, _message in sse_messages(watch):
+                pass
+        async with http.get(f"/v1/studies/{study_id}") as got:
+            return (await got.json())["study"]
+
+
+async def dashboard_sign_in(page, base_url: str, key: str) -> None:
+    """Sign in to the dashboard in a playwright page, by keyboard: type the key, press Enter."""
+    await page.goto(base_url + "/dashboard/")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_label("API key").press("Enter")
+    await page.locator("main h1", has_text="Studies").wait_for()
 
 
 async def create_key(stack, tenant: str, role: int = keys_pb2.ROLE_MEMBER) -> str:

@@ -113,3 +113,20 @@ def test_serving_quick_reports_batched_unbatched_and_cache_hit_figures():
                    for n in report[mode])
     assert report["cache_hit"]["p50_ms"] > 0
     assert report["throughput_ratio_32"] > 0 and report["p99_32_over_unbatched_p99_1"] > 0
+
+
+def test_dashboard_quick_reports_page_load_and_sse_latency():
+    """Needs chromium (the browser tests' skip-or-fail rule: test_dashboard_browser.py)."""
+    import os
+
+    if not (os.environ.get("OPENAUTOGLM_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")):
+        if os.environ.get("OPENAUTOGLM_REQUIRE_BROWSER"):
+            pytest.fail("no chromium on PATH")
+        pytest.skip("no chromium on PATH (apt-get install chromium)")
+    report = _run("dashboard.py", "--quick")
+    assert report["trials"] == 20 and report["state"] == "STUDY_STATE_COMPLETED"
+    assert len(report["page_load_ms"]["runs"]) == 2 and report["page_load_ms"]["median"] > 0
+    assert report["get_study_ms"]["median"] > 0 and report["page_load_over_get_study"] > 0
+    # Every trial that finished while the page watched was drawn, and the gRPC watcher saw it.
+    assert report["sse_latency_ms"]["n"] >= 15 and report["grpc_watch_latency_ms"]["n"] == report["sse_latency_ms"]["n"]
+    assert 0 < report["grpc_watch_latency_ms"]["p50"] and 0 < report["sse_latency_ms"]["p50"] <= report["sse_latency_ms"]["max"]

@@ -37,6 +37,7 @@ def test_demo_json_runs_a_whole_study_on_a_fresh_stack(tmp_path):
     assert final["best_trial_id"] == best["id"] and final["validation_metrics"] == best["metrics"]
     assert {"accuracy", "macro_f1"} <= set(final["test_metrics"]) and final["test_examples"] > 0 and not final["error"]
     assert "the winner on" in result.stderr and "test" in result.stderr
+    assert "dashboard: this demo's own stack has stopped" in " ".join(result.stderr.split())
 
 
 def test_submit_refuses_a_bad_spec_naming_file_line_and_field(tmp_path):
@@ -88,10 +89,17 @@ def test_up_serves_until_sigterm_and_leaves_no_process_behind(tmp_path):
     # The JSON/HTTP API too, on loopback, its URL printed and in stack.json.
     with urllib.request.urlopen(f"{state['http']['gateway']}/openapi.json", timeout=30) as served:
         assert "/v1/studies" in json.load(served)["paths"]
+    # The dashboard on the same port; the demo finds its URL from the running stack's record.
+    with urllib.request.urlopen(f"{state['http']['gateway']}/dashboard/", timeout=30) as page:
+        assert "static/app.js" in page.read().decode()
+    from openautoglm.common.stack import running_stack_endpoint
+
+    assert running_stack_endpoint(tmp_path, "gateway", "http") == state["http"]["gateway"]
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, output
     assert f"{state['http']['gateway']}/v1/studies" in output
+    assert f"dashboard: {state['http']['gateway']}/dashboard/" in output
     assert "stopped:" in output and "gateway=0" in output and "trainer=0" in output
     for child in children:
         with pytest.raises(ProcessLookupError):

@@ -63,4 +63,5 @@ def test_every_service_of_the_contract_is_served():
         "openautoglm.v1.Studies", "openautoglm.v1.PromptGenerator", "openautoglm.v1.Scheduler",
         "openautoglm.v1.Trainer", "openautoglm.v1.Evaluator", "openautoglm.v1.Keys",
         "openautoglm.v1.Artifacts", "openautoglm.v1.Models", "openautoglm.v1.ModelServer", "openautoglm.v1.PromptModel",
+        "openautoglm.v1.Cluster",
     }

@@ -3,7 +3,6 @@ embedded stack's gateway: a whole study, its SSE watch, the keys and status code
 and the OpenAPI document generated from the protos."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +14,7 @@ from openautoglm.common.spec.protos import spec_to_proto
 from openautoglm.common.spec.schema import validate_dict
 from openautoglm.gateway import http_api
 from openautoglm.v1 import keys_pb2
-from helpers import create_key, small_spec
+from helpers import create_key, small_spec, sse_messages
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -29,21 +28,6 @@ def _auth(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def _sse_messages(response: aiohttp.ClientResponse):
-    """(event, data) pairs of a Server-Sent Events body, as a browser's EventSource parses it."""
-    event, data = "message", []
-    async for raw in response.content:
-        line = raw.decode().rstrip("\n")
-        if not line:
-            if data:
-                yield event, json.loads("\n".join(data))
-            event, data = "message", []
-        elif line.startswith("data: "):
-            data.append(line[6:])
-        elif line.startswith("event: "):
-            event = line[7:]
-
-
 async def test_a_whole_study_runs_over_plain_http_and_its_watch_streams_as_sse(stack):
     base, key = stack.http_url(), stack.api_key
     async with aiohttp.ClientSession(base, headers=_auth(key)) as http:
@@ -54,7 +38,7 @@ async def test_a_whole_study_runs_over_plain_http_and_its_watch_streams_as_sse(s
         states, trials_seen = [], set()
         async with http.get(f"/v1/studies/{study['id']}:watch") as watch:
             assert watch.status == 200 and watch.headers["Content-Type"].startswith("text/event-stream")
-            async for event, message in _sse_messages(watch):
+            async for event, message in sse_messages(watch):
                 assert event == "message"
                 states.append(message["study"]["state"])
                 trials_seen |= {t["id"] for t in message["study"].get("trials", [])}

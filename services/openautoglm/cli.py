@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from openautoglm.common.config import SERVICES, ConfigError, ServiceSettings, default_data_dir
+from openautoglm.common import catalogue
 
 if TYPE_CHECKING:
     from openautoglm.common.server import ServiceApp
@@ -34,7 +35,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Upload datasets and base mode
 app.add_typer(data_app, name="data")
 models_app = typer.Typer(no_args_is_help=True, help="The model registry and serving: register, download, deploy, predict.")
 app.add_typer(models_app, name="models")
-DEMO_SPEC = Path(__file__).parent / "common" / "examples" / "demo.yaml"
+DEMO_SPEC = catalogue.DEMO_SPEC
 GATEWAY_ENV = "OPENAUTOGLM_GATEWAY"
 
 
@@ -138,6 +139,8 @@ def serve(
                                   help="gateway: the public API as JSON over HTTP on this port (0 = none)"),
     http_plaintext: bool = typer.Option(False, "--http-plaintext", envvar="OPENAUTOGLM_HTTP_PLAINTEXT",
                                         help="gateway: HTTP without TLS (allowed only when --host is a loopback address)"),
+    jaeger_url: str = typer.Option("http://localhost:16686", envvar="OPENAUTOGLM_JAEGER_URL",
+                                   help="gateway: Jaeger's web UI, where the dashboard links each study's trace"),
     advertise_addr: str = typer.Option("", envvar="OPENAUTOGLM_ADVERTISE_ADDR",
                                        help="trainer: host:port the gateway reaches it at (default: its host name and port)"),
     serving_max_batch: int = typer.Option(32, envvar="OPENAUTOGLM_SERVING_MAX_BATCH",
@@ -175,7 +178,7 @@ def serve(
             tenant_max_running_studies=tenant_max_running_studies, tenant_max_trials_per_study=tenant_max_trials_per_study,
             tenant_max_queued_trials=tenant_max_queued_trials, tls_dir=tls_dir, plaintext=plaintext,
             public_tls_cert=public_tls_cert, public_tls_key=public_tls_key, health_port=health_port,
-            metrics_port=metrics_port, http_port=http_port, http_plaintext=http_plaintext, advertise_addr=advertise_addr, serving_max_batch=serving_max_batch,
+            metrics_port=metrics_port, http_port=http_port, http_plaintext=http_plaintext, jaeger_url=jaeger_url, advertise_addr=advertise_addr, serving_max_batch=serving_max_batch,
             serving_max_wait_ms=serving_max_wait_ms, serving_cache_entries=serving_cache_entries,
             artifact_max_bytes=artifact_max_bytes, artifact_replicas=artifact_replicas,
         ).check_required()
@@ -269,7 +272,7 @@ def up(
 ) -> None:
     """Start NATS and the five services on loopback, restart any that exits unexpectedly, and
     stop them all on Ctrl-C (or SIGTERM)."""
-    from openautoglm.common.stack import EmbeddedStack
+    from openautoglm.common.stack import EmbeddedStack, dashboard_url
 
     stack = EmbeddedStack(data_dir or default_data_dir(), trainer_slots=trainer_slots)
     console = Console()
@@ -299,6 +302,8 @@ def up(
                       f"{stack.data_dir / 'api-key'}")
         console.print(f"JSON over HTTP (loopback only): {stack.http_url()}/v1/studies, described at "
                       f"{stack.http_url()}/openapi.json")
+        console.print(f"dashboard: {dashboard_url(stack.http_url())}  (sign in with the key in "
+                      f"{stack.data_dir / 'api-key'}; the browser keeps it for that tab only)", highlight=False)
 
         def report(name: str, code: int, delay: float) -> None:
             console.print(f"[yellow]{name} exited with code {code}; restarting it in {delay:.1f}s[/] "
@@ -328,7 +333,7 @@ def demo(
     from openautoglm.common.spec.files import load_spec_file
     from openautoglm.common.spec.protos import spec_to_proto
     from openautoglm.common.spec.schema import SpecError
-    from openautoglm.common.stack import EmbeddedStack, running_stack_gateway
+    from openautoglm.common.stack import EmbeddedStack, dashboard_url, running_stack_endpoint, running_stack_gateway
 
     try:
         spec_proto = spec_to_proto(load_spec_file(spec))
@@ -359,6 +364,12 @@ def demo(
             stack.stop()
     _print_study(study, console)
     console.print(f"wall time: {time.monotonic() - started:.1f}s")
+    http = None if stack is not None or gateway else running_stack_endpoint(default_data_dir(), "gateway", "http")
+    if http:
+        console.print(f"dashboard: {dashboard_url(http, study.id)}", highlight=False)
+    else:
+        console.print("dashboard: this demo's own stack has stopped; run `openautoglm up` and the demo again to "
+                      "follow the study in the dashboard (up prints its URL)", highlight=False)
     if json_output:
         print(json.dumps(study_summary(study)))
 

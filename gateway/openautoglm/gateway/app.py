@@ -25,6 +25,7 @@ from openautoglm.common.spec.protos import task_name
 from openautoglm.gateway.artifacts import ArtifactRecords, ArtifactsServicer, collect, running_references, study_artifacts
 from openautoglm.gateway.auth import ApiKeyAuth
 from openautoglm.gateway.final import FinalScorer
+from openautoglm.gateway.dashboard import add_dashboard
 from openautoglm.gateway.http_api import HttpApi
 from openautoglm.gateway.models_api import ModelsServicer, TrainerDirectory
 from openautoglm.gateway.placement import Export
@@ -36,12 +37,14 @@ from openautoglm.gateway.keys import KeyStore
 from openautoglm.gateway.leadership import LeaderElection, leader_lock_for
 from openautoglm.gateway.peers import PeerError, Peers
 from openautoglm.gateway.quotas import Quotas
-from openautoglm.gateway.service import KeysServicer, StudiesServicer
+from openautoglm.gateway.service import ClusterServicer, KeysServicer, StudiesServicer
 from openautoglm.gateway.store import StudyStore
 from openautoglm.gateway.watchers import ChangeRelay, Watchers
 from openautoglm.v1 import (
     artifacts_pb2,
     artifacts_pb2_grpc,
+    cluster_pb2,
+    cluster_pb2_grpc,
     common_pb2,
     evaluator_pb2,
     evaluator_pb2_grpc,
@@ -71,7 +74,8 @@ class GatewayApp:
     service_names = (studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name,
                      keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name,
                      artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"].full_name,
-                     models_pb2.DESCRIPTOR.services_by_name["Models"].full_name)
+                     models_pb2.DESCRIPTOR.services_by_name["Models"].full_name,
+                     cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name)
 
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
@@ -129,10 +133,16 @@ class GatewayApp:
             self.artifacts, self.artifact_bucket, self.settings.service_dir() / "uploads", self.settings.artifact_max_bytes,
             self.studies_referring), server)
         models_pb2_grpc.add_ModelsServicer_to_server(self.models, server)
+        cluster_pb2_grpc.add_ClusterServicer_to_server(ClusterServicer(self), server)
         if self.settings.http_port:
             self._bridge_dir = Path(tempfile.mkdtemp(prefix="openautoglm-http-"))  # short: socket paths are limited
             if server.add_insecure_port(self._bridge_socket()) == 0:
                 raise RuntimeError(f"gateway: cannot bind the HTTP API's socket {self._bridge_socket()}")
+
+    def _may_create(self, secret: str) -> bool:
+        """Whether this API key may create studies (the dashboard's spec check needs one)."""
+        principal = self.keys.principal(secret)
+        return principal is not None and principal.role >= keys_pb2.ROLE_MEMBER
 
     def _bridge_socket(self) -> str:
         assert self._bridge_dir is not None
@@ -215,6 +225,7 @@ class GatewayApp:
         self.election.start()
         if self.settings.http_port:
             self.http = HttpApi(self._bridge_socket())
+            add_dashboard(self.http.app, self.settings.jaeger_url, self.read_roots, self._may_create)
             ssl_context = public_http_ssl_context(self.settings)
             port = await self.http.start(self.settings.host, self.settings.http_port, ssl_context)
             log.info("gateway HTTP API on %s://%s:%d", "https" if ssl_context else "http", self.settings.host, port)

@@ -13,9 +13,10 @@ import grpc
 
 from openautoglm.common.server import guarded
 from openautoglm.gateway.keys import KeyStore, Principal
-from openautoglm.v1 import artifacts_pb2, keys_pb2, models_pb2, studies_pb2
+from openautoglm.v1 import artifacts_pb2, cluster_pb2, keys_pb2, models_pb2, studies_pb2
 
 _STUDIES = studies_pb2.DESCRIPTOR.services_by_name["Studies"].full_name
+_CLUSTER = cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name
 _KEYS = keys_pb2.DESCRIPTOR.services_by_name["Keys"].full_name
 _ARTIFACTS = artifacts_pb2.DESCRIPTOR.services_by_name["Artifacts"].full_name
 _MODELS = models_pb2.DESCRIPTOR.services_by_name["Models"].full_name
@@ -41,11 +42,13 @@ METHOD_ROLES = {
     f"/{_MODELS}/DeleteModel": keys_pb2.ROLE_MEMBER,
     f"/{_MODELS}/Deploy": keys_pb2.ROLE_MEMBER,
     f"/{_MODELS}/Undeploy": keys_pb2.ROLE_MEMBER,
+    f"/{_STUDIES}/GetParameterImportance": keys_pb2.ROLE_READER,
+    f"/{_CLUSTER}/ListTrainers": keys_pb2.ROLE_READER,
     f"/{_KEYS}/CreateKey": keys_pb2.ROLE_ADMIN,
     f"/{_KEYS}/ListKeys": keys_pb2.ROLE_ADMIN,
     f"/{_KEYS}/RevokeKey": keys_pb2.ROLE_ADMIN,
 }
-PUBLIC_SERVICES = (f"/{_STUDIES}/", f"/{_KEYS}/", f"/{_ARTIFACTS}/", f"/{_MODELS}/")
+PUBLIC_SERVICES = (f"/{_STUDIES}/", f"/{_KEYS}/", f"/{_ARTIFACTS}/", f"/{_MODELS}/", f"/{_CLUSTER}/")
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("openautoglm_principal", default=None)
 

@@ -32,12 +32,13 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor, json_format, message_factory
 from google.protobuf.message import Message
 
-from openautoglm.v1 import artifacts_pb2, keys_pb2, models_pb2, studies_pb2
+from openautoglm.v1 import artifacts_pb2, cluster_pb2, keys_pb2, models_pb2, studies_pb2
 
 log = logging.getLogger(__name__)
 
 PUBLIC_SERVICES = tuple(module.DESCRIPTOR.services_by_name[name] for module, name in (
-    (studies_pb2, "Studies"), (keys_pb2, "Keys"), (artifacts_pb2, "Artifacts"), (models_pb2, "Models")))
+    (studies_pb2, "Studies"), (keys_pb2, "Keys"), (artifacts_pb2, "Artifacts"), (models_pb2, "Models"),
+    (cluster_pb2, "Cluster")))
 
 # gRPC status -> HTTP status (Google's API design guide, "Errors": the canonical mapping).
 HTTP_STATUS = {

@@ -5,6 +5,7 @@ INVALID_ARGUMENT naming the field, and nothing is stored.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +18,7 @@ from openautoglm.common.spec.warm_start import load_prior_trials, prior_params
 from openautoglm.gateway import auth
 from openautoglm.gateway.artifacts import ArtifactRecords
 from openautoglm.gateway.controller import StudyController
+from openautoglm.gateway.importance import EVALUATOR_NAME, parameter_importance
 from openautoglm.gateway.estimates import largest_trial_memory_mb
 from openautoglm.gateway.keys import KeyRefused, KeyStore
 from openautoglm.gateway.peers import PeerError
@@ -26,6 +28,8 @@ from openautoglm.gateway.states import TERMINAL_STUDY
 from openautoglm.gateway.store import StudyStore, request_key
 from openautoglm.gateway.paging import page_of, requested_page
 from openautoglm.v1 import (
+    cluster_pb2,
+    cluster_pb2_grpc,
     common_pb2,
     keys_pb2,
     keys_pb2_grpc,
@@ -201,6 +205,41 @@ class StudiesServicer(studies_pb2_grpc.StudiesServicer):
         await self._get(request.study_id, context)
         study = await self.controller.cancel(request.study_id)
         return studies_pb2.CancelStudyResponse(study=study)
+
+    async def GetParameterImportance(self, request, context):
+        study = await self._get(request.study_id, context)
+        try:  # fANOVA fits a random forest: off the event loop
+            found = await asyncio.to_thread(parameter_importance, study, request.objective_index)
+        except ValueError as err:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        return studies_pb2.GetParameterImportanceResponse(
+            importances=[studies_pb2.ParameterImportance(name=n, importance=v) for n, v in found.values],
+            trials=found.trials, evaluator=EVALUATOR_NAME)
+
+
+class ClusterServicer(cluster_pb2_grpc.ClusterServicer):
+    """The live trainers and their load, for any key (no addresses: those stay in the mesh)."""
+
+    def __init__(self, app: GatewayState):
+        self.app = app
+
+    async def ListTrainers(self, request, context):
+        if self.app.controller is None:  # health is NOT_SERVING until start() has built it
+            raise RuntimeError("the gateway has not started")
+        try:
+            reply = await self.app.controller.peers.scheduler.ListWorkers(scheduler_pb2.ListWorkersRequest(), timeout=5)
+        except PeerError as err:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"the scheduler does not answer ({err.code}); retry")
+        return cluster_pb2.ListTrainersResponse(trainers=[trainer_status(w, reply.busy_slots.get(w.id, 0))
+                                                          for w in reply.workers])
+
+
+def trainer_status(worker: scheduler_pb2.Worker, busy_slots: int) -> cluster_pb2.TrainerStatus:
+    return cluster_pb2.TrainerStatus(
+        id=worker.id, device_kind=worker.device_kind, slots=worker.slots, busy_slots=busy_slots,
+        utilisation=min(1.0, busy_slots / worker.slots) if worker.slots > 0 else 0.0,
+        memory_mb=worker.memory_mb, serving_memory_mb=worker.serving_memory_mb, speed=worker.speed,
+        queue_slots=worker.queue_slots, tokens_per_second=dict(worker.tokens_per_second))
 
 
 class KeysServicer(keys_pb2_grpc.KeysServicer):

@@ -90,9 +90,27 @@ class StudyStore:
         if with_trials:
             study.trials.extend(self.trials(study_id))
             study.trial_count = len(study.trials)
+            study.finished_trial_count = sum(t.status in TERMINAL_TRIAL for t in study.trials)
+            study.best_objective_value = next((t.objective_value for t in study.trials if t.id == study.best_trial_id), 0.0)
         else:
-            study.trial_count = self.trial_count(study_id)
+            self.count_trials([study])
         return study
+
+    def count_trials(self, listed: list[common_pb2.Study]) -> None:
+        """Set trial_count, finished_trial_count and best_objective_value of studies read
+        without their trials (two queries for the lot)."""
+        by_id = {s.id: s for s in listed}
+        if not by_id:
+            return
+        rows = self._all(sa.select(trials.c.study_id, trials.c.status, sa.func.count())
+                         .where(trials.c.study_id.in_(sorted(by_id))).group_by(trials.c.study_id, trials.c.status))
+        for study_id, status, count in rows:
+            by_id[study_id].trial_count += int(count)
+            if status in TERMINAL_TRIAL:
+                by_id[study_id].finished_trial_count += int(count)
+        best = {s.best_trial_id: s for s in listed if s.best_trial_id}
+        for trial in self.trials_by_id(sorted(best)) if best else []:
+            best[trial.id].best_objective_value = trial.objective_value
 
     def header(self, study_id: str) -> common_pb2.Study | None:
         """The study's own row: no trials, and trial_count left 0 (counting is O(trials); the
@@ -124,7 +142,9 @@ class StudyStore:
         if before is not None:
             query = query.where(studies.c.created < before)
         rows = self._all(query.order_by(studies.c.created.desc()).limit(limit))
-        return [(created, common_pb2.Study.FromString(blob)) for created, blob in rows]
+        listed = [(created, common_pb2.Study.FromString(blob)) for created, blob in rows]
+        self.count_trials([study for _, study in listed])
+        return listed
 
     def studies_in_state(self, *states: int) -> list[str]:
         return [r[0] for r in self._all(sa.select(studies.c.id).where(studies.c.state.in_(states)).order_by(studies.c.created))]
@@ -236,5 +256,6 @@ def _without_trials(study: common_pb2.Study) -> common_pb2.Study:
     copy = common_pb2.Study()
     copy.CopyFrom(study)
     del copy.trials[:]
-    copy.trial_count = 0  # counted when read
+    copy.trial_count = copy.finished_trial_count = 0  # counted when read
+    copy.best_objective_value = 0.0
     return copy

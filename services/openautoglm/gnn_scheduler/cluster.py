@@ -20,6 +20,7 @@ class CapacityRegistry:
         self.ttl = ttl
         self._started = time.monotonic()
         self._beats: dict[str, tuple[float, scheduler_pb2.Worker]] = {}
+        self._busy: dict[str, int] = {}  # slots running work, per trainer, at its latest beat
         self._ping_subjects: dict[str, str] = {}
         # Trainers seen to go (and not back since): gone even before the registry has settled.
         self._departed: set[str] = set()
@@ -33,6 +34,7 @@ class CapacityRegistry:
             return ([], [worker_id]) if self.depart(worker_id) else ([], [])
         known = worker_id in self._beats
         self._beats[worker_id] = (time.monotonic(), beat.worker)
+        self._busy[worker_id] = beat.busy_slots
         self._departed.discard(worker_id)
         if beat.ping_subject:
             self._ping_subjects[worker_id] = beat.ping_subject
@@ -41,6 +43,7 @@ class CapacityRegistry:
     def depart(self, worker_id: str) -> bool:
         """Forget a trainer now (it left, or it is disconnected); False if it was not live."""
         self._ping_subjects.pop(worker_id, None)
+        self._busy.pop(worker_id, None)
         if self._beats.pop(worker_id, None) is None:
             return False
         self._departed.add(worker_id)
@@ -70,6 +73,10 @@ class CapacityRegistry:
     def ping_subjects(self) -> dict[str, str]:
         """Live trainers that answer liveness pings, and where."""
         return {w: s for w, s in self._ping_subjects.items() if w in self._beats}
+
+    def busy_slots(self) -> dict[str, int]:
+        """Slots running work per live trainer, as its latest heartbeat said."""
+        return {w: n for w, n in self._busy.items() if w in self._beats}
 
     def live(self) -> list[scheduler_pb2.Worker]:
         self.expire()

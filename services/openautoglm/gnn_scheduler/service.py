@@ -119,7 +119,7 @@ class SchedulerServicer(scheduler_pb2_grpc.SchedulerServicer):
         )
 
     async def ListWorkers(self, request, context):
-        return scheduler_pb2.ListWorkersResponse(workers=self.registry.live())
+        return scheduler_pb2.ListWorkersResponse(workers=self.registry.live(), busy_slots=self.registry.busy_slots())
 
     async def Pack(self, request, context):
         policy = await self.default_policy.resolve(request.policy)

@@ -504,7 +504,7 @@ class FinalReport(_message.Message):
     def __init__(self, best_trial_id: _Optional[str] = ..., validation_metrics: _Optional[_Mapping[str, float]] = ..., test_metrics: _Optional[_Mapping[str, float]] = ..., validation_objective: _Optional[float] = ..., test_objective: _Optional[float] = ..., seeds: _Optional[int] = ..., validation_spread: _Optional[_Mapping[str, MetricSpread]] = ..., test_spread: _Optional[_Mapping[str, MetricSpread]] = ..., test_examples: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Study(_message.Message):
-    __slots__ = ("id", "spec", "state", "trace_id", "trials", "best_trial_id", "error", "created_at", "updated_at", "pareto_trial_ids", "window", "tenant", "trial_count", "final")
+    __slots__ = ("id", "spec", "state", "trace_id", "trials", "best_trial_id", "error", "created_at", "updated_at", "pareto_trial_ids", "window", "tenant", "trial_count", "final", "finished_trial_count", "best_objective_value")
     ID_FIELD_NUMBER: _ClassVar[int]
     SPEC_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -519,6 +519,8 @@ class Study(_message.Message):
     TENANT_FIELD_NUMBER: _ClassVar[int]
     TRIAL_COUNT_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_TRIAL_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BEST_OBJECTIVE_VALUE_FIELD_NUMBER: _ClassVar[int]
     id: str
     spec: StudySpec
     state: StudyState
@@ -533,4 +535,6 @@ class Study(_message.Message):
     tenant: str
     trial_count: int
     final: FinalReport
-    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., trace_id: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial_id: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pareto_trial_ids: _Optional[_Iterable[str]] = ..., window: _Optional[int] = ..., tenant: _Optional[str] = ..., trial_count: _Optional[int] = ..., final: _Optional[_Union[FinalReport, _Mapping]] = ...) -> None: ...
+    finished_trial_count: int
+    best_objective_value: float
+    def __init__(self, id: _Optional[str] = ..., spec: _Optional[_Union[StudySpec, _Mapping]] = ..., state: _Optional[_Union[StudyState, str]] = ..., trace_id: _Optional[str] = ..., trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., best_trial_id: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., pareto_trial_ids: _Optional[_Iterable[str]] = ..., window: _Optional[int] = ..., tenant: _Optional[str] = ..., trial_count: _Optional[int] = ..., final: _Optional[_Union[FinalReport, _Mapping]] = ..., finished_trial_count: _Optional[int] = ..., best_objective_value: _Optional[float] = ...) -> None: ...

@@ -26,7 +26,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from openautoglm.v1 import common_pb2 as openautoglm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1copenautoglm/v1/studies.proto\x12\x0eopenautoglm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bopenautoglm/v1/common.proto\"%\n\x11\x45xportBestRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\"5\n\x12\x45xportBestResponse\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x03(\t\"Q\n\x12\x43reateStudyRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.StudySpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\";\n\x13\x43reateStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\"n\n\x0fGetStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x17\n\x0ftrial_page_size\x18\x02 \x01(\x05\x12\x18\n\x10trial_page_token\x18\x03 \x01(\t\x12\x16\n\x0ewithout_trials\x18\x04 \x01(\x08\"W\n\x10GetStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\x12\x1d\n\x15next_trial_page_token\x18\x02 \x01(\t\";\n\x12ListStudiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x13ListStudiesResponse\x12&\n\x07studies\x18\x01 \x03(\x0b\x32\x15.openautoglm.v1.Study\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x11WatchStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63hanges_only\x18\x02 \x01(\x08\"y\n\x12WatchStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12-\n\x0e\x63hanged_trials\x18\x03 \x03(\x0b\x32\x15.openautoglm.v1.Trial\"&\n\x12\x43\x61ncelStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\";\n\x13\x43\x61ncelStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study2\xd9\x05\n\x07Studies\x12n\n\x0b\x43reateStudy\x12\".openautoglm.v1.CreateStudyRequest\x1a#.openautoglm.v1.CreateStudyResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/studies:\x01*\x12m\n\x08GetStudy\x12\x1f.openautoglm.v1.GetStudyRequest\x1a .openautoglm.v1.GetStudyResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/studies/{study_id}\x12k\n\x0bListStudies\x12\".openautoglm.v1.ListStudiesRequest\x1a#.openautoglm.v1.ListStudiesResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/studies\x12{\n\nWatchStudy\x12!.openautoglm.v1.WatchStudyRequest\x1a\".openautoglm.v1.WatchStudyResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/studies/{study_id}:watch0\x01\x12\x80\x01\n\x0b\x43\x61ncelStudy\x12\".openautoglm.v1.CancelStudyRequest\x1a#.openautoglm.v1.CancelStudyResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/studies/{study_id}:cancel:\x01*\x12\x81\x01\n\nExportBest\x12!.openautoglm.v1.ExportBestRequest\x1a\".openautoglm.v1.ExportBestResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/studies/{study_id}:exportBest:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1copenautoglm/v1/studies.proto\x12\x0eopenautoglm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bopenautoglm/v1/common.proto\"J\n\x1dGetParameterImportanceRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x17\n\x0fobjective_index\x18\x02 \x01(\x05\"}\n\x1eGetParameterImportanceResponse\x12\x38\n\x0bimportances\x18\x01 \x03(\x0b\x32#.openautoglm.v1.ParameterImportance\x12\x0e\n\x06trials\x18\x02 \x01(\x05\x12\x11\n\tevaluator\x18\x03 \x01(\t\"7\n\x13ParameterImportance\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nimportance\x18\x02 \x01(\x01\"%\n\x11\x45xportBestRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\"5\n\x12\x45xportBestResponse\x12\x10\n\x08trial_id\x18\x01 \x01(\t\x12\r\n\x05\x66iles\x18\x02 \x03(\t\"Q\n\x12\x43reateStudyRequest\x12\'\n\x04spec\x18\x01 \x01(\x0b\x32\x19.openautoglm.v1.StudySpec\x12\x12\n\nrequest_id\x18\x02 \x01(\t\";\n\x13\x43reateStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\"n\n\x0fGetStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x17\n\x0ftrial_page_size\x18\x02 \x01(\x05\x12\x18\n\x10trial_page_token\x18\x03 \x01(\t\x12\x16\n\x0ewithout_trials\x18\x04 \x01(\x08\"W\n\x10GetStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\x12\x1d\n\x15next_trial_page_token\x18\x02 \x01(\t\";\n\x12ListStudiesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x13ListStudiesResponse\x12&\n\x07studies\x18\x01 \x03(\x0b\x32\x15.openautoglm.v1.Study\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x11WatchStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\x12\x14\n\x0c\x63hanges_only\x18\x02 \x01(\x08\"y\n\x12WatchStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study\x12\x0e\n\x06\x63hange\x18\x02 \x01(\t\x12-\n\x0e\x63hanged_trials\x18\x03 \x03(\x0b\x32\x15.openautoglm.v1.Trial\"&\n\x12\x43\x61ncelStudyRequest\x12\x10\n\x08study_id\x18\x01 \x01(\t\";\n\x13\x43\x61ncelStudyResponse\x12$\n\x05study\x18\x01 \x01(\x0b\x32\x15.openautoglm.v1.Study2\xfe\x06\n\x07Studies\x12n\n\x0b\x43reateStudy\x12\".openautoglm.v1.CreateStudyRequest\x1a#.openautoglm.v1.CreateStudyResponse\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/studies:\x01*\x12m\n\x08GetStudy\x12\x1f.openautoglm.v1.GetStudyRequest\x1a .openautoglm.v1.GetStudyResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/v1/studies/{study_id}\x12k\n\x0bListStudies\x12\".openautoglm.v1.ListStudiesRequest\x1a#.openautoglm.v1.ListStudiesResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/studies\x12{\n\nWatchStudy\x12!.openautoglm.v1.WatchStudyRequest\x1a\".openautoglm.v1.WatchStudyResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/studies/{study_id}:watch0\x01\x12\x80\x01\n\x0b\x43\x61ncelStudy\x12\".openautoglm.v1.CancelStudyRequest\x1a#.openautoglm.v1.CancelStudyResponse\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/studies/{study_id}:cancel:\x01*\x12\xa2\x01\n\x16GetParameterImportance\x12-.openautoglm.v1.GetParameterImportanceRequest\x1a..openautoglm.v1.GetParameterImportanceResponse\")\x82\xd3\xe4\x93\x02#\x12!/v1/studies/{study_id}:importance\x12\x81\x01\n\nExportBest\x12!.openautoglm.v1.ExportBestRequest\x1a\".openautoglm.v1.ExportBestResponse\",\x82\xd3\xe4\x93\x02&\"!/v1/studies/{study_id}:exportBest:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,32 +43,40 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STUDIES'].methods_by_name['WatchStudy']._serialized_options = b'\202\323\344\223\002\036\022\034/v1/studies/{study_id}:watch'
   _globals['_STUDIES'].methods_by_name['CancelStudy']._loaded_options = None
   _globals['_STUDIES'].methods_by_name['CancelStudy']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/studies/{study_id}:cancel:\001*'
+  _globals['_STUDIES'].methods_by_name['GetParameterImportance']._loaded_options = None
+  _globals['_STUDIES'].methods_by_name['GetParameterImportance']._serialized_options = b'\202\323\344\223\002#\022!/v1/studies/{study_id}:importance'
   _globals['_STUDIES'].methods_by_name['ExportBest']._loaded_options = None
   _globals['_STUDIES'].methods_by_name['ExportBest']._serialized_options = b'\202\323\344\223\002&\"!/v1/studies/{study_id}:exportBest:\001*'
-  _globals['_EXPORTBESTREQUEST']._serialized_start=107
-  _globals['_EXPORTBESTREQUEST']._serialized_end=144
-  _globals['_EXPORTBESTRESPONSE']._serialized_start=146
-  _globals['_EXPORTBESTRESPONSE']._serialized_end=199
-  _globals['_CREATESTUDYREQUEST']._serialized_start=201
-  _globals['_CREATESTUDYREQUEST']._serialized_end=282
-  _globals['_CREATESTUDYRESPONSE']._serialized_start=284
-  _globals['_CREATESTUDYRESPONSE']._serialized_end=343
-  _globals['_GETSTUDYREQUEST']._serialized_start=345
-  _globals['_GETSTUDYREQUEST']._serialized_end=455
-  _globals['_GETSTUDYRESPONSE']._serialized_start=457
-  _globals['_GETSTUDYRESPONSE']._serialized_end=544
-  _globals['_LISTSTUDIESREQUEST']._serialized_start=546
-  _globals['_LISTSTUDIESREQUEST']._serialized_end=605
-  _globals['_LISTSTUDIESRESPONSE']._serialized_start=607
-  _globals['_LISTSTUDIESRESPONSE']._serialized_end=693
-  _globals['_WATCHSTUDYREQUEST']._serialized_start=695
-  _globals['_WATCHSTUDYREQUEST']._serialized_end=754
-  _globals['_WATCHSTUDYRESPONSE']._serialized_start=756
-  _globals['_WATCHSTUDYRESPONSE']._serialized_end=877
-  _globals['_CANCELSTUDYREQUEST']._serialized_start=879
-  _globals['_CANCELSTUDYREQUEST']._serialized_end=917
-  _globals['_CANCELSTUDYRESPONSE']._serialized_start=919
-  _globals['_CANCELSTUDYRESPONSE']._serialized_end=978
-  _globals['_STUDIES']._serialized_start=981
-  _globals['_STUDIES']._serialized_end=1710
+  _globals['_GETPARAMETERIMPORTANCEREQUEST']._serialized_start=107
+  _globals['_GETPARAMETERIMPORTANCEREQUEST']._serialized_end=181
+  _globals['_GETPARAMETERIMPORTANCERESPONSE']._serialized_start=183
+  _globals['_GETPARAMETERIMPORTANCERESPONSE']._serialized_end=308
+  _globals['_PARAMETERIMPORTANCE']._serialized_start=310
+  _globals['_PARAMETERIMPORTANCE']._serialized_end=365
+  _globals['_EXPORTBESTREQUEST']._serialized_start=367
+  _globals['_EXPORTBESTREQUEST']._serialized_end=404
+  _globals['_EXPORTBESTRESPONSE']._serialized_start=406
+  _globals['_EXPORTBESTRESPONSE']._serialized_end=459
+  _globals['_CREATESTUDYREQUEST']._serialized_start=461
+  _globals['_CREATESTUDYREQUEST']._serialized_end=542
+  _globals['_CREATESTUDYRESPONSE']._serialized_start=544
+  _globals['_CREATESTUDYRESPONSE']._serialized_end=603
+  _globals['_GETSTUDYREQUEST']._serialized_start=605
+  _globals['_GETSTUDYREQUEST']._serialized_end=715
+  _globals['_GETSTUDYRESPONSE']._serialized_start=717
+  _globals['_GETSTUDYRESPONSE']._serialized_end=804
+  _globals['_LISTSTUDIESREQUEST']._serialized_start=806
+  _globals['_LISTSTUDIESREQUEST']._serialized_end=865
+  _globals['_LISTSTUDIESRESPONSE']._serialized_start=867
+  _globals['_LISTSTUDIESRESPONSE']._serialized_end=953
+  _globals['_WATCHSTUDYREQUEST']._serialized_start=955
+  _globals['_WATCHSTUDYREQUEST']._serialized_end=1014
+  _globals['_WATCHSTUDYRESPONSE']._serialized_start=1016
+  _globals['_WATCHSTUDYRESPONSE']._serialized_end=1137
+  _globals['_CANCELSTUDYREQUEST']._serialized_start=1139
+  _globals['_CANCELSTUDYREQUEST']._serialized_end=1177
+  _globals['_CANCELSTUDYRESPONSE']._serialized_start=1179
+  _globals['_CANCELSTUDYRESPONSE']._serialized_end=1238
+  _globals['_STUDIES']._serialized_start=1241
+  _globals['_STUDIES']._serialized_end=2135
 # @@protoc_insertion_point(module_scope)

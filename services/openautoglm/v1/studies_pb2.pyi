@@ -8,6 +8,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetParameterImportanceRequest(_message.Message):
+    __slots__ = ("study_id", "objective_index")
+    STUDY_ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    study_id: str
+    objective_index: int
+    def __init__(self, study_id: _Optional[str] = ..., objective_index: _Optional[int] = ...) -> None: ...
+
+class GetParameterImportanceResponse(_message.Message):
+    __slots__ = ("importances", "trials", "evaluator")
+    IMPORTANCES_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_FIELD_NUMBER: _ClassVar[int]
+    importances: _containers.RepeatedCompositeFieldContainer[ParameterImportance]
+    trials: int
+    evaluator: str
+    def __init__(self, importances: _Optional[_Iterable[_Union[ParameterImportance, _Mapping]]] = ..., trials: _Optional[int] = ..., evaluator: _Optional[str] = ...) -> None: ...
+
+class ParameterImportance(_message.Message):
+    __slots__ = ("name", "importance")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    importance: float
+    def __init__(self, name: _Optional[str] = ..., importance: _Optional[float] = ...) -> None: ...
+
 class ExportBestRequest(_message.Message):
     __slots__ = ("study_id",)
     STUDY_ID_FIELD_NUMBER: _ClassVar[int]

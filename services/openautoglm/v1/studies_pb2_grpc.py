@@ -60,6 +60,11 @@ class StudiesStub:
                 request_serializer=openautoglm_dot_v1_dot_studies__pb2.CancelStudyRequest.SerializeToString,
                 response_deserializer=openautoglm_dot_v1_dot_studies__pb2.CancelStudyResponse.FromString,
                 _registered_method=True)
+        self.GetParameterImportance = channel.unary_unary(
+                '/openautoglm.v1.Studies/GetParameterImportance',
+                request_serializer=openautoglm_dot_v1_dot_studies__pb2.GetParameterImportanceRequest.SerializeToString,
+                response_deserializer=openautoglm_dot_v1_dot_studies__pb2.GetParameterImportanceResponse.FromString,
+                _registered_method=True)
         self.ExportBest = channel.unary_unary(
                 '/openautoglm.v1.Studies/ExportBest',
                 request_serializer=openautoglm_dot_v1_dot_studies__pb2.ExportBestRequest.SerializeToString,
@@ -103,9 +108,17 @@ class StudiesServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def ExportBest(self, request, context):
+    def GetParameterImportance(self, request, context):
         """Exports the best trial's model to safetensors and ONNX (through a trainer).
+        How much each searched parameter explains the objective, by optuna's importance evaluator
+        (fANOVA) over the study's succeeded trials; empty below two such trials.
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportBest(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -137,6 +150,11 @@ def add_StudiesServicer_to_server(servicer, server):
                     servicer.CancelStudy,
                     request_deserializer=openautoglm_dot_v1_dot_studies__pb2.CancelStudyRequest.FromString,
                     response_serializer=openautoglm_dot_v1_dot_studies__pb2.CancelStudyResponse.SerializeToString,
+            ),
+            'GetParameterImportance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetParameterImportance,
+                    request_deserializer=openautoglm_dot_v1_dot_studies__pb2.GetParameterImportanceRequest.FromString,
+                    response_serializer=openautoglm_dot_v1_dot_studies__pb2.GetParameterImportanceResponse.SerializeToString,
             ),
             'ExportBest': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportBest,
@@ -280,6 +298,33 @@ class Studies:
             '/openautoglm.v1.Studies/CancelStudy',
             openautoglm_dot_v1_dot_studies__pb2.CancelStudyRequest.SerializeToString,
             openautoglm_dot_v1_dot_studies__pb2.CancelStudyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetParameterImportance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/openautoglm.v1.Studies/GetParameterImportance',
+            openautoglm_dot_v1_dot_studies__pb2.GetParameterImportanceRequest.SerializeToString,
+            openautoglm_dot_v1_dot_studies__pb2.GetParameterImportanceResponse.FromString,
             options,
             channel_credentials,
             insecure,
