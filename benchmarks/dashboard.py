@@ -10,8 +10,9 @@ study of N trials (200; 20 with --quick) of the tiny model, and opens its page a
 - **SSE update latency**, while the study runs: for each trial that finishes, from the gateway's
   record of it (the trial's `finished_at`) to the moment the page has drawn it (the page's User
   Timing mark `openautoglm:trial-shown`, after the table and charts are redrawn; redraws are
-  at most one per 250 ms). `sse_received_ms`: to the moment the page parsed the event
-  (`openautoglm:trial-received`), before drawing. Baseline, in the same run and for the same trials: a gRPC WatchStudy
+  at most one per 100 ms, and at least twice the last redraw's cost apart). `sse_received_ms`: to the moment the page parsed the event
+  (`openautoglm:trial-received`), before drawing; `render_ms`: how long each redraw took
+  (`openautoglm:render`). Baseline, in the same run and for the same trials: a gRPC WatchStudy
   client (changes_only, in Python) receiving the same change: the floor of any watcher.
 - **Page load**, once the study completed: K fresh loads (5; 2 with --quick) of the study's page
   in a new tab, from navigation start to the mark `openautoglm:study-rendered` (the HTML, the
@@ -21,7 +22,8 @@ study of N trials (200; 20 with --quick) of the tiny model, and opens its page a
 
 The last line with --json is one JSON object: {"trials", "page_load_ms": {"median", "runs"},
 "get_study_ms": {"median", "runs"}, "page_load_over_get_study", "sse_latency_ms": {"p50", "p95",
-"max", "n"}, "sse_received_ms": {...}, "grpc_watch_latency_ms": {...}, "sse_p50_over_grpc_p50"}.
+"max", "n"}, "sse_received_ms": {...}, "grpc_watch_latency_ms": {...}, "render_ms": {...},
+"sse_p50_over_grpc_p50"}.
 """
 from __future__ import annotations
 
@@ -106,6 +108,9 @@ async def run(trials: int, loads: int) -> dict:
             await page.get_by_text("finished: no more updates").wait_for(timeout=120_000)
             shown, received = await page.evaluate("""() => ['openautoglm:trial-shown', 'openautoglm:trial-received']
                 .map(name => performance.getEntriesByName(name).map(m => [m.detail.id, performance.timeOrigin + m.startTime]))""")
+            renders = await page.evaluate("() => performance.getEntriesByName('openautoglm:render').map(m => m.duration)")
+            for name in ("x:table", "x:charts"):
+                print(name, _spread(await page.evaluate(f"() => performance.getEntriesByName('{name}').map(m => m.duration)")))
             async with http.get(f"/v1/studies/{study_id}") as got:
                 study = (await got.json())["study"]
             finished_ms = {t["id"]: _epoch_ms(t["finishedAt"]) for t in study["trials"] if "finishedAt" in t}
@@ -142,7 +147,7 @@ async def run(trials: int, loads: int) -> dict:
         "get_study_ms": {"median": round(statistics.median(get_study), 1), "runs": [round(v, 1) for v in get_study]},
         "page_load_over_get_study": round(statistics.median(page_loads) / statistics.median(get_study), 2),
         "sse_latency_ms": sse, "sse_received_ms": _spread([sse_received[i] for i in common]),
-        "grpc_watch_latency_ms": grpc_spread,
+        "grpc_watch_latency_ms": grpc_spread, "render_ms": _spread(renders),
         "sse_p50_over_grpc_p50": round(sse["p50"] / grpc_spread["p50"], 2) if common and grpc_spread["p50"] > 0 else None,
     }
 
@@ -183,7 +188,8 @@ def main() -> None:
     print(f"SSE update latency (finished -> drawn): p50 {sse.get('p50')} ms, p95 {sse.get('p95')} ms, max {sse.get('max')} ms "
           f"over {sse['n']} trials; gRPC WatchStudy p50 {grpc_.get('p50')} ms, p95 {grpc_.get('p95')} ms "
           f"(ratio of p50s {report['sse_p50_over_grpc_p50']}x); the page received them at p50 "
-          f"{report['sse_received_ms'].get('p50')} ms")
+          f"{report['sse_received_ms'].get('p50')} ms; each redraw took p50 {report['render_ms'].get('p50')} ms, "
+          f"p95 {report['render_ms'].get('p95')} ms over {report['render_ms']['n']} redraws")
     if args.json:
         print(json.dumps(report))
 

@@ -236,3 +236,64 @@ async def test_the_trainers_page_shows_each_live_trainer_with_its_slots_and_load
     await page.get_by_label("API key").wait_for()
     await page.screenshot(path=artifacts / "sign-in.png")
     assert page.script_errors == []
+
+
+async def test_a_multi_objective_study_shows_its_pareto_front(stack, browser, artifacts):
+    base, key = stack.http_url(), stack.api_key
+    spec = _spec_json(name="pareto-view", strategy="random", budget={"max_trials": 6}, seed=9,
+                      extra_objectives=[{"metric": "latency_ms", "direction": "minimize"}])
+    study = await _create(base, key, spec)
+    page = await _page(browser)
+    await dashboard_sign_in(page, base, key)
+    await page.goto(f"{base}/dashboard/#/studies/{study['id']}")
+    await page.get_by_text("finished: no more updates").wait_for(timeout=240_000)
+    done = await _get(base, key, study["id"])
+    front = set(done["paretoTrialIds"])
+    assert front and await page.locator("#pareto-title").is_visible()
+    await page.locator(f"#chart-pareto[data-points='{len(front)}']").wait_for()
+    drawn = await page.evaluate(
+        "() => echarts.getInstanceByDom(document.getElementById('chart-pareto')).getOption().series.map(s => s.data.map(p => p[2]))")
+    numbers = {t["id"]: t.get("number", 0) for t in done["trials"]}
+    assert sorted(drawn[1]) == sorted(numbers[i] for i in front)  # the front, as the gateway computed it
+    assert sorted(drawn[0] + drawn[1]) == sorted(numbers.values())  # and every other trial beside it
+    await page.locator("#chart-pareto").screenshot(path=artifacts / "pareto.png")
+    assert page.script_errors == []
+
+
+async def test_the_pages_text_meets_wcag_aa_contrast(stack, browser):
+    """Every visible piece of text (enabled controls included) has at least 4.5:1 contrast with
+    the background it sits on (WCAG 2.1 AA), on each page."""
+    page = await _page(browser)
+    await dashboard_sign_in(page, stack.http_url(), stack.api_key)
+    for route in ("#/studies", "#/new", "#/trainers"):
+        await page.goto(f"{stack.http_url()}/dashboard/{route}")
+        await page.locator("main h1").wait_for()
+        await page.wait_for_timeout(500)  # the first refresh has drawn its rows
+        low = await page.evaluate(CONTRAST_CHECK)
+        assert low == [], (route, low)
+
+
+# WCAG relative luminance and contrast of each text element's colour against its nearest opaque
+# background (elements inside a disabled control are exempt, as WCAG exempts inactive controls).
+CONTRAST_CHECK = """() => {
+  const rgb = (c) => c.match(/[\\d.]+/g).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+    .reduce((sum, v, i) => sum + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = rgb(getComputedStyle(e).backgroundColor);
+      if (c.length < 4 || c[3] === 1) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const low = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (el.closest(':disabled, [aria-hidden="true"], .visually-hidden, .skip-link, canvas')) continue;
+    const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !el.getClientRects().length) continue;
+    const [a, b] = [lum(rgb(getComputedStyle(el).color).slice(0, 3)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    if (ratio < 4.5) low.push(`${el.tagName}.${el.className}: ${ratio.toFixed(2)} "${el.textContent.trim().slice(0, 30)}"`);
+  }
+  return low;
+}"""

@@ -123,3 +123,30 @@ async def test_trace_context_crosses_nats_headers(js):
     got = await asyncio.wait_for(received, 10)
     await consumer.stop()
     assert got.trace_id == sent.trace_id and got.span_id == sent.span_id
+
+
+async def test_stop_returns_when_a_cancel_is_swallowed_inside_nats_calls(js, monkeypatch):
+    """On Python 3.11 a cancel that lands as an inner wait_for completes can be swallowed
+    (bpo-42130). Here every consumer_info swallows it, as that race does: stop() must still end,
+    because the lag loop watches the stopping flag (a `while True` loop hung stop() for ever)."""
+    real_info = js.consumer_info
+
+    async def swallowing_info(*args, **kwargs):
+        try:
+            await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            pass  # the race: the caller never sees its cancel
+        return await real_info(*args, **kwargs)
+
+    monkeypatch.setattr(js, "consumer_info", swallowing_info)
+    monkeypatch.setattr(events, "LAG_REPORT_SECONDS", 0.05)
+
+    async def handler(msg, ctx):
+        pass
+
+    consumer = _consumer(js, "swallowed", handler)
+    await consumer.start()
+    await asyncio.sleep(0.2)  # the lag loop is inside consumer_info
+    started = asyncio.get_running_loop().time()
+    await asyncio.wait_for(consumer.stop(), events.STOP_WAIT_SECONDS + 5)
+    assert asyncio.get_running_loop().time() - started < events.STOP_WAIT_SECONDS

@@ -42,6 +42,8 @@ JOBS_STREAM_NAME = "AUTOGLM_JOBS"
 EVENTS_STREAM_NAME = "AUTOGLM_EVENTS"
 # How often a consumer's lag is read into the metrics.
 LAG_REPORT_SECONDS = 5.0
+# How long stop() waits for the consumer's tasks after cancelling them.
+STOP_WAIT_SECONDS = 10.0
 JOBS_STREAM = StreamConfig(
     name=JOBS_STREAM_NAME,
     subjects=[f"{subjects.SUBJECT_TRAIN}.*"],
@@ -221,7 +223,9 @@ class DurableConsumer:
         """Keep the consumer's lag and unacknowledged count in the metrics (metrics.py)."""
         pending = CONSUMER_PENDING.labels(self.stream, self.durable)
         ack_pending = CONSUMER_ACK_PENDING.labels(self.stream, self.durable)
-        while True:
+        # Not `while True`: on Python 3.11 a cancel that lands as consumer_info's own wait_for
+        # completes can be swallowed (bpo-42130), and stop() would then wait on this loop forever.
+        while not self._stopping:
             with contextlib.suppress(Exception):  # NATS away: the last figures stand
                 info = await self.js.consumer_info(self.stream, self.durable, timeout=5)
                 pending.set(info.num_pending or 0)
@@ -232,9 +236,12 @@ class DurableConsumer:
         self._stopping = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # Bounded: a task whose cancel was swallowed still sees _stopping within a fetch's or a
+        # lag report's wait; one that does not is left behind, said in the log, not waited on.
+        _, stuck = await asyncio.wait(self._tasks, timeout=STOP_WAIT_SECONDS) if self._tasks else (set(), set())
+        if stuck:
+            log.warning("consumer %s/%s: %d task(s) did not stop within %.0fs", self.stream, self.durable,
+                        len(stuck), STOP_WAIT_SECONDS)
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()

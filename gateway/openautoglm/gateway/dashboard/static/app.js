@@ -14,7 +14,7 @@ const KEY_STORAGE = "openautoglm.apiKey";
 const STUDIES_REFRESH_MS = 5000;
 const TRAINERS_REFRESH_MS = 2000;
 const IMPORTANCE_MIN_INTERVAL_MS = 5000;
-const RENDER_MIN_INTERVAL_MS = 250;
+const RENDER_MIN_INTERVAL_MS = 100;
 const TERMINAL_STATES = new Set(["STUDY_STATE_COMPLETED", "STUDY_STATE_FAILED", "STUDY_STATE_CANCELLED"]);
 const TRIAL_STATUSES = ["QUEUED", "TRAINING", "EVALUATING", "SUCCEEDED", "FAILED", "PRUNED", "CANCELLED"];
 
@@ -393,9 +393,12 @@ function studyView(studyId) {
   let importanceSucceeded = -1;
   let renderTimer = null;
   let lastRender = 0;
+  let lastRenderCost = 0;
   let sortKey = "number";
   let sortDescending = false;
   const charts = {};
+  let chartsDrawnFor = null;  // what the charts show now: [succeeded trial ids, Pareto ids, importance]
+  const rowCache = new Map();  // trial id -> {trial, isBest, row}
   const finishedSinceRender = new Set();  // for the User Timing marks (benchmarks/dashboard.py)
   let rendered = false;
 
@@ -454,12 +457,21 @@ function studyView(studyId) {
 
   function scheduleRender() {
     if (renderTimer) return;
-    const wait = Math.max(0, RENDER_MIN_INTERVAL_MS - (Date.now() - lastRender));
-    renderTimer = setTimeout(() => { renderTimer = null; lastRender = Date.now(); render(); }, wait);
+    // At most one redraw per RENDER_MIN_INTERVAL_MS, and at least twice a redraw's own cost
+    // between redraws: a large study's redraws take at most a third of the page's time.
+    const gap = Math.max(RENDER_MIN_INTERVAL_MS, 2 * lastRenderCost);
+    const wait = Math.max(0, gap - (Date.now() - lastRender));
+    renderTimer = setTimeout(() => {
+      renderTimer = null;
+      lastRender = Date.now();
+      const started = performance.now();
+      render();
+      lastRenderCost = performance.measure("openautoglm:render", { start: started }).duration;
+    }, wait);
   }
 
   function onMessage(message) {
-    if (message.change === "snapshot") trials.clear();
+    if (message.change === "snapshot") { trials.clear(); rowCache.clear(); }
     study = message.study;
     for (const trial of study.trials || []) trials.set(trial.id, trial);
     for (const trial of message.changedTrials || []) {
@@ -621,20 +633,29 @@ function studyView(studyId) {
       return (x < y ? -1 : 1) * (sortDescending ? -1 : 1);
     });
     trialCaption.textContent = `${shown.length} of ${trials.size} trials`;
-    trialBody.replaceChildren(...shown.map((t) => {
-      const candidate = t.candidate || {};
-      const hps = Object.entries(candidate.hyperparameters || {}).map(([k, v]) => `${k}=${showParam(v)}`).join(" ");
-      return h("tr", { className: t.id === study.bestTrialId ? "best" : null, "data-trial": t.id },
-        h("td", { className: "num" }, String(num(t.number))),
-        h("td", {}, badge("status", trialStatus(t))),
-        h("td", { className: "num" }, t.status === "TRIAL_STATUS_SUCCEEDED" ? fmt(t.objectiveValue) : "–"),
-        h("td", {}, h("pre", { className: "prompt" }, candidate.prompt || ""), hps ? h("div", { className: "note" }, hps) : ""),
-        h("td", {}, COLUMNS[4].value(t)),
-        h("td", {}, COLUMNS[5].value(t)),
-        h("td", { className: "num" }, String(num(t.attempt))),
-        h("td", { className: "num" }, seconds(t) === null ? "–" : fmt(seconds(t), 1)),
-        h("td", { className: "error-text" }, t.error || ""));
-    }));
+    trialBody.replaceChildren(...shown.map(trialRow));
+  }
+
+  /* A trial's row, made again only when the trial (or whether it is the best) changed: a
+   * redraw of a large study moves its rows rather than rebuilding them. */
+  function trialRow(t) {
+    const isBest = t.id === study.bestTrialId;
+    const cached = rowCache.get(t.id);
+    if (cached && cached.trial === t && cached.isBest === isBest) return cached.row;
+    const candidate = t.candidate || {};
+    const hps = Object.entries(candidate.hyperparameters || {}).map(([k, v]) => `${k}=${showParam(v)}`).join(" ");
+    const row = h("tr", { className: isBest ? "best" : null, "data-trial": t.id },
+      h("td", { className: "num" }, String(num(t.number))),
+      h("td", {}, badge("status", trialStatus(t))),
+      h("td", { className: "num" }, t.status === "TRIAL_STATUS_SUCCEEDED" ? fmt(t.objectiveValue) : "–"),
+      h("td", {}, h("pre", { className: "prompt" }, candidate.prompt || ""), hps ? h("div", { className: "note" }, hps) : ""),
+      h("td", {}, COLUMNS[4].value(t)),
+      h("td", {}, COLUMNS[5].value(t)),
+      h("td", { className: "num" }, String(num(t.attempt))),
+      h("td", { className: "num" }, seconds(t) === null ? "–" : fmt(seconds(t), 1)),
+      h("td", { className: "error-text" }, t.error || ""));
+    rowCache.set(t.id, { trial: t, isBest, row });
+    return row;
   }
 
   function chart(name) {
@@ -647,6 +668,11 @@ function studyView(studyId) {
     const maximize = maximizes(spec.objective);
     const done = all.filter((t) => t.status === "TRIAL_STATUS_SUCCEEDED" && !t.repeatOf)
       .sort((a, b) => num(a.number) - num(b.number));
+    // The charts show succeeded trials only: most updates (a trial queued, training, its
+    // progress) change none of them, and drawing four charts is most of a redraw's cost.
+    const drawn = [done.map((t) => t.id).join(), (study.paretoTrialIds || []).join(), importance];
+    if (chartsDrawnFor && drawn.every((part, i) => part === chartsDrawnFor[i])) return;
+    chartsDrawnFor = drawn;
     // Objective per trial, with the running best.
     let running = null;
     const runningBest = done.map((t) => {
