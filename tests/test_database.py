@@ -54,8 +54,12 @@ def test_studies_and_trials_round_trip_page_and_count_on_each_engine(engine):
     assert store.tenant_studies_not_in_state("other", S.STUDY_STATE_COMPLETED) == ["st-b"]
     counts, unplaced = store.running_trial_counts()
     assert counts == {S.TRIAL_STATUS_QUEUED: 4, S.TRIAL_STATUS_SUCCEEDED: 1} and unplaced == 4
-    study.state = S.STUDY_STATE_COMPLETED
+    study.state, study.best_trial_id = S.STUDY_STATE_COMPLETED, "st-a-t001"
     assert store.finish_study(study)
+    # Progress and best, counted when read: with the trials, without them, and in a list.
+    listed = dict((s.id, s) for _, s in store.list_studies(10, None, "default"))["st-a"]
+    for counted in (store.existing_study("st-a"), store.study("st-a", with_trials=False), listed):
+        assert (counted.trial_count, counted.finished_trial_count, counted.best_objective_value) == (5, 1, 0.75)
     assert store.studies_in_state(S.STUDY_STATE_RUNNING) == ["st-b"] and not store.trials_of_running_studies(S.TRIAL_STATUS_QUEUED)
     with pytest.raises(sa.exc.IntegrityError):  # trial numbers are unique per study
         store.insert_trial(common_pb2.Trial(id="st-a-dup", study_id="st-a", number=0))

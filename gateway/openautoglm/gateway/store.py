@@ -89,9 +89,7 @@ class StudyStore:
             return None
         if with_trials:
             study.trials.extend(self.trials(study_id))
-            study.trial_count = len(study.trials)
-            study.finished_trial_count = sum(t.status in TERMINAL_TRIAL for t in study.trials)
-            study.best_objective_value = next((t.objective_value for t in study.trials if t.id == study.best_trial_id), 0.0)
+            count_held_trials(study)
         else:
             self.count_trials([study])
         return study
@@ -250,6 +248,14 @@ class StudyStore:
     def trials(self, study_id: str) -> list[common_pb2.Trial]:
         rows = self._all(sa.select(trials.c.blob).where(trials.c.study_id == study_id).order_by(trials.c.number))
         return [common_pb2.Trial.FromString(r[0]) for r in rows]
+
+
+def count_held_trials(study: common_pb2.Study) -> None:
+    """Set trial_count, finished_trial_count and best_objective_value from the trials it holds
+    (all of them); StudyStore.count_trials does the same from the database."""
+    study.trial_count = len(study.trials)
+    study.finished_trial_count = sum(t.status in TERMINAL_TRIAL for t in study.trials)
+    study.best_objective_value = next((t.objective_value for t in study.trials if t.id == study.best_trial_id), 0.0)
 
 
 def _without_trials(study: common_pb2.Study) -> common_pb2.Study:

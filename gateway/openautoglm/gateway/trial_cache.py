@@ -12,7 +12,7 @@ so those records are kept beside the trials.
 from __future__ import annotations
 
 from openautoglm.gateway.states import TERMINAL_TRIAL
-from openautoglm.gateway.store import StudyStore
+from openautoglm.gateway.store import StudyStore, count_held_trials
 from openautoglm.v1 import common_pb2, prompt_generator_pb2
 
 
@@ -40,5 +40,5 @@ class StudyTrialCache:
             done += 1
         study.trials.extend(self._finished)
         study.trials.extend(rest[done:])
-        study.trial_count = len(study.trials)
+        count_held_trials(study)
         return study
