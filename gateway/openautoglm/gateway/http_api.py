@@ -207,6 +207,11 @@ def error_body(code: grpc.StatusCode, message: str) -> dict[str, Any]:
     return {"error": {"code": HTTP_STATUS.get(code, 500), "message": message, "status": code.name}}
 
 
+def _status_of(err: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
+    """A failed call's status and message (the status' name when the server gave none)."""
+    return err.code(), err.details() or err.code().name
+
+
 def _error_response(code: grpc.StatusCode, message: str) -> web.Response:
     return web.json_response(error_body(code, message), status=HTTP_STATUS.get(code, 500))
 
@@ -275,7 +280,7 @@ class HttpApi:
         try:
             reply = await call(message, metadata=metadata)
         except grpc.aio.AioRpcError as err:
-            return _error_response(err.code(), err.details() or err.code().name)
+            return _error_response(*_status_of(err))
         return web.json_response(to_json(reply))
 
     async def _stream(self, request: web.Request, route: Route, message: Message,
@@ -305,8 +310,8 @@ class HttpApi:
                 await response.write(b"data: " + json.dumps(to_json(reply)).encode() + b"\n\n")
         except grpc.aio.AioRpcError as err:
             if response is None:
-                return _error_response(err.code(), err.details() or err.code().name)
-            body = json.dumps(error_body(err.code(), err.details() or err.code().name))
+                return _error_response(*_status_of(err))
+            body = json.dumps(error_body(*_status_of(err)))
             await response.write(b"event: error\ndata: " + body.encode() + b"\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
             call.cancel()  # the client went away: so does the watch
