@@ -488,7 +488,7 @@ function studyView(studyId) {
       importanceAt = Date.now();
       loadImportance();
     }
-    if (message.change === "snapshot" || message.change.startsWith("study.")) loadModels();
+    if (message.change === "snapshot" || (message.change || "").startsWith("study.")) loadModels();
   }
 
   async function loadImportance() {
