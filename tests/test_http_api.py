@@ -3,6 +3,8 @@ embedded stack's gateway: a whole study, its SSE watch, the keys and status code
 and the OpenAPI document generated from the protos."""
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import aiohttp
@@ -141,3 +143,37 @@ def test_the_vendored_http_annotations_match_the_installed_googleapis_protos():
     vendored = Path(__file__).resolve().parent.parent / "protos" / "google" / "api"
     for name in ("annotations.proto", "http.proto"):
         assert (vendored / name).read_bytes() == (installed / name).read_bytes(), name
+
+
+async def test_a_quiet_watch_stays_open_through_keep_alives(monkeypatch):
+    """A watch that has nothing to say for longer than the keep-alive gets keep-alive comments
+    and still delivers what comes after: the keep-alive must not cancel the pending read (that
+    cancelled the gRPC call, and the stream ended as if the study had finished). The gRPC side is
+    a real server in this process, standing in for the gateway's own."""
+    from openautoglm.v1 import common_pb2, studies_pb2, studies_pb2_grpc
+
+    monkeypatch.setattr(http_api, "SSE_KEEPALIVE_SECONDS", 0.2)
+
+    class QuietStudies(studies_pb2_grpc.StudiesServicer):
+        async def WatchStudy(self, request, context):
+            yield studies_pb2.WatchStudyResponse(change="snapshot", study=common_pb2.Study(id=request.study_id))
+            await asyncio.sleep(1.0)  # five keep-alives of silence
+            yield studies_pb2.WatchStudyResponse(change="study.completed", study=common_pb2.Study(
+                id=request.study_id, state=common_pb2.STUDY_STATE_COMPLETED))
+
+    server = grpc.aio.server()
+    studies_pb2_grpc.add_StudiesServicer_to_server(QuietStudies(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    api = http_api.HttpApi(f"127.0.0.1:{port}")
+    http_port = await api.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession(f"http://127.0.0.1:{http_port}") as http:
+            async with http.get("/v1/studies/st-quiet:watch") as watch:
+                raw = (await watch.read()).decode()
+        assert raw.count(": keep-alive") >= 2
+        changes = [json.loads(line[6:])["change"] for line in raw.splitlines() if line.startswith("data: ")]
+        assert changes == ["snapshot", "study.completed"]
+    finally:
+        await api.stop()
+        await server.stop(None)

@@ -294,15 +294,23 @@ class HttpApi:
             message, metadata=metadata)
         response: web.StreamResponse | None = None
         messages = call.__aiter__()
+        # The next message, read in a task of its own: a keep-alive waits beside it and never
+        # cancels it (cancelling a read cancels the whole call, and the stream would end as if
+        # the study had finished).
+        reading: asyncio.Future[Message] | None = None
         try:
             while True:
-                try:
-                    reply = await asyncio.wait_for(messages.__anext__(), timeout=SSE_KEEPALIVE_SECONDS)
-                except asyncio.TimeoutError:
+                if reading is None:
+                    reading = asyncio.ensure_future(messages.__anext__())
+                done, _ = await asyncio.wait({reading}, timeout=SSE_KEEPALIVE_SECONDS)
+                if not done:
                     if response is None:
                         response = await _open_sse(request)
                     await response.write(b": keep-alive\n\n")
                     continue
+                finished, reading = reading, None
+                try:
+                    reply = finished.result()
                 except StopAsyncIteration:
                     break
                 if response is None:
@@ -314,6 +322,8 @@ class HttpApi:
             body = json.dumps(error_body(*_status_of(err)))
             await response.write(b"event: error\ndata: " + body.encode() + b"\n\n")
         except (ConnectionResetError, asyncio.CancelledError):
+            if reading is not None:
+                reading.cancel()
             call.cancel()  # the client went away: so does the watch
             raise
         if response is None:  # a stream that ended before its first message
