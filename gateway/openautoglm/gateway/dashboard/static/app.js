@@ -66,8 +66,9 @@ async function api(path, options) {
 
 /* Follow a server-streaming method as Server-Sent Events through fetch. Calls onMessage for
  * each message; reconnects after a dropped connection (1 s, doubling to 10 s); returns when the
- * stream ends (a watched study reached a terminal state) or `signal` aborts. */
-async function followStream(path, onMessage, signal, onState) {
+ * stream ends and `isFinished()` agrees (a watched study reached a terminal state), or `signal`
+ * aborts. */
+async function followStream(path, onMessage, signal, onState, isFinished) {
   let delay = 1000;
   while (!signal.aborted) {
     try {
@@ -100,8 +101,14 @@ async function followStream(path, onMessage, signal, onState) {
           onMessage(payload);
         }
       }
-      onState("ended");
-      return;
+      if (!isFinished || isFinished()) {
+        onState("ended");
+        return;
+      }
+      // It ended early (a proxy's idle timeout, a gateway restart): a drop, not the end.
+      onState("reconnecting");
+      await sleep(delay, signal);
+      delay = Math.min(delay * 2, 10000);
     } catch (error) {
       if (signal.aborted) return;
       if (error instanceof ApiError && error.status >= 400 && error.status < 500) {
@@ -777,7 +784,7 @@ function studyView(studyId) {
 
   followStream(studyPath(studyId) + ":watch?changesOnly=true", onMessage, controller.signal, (state) => {
     live.textContent = state === "live" ? "live" : state === "ended" ? "finished: no more updates" : "reconnecting…";
-  }).catch((error) => {
+  }, () => study !== null && TERMINAL_STATES.has(study.state)).catch((error) => {
     problems.replaceChildren(h("p", { className: "alert" }, error.message));
     live.textContent = "";
   });
